@@ -1,0 +1,196 @@
+"""The one binning definition, used by the baseline builder, replay and streaming alike.
+
+Numeric edges e[0..m-1] give m+1 bins, index = searchsorted(edges, x, side="right"):
+(-inf,e0), [e0,e1), ..., [e(m-1),+inf). Categorical: the listed categories in order, then
+`__other__`. Absent/null/NaN values are `missing`; values of the wrong type are `invalid`.
+
+A feature's counts are one int64 array of n_bins + 2 slots: the bins, then missing, then invalid.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from kldrift.schemas.baseline import Baseline, FeatureBaseline
+from kldrift.schemas.config import OTHER_CATEGORY, FeatureSpec, NumericFeature, PipelineConfig
+
+_NUMBER_TYPES = frozenset({int, float})
+_NUMBER_OR_NONE = frozenset({int, float, type(None)})
+
+
+class BaselineMismatch(ValueError):
+    """The baseline's bins do not match the config; the message names the feature."""
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(
+        value, bool | np.bool_
+    )
+
+
+def _edge_text(edge: float) -> str:
+    return format(edge, ".10g")
+
+
+@dataclass(frozen=True, eq=False)
+class FeatureBins:
+    """How one feature's values map to bins."""
+
+    name: str
+    kind: str
+    edges: np.ndarray | None = None
+    categories: tuple[str, ...] | None = None
+
+    @property
+    def n_bins(self) -> int:
+        if self.edges is not None:
+            return len(self.edges) + 1
+        assert self.categories is not None
+        return len(self.categories) + 1
+
+    @property
+    def missing_slot(self) -> int:
+        return self.n_bins
+
+    @property
+    def invalid_slot(self) -> int:
+        return self.n_bins + 1
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        if self.categories is not None:
+            return (*self.categories, OTHER_CATEGORY)
+        assert self.edges is not None
+        edges = [_edge_text(e) for e in self.edges]
+        inner = [f"[{a}, {b})" for a, b in zip(edges, edges[1:], strict=False)]
+        return (f"(-inf, {edges[0]})", *inner, f"[{edges[-1]}, +inf)")
+
+    @classmethod
+    def numeric(cls, name: str, edges: Sequence[float]) -> FeatureBins:
+        return cls(name, "numeric", edges=np.asarray(edges, dtype=np.float64))
+
+    @classmethod
+    def categorical(cls, name: str, categories: Sequence[str]) -> FeatureBins:
+        return cls(name, "categorical", categories=tuple(categories))
+
+    def codes(self, values: Sequence[Any]) -> np.ndarray:
+        """A slot per value: its bin, or missing_slot, or invalid_slot."""
+        if self.edges is not None:
+            return self._numeric_codes(values)
+        return self._categorical_codes(values)
+
+    def _numeric_codes(self, values: Sequence[Any]) -> np.ndarray:
+        assert self.edges is not None
+        types = set(map(type, values))
+        if types <= _NUMBER_OR_NONE:
+            numbers = np.array(values, dtype=np.float64)  # None -> nan
+            invalid = None
+        else:
+            usable = [_is_number(v) or v is None for v in values]
+            numbers = np.array(
+                [v if ok else math.nan for v, ok in zip(values, usable, strict=True)],
+                dtype=np.float64,
+            )
+            invalid = ~np.asarray(usable, dtype=bool)
+        codes = np.searchsorted(self.edges, numbers, side="right")
+        codes[np.isnan(numbers)] = self.missing_slot
+        if invalid is not None:
+            codes[invalid] = self.invalid_slot
+        return codes
+
+    def _categorical_codes(self, values: Sequence[Any]) -> np.ndarray:
+        index = self._category_index
+        other = self.n_bins - 1
+        missing, invalid = self.missing_slot, self.invalid_slot
+        if set(map(type, values)) <= {str}:
+            return np.fromiter((index.get(v, other) for v in values), np.int64, len(values))
+        codes = []
+        for value in values:
+            if value is None:
+                codes.append(missing)
+            elif isinstance(value, str):
+                codes.append(index.get(value, other))
+            elif isinstance(value, bool):
+                codes.append(index.get("true" if value else "false", other))
+            elif isinstance(value, int):
+                codes.append(index.get(str(value), other))
+            else:
+                codes.append(invalid)
+        return np.asarray(codes, dtype=np.int64)
+
+    @property
+    def _category_index(self) -> dict[str, int]:
+        cached = self.__dict__.get("_index")
+        if cached is None:
+            assert self.categories is not None
+            cached = {c: i for i, c in enumerate(self.categories)}
+            object.__setattr__(self, "_index", cached)
+        return cached
+
+    def count(self, values: Sequence[Any]) -> np.ndarray:
+        """Counts over all values: n_bins + 2 slots (bins, missing, invalid)."""
+        return np.bincount(self.codes(values), minlength=self.n_bins + 2).astype(np.int64)
+
+    def count_groups(self, values: Sequence[Any], group: np.ndarray, n_groups: int) -> np.ndarray:
+        """Counts per group (shape n_groups x (n_bins + 2)); `group[i]` is value i's group."""
+        width = self.n_bins + 2
+        flat = group.astype(np.int64) * width + self.codes(values)
+        return np.bincount(flat, minlength=n_groups * width).reshape(n_groups, width)
+
+
+def bins_from_baseline(feature: FeatureBaseline) -> FeatureBins:
+    if feature.kind == "numeric":
+        assert feature.edges is not None
+        return FeatureBins.numeric(feature.name, feature.edges)
+    assert feature.categories is not None
+    return FeatureBins.categorical(feature.name, feature.categories)
+
+
+def bins_from_spec(spec: FeatureSpec) -> FeatureBins | None:
+    """Bins fixed by the config itself; None where they are learned from the baseline."""
+    if isinstance(spec, NumericFeature):
+        return FeatureBins.numeric(spec.name, spec.edges) if spec.edges is not None else None
+    if spec.categories is not None:
+        return FeatureBins.categorical(spec.name, spec.categories)
+    return None
+
+
+def resolve_bins(config: PipelineConfig, baseline: Baseline) -> list[FeatureBins]:
+    """Every config feature's bins, checked against the baseline; BaselineMismatch names the feature."""
+    resolved = []
+    for spec in config.features:
+        try:
+            stored = baseline.feature(spec.name)
+        except KeyError:
+            raise BaselineMismatch(
+                f"feature {spec.name!r} is in the config but not in baseline {baseline.id[:12]}: "
+                "rebuild the baseline with this config"
+            ) from None
+        _check_matches(spec, stored)
+        resolved.append(bins_from_baseline(stored))
+    return resolved
+
+
+def _check_matches(spec: FeatureSpec, stored: FeatureBaseline) -> None:
+    where = f"feature {spec.name!r}"
+    if spec.kind != stored.kind:
+        raise BaselineMismatch(f"{where}: config says {spec.kind}, baseline has {stored.kind}")
+    if isinstance(spec, NumericFeature):
+        if spec.edges is not None and list(spec.edges) != list(stored.edges or []):
+            raise BaselineMismatch(f"{where}: config edges differ from the baseline's edges")
+        if spec.bins is not None and len(stored.edges or []) + 1 > spec.bins:
+            raise BaselineMismatch(
+                f"{where}: baseline has {len(stored.edges or []) + 1} bins, config asks {spec.bins}"
+            )
+        return
+    if spec.categories is not None and list(spec.categories) != list(stored.categories or []):
+        raise BaselineMismatch(f"{where}: config categories differ from the baseline's categories")
+    if spec.top_k is not None and len(stored.categories or []) > spec.top_k:
+        raise BaselineMismatch(
+            f"{where}: baseline has {len(stored.categories or [])} categories, top_k is {spec.top_k}"
+        )

@@ -1,0 +1,1 @@
+"""Sources and sinks: files (replay, baseline) and Kafka (streaming)."""

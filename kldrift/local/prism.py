@@ -1,0 +1,57 @@
+"""Beam's Prism runner, built from the Go module proxy with `go install` at the installed Beam's version.
+
+apache-beam would otherwise try to download Prism from GitHub at run time (unreachable on closed
+networks) and then silently fall back to a runner that never fires live windows.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from kldrift.local.paths import cache_dir
+
+PRISM_MODULE = "github.com/apache/beam/sdks/v2/go/cmd/prism"
+
+
+def beam_version() -> str:
+    from apache_beam.version import __version__
+
+    return __version__
+
+
+def prism_path() -> Path:
+    """Where the Prism binary for the installed Beam version lives (it may not exist yet)."""
+    return cache_dir() / "bin" / f"prism-{beam_version()}" / "prism"
+
+
+def ensure_installed() -> Path:
+    """Build Prism with `go install` unless the binary for this Beam version is already there."""
+    override = os.environ.get("KLDRIFT_PRISM")
+    if override:
+        return Path(override)
+    target = prism_path()
+    if target.exists():
+        return target
+    go = shutil.which("go")
+    if go is None:
+        raise RuntimeError(
+            "Prism runner is not installed and `go` is not on PATH: install Go, then run `make setup`"
+        )
+    version = beam_version()
+    print(f"setup: building Beam Prism runner v{version} with go install (first run: ~1 minute)")
+    sys.stdout.flush()
+    env = dict(os.environ, GOBIN=str(target.parent), GOFLAGS="-mod=mod")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [go, "install", f"{PRISM_MODULE}@v{version}"],
+        check=True,
+        env=env,
+        cwd=str(target.parent),
+    )
+    if not target.exists():
+        raise RuntimeError(f"go install finished but {target} is missing")
+    return target

@@ -1,0 +1,113 @@
+"""The baseline file: per-feature bins and counts learned from training data (`kldrift baseline`)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+BASELINE_SCHEMA_VERSION = 1
+
+
+class FeatureBaseline(BaseModel):
+    """One feature's bins and the training data's count in each bin."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    kind: Literal["numeric", "categorical"]
+    edges: list[float] | None = None
+    categories: list[str] | None = None
+    counts: list[int] = Field(description="count per bin, in bin order")
+    missing: int = Field(default=0, ge=0)
+    invalid: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _bins_match_counts(self) -> FeatureBaseline:
+        if self.kind == "numeric":
+            if self.edges is None or self.categories is not None:
+                raise ValueError(f"feature {self.name!r}: a numeric baseline has edges only")
+            expected = len(self.edges) + 1
+        else:
+            if self.categories is None or self.edges is not None:
+                raise ValueError(f"feature {self.name!r}: a categorical baseline has categories only")
+            expected = len(self.categories) + 1
+        if len(self.counts) != expected:
+            raise ValueError(
+                f"feature {self.name!r}: {len(self.counts)} counts for {expected} bins"
+            )
+        if any(c < 0 for c in self.counts):
+            raise ValueError(f"feature {self.name!r}: counts cannot be negative")
+        if sum(self.counts) == 0:
+            raise ValueError(f"feature {self.name!r}: the baseline has no binned values")
+        return self
+
+
+class Baseline(BaseModel):
+    """A whole baseline; `id` is the sha256 of its canonical content (features and schema version)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: int = BASELINE_SCHEMA_VERSION
+    id: str
+    created_at: str
+    source: str
+    features: list[FeatureBaseline] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _id_matches_content(self) -> Baseline:
+        expected = content_id(self.features)
+        if self.id != expected:
+            raise ValueError(
+                f"baseline id {self.id[:12]}... does not match its content ({expected[:12]}...): "
+                "the file was edited; rebuild it with `kldrift baseline`"
+            )
+        return self
+
+    def feature(self, name: str) -> FeatureBaseline:
+        for feature in self.features:
+            if feature.name == name:
+                return feature
+        raise KeyError(name)
+
+    @classmethod
+    def create(cls, features: list[FeatureBaseline], *, source: str, created_at: str) -> Baseline:
+        return cls(id=content_id(features), created_at=created_at, source=source, features=features)
+
+
+def content_id(features: list[FeatureBaseline]) -> str:
+    canonical = json.dumps(
+        {
+            "schema_version": BASELINE_SCHEMA_VERSION,
+            "features": [f.model_dump(mode="json") for f in features],
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class BaselineError(ValueError):
+    """A baseline file that cannot be used; the message names the feature or field."""
+
+
+def load_baseline(path: str | Path) -> Baseline:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise BaselineError(f"cannot read baseline {path}: {err.strerror}") from None
+    return parse_baseline(text, str(path))
+
+
+def parse_baseline(text: str | bytes, source: str) -> Baseline:
+    try:
+        return Baseline.model_validate_json(text)
+    except ValidationError as err:
+        first = err.errors()[0]
+        location = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        message = first["msg"].removeprefix("Value error, ")
+        raise BaselineError(f"{source}: {location}: {message}") from None

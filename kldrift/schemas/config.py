@@ -1,0 +1,253 @@
+"""The pipeline config a user writes (YAML or JSON): event fields, windows, features, drift rule, Kafka."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from kldrift.schemas.durations import Duration
+
+OTHER_CATEGORY = "__other__"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class WindowSpec(_Frozen):
+    """Sliding windows `[k*period, k*period + size)` in event time."""
+
+    size: Duration = Field(description="window length")
+    period: Duration = Field(description="how often a window starts (the slide)")
+    allowed_lateness: Duration = Field(
+        default=0.0, description="how long after a window closes late events still revise it"
+    )
+
+    @field_validator("size", "period")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be greater than 0")
+        if not math.isclose(value * 1000, round(value * 1000), abs_tol=1e-9):
+            raise ValueError("must be a whole number of milliseconds")
+        return value
+
+    @model_validator(mode="after")
+    def _size_multiple_of_period(self) -> WindowSpec:
+        ratio = self.size / self.period
+        if not math.isclose(ratio, round(ratio), abs_tol=1e-9):
+            raise ValueError(
+                f"window.size ({self.size:g}s) must be a whole multiple of "
+                f"window.period ({self.period:g}s)"
+            )
+        return self
+
+    @property
+    def size_us(self) -> int:
+        return round(self.size * 1_000_000)
+
+    @property
+    def period_us(self) -> int:
+        return round(self.period * 1_000_000)
+
+    @property
+    def allowed_lateness_us(self) -> int:
+        return round(self.allowed_lateness * 1_000_000)
+
+    @property
+    def panes_per_window(self) -> int:
+        return self.size_us // self.period_us
+
+
+class NumericFeature(_Frozen):
+    """A numeric feature binned by edges: (-inf,e0), [e0,e1), ..., [e(m-1), +inf)."""
+
+    name: str = Field(min_length=1, description="field name; a dotted path reads a nested field")
+    kind: Literal["numeric"]
+    edges: list[float] | None = Field(default=None, description="strictly increasing bin edges")
+    bins: int | None = Field(
+        default=None, ge=2, le=100_000, description="learn bins-1 quantile edges from the baseline"
+    )
+
+    @field_validator("edges")
+    @classmethod
+    def _edges_increasing(cls, edges: list[float] | None) -> list[float] | None:
+        if edges is None:
+            return None
+        if not edges:
+            raise ValueError("needs at least one edge")
+        if any(not math.isfinite(e) for e in edges):
+            raise ValueError("edges must be finite numbers (the outer bins already reach ±inf)")
+        if any(b <= a for a, b in zip(edges, edges[1:], strict=False)):
+            raise ValueError("edges must be strictly increasing")
+        return edges
+
+    @model_validator(mode="after")
+    def _edges_or_bins(self) -> NumericFeature:
+        if (self.edges is None) == (self.bins is None):
+            raise ValueError(f"feature {self.name!r}: give exactly one of 'edges' or 'bins'")
+        return self
+
+
+class CategoricalFeature(_Frozen):
+    """A categorical feature: the listed categories in order, then one `__other__` bin."""
+
+    name: str = Field(min_length=1, description="field name; a dotted path reads a nested field")
+    kind: Literal["categorical"]
+    categories: list[str] | None = Field(default=None, description="categories, in bin order")
+    top_k: int | None = Field(
+        default=None, ge=1, le=100_000, description="learn the k most frequent from the baseline"
+    )
+
+    @field_validator("categories")
+    @classmethod
+    def _unique(cls, categories: list[str] | None) -> list[str] | None:
+        if categories is None:
+            return None
+        if not categories:
+            raise ValueError("needs at least one category")
+        if len(set(categories)) != len(categories):
+            raise ValueError("categories must be unique")
+        if OTHER_CATEGORY in categories:
+            raise ValueError(f"{OTHER_CATEGORY!r} is reserved for values not listed")
+        return categories
+
+    @model_validator(mode="after")
+    def _categories_or_top_k(self) -> CategoricalFeature:
+        if (self.categories is None) == (self.top_k is None):
+            raise ValueError(f"feature {self.name!r}: give exactly one of 'categories' or 'top_k'")
+        return self
+
+
+FeatureSpec = Annotated[NumericFeature | CategoricalFeature, Field(discriminator="kind")]
+
+
+class DriftSpec(_Frozen):
+    """When a window counts as drifted: debiased KL above the threshold and a significant G-test."""
+
+    smoothing: float = Field(
+        default=0.5, ge=0, description="pseudo-count added to every baseline bin (Q's smoothing)"
+    )
+    threshold_bits: float = Field(default=0.05, ge=0, description="debiased KL threshold, bits")
+    significance: float = Field(default=0.01, gt=0, le=1, description="G-test p-value threshold")
+
+
+class KafkaSpec(_Frozen):
+    """Where events come from and reports go, and every client setting passed through."""
+
+    bootstrap_servers: str = Field(min_length=1)
+    input_topic: str = Field(min_length=1)
+    output_topic: str = Field(min_length=1)
+    dead_letter_topic: str = Field(min_length=1)
+    group_id: str | None = Field(default=None, description="consumer group (default: kldrift.NAME)")
+    start_from: Literal["committed", "earliest", "latest", "timestamp"] = "committed"
+    start_timestamp: float | None = Field(
+        default=None, description="epoch seconds, with start_from: timestamp"
+    )
+    commit_offsets: bool = Field(
+        default=True, description="commit read offsets to the group after each bundle"
+    )
+    create_topics: bool = Field(default=True, description="create missing topics at start")
+    max_delay: Duration = Field(
+        default=0.0, description="watermark = newest event time seen minus this (out-of-order bound)"
+    )
+    idle_timeout: Duration = Field(
+        default=5.0,
+        description="a partition with no new records for this long lets its watermark follow "
+        "wall-clock time minus max_delay",
+    )
+    poll_max_records: int = Field(default=2000, ge=1)
+    client: dict[str, str | int | float | bool] = Field(
+        default_factory=dict,
+        description="extra kafka-python settings (security_protocol, sasl_mechanism, "
+        "sasl_plain_username, sasl_plain_password, ssl_cafile, client_id, ...)",
+    )
+
+    @model_validator(mode="after")
+    def _timestamp_given(self) -> KafkaSpec:
+        if self.start_from == "timestamp" and self.start_timestamp is None:
+            raise ValueError("kafka.start_timestamp is required with start_from: timestamp")
+        return self
+
+
+class PipelineConfig(_Frozen):
+    """One kldrift job."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$", description="pipeline name")
+    event_time_field: str = Field(min_length=1, description="field holding the event time")
+    event_time_unit: Literal["s", "ms"] = Field(
+        default="s", description="unit of a numeric event time (RFC 3339 text is also accepted)"
+    )
+    key_field: str | None = Field(
+        default=None, description="report drift separately per value of this field"
+    )
+    window: WindowSpec
+    features: list[FeatureSpec] = Field(min_length=1)
+    drift: DriftSpec = Field(default_factory=DriftSpec)
+    baseline: str | None = Field(default=None, description="baseline file (kldrift baseline)")
+    kafka: KafkaSpec | None = None
+
+    @field_validator("features")
+    @classmethod
+    def _unique_names(cls, features: list[FeatureSpec]) -> list[FeatureSpec]:
+        seen: set[str] = set()
+        for feature in features:
+            if feature.name in seen:
+                raise ValueError(f"duplicate feature {feature.name!r}")
+            seen.add(feature.name)
+        return features
+
+    def feature(self, name: str) -> FeatureSpec:
+        for feature in self.features:
+            if feature.name == name:
+                return feature
+        raise KeyError(name)
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message names the field and what is wrong."""
+
+
+def _format_validation_error(source: str, err: ValidationError) -> str:
+    problems = []
+    for item in err.errors():
+        location = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = item["msg"].removeprefix("Value error, ")
+        problems.append(f"{location}: {message}")
+    return f"{source}: " + "; ".join(problems)
+
+
+def parse_config(data: Any, source: str = "config") -> PipelineConfig:
+    """Validate a config mapping; raise ConfigError naming every bad field."""
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(source, err)) from None
+
+
+def load_config(path: str | Path) -> PipelineConfig:
+    """Load a YAML or JSON config file. A relative `baseline` path is resolved against the file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(f"cannot read config {path}: {err.strerror}") from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as err:
+        raise ConfigError(f"{path}: not valid YAML/JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the config must be a mapping of fields")
+    baseline = data.get("baseline")
+    if isinstance(baseline, str) and "://" not in baseline and not Path(baseline).is_absolute():
+        data = {**data, "baseline": str((path.parent / baseline).resolve())}
+    return parse_config(data, str(path))
+
+
+def config_json_schema() -> dict[str, Any]:
+    return PipelineConfig.model_json_schema()

@@ -1,0 +1,74 @@
+"""The drift report: one JSON message per (key, feature, window, revision). Producer and consumers
+share this model."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+
+
+class TopBinReport(BaseModel):
+    """A bin that contributes most to KL: p*log2(p/q) in bits."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    bin: str
+    window_p: float
+    baseline_q: float
+    contribution_bits: float
+
+
+class DriftReport(BaseModel):
+    """KL(window || baseline) and companions for one feature, one key, one sliding window."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: int = SCHEMA_VERSION
+    pipeline: str
+    key: str | None = Field(description="value of key_field, null without one")
+    feature: str
+    window_start: datetime = Field(description="inclusive, RFC 3339 UTC")
+    window_end: datetime = Field(description="exclusive, RFC 3339 UTC")
+    revision: int = Field(ge=0, description="0 = first report, 1, 2... = updates from late data")
+    count: int = Field(ge=0, description="events binned in this window (N)")
+    missing: int = Field(ge=0, description="events without a value for this feature")
+    invalid: int = Field(ge=0, description="events whose value had the wrong type")
+    kl_bits: float | None = Field(description="KL(P||Q) in bits, plug-in estimate")
+    kl_bits_debiased: float | None = Field(description="KL minus its small-sample bias, bits")
+    entropy_bits: float | None = Field(description="H(P), bits")
+    cross_entropy_bits: float | None = Field(description="H(P,Q) = H(P) + KL(P||Q), bits")
+    js_bits: float | None = Field(description="Jensen-Shannon divergence, bits")
+    psi: float | None = Field(description="population stability index (natural log)")
+    p_value: float | None = Field(description="G-test of homogeneity, window vs baseline counts")
+    threshold_bits: float
+    significance: float
+    drift: bool
+    top_bins: list[TopBinReport]
+    baseline_id: str
+
+    @property
+    def message_key(self) -> str:
+        """`pipeline|key|feature|window_start|window_end`: the same for every revision of a window."""
+        return "|".join(
+            [
+                self.pipeline,
+                self.key or "",
+                self.feature,
+                _rfc3339(self.window_start),
+                _rfc3339(self.window_end),
+            ]
+        )
+
+    def to_json_bytes(self) -> bytes:
+        return self.model_dump_json().encode()
+
+    @classmethod
+    def from_json_bytes(cls, data: bytes | str) -> DriftReport:
+        return cls.model_validate_json(data)
+
+
+def _rfc3339(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")

@@ -1,0 +1,348 @@
+"""SlidingKLDivergence: event batches in, one DriftReport per (key, feature, sliding window, revision).
+
+Steps (stable labels, so a Dataflow `--update` keeps state):
+  Bin                 each batch binned with numpy into per-(key, feature, pane) counts
+  PaneHistograms      FixedWindows(period), sum of counts; late data fires discarding deltas
+  SlidingHistograms   SlidingWindows(size, period) over pane sums (discarding deltas)
+  Revise              running total per window, numbered revisions 0, 1, 2...
+  Score               divergence against the baseline side input -> DriftReport
+Each event is counted once, whatever size/period is: the sliding step costs windows x bins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from datetime import datetime, timezone
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.transforms import trigger, window
+from apache_beam.utils.timestamp import Duration, Timestamp
+
+from kldrift import divergence
+from kldrift.binning import FeatureBins, resolve_bins
+from kldrift.events import NO_WATERMARK, DeadLetter, EventBatch, EventDecoder, RecordBatch
+from kldrift.events import field_getter as _field_getter
+from kldrift.schemas.baseline import Baseline
+from kldrift.schemas.config import PipelineConfig
+from kldrift.schemas.report import DriftReport, TopBinReport
+
+REPORTS = "reports"
+DEAD_LETTERS = "dead_letters"
+METRICS_NAMESPACE = "kldrift"
+
+PaneKey = tuple[str | None, str]
+"""(key, feature): the grouping key of pane and window histograms."""
+
+
+class SumCounts(beam.CombineFn):
+    """Sums count arrays (bins, missing, invalid). The accumulator is an int64 array, or None."""
+
+    def create_accumulator(self) -> np.ndarray | None:
+        return None
+
+    def add_input(
+        self, accumulator: np.ndarray | None, counts: np.ndarray | None
+    ) -> np.ndarray | None:
+        if counts is None:  # an empty pane's sum
+            return accumulator
+        if accumulator is None:
+            return np.array(counts, dtype=np.int64, copy=True)
+        accumulator += counts
+        return accumulator
+
+    def merge_accumulators(self, accumulators: Iterable[np.ndarray | None]) -> np.ndarray | None:
+        merged: np.ndarray | None = None
+        for accumulator in accumulators:
+            if accumulator is None:
+                continue
+            if merged is None:
+                merged = accumulator  # reusing the first accumulator is allowed by the contract
+            else:
+                merged += accumulator
+        return merged
+
+    def extract_output(self, accumulator: np.ndarray | None) -> np.ndarray | None:
+        return accumulator
+
+
+class DecodeRecords(beam.PTransform):
+    """RecordBatch -> EventBatch (JSON, event time, key); undecodable records ride in the batch as
+    dead letters, emitted by SlidingKLDivergence's Bin step."""
+
+    def __init__(self, config: PipelineConfig) -> None:
+        super().__init__()
+        self._config = config
+
+    def expand(self, batches: beam.PCollection[RecordBatch]) -> beam.PCollection[EventBatch]:
+        decoder = EventDecoder(self._config)
+        return batches | "Decode" >> beam.Map(decoder.decode).with_output_types(EventBatch)
+
+
+class _BinBatch(beam.DoFn):
+    """Bins one EventBatch into counts per (key, feature, pane); emits dead letters."""
+
+    def __init__(self, config: PipelineConfig, feature_bins: list[FeatureBins]) -> None:
+        self._config = config
+        self._feature_bins = feature_bins
+        self._period_us = config.window.period_us
+        # An event is too late only when every window containing it has closed.
+        self._horizon_us = config.window.size_us + config.window.allowed_lateness_us
+
+    def setup(self) -> None:
+        self._getters = [_field_getter(b.name) for b in self._feature_bins]
+        self._binned = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "events_binned")
+        self._dead = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "records_dead_lettered")
+        self._too_late = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "events_too_late")
+
+    def process(
+        self, batch: EventBatch, timestamp: Timestamp = beam.DoFn.TimestampParam
+    ) -> Iterator[Any]:
+        for dead_letter in batch.dead_letters:
+            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, dead_letter)
+        self._dead.inc(len(batch.dead_letters))
+        if not batch.events:
+            return
+        pane_start = (batch.event_time_us // self._period_us) * self._period_us
+        on_time = self._split_too_late(batch, pane_start)
+        for dead_letter in on_time[1]:
+            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, dead_letter)
+        events, keys, pane_start = on_time[0]
+        if not events:
+            return
+        self._binned.inc(len(events))
+        yield from self._pane_counts(events, keys, pane_start, timestamp)
+
+    def _split_too_late(
+        self, batch: EventBatch, pane_start: np.ndarray
+    ) -> tuple[tuple[list[dict], list[str | None], np.ndarray], list[DeadLetter]]:
+        if batch.watermark_us == NO_WATERMARK:
+            return (batch.events, batch.keys, pane_start), []
+        too_late = pane_start + self._horizon_us <= batch.watermark_us
+        if not too_late.any():
+            return (batch.events, batch.keys, pane_start), []
+        late_rows = np.flatnonzero(too_late)
+        self._too_late.inc(len(late_rows))
+        self._dead.inc(len(late_rows))
+        dead = [
+            DeadLetter(
+                batch.values[i],
+                "too_late",
+                "every window containing this event had closed (watermark "
+                f"{_rfc3339_us(batch.watermark_us)}, allowed_lateness "
+                f"{self._config.window.allowed_lateness:g}s)",
+                batch.source,
+                batch.partition,
+                batch.offsets[i],
+            )
+            for i in late_rows
+        ]
+        keep = np.flatnonzero(~too_late)
+        events = [batch.events[i] for i in keep]
+        keys = [batch.keys[i] for i in keep]
+        return (events, keys, pane_start[keep]), dead
+
+    def _pane_counts(
+        self,
+        events: list[dict],
+        keys: list[str | None],
+        pane_start: np.ndarray,
+        timestamp: Timestamp,
+    ) -> Iterator[beam.window.TimestampedValue]:
+        distinct_keys = sorted(set(keys), key=lambda k: (k is not None, k or ""))
+        key_code = {k: i for i, k in enumerate(distinct_keys)}
+        key_codes = np.fromiter((key_code[k] for k in keys), np.int64, len(keys))
+        groups, group_of_event = np.unique(
+            np.stack([key_codes, pane_start]), axis=1, return_inverse=True
+        )
+        group_of_event = group_of_event.reshape(-1)
+        n_groups = groups.shape[1]
+        input_us = timestamp.micros
+        for feature_bins, get in zip(self._feature_bins, self._getters, strict=True):
+            counts = feature_bins.count_groups([get(e) for e in events], group_of_event, n_groups)
+            for g in range(n_groups):
+                key = distinct_keys[groups[0, g]]
+                stamp_us = max(int(groups[1, g]), input_us)
+                yield beam.window.TimestampedValue(
+                    ((key, feature_bins.name), counts[g]), Timestamp(micros=stamp_us)
+                )
+
+
+class _Revise(beam.DoFn):
+    """Turns a window's discarding firings (deltas) into revisions: running totals numbered 0, 1, 2...
+
+    State is per (key, feature) and window, so it lives exactly as long as the window accepts late
+    data. Counting revisions here, not from the runner's pane index, keeps them the same on runners
+    that fire an extra closing pane (Prism does, in accumulating mode).
+    """
+
+    TOTAL = beam.transforms.userstate.ReadModifyWriteStateSpec("total", beam.coders.PickleCoder())
+
+    def process(
+        self,
+        element: tuple[PaneKey, np.ndarray | None],
+        total_state: Any = beam.DoFn.StateParam(TOTAL),
+    ) -> Iterator[tuple[PaneKey, np.ndarray, int]]:
+        pane_key, delta = element
+        if delta is None or not delta.any():
+            return
+        previous = total_state.read()
+        if previous is None:
+            total, revision = np.array(delta, dtype=np.int64, copy=True), 0
+        else:
+            total, revision = previous[0] + delta, previous[1] + 1
+        total_state.write((total, revision))
+        yield pane_key, total, revision
+
+
+class _Score(beam.DoFn):
+    """A window's counts against the baseline -> DriftReport."""
+
+    def __init__(self, config: PipelineConfig) -> None:
+        self._config = config
+        self._by_baseline: dict[str, tuple[dict[str, np.ndarray], dict[str, tuple[str, ...]]]] = {}
+
+    def setup(self) -> None:
+        self._reports = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "reports")
+        self._drift = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "windows_drifted")
+
+    def _baseline_arrays(
+        self, baseline: Baseline
+    ) -> tuple[dict[str, np.ndarray], dict[str, tuple[str, ...]]]:
+        cached = self._by_baseline.get(baseline.id)
+        if cached is None:
+            bins = resolve_bins(self._config, baseline)
+            counts = {
+                b.name: np.asarray(baseline.feature(b.name).counts, dtype=np.float64) for b in bins
+            }
+            labels = {b.name: b.labels for b in bins}
+            cached = (counts, labels)
+            self._by_baseline = {baseline.id: cached}
+        return cached
+
+    def process(
+        self,
+        element: tuple[PaneKey, np.ndarray, int],
+        baseline: Baseline,
+        window_: window.IntervalWindow = beam.DoFn.WindowParam,
+    ) -> Iterator[DriftReport]:
+        (key, feature), counts, revision = element
+        baseline_counts, labels = self._baseline_arrays(baseline)
+        reference = baseline_counts[feature]
+        n_bins = len(reference)
+        drift_spec = self._config.drift
+        result = divergence.score(
+            counts[:n_bins],
+            reference,
+            smoothing=drift_spec.smoothing,
+            threshold_bits=drift_spec.threshold_bits,
+            significance=drift_spec.significance,
+            labels=labels[feature],
+        )
+        self._reports.inc()
+        if result.drift:
+            self._drift.inc()
+        yield DriftReport(
+            pipeline=self._config.name,
+            key=key,
+            feature=feature,
+            window_start=_datetime(window_.start),
+            window_end=_datetime(window_.end),
+            revision=revision,
+            count=result.count,
+            missing=int(counts[n_bins]),
+            invalid=int(counts[n_bins + 1]),
+            kl_bits=result.kl_bits,
+            kl_bits_debiased=result.kl_bits_debiased,
+            entropy_bits=result.entropy_bits,
+            cross_entropy_bits=result.cross_entropy_bits,
+            js_bits=result.js_bits,
+            psi=result.psi,
+            p_value=result.p_value,
+            threshold_bits=drift_spec.threshold_bits,
+            significance=drift_spec.significance,
+            drift=result.drift,
+            top_bins=[
+                TopBinReport(
+                    bin=top.label,
+                    window_p=top.window_p,
+                    baseline_q=top.baseline_q,
+                    contribution_bits=top.contribution_bits,
+                )
+                for top in result.top_bins
+            ],
+            baseline_id=baseline.id,
+        )
+
+
+def _datetime(moment: Timestamp) -> datetime:
+    return datetime.fromtimestamp(moment.micros / 1_000_000, tz=timezone.utc)
+
+
+def _rfc3339_us(micros: int) -> str:
+    return datetime.fromtimestamp(micros / 1_000_000, tz=timezone.utc).isoformat()
+
+
+class SlidingKLDivergence(beam.PTransform):
+    """The composite users call: EventBatch -> {"reports": DriftReport, "dead_letters": DeadLetter}.
+
+    `baseline` is checked against `config` at construction: a mismatch raises BaselineMismatch
+    naming the feature before any pipeline starts.
+    """
+
+    def __init__(self, config: PipelineConfig, baseline: Baseline) -> None:
+        super().__init__()
+        self._config = config
+        self._baseline = baseline
+        self._feature_bins = resolve_bins(config, baseline)
+
+    def expand(self, batches: beam.PCollection[EventBatch]) -> dict[str, beam.PCollection]:
+        spec = self._config.window
+        size, period = Duration(micros=spec.size_us), Duration(micros=spec.period_us)
+        lateness = spec.allowed_lateness_us
+        baseline = batches.pipeline | "Baseline" >> beam.Create([self._baseline])
+        binned = batches | "Bin" >> beam.ParDo(
+            _BinBatch(self._config, self._feature_bins)
+        ).with_outputs(DEAD_LETTERS, main="pane_counts")
+        windows = (
+            binned.pane_counts
+            | "PaneHistograms"
+            >> _WindowedSum(
+                window.FixedWindows(period),
+                # Panes stay open until their last sliding window closes.
+                allowed_lateness_us=lateness + spec.size_us,
+            )
+            | "SlidingHistograms"
+            >> _WindowedSum(
+                window.SlidingWindows(size, period),
+                allowed_lateness_us=lateness,
+            )
+            | "Revise" >> beam.ParDo(_Revise())
+        )
+        reports = windows | "Score" >> beam.ParDo(
+            _Score(self._config), beam.pvalue.AsSingleton(baseline)
+        ).with_output_types(DriftReport)
+        return {REPORTS: reports, DEAD_LETTERS: binned[DEAD_LETTERS]}
+
+
+class _WindowedSum(beam.PTransform):
+    """Window, then sum counts per key; each firing emits only what arrived since the last one."""
+
+    def __init__(self, windowfn: window.WindowFn, allowed_lateness_us: int) -> None:
+        super().__init__()
+        self._windowfn = windowfn
+        self._allowed_lateness = Duration(micros=allowed_lateness_us)
+
+    def expand(self, counts: beam.PCollection) -> beam.PCollection:
+        return (
+            counts
+            | "Window"
+            >> beam.WindowInto(
+                self._windowfn,
+                trigger=trigger.AfterWatermark(late=trigger.AfterCount(1)),
+                accumulation_mode=trigger.AccumulationMode.DISCARDING,
+                allowed_lateness=self._allowed_lateness,
+            )
+            | "Sum" >> beam.CombinePerKey(SumCounts())
+        )
