@@ -1,0 +1,544 @@
+"""Divergence of a window histogram from a baseline histogram, in bits.
+
+Pure numpy/scipy scoring used by the drift detector: KL, entropy, JS, PSI, a G-test and top bins.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from scipy.special import chdtrc, entr, rel_entr, xlogy
+
+__all__ = [
+    "Divergence",
+    "TopBin",
+    "baseline_probabilities",
+    "cross_entropy_bits",
+    "debias_kl_bits",
+    "entropy_bits",
+    "g_test_p_value",
+    "js_bits",
+    "kl_bits",
+    "psi",
+    "score",
+]
+
+_LN2 = math.log(2.0)
+
+Counts = NDArray[np.float64]
+
+
+@dataclass(frozen=True, slots=True)
+class TopBin:
+    """One bin's share of the KL divergence.
+
+    Attributes
+    ----------
+    label : str
+        The bin's label.
+    window_p : float
+        Probability of the bin in the window, ``c_i / N``.
+    baseline_q : float
+        Smoothed probability of the bin in the baseline.
+    contribution_bits : float
+        ``p_i * log2(p_i / q_i)``; positive, ``inf`` when ``q_i == 0``.
+    """
+
+    label: str
+    window_p: float
+    baseline_q: float
+    contribution_bits: float
+
+
+@dataclass(frozen=True, slots=True)
+class Divergence:
+    """Scores of one window against its baseline.
+
+    Every divergence is ``None`` when the window is empty (``count == 0``).
+
+    Attributes
+    ----------
+    count : int
+        Number of observations in the window, ``N``.
+    kl_bits : float or None
+        Plug-in ``KL(P || Q)`` in bits.
+    kl_bits_debiased : float or None
+        ``kl_bits`` minus its expected sampling bias, floored at 0.
+    entropy_bits : float or None
+        ``H(P)`` in bits.
+    cross_entropy_bits : float or None
+        ``H(P, Q)`` in bits.
+    js_bits : float or None
+        Jensen-Shannon divergence of ``P`` and ``Q`` in bits.
+    psi : float or None
+        Population stability index (natural log, unitless).
+    p_value : float or None
+        G-test of homogeneity of the window and baseline counts.
+    drift : bool
+        ``kl_bits_debiased > threshold_bits and p_value < significance``.
+    top_bins : tuple of TopBin
+        Bins contributing most to ``kl_bits``, largest first.
+    """
+
+    count: int
+    kl_bits: float | None
+    kl_bits_debiased: float | None
+    entropy_bits: float | None
+    cross_entropy_bits: float | None
+    js_bits: float | None
+    psi: float | None
+    p_value: float | None
+    drift: bool
+    top_bins: tuple[TopBin, ...]
+
+
+# --- validation -------------------------------------------------------------------------------
+
+
+def _as_histogram(values: ArrayLike, name: str) -> Counts:
+    """Return ``values`` as a 1-D float64 array of finite, non-negative numbers."""
+    array = np.asarray(values, dtype=np.float64)
+    if array.ndim != 1 or array.size == 0:
+        raise ValueError(f"{name} must be a non-empty 1-D sequence, got shape {array.shape}")
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{name} must be finite (no NaN or inf)")
+    if np.any(array < 0):
+        raise ValueError(f"{name} must not contain negative values")
+    return array
+
+
+def _as_histogram_pair(
+    first: ArrayLike, second: ArrayLike, first_name: str, second_name: str
+) -> tuple[Counts, Counts]:
+    """Validate two histograms over the same bins."""
+    a = _as_histogram(first, first_name)
+    b = _as_histogram(second, second_name)
+    if a.size != b.size:
+        raise ValueError(
+            f"{first_name} and {second_name} must have the same length, got {a.size} and {b.size}"
+        )
+    return a, b
+
+
+def _as_counts(window_counts: ArrayLike, baseline_counts: ArrayLike) -> tuple[Counts, Counts]:
+    """Validate window and baseline counts; the baseline must not be empty."""
+    window, baseline = _as_histogram_pair(
+        window_counts, baseline_counts, "window_counts", "baseline_counts"
+    )
+    _check_baseline_total(baseline)
+    return window, baseline
+
+
+def _check_baseline_total(baseline: Counts) -> None:
+    if not baseline.sum() > 0:
+        raise ValueError("baseline_counts must have a positive total (M > 0)")
+
+
+def _check_window_total(window: Counts) -> None:
+    if not window.sum() > 0:
+        raise ValueError("window_counts must have a positive total (N > 0)")
+
+
+def _check_smoothing(smoothing: float) -> None:
+    if not (math.isfinite(smoothing) and smoothing >= 0):
+        raise ValueError(f"smoothing must be a finite number >= 0, got {smoothing!r}")
+
+
+# --- probabilities and information measures ---------------------------------------------------
+
+
+def _smoothed_probabilities(counts: Counts, smoothing: float) -> Counts:
+    return (counts + smoothing) / (counts.sum() + counts.size * smoothing)
+
+
+def baseline_probabilities(baseline_counts: ArrayLike, smoothing: float) -> Counts:
+    """Additively smoothed baseline distribution ``q = (b + a) / (M + B a)``.
+
+    Parameters
+    ----------
+    baseline_counts : array_like
+        Baseline counts ``b`` over ``B`` bins; non-negative with a positive total ``M``.
+    smoothing : float
+        Pseudo-count ``a >= 0`` added to every bin. With ``a == 0`` bins never seen in the
+        baseline get ``q == 0``.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``q``, float64, sums to 1.
+
+    Raises
+    ------
+    ValueError
+        If the counts are invalid or sum to 0, or ``smoothing`` is negative.
+    """
+    baseline = _as_histogram(baseline_counts, "baseline_counts")
+    _check_baseline_total(baseline)
+    _check_smoothing(smoothing)
+    return _smoothed_probabilities(baseline, smoothing)
+
+
+def _kl_contributions_bits(p: Counts, q: Counts) -> Counts:
+    """Per-bin ``p log2(p / q)``: 0 where ``p == 0``, ``inf`` where ``p > 0 == q``."""
+    return np.asarray(rel_entr(p, q), dtype=np.float64) / _LN2
+
+
+def _kl_bits(p: Counts, q: Counts) -> float:
+    return float(np.sum(rel_entr(p, q)) / _LN2)
+
+
+def kl_bits(p: ArrayLike, q: ArrayLike) -> float:
+    """Kullback-Leibler divergence ``KL(P || Q) = sum p log2(p / q)`` in bits.
+
+    Bins with ``p == 0`` contribute 0.
+
+    Parameters
+    ----------
+    p, q : array_like
+        Probability vectors over the same bins.
+
+    Returns
+    -------
+    float
+        Divergence in bits; ``math.inf`` if some bin has ``p > 0`` and ``q == 0`` (possible
+        only when the baseline was not smoothed).
+    """
+    p_arr, q_arr = _as_histogram_pair(p, q, "p", "q")
+    return _kl_bits(p_arr, q_arr)
+
+
+def _entropy_bits(p: Counts) -> float:
+    return float(np.sum(entr(p)) / _LN2)
+
+
+def entropy_bits(p: ArrayLike) -> float:
+    """Shannon entropy ``H(P) = -sum p log2 p`` in bits, over bins with ``p > 0``.
+
+    Parameters
+    ----------
+    p : array_like
+        Probability vector.
+
+    Returns
+    -------
+    float
+        Entropy in bits.
+    """
+    return _entropy_bits(_as_histogram(p, "p"))
+
+
+def _cross_entropy_bits(p: Counts, q: Counts) -> float:
+    return float(-np.sum(xlogy(p, q)) / _LN2)
+
+
+def cross_entropy_bits(p: ArrayLike, q: ArrayLike) -> float:
+    """Cross-entropy ``H(P, Q) = -sum p log2 q`` in bits, over bins with ``p > 0``.
+
+    Equals ``entropy_bits(p) + kl_bits(p, q)`` up to rounding.
+
+    Parameters
+    ----------
+    p, q : array_like
+        Probability vectors over the same bins.
+
+    Returns
+    -------
+    float
+        Cross-entropy in bits; ``math.inf`` if some bin has ``p > 0`` and ``q == 0``.
+    """
+    p_arr, q_arr = _as_histogram_pair(p, q, "p", "q")
+    return _cross_entropy_bits(p_arr, q_arr)
+
+
+def _js_bits(p: Counts, q: Counts) -> float:
+    m = 0.5 * (p + q)
+    nats = 0.5 * (np.sum(rel_entr(p, m)) + np.sum(rel_entr(q, m)))
+    return max(0.0, float(nats / _LN2))
+
+
+def js_bits(p: ArrayLike, q: ArrayLike) -> float:
+    """Jensen-Shannon divergence ``(KL(P || M) + KL(Q || M)) / 2``, ``M = (P + Q) / 2``, in bits.
+
+    It is symmetric, always finite and lies in ``[0, 1]``.
+
+    Parameters
+    ----------
+    p, q : array_like
+        Probability vectors over the same bins.
+
+    Returns
+    -------
+    float
+        Divergence in bits (the square of scipy's Jensen-Shannon *distance* with base 2).
+    """
+    p_arr, q_arr = _as_histogram_pair(p, q, "p", "q")
+    return _js_bits(p_arr, q_arr)
+
+
+def _psi(window: Counts, q: Counts, smoothing: float) -> float:
+    p = _smoothed_probabilities(window, smoothing)
+    seen = (p > 0) | (q > 0)
+    p, q = p[seen], q[seen]
+    with np.errstate(divide="ignore"):
+        terms = (p - q) * np.log(p / q)
+    return float(np.sum(terms))
+
+
+def psi(window_counts: ArrayLike, baseline_counts: ArrayLike, smoothing: float) -> float:
+    """Population stability index ``sum (p' - q) ln(p' / q)`` (natural log, unitless).
+
+    Both sides are smoothed alike: ``p' = (c + a) / (N + B a)``, ``q = (b + a) / (M + B a)``.
+
+    Parameters
+    ----------
+    window_counts, baseline_counts : array_like
+        Counts over the same bins; both must have a positive total.
+    smoothing : float
+        Pseudo-count ``a >= 0`` added to every bin of both histograms.
+
+    Returns
+    -------
+    float
+        The index. Bins empty on both sides contribute 0 (the limit); a bin empty on exactly one
+        side makes it ``math.inf``. Each term is non-negative.
+    """
+    window, baseline = _as_counts(window_counts, baseline_counts)
+    _check_window_total(window)
+    _check_smoothing(smoothing)
+    return _psi(window, _smoothed_probabilities(baseline, smoothing), smoothing)
+
+
+# --- sampling bias and significance -----------------------------------------------------------
+
+
+def _occupied_bins(window: Counts, baseline: Counts) -> NDArray[np.bool_]:
+    return (window + baseline) > 0
+
+
+def _kl_bias_bits(occupied_bins: int, window_total: float, baseline_total: float) -> float:
+    return (occupied_bins - 1) * (1.0 / window_total + 1.0 / baseline_total) / (2.0 * _LN2)
+
+
+def debias_kl_bits(kl_bits: float, window_counts: ArrayLike, baseline_counts: ArrayLike) -> float:
+    """Subtract the expected sampling bias from a plug-in KL estimate, flooring at 0.
+
+    The plug-in ``KL(P_hat || Q_hat)`` of two samples from the *same* distribution is not 0:
+    to second order ``2 ln(2) N M / (N + M) * KL`` is the G statistic, chi-squared with
+    ``B_eff - 1`` degrees of freedom, so the plug-in estimate is biased upwards by about
+    ``(B_eff - 1) (1/N + 1/M) / (2 ln 2)`` bits (the Miller-Madow correction, applied to both
+    samples). ``B_eff`` is the number of bins with ``c + b > 0``.
+
+    Parameters
+    ----------
+    kl_bits : float
+        Plug-in KL divergence of the window from the baseline, in bits.
+    window_counts, baseline_counts : array_like
+        The counts the estimate came from; both must have a positive total.
+
+    Returns
+    -------
+    float
+        ``max(0, kl_bits - bias)``; ``inf`` stays ``inf``.
+
+    Raises
+    ------
+    ValueError
+        If either total is 0 (``baseline_counts`` with ``M == 0`` is not a baseline).
+    """
+    window, baseline = _as_counts(window_counts, baseline_counts)
+    _check_window_total(window)
+    occupied = int(np.count_nonzero(_occupied_bins(window, baseline)))
+    return _debias(kl_bits, occupied, float(window.sum()), float(baseline.sum()))
+
+
+def _debias(kl: float, occupied: int, window_total: float, baseline_total: float) -> float:
+    return max(0.0, kl - _kl_bias_bits(occupied, window_total, baseline_total))
+
+
+def _g_statistic(table: Counts) -> float:
+    """``G = 2 sum O ln(O / E)`` of a contingency table, summed without cancellation.
+
+    Because ``sum O == sum E``, each term is rewritten as ``O ln(O/E) - (O - E) >= 0`` and the
+    logarithm is taken with ``log1p`` on ``(O - E) / E``: this keeps ``G`` accurate when the
+    counts are huge and ``O`` is close to ``E``.
+    """
+    row_totals = table.sum(axis=1, keepdims=True)
+    column_totals = table.sum(axis=0, keepdims=True)
+    expected = row_totals * column_totals / table.sum()
+    excess = table - expected
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = table * np.log1p(excess / expected) - excess
+    terms = np.where(table > 0, terms, expected)
+    return float(2.0 * np.sum(terms))
+
+
+def _g_test_p_value(window: Counts, baseline: Counts, occupied: NDArray[np.bool_]) -> float:
+    degrees_of_freedom = int(np.count_nonzero(occupied)) - 1
+    if degrees_of_freedom < 1:
+        return 1.0
+    table = np.vstack((window[occupied], baseline[occupied]))
+    return float(chdtrc(degrees_of_freedom, _g_statistic(table)))
+
+
+def g_test_p_value(window_counts: ArrayLike, baseline_counts: ArrayLike) -> float:
+    """P-value of the G-test of homogeneity of window and baseline counts.
+
+    The test runs on the ``2 x B_eff`` table ``[c; b]`` of the bins with ``c + b > 0``, with
+    ``B_eff - 1`` degrees of freedom and no continuity correction. It agrees with
+    ``scipy.stats.chi2_contingency(table, correction=False, lambda_="log-likelihood")``.
+
+    Parameters
+    ----------
+    window_counts, baseline_counts : array_like
+        Counts over the same bins; both must have a positive total.
+
+    Returns
+    -------
+    float
+        The p-value; 1.0 when fewer than two bins are occupied.
+    """
+    window, baseline = _as_counts(window_counts, baseline_counts)
+    _check_window_total(window)
+    return _g_test_p_value(window, baseline, _occupied_bins(window, baseline))
+
+
+# --- top bins ---------------------------------------------------------------------------------
+
+
+def _top_bin_indices(contributions: Counts, top_n: int) -> NDArray[np.intp]:
+    """Indices of the ``top_n`` largest positive contributions; ties go to the lower index."""
+    candidates = np.flatnonzero(contributions > 0)
+    if top_n <= 0 or candidates.size == 0:
+        return candidates[:0]
+    if candidates.size > top_n:
+        cutoff = np.partition(contributions[candidates], -top_n)[-top_n]
+        candidates = candidates[contributions[candidates] >= cutoff]
+    order = np.argsort(-contributions[candidates], kind="stable")
+    return candidates[order][:top_n]
+
+
+def _top_bins(
+    p: Counts, q: Counts, contributions: Counts, labels: Sequence[str], top_n: int
+) -> tuple[TopBin, ...]:
+    return tuple(
+        TopBin(
+            label=labels[i],
+            window_p=float(p[i]),
+            baseline_q=float(q[i]),
+            contribution_bits=float(contributions[i]),
+        )
+        for i in _top_bin_indices(contributions, top_n)
+    )
+
+
+# --- scoring ----------------------------------------------------------------------------------
+
+
+def _check_score_options(
+    bins: int, threshold_bits: float, significance: float, labels: Sequence[str], top_n: int
+) -> None:
+    if math.isnan(threshold_bits):
+        raise ValueError("threshold_bits must not be NaN")
+    if not 0.0 <= significance <= 1.0:
+        raise ValueError(f"significance must be in [0, 1], got {significance!r}")
+    if len(labels) != bins:
+        raise ValueError(f"labels must have one entry per bin ({bins}), got {len(labels)}")
+    if top_n < 0:
+        raise ValueError(f"top_n must be >= 0, got {top_n!r}")
+
+
+def _empty_window() -> Divergence:
+    return Divergence(
+        count=0,
+        kl_bits=None,
+        kl_bits_debiased=None,
+        entropy_bits=None,
+        cross_entropy_bits=None,
+        js_bits=None,
+        psi=None,
+        p_value=None,
+        drift=False,
+        top_bins=(),
+    )
+
+
+def score(
+    window_counts: ArrayLike,
+    baseline_counts: ArrayLike,
+    *,
+    smoothing: float,
+    threshold_bits: float,
+    significance: float,
+    labels: Sequence[str],
+    top_n: int = 5,
+) -> Divergence:
+    """Score a window histogram against a baseline histogram.
+
+    Parameters
+    ----------
+    window_counts : array_like
+        Window counts ``c`` over ``B`` bins, ``N = sum(c)``; ``P = c / N``.
+    baseline_counts : array_like
+        Baseline counts ``b`` over the same bins, with ``M = sum(b) > 0``.
+    smoothing : float
+        Pseudo-count ``a >= 0`` for the baseline, ``Q = (b + a) / (M + B a)``. With ``a == 0``
+        a window bin never seen in the baseline makes KL and cross-entropy ``inf``.
+    threshold_bits : float
+        Drift needs ``kl_bits_debiased`` above this.
+    significance : float
+        Drift needs the G-test p-value below this.
+    labels : sequence of str
+        One label per bin, used in ``top_bins``.
+    top_n : int, default 5
+        Maximum number of ``top_bins``.
+
+    Returns
+    -------
+    Divergence
+        All measures; divergences are ``None`` and ``drift`` is False for an empty window.
+
+    Raises
+    ------
+    ValueError
+        On invalid counts, smoothing, significance, labels or ``top_n``; the message names the
+        argument.
+
+    Examples
+    --------
+    >>> d = score([300, 100], [200, 200], smoothing=0.0, threshold_bits=0.05,
+    ...           significance=0.01, labels=["cat", "dog"])
+    >>> round(d.kl_bits, 4), round(d.kl_bits_debiased, 4), d.p_value < 1e-10, d.drift
+    (0.1887, 0.1851, True, True)
+    >>> [b.label for b in d.top_bins]
+    ['cat']
+    """
+    window, baseline = _as_counts(window_counts, baseline_counts)
+    _check_smoothing(smoothing)
+    _check_score_options(window.size, threshold_bits, significance, labels, top_n)
+    window_total = float(window.sum())
+    if window_total == 0:
+        return _empty_window()
+
+    p = window / window_total
+    q = _smoothed_probabilities(baseline, smoothing)
+    contributions = _kl_contributions_bits(p, q)
+    kl = float(np.sum(contributions))
+    occupied = _occupied_bins(window, baseline)
+    debiased = _debias(kl, int(np.count_nonzero(occupied)), window_total, float(baseline.sum()))
+    p_value = _g_test_p_value(window, baseline, occupied)
+    return Divergence(
+        count=round(window_total),
+        kl_bits=kl,
+        kl_bits_debiased=debiased,
+        entropy_bits=_entropy_bits(p),
+        cross_entropy_bits=_cross_entropy_bits(p, q),
+        js_bits=_js_bits(p, q),
+        psi=_psi(window, q, smoothing),
+        p_value=p_value,
+        drift=debiased > threshold_bits and p_value < significance,
+        top_bins=_top_bins(p, q, contributions, labels, top_n),
+    )

@@ -1,0 +1,406 @@
+"""Tests for kldrift.divergence against scipy and hand-worked numbers."""
+
+from __future__ import annotations
+
+import math
+import zlib
+from decimal import Decimal, localcontext
+
+import numpy as np
+import pytest
+from scipy.spatial.distance import jensenshannon
+from scipy.stats import chi2, chi2_contingency, entropy
+
+from kldrift.divergence import (
+    Divergence,
+    TopBin,
+    baseline_probabilities,
+    cross_entropy_bits,
+    debias_kl_bits,
+    entropy_bits,
+    g_test_p_value,
+    js_bits,
+    kl_bits,
+    psi,
+    score,
+)
+
+LN2 = math.log(2.0)
+ABS_TOL = 1e-12
+
+
+def _histogram_case(name: str) -> tuple[np.ndarray, np.ndarray, float]:
+    """Seeded (window counts, baseline counts, smoothing) for one named situation."""
+    rng = np.random.default_rng(zlib.crc32(name.encode()))
+    if name == "zeros_in_window":
+        window = rng.poisson(3.0, 50).astype(float)
+        window[::3] = 0.0
+        return window, rng.poisson(40.0, 50).astype(float) + 1.0, 0.0
+    if name == "zeros_in_baseline_smoothed":
+        baseline = rng.poisson(20.0, 40).astype(float)
+        baseline[::4] = 0.0
+        return rng.poisson(10.0, 40).astype(float) + 1.0, baseline, 0.5
+    if name == "one_bin":
+        return np.array([17.0]), np.array([4.0]), 0.0
+    if name == "two_bins":
+        return np.array([13.0, 29.0]), np.array([410.0, 95.0]), 1.0
+    if name == "5000_bins":
+        return (
+            rng.multinomial(200_000, rng.dirichlet(np.ones(5000))).astype(float),
+            rng.multinomial(1_000_000, rng.dirichlet(np.ones(5000))).astype(float),
+            0.5,
+        )
+    if name == "huge_counts":
+        return (
+            np.round(rng.dirichlet(np.ones(30)) * 1e12),
+            np.round(rng.dirichlet(np.ones(30)) * 3e12),
+            0.0,
+        )
+    raise AssertionError(name)
+
+
+HISTOGRAM_CASES = [
+    "zeros_in_window",
+    "zeros_in_baseline_smoothed",
+    "one_bin",
+    "two_bins",
+    "5000_bins",
+    "huge_counts",
+]
+
+
+def _reference_p_q(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """P = c / N and Q = (b + a) / (M + B a), written out here rather than taken from the module."""
+    window, baseline, smoothing = _histogram_case(name)
+    p = window / window.sum()
+    q = (baseline + smoothing) / (baseline.sum() + baseline.size * smoothing)
+    return p, q
+
+
+# --- information measures against scipy --------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", HISTOGRAM_CASES)
+def test_kl_bits_matches_scipy_entropy(name: str) -> None:
+    p, q = _reference_p_q(name)
+    assert kl_bits(p, q) == pytest.approx(entropy(p, q, base=2), abs=ABS_TOL, rel=0)
+
+
+@pytest.mark.parametrize("name", HISTOGRAM_CASES)
+def test_entropy_bits_matches_scipy_entropy(name: str) -> None:
+    p, _ = _reference_p_q(name)
+    assert entropy_bits(p) == pytest.approx(entropy(p, base=2), abs=ABS_TOL, rel=0)
+
+
+@pytest.mark.parametrize("name", HISTOGRAM_CASES)
+def test_cross_entropy_bits_matches_scipy_entropy_sum(name: str) -> None:
+    p, q = _reference_p_q(name)
+    expected = entropy(p, base=2) + entropy(p, q, base=2)
+    assert cross_entropy_bits(p, q) == pytest.approx(expected, abs=ABS_TOL, rel=0)
+
+
+@pytest.mark.parametrize("name", HISTOGRAM_CASES)
+def test_cross_entropy_is_entropy_plus_kl(name: str) -> None:
+    p, q = _reference_p_q(name)
+    assert cross_entropy_bits(p, q) == pytest.approx(
+        entropy_bits(p) + kl_bits(p, q), abs=ABS_TOL, rel=0
+    )
+
+
+def test_baseline_probabilities_are_additively_smoothed() -> None:
+    # b = [0, 2, 6], a = 1: q = [1, 3, 7] / (8 + 3) = [1/11, 3/11, 7/11]
+    q = baseline_probabilities([0, 2, 6], smoothing=1.0)
+    np.testing.assert_allclose(q, [1 / 11, 3 / 11, 7 / 11], rtol=0, atol=1e-15)
+
+
+def test_kl_is_infinite_when_window_bin_is_missing_from_unsmoothed_baseline() -> None:
+    p = np.array([0.5, 0.5, 0.0])
+    q = np.array([0.0, 0.25, 0.75])
+    assert entropy(p, q, base=2) == math.inf
+    assert kl_bits(p, q) == math.inf
+    assert cross_entropy_bits(p, q) == math.inf
+
+
+@pytest.mark.parametrize("name", HISTOGRAM_CASES)
+def test_js_bits_is_squared_scipy_jensenshannon(name: str) -> None:
+    p, q = _reference_p_q(name)
+    expected = jensenshannon(p, q, base=2) ** 2
+    assert js_bits(p, q) == pytest.approx(expected, abs=ABS_TOL, rel=0)
+
+
+def test_js_bits_of_disjoint_distributions_is_one_bit() -> None:
+    assert js_bits([0.5, 0.5, 0.0, 0.0], [0.0, 0.0, 0.25, 0.75]) == pytest.approx(1.0, abs=1e-15)
+
+
+# --- PSI -------------------------------------------------------------------------------------
+
+
+def test_psi_hand_worked_without_smoothing() -> None:
+    # c = [2, 1, 1] -> p' = [1/2, 1/4, 1/4];  b = [1, 1, 2] -> q = [1/4, 1/4, 1/2]
+    # (1/2 - 1/4) ln 2 + 0 + (1/4 - 1/2) ln(1/2) = ln2/4 + ln2/4 = ln2/2 = 0.34657...
+    assert psi([2, 1, 1], [1, 1, 2], smoothing=0.0) == pytest.approx(LN2 / 2, abs=1e-15)
+
+
+def test_psi_hand_worked_with_smoothing() -> None:
+    # a = 1: c = [3, 0, 1] -> p' = [4, 1, 2] / 7;  b = [1, 1, 2] -> q = [2, 2, 3] / 7
+    # (2/7) ln 2 + (-1/7) ln(1/2) + (-1/7) ln(2/3) = (3/7) ln 2 + (1/7) ln(3/2) = 0.354987...
+    expected = 3 / 7 * LN2 + 1 / 7 * math.log(1.5)
+    assert psi([3, 0, 1], [1, 1, 2], smoothing=1.0) == pytest.approx(expected, abs=1e-15)
+
+
+def test_psi_ignores_bins_empty_on_both_sides() -> None:
+    # Same as the unsmoothed example plus a bin with c = b = 0, whose term is the limit 0.
+    assert psi([2, 1, 1, 0], [1, 1, 2, 0], smoothing=0.0) == pytest.approx(LN2 / 2, abs=1e-15)
+
+
+@pytest.mark.parametrize(
+    ("window", "baseline"),
+    [([1, 0, 1], [1, 1, 2]), ([1, 2, 1], [1, 1, 0])],
+    ids=["empty_in_window", "empty_in_baseline"],
+)
+def test_psi_is_infinite_when_a_bin_is_empty_on_one_side(
+    window: list[int], baseline: list[int]
+) -> None:
+    assert psi(window, baseline, smoothing=0.0) == math.inf
+
+
+# --- debiasing -------------------------------------------------------------------------------
+
+
+def test_debias_hand_worked() -> None:
+    # c = [30, 10, 0], b = [20, 20, 0]: p = [3/4, 1/4, 0], q = [1/2, 1/2, 0]
+    # KL = 3/4 log2(3/2) + 1/4 log2(1/2) = 0.438722 - 0.25 = 0.188722 bits
+    # B_eff = 2 (the third bin is empty on both sides), N = M = 40
+    # bias = (2 - 1) (1/40 + 1/40) / (2 ln 2) = 0.05 / 1.386294 = 0.036067 bits
+    kl = 0.75 * math.log2(1.5) + 0.25 * math.log2(0.5)
+    expected = kl - 0.05 / (2 * LN2)
+    assert expected == pytest.approx(0.152655, abs=1e-6)
+    assert debias_kl_bits(kl, [30, 10, 0], [20, 20, 0]) == pytest.approx(expected, abs=1e-15)
+
+
+def test_debias_floors_at_zero() -> None:
+    # c = [3, 1], b = [2, 2]: KL = 0.188722 bits < bias = (1/4 + 1/4) / (2 ln 2) = 0.360674 bits
+    kl = 0.75 * math.log2(1.5) + 0.25 * math.log2(0.5)
+    assert debias_kl_bits(kl, [3, 1], [2, 2]) == 0.0
+
+
+def test_debias_removes_most_of_the_bias_of_same_distribution_samples() -> None:
+    rng = np.random.default_rng(20240611)
+    bins, window_size, repetitions = 20, 200, 2000
+    baseline = rng.multinomial(1_000_000, rng.dirichlet(np.full(bins, 5.0))).astype(float)
+    q = baseline / baseline.sum()
+    plug_in, debiased = [], []
+    for _ in range(repetitions):
+        window = rng.multinomial(window_size, q)
+        kl = entropy(window / window_size, q, base=2)
+        plug_in.append(kl)
+        debiased.append(debias_kl_bits(kl, window, baseline))
+    expected_bias = (bins - 1) / (2 * window_size * LN2)  # 0.0685 bits
+    # Observed over seeds: plug-in mean 1.03-1.04 x expected_bias; debiased mean 0.14-0.15 x plug-in
+    # mean; what is left comes from the floor at 0 clipping the negative half of the sampling noise.
+    assert 0.9 * expected_bias < np.mean(plug_in) < 1.15 * expected_bias
+    assert 0.0 <= np.mean(debiased) < 0.2 * np.mean(plug_in)
+
+
+# --- G-test ----------------------------------------------------------------------------------
+
+
+def _scipy_g_test_p_value(window: np.ndarray, baseline: np.ndarray) -> float:
+    occupied = (window + baseline) > 0
+    table = np.vstack((window[occupied], baseline[occupied]))
+    return float(chi2_contingency(table, correction=False, lambda_="log-likelihood").pvalue)
+
+
+def test_g_test_p_value_matches_scipy_chi2_contingency() -> None:
+    rng = np.random.default_rng(31337)
+    compared = 0
+    for _ in range(500):
+        bins = int(rng.integers(2, 80))
+        size = 10 ** rng.uniform(0.5, 5)
+        window = rng.poisson(rng.dirichlet(np.ones(bins)) * size).astype(float)
+        shifted = rng.dirichlet(np.ones(bins)) if rng.random() < 0.5 else None
+        baseline_p = shifted if shifted is not None else window / max(window.sum(), 1)
+        baseline = rng.poisson(baseline_p * size * rng.uniform(0.2, 20)).astype(float)
+        if window.sum() == 0 or baseline.sum() == 0 or np.count_nonzero(window + baseline) < 2:
+            continue
+        expected = _scipy_g_test_p_value(window, baseline)
+        assert g_test_p_value(window, baseline) == pytest.approx(expected, rel=1e-9, abs=1e-300)
+        compared += 1
+    assert compared > 400
+
+
+@pytest.mark.parametrize(
+    ("window", "baseline"),
+    [([5], [9]), ([0, 5, 0], [0, 7, 0])],
+    ids=["one_bin", "one_occupied_bin"],
+)
+def test_g_test_p_value_is_one_with_fewer_than_two_occupied_bins(
+    window: list[int], baseline: list[int]
+) -> None:
+    assert _scipy_g_test_p_value(np.array(window), np.array(baseline)) == 1.0
+    assert g_test_p_value(window, baseline) == 1.0
+
+
+def _decimal_g_statistic(table: np.ndarray) -> float:
+    """2 sum O ln(O / E) in 60-digit decimal arithmetic."""
+    with localcontext() as context:
+        context.prec = 60
+        cells = [[Decimal(int(x)) for x in row] for row in table]
+        rows = [sum(row) for row in cells]
+        columns = [sum(column) for column in zip(*cells, strict=True)]
+        total = sum(rows)
+        g = Decimal(0)
+        for i, row in enumerate(cells):
+            for j, observed in enumerate(row):
+                if observed > 0:
+                    g += observed * (observed * total / (rows[i] * columns[j])).ln()
+        return float(2 * g)
+
+
+def test_g_test_p_value_is_accurate_for_huge_nearly_equal_counts() -> None:
+    # With counts ~1e12 the G terms O ln(O/E) are ~1e7 each but G is ~1e2: naive summation (as in
+    # scipy) loses ~6 digits here, the module's cancellation-free sum must not.
+    rng = np.random.default_rng(99)
+    bins = 10
+    q = rng.dirichlet(np.ones(bins))
+    baseline = np.round(q * 1e12)
+    window = np.round(q * (1 + rng.normal(0, 2e-5, bins)) * 1e12)
+    g = _decimal_g_statistic(np.vstack((window, baseline)))
+    expected = chi2.sf(g, bins - 1)
+    assert 1e-40 < expected < 1e-3
+    assert g_test_p_value(window, baseline) == pytest.approx(expected, rel=1e-8, abs=0)
+
+
+# --- score -----------------------------------------------------------------------------------
+
+
+def _score(window: object, baseline: object, **overrides: object) -> Divergence:
+    bins = len(np.atleast_1d(np.asarray(baseline)))
+    options: dict[str, object] = {
+        "smoothing": 0.5,
+        "threshold_bits": 0.05,
+        "significance": 0.01,
+        "labels": [f"bin{i}" for i in range(bins)],
+    }
+    options.update(overrides)
+    return score(window, baseline, **options)  # type: ignore[arg-type]
+
+
+def test_score_fields_match_scipy_references() -> None:
+    rng = np.random.default_rng(4242)
+    baseline = rng.multinomial(50_000, rng.dirichlet(np.ones(300))).astype(float)
+    window = rng.multinomial(3_000, rng.dirichlet(np.ones(300))).astype(float)
+    p = window / window.sum()
+    q = (baseline + 0.5) / (baseline.sum() + 300 * 0.5)
+    result = _score(window, baseline)
+    assert result.count == 3_000
+    assert result.kl_bits == pytest.approx(entropy(p, q, base=2), abs=ABS_TOL, rel=0)
+    assert result.entropy_bits == pytest.approx(entropy(p, base=2), abs=ABS_TOL, rel=0)
+    assert result.js_bits == pytest.approx(jensenshannon(p, q, base=2) ** 2, abs=ABS_TOL, rel=0)
+    assert result.p_value == pytest.approx(
+        _scipy_g_test_p_value(window, baseline), rel=1e-9, abs=1e-300
+    )
+
+
+def test_score_of_empty_window_has_no_divergences() -> None:
+    result = _score([0, 0, 0], [5, 1, 3])
+    assert result == Divergence(
+        count=0,
+        kl_bits=None,
+        kl_bits_debiased=None,
+        entropy_bits=None,
+        cross_entropy_bits=None,
+        js_bits=None,
+        psi=None,
+        p_value=None,
+        drift=False,
+        top_bins=(),
+    )
+
+
+def test_score_flags_a_clear_shift() -> None:
+    rng = np.random.default_rng(2024)
+    baseline = rng.multinomial(100_000, np.full(20, 1 / 20))
+    shifted = np.r_[np.full(5, 0.12), np.full(15, 0.4 / 15)]
+    result = _score(rng.multinomial(2_000, shifted), baseline)
+    assert result.kl_bits_debiased is not None and result.kl_bits_debiased > 0.05
+    assert result.p_value is not None and result.p_value < 0.01
+    assert result.drift
+
+
+def test_score_does_not_flag_samples_of_the_baseline_distribution() -> None:
+    rng = np.random.default_rng(2025)
+    baseline = rng.multinomial(100_000, rng.dirichlet(np.full(20, 3.0)))
+    q = baseline / baseline.sum()
+    flagged = [_score(rng.multinomial(2_000, q), baseline).drift for _ in range(50)]
+    assert not any(flagged)
+
+
+def test_top_bins_hand_worked() -> None:
+    # p = [1, 4, 3, 2] / 10, q = [4, 3, 2, 1] / 10 (no smoothing); p log2(p/q) per bin:
+    #   a: 0.1 log2(1/4) = -0.2 (negative: left out)   b: 0.4 log2(4/3) = 0.166015
+    #   c: 0.3 log2(3/2) = 0.175489                     d: 0.2 log2(2)   = 0.2
+    result = _score([1, 4, 3, 2], [4, 3, 2, 1], smoothing=0.0, labels=["a", "b", "c", "d"])
+    expected = [
+        ("d", 0.2, 0.1, 0.2),
+        ("c", 0.3, 0.2, 0.3 * math.log2(1.5)),
+        ("b", 0.4, 0.3, 0.4 * math.log2(4 / 3)),
+    ]
+    assert all(isinstance(b, TopBin) for b in result.top_bins)
+    assert [b.label for b in result.top_bins] == [label for label, *_ in expected]
+    actual = [(b.window_p, b.baseline_q, b.contribution_bits) for b in result.top_bins]
+    np.testing.assert_allclose(actual, [values for _, *values in expected], rtol=0, atol=1e-15)
+
+
+def test_top_bins_break_ties_by_lower_bin_index_and_respect_top_n() -> None:
+    # p = [0, 1/3, 1/3, 1/3], q = [1/4] * 4: bins 1..3 each contribute (1/3) log2(4/3).
+    result = _score([0, 5, 5, 5], [3, 3, 3, 3], smoothing=0.0, labels=list("wxyz"), top_n=2)
+    assert [b.label for b in result.top_bins] == ["x", "y"]
+    assert result.top_bins[0].contribution_bits == pytest.approx(
+        math.log2(4 / 3) / 3, rel=1e-14, abs=0
+    )
+
+
+# --- validation ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("window", "baseline", "overrides", "argument"),
+    [
+        ([1, 2], [1, 2, 3], {}, "window_counts and baseline_counts"),
+        ([], [], {}, "window_counts"),
+        ([1, -1, 2], [1, 1, 1], {}, "window_counts"),
+        ([1, 1, 2], [1, -1, 1], {}, "baseline_counts"),
+        ([1, math.nan, 2], [1, 1, 1], {}, "window_counts"),
+        ([1, 1, 2], [1, 1, math.nan], {}, "baseline_counts"),
+        ([1, 1, 2], [0, 0, 0], {}, "baseline_counts"),
+        ([1, 1, 2], [1, 1, 1], {"smoothing": -0.1}, "smoothing"),
+        ([1, 1, 2], [1, 1, 1], {"labels": ["a", "b"]}, "labels"),
+    ],
+    ids=[
+        "length_mismatch",
+        "empty",
+        "negative_window",
+        "negative_baseline",
+        "nan_window",
+        "nan_baseline",
+        "empty_baseline",
+        "negative_smoothing",
+        "labels_length",
+    ],
+)
+def test_score_validation_error_names_the_argument(
+    window: list[float], baseline: list[float], overrides: dict[str, object], argument: str
+) -> None:
+    with pytest.raises(ValueError, match=argument):
+        _score(window, baseline, **overrides)
+
+
+def test_debias_rejects_an_empty_baseline_by_name() -> None:
+    with pytest.raises(ValueError, match="baseline_counts"):
+        debias_kl_bits(0.1, [1, 2], [0, 0])
+
+
+def test_kl_bits_rejects_mismatched_lengths_by_name() -> None:
+    with pytest.raises(ValueError, match="p and q"):
+        kl_bits([0.5, 0.5], [1.0])
