@@ -9,6 +9,7 @@ A feature's counts are one int64 array of n_bins + 2 slots: the bins, then missi
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -67,7 +68,7 @@ class FeatureBins:
             return (*self.categories, OTHER_CATEGORY)
         assert self.edges is not None
         edges = [_edge_text(e) for e in self.edges]
-        inner = [f"[{a}, {b})" for a, b in zip(edges, edges[1:], strict=False)]
+        inner = [f"[{a}, {b})" for a, b in itertools.pairwise(edges)]
         return (f"(-inf, {edges[0]})", *inner, f"[{edges[-1]}, +inf)")
 
     @classmethod

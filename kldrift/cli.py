@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 
-
-class UserError(Exception):
-    """An error the user can fix: printed as one line, exit code 2."""
+from kldrift import commands
+from kldrift.commands import UserError
 
 
 def _add_local(sub: argparse._SubParsersAction) -> None:
     local = sub.add_parser("local", help="local development services")
     local_sub = local.add_subparsers(dest="service", required=True)
-    kafka = local_sub.add_parser("kafka", help="a real single-node Kafka broker (KRaft) on 127.0.0.1")
+    kafka = local_sub.add_parser(
+        "kafka", help="a real single-node Kafka broker (KRaft) on 127.0.0.1"
+    )
     kafka.add_argument("action", choices=["start", "stop", "status"])
 
     def run(args: argparse.Namespace) -> int:
@@ -25,15 +27,62 @@ def _add_local(sub: argparse._SubParsersAction) -> None:
     kafka.set_defaults(func=run)
 
 
+def _add_config(sub: argparse._SubParsersAction) -> None:
+    config = sub.add_parser("config", help="the config file: JSON Schema, validation")
+    config_sub = config.add_subparsers(dest="action", required=True)
+    schema = config_sub.add_parser("schema", help="print the config's JSON Schema")
+    schema.set_defaults(func=lambda args: commands.config_schema())
+    check = config_sub.add_parser("check", help="validate a config (and its baseline)")
+    check.add_argument("--config", required=True)
+    check.set_defaults(func=lambda args: commands.config_check(args.config))
+
+
+def _add_baseline(sub: argparse._SubParsersAction) -> None:
+    baseline = sub.add_parser("baseline", help="build a baseline from training data (batch job)")
+    baseline.add_argument("--config", required=True, help="pipeline config (YAML or JSON)")
+    baseline.add_argument("--input", required=True, help="JSON lines or CSV: a path or glob")
+    baseline.add_argument("--output", required=True, help="where to write baseline.json")
+    baseline.add_argument("--start", help="only events at or after this time (RFC 3339/epoch s)")
+    baseline.add_argument("--end", help="only events before this time (RFC 3339/epoch s)")
+    baseline.add_argument("beam_args", nargs=argparse.REMAINDER, help="-- Beam pipeline options")
+    baseline.set_defaults(func=commands.baseline)
+
+
+def _add_replay(sub: argparse._SubParsersAction) -> None:
+    replay = sub.add_parser("replay", help="score a bounded file of events (backfill, reference)")
+    replay.add_argument("--config", required=True)
+    replay.add_argument("--baseline", help="baseline file (default: the config's baseline)")
+    replay.add_argument("--input", required=True, help="JSON lines: a path or glob")
+    replay.add_argument("--output", required=True, help="reports, one JSON per line, sorted")
+    replay.add_argument("--dead-letter", help="where to write records that were not binned")
+    replay.add_argument("beam_args", nargs=argparse.REMAINDER, help="-- Beam pipeline options")
+    replay.set_defaults(func=commands.replay)
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    run = sub.add_parser("run", help="run the streaming job: Kafka in, drift reports out")
+    run.add_argument("--config", required=True)
+    run.add_argument("--baseline", help="baseline file (default: the config's baseline)")
+    run.add_argument("--bootstrap", help="override kafka.bootstrap_servers")
+    run.add_argument("beam_args", nargs=argparse.REMAINDER, help="-- Beam pipeline options")
+    run.set_defaults(func=commands.run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kldrift", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_local(sub)
+    _add_config(sub)
+    _add_baseline(sub)
+    _add_replay(sub)
+    _add_run(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # Beam's GCP extras warn at import about a client library kldrift does not use.
+    logging.getLogger().addFilter(lambda record: "apitools" not in record.getMessage())
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -141,10 +141,15 @@ class EventDecoder:
             return None, 0, None, ("missing_event_time", f"no field {self._time_field!r}")
         time_us = self._event_time_us(raw_time)
         if time_us is None:
-            return None, 0, None, (
-                "invalid_event_time",
-                f"field {self._time_field!r} is not epoch {self._time_unit_name} "
-                f"or RFC 3339: {str(raw_time)[:60]!r}",
+            return (
+                None,
+                0,
+                None,
+                (
+                    "invalid_event_time",
+                    f"field {self._time_field!r} is not epoch {self._time_unit_name} "
+                    f"or RFC 3339: {str(raw_time)[:60]!r}",
+                ),
             )
         key: str | None = None
         if self._get_key is not None:

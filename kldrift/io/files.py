@@ -12,6 +12,7 @@ from typing import Any
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.transforms.window import GlobalWindows
 
 from kldrift.events import RecordBatch
 
@@ -115,7 +116,7 @@ class WriteSortedLines(beam.PTransform):
     def expand(self, keyed_lines: beam.PCollection) -> beam.PCollection[int]:
         return (
             keyed_lines
-            | "Global" >> beam.WindowInto(beam.window.GlobalWindows())
+            | "Global" >> beam.WindowInto(GlobalWindows())
             | "Gather" >> beam.combiners.ToList()
             | "Write" >> beam.ParDo(_WriteSortedLines(self._path))
         )

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import apache_beam as beam
 
+from kldrift.errors import InputNotFound
 from kldrift.events import DeadLetter, dead_letter_json
 from kldrift.io.files import ReadRecordBatches, WriteSortedLines, match_paths
 from kldrift.pipeline.options import pipeline_options
@@ -14,10 +15,6 @@ from kldrift.schemas.baseline import Baseline
 from kldrift.schemas.config import PipelineConfig
 from kldrift.schemas.report import DriftReport
 from kldrift.transforms import DEAD_LETTERS, REPORTS, DecodeRecords, SlidingKLDivergence
-
-
-class InputNotFound(ValueError):
-    """No file matched the input path or glob."""
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,9 @@ class FeatureBaseline(BaseModel):
             expected = len(self.edges) + 1
         else:
             if self.categories is None or self.edges is not None:
-                raise ValueError(f"feature {self.name!r}: a categorical baseline has categories only")
+                raise ValueError(
+                    f"feature {self.name!r}: a categorical baseline has categories only"
+                )
             expected = len(self.categories) + 1
         if len(self.counts) != expected:
             raise ValueError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from pathlib import Path
@@ -83,7 +84,7 @@ class NumericFeature(_Frozen):
             raise ValueError("needs at least one edge")
         if any(not math.isfinite(e) for e in edges):
             raise ValueError("edges must be finite numbers (the outer bins already reach ±inf)")
-        if any(b <= a for a, b in zip(edges, edges[1:], strict=False)):
+        if any(b <= a for a, b in itertools.pairwise(edges)):
             raise ValueError("edges must be strictly increasing")
         return edges
 
@@ -154,7 +155,8 @@ class KafkaSpec(_Frozen):
     )
     create_topics: bool = Field(default=True, description="create missing topics at start")
     max_delay: Duration = Field(
-        default=0.0, description="watermark = newest event time seen minus this (out-of-order bound)"
+        default=0.0,
+        description="watermark = newest event time seen minus this (out-of-order bound)",
     )
     idle_timeout: Duration = Field(
         default=5.0,

@@ -20,7 +20,9 @@ def parse_duration(value: object) -> float:
     elif isinstance(value, str):
         match = _PATTERN.match(value)
         if match is None:
-            raise ValueError(f"{value!r} is not a duration: write e.g. '90s', '10m', '1h' or seconds")
+            raise ValueError(
+                f"{value!r} is not a duration: write e.g. '90s', '10m', '1h' or seconds"
+            )
         seconds = float(match.group(1)) * _UNITS_S[match.group(2)]
     else:
         raise ValueError("a duration is a number of seconds or text like '90s', '10m', '1h'")

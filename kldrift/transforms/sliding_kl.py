@@ -18,6 +18,7 @@ from typing import Any
 import apache_beam as beam
 import numpy as np
 from apache_beam.transforms import trigger, window
+from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Duration, Timestamp
 
 from kldrift import divergence
@@ -97,7 +98,7 @@ class _BinBatch(beam.DoFn):
         self._too_late = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "events_too_late")
 
     def process(
-        self, batch: EventBatch, timestamp: Timestamp = beam.DoFn.TimestampParam
+        self, batch: EventBatch, timestamp: Any = beam.DoFn.TimestampParam
     ) -> Iterator[Any]:
         for dead_letter in batch.dead_letters:
             yield beam.pvalue.TaggedOutput(DEAD_LETTERS, dead_letter)
@@ -149,7 +150,7 @@ class _BinBatch(beam.DoFn):
         keys: list[str | None],
         pane_start: np.ndarray,
         timestamp: Timestamp,
-    ) -> Iterator[beam.window.TimestampedValue]:
+    ) -> Iterator[TimestampedValue]:
         distinct_keys = sorted(set(keys), key=lambda k: (k is not None, k or ""))
         key_code = {k: i for i, k in enumerate(distinct_keys)}
         key_codes = np.fromiter((key_code[k] for k in keys), np.int64, len(keys))
@@ -164,7 +165,7 @@ class _BinBatch(beam.DoFn):
             for g in range(n_groups):
                 key = distinct_keys[groups[0, g]]
                 stamp_us = max(int(groups[1, g]), input_us)
-                yield beam.window.TimestampedValue(
+                yield TimestampedValue(
                     ((key, feature_bins.name), counts[g]), Timestamp(micros=stamp_us)
                 )
 
@@ -225,7 +226,7 @@ class _Score(beam.DoFn):
         self,
         element: tuple[PaneKey, np.ndarray, int],
         baseline: Baseline,
-        window_: window.IntervalWindow = beam.DoFn.WindowParam,
+        window_: Any = beam.DoFn.WindowParam,
     ) -> Iterator[DriftReport]:
         (key, feature), counts, revision = element
         baseline_counts, labels = self._baseline_arrays(baseline)

@@ -1,0 +1,167 @@
+"""What each `kldrift` sub-command does; the CLI parses arguments and calls these."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TypeVar
+
+from kldrift.binning import BaselineMismatch
+from kldrift.errors import InputNotFound
+from kldrift.events import parse_rfc3339_us
+from kldrift.io.kafka_client import KafkaSetupError
+from kldrift.schemas.baseline import Baseline, BaselineError, load_baseline
+from kldrift.schemas.config import ConfigError, PipelineConfig, config_json_schema, load_config
+
+T = TypeVar("T")
+
+_USER_ERRORS = (ConfigError, BaselineError, BaselineMismatch, InputNotFound, KafkaSetupError)
+
+
+class UserError(Exception):
+    """An error the user can fix: printed as one line, exit code 2."""
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn errors a user can fix, raised here or inside a pipeline, into one-line UserErrors."""
+    try:
+        yield
+    except _USER_ERRORS as err:
+        raise UserError(str(err)) from None
+    except Exception as err:
+        line = _user_error_line(str(err))
+        if line is None:
+            raise
+        raise UserError(line) from None
+
+
+def _user_error_line(text: str) -> str | None:
+    """A pipeline failure that wraps one of our user errors: its message, without the trace."""
+    for name in ("BaselineError", "BaselineMismatch", "ConfigError", "KafkaSetupError"):
+        marker = f"{name}: "
+        at = text.rfind(marker)
+        if at >= 0:
+            message = text[at + len(marker) :].splitlines()[0]
+            return message.split(" [while running")[0].strip()
+    return None
+
+
+def _beam_args(args: Sequence[str]) -> list[str]:
+    return [a for a in args if a != "--"]
+
+
+def parse_time_us(text: str | None, flag: str) -> int | None:
+    if text is None:
+        return None
+    try:
+        return round(float(text) * 1_000_000)
+    except ValueError:
+        pass
+    parsed = parse_rfc3339_us(text)
+    if parsed is None:
+        raise UserError(f"{flag} {text!r} is neither epoch seconds nor RFC 3339 time")
+    return parsed
+
+
+def load_job(config_path: str, baseline_path: str | None) -> tuple[PipelineConfig, Baseline]:
+    with user_errors():
+        config = load_config(config_path)
+        path = baseline_path or config.baseline
+        if path is None:
+            raise UserError(f"{config_path}: no baseline: set `baseline:` or pass --baseline")
+        baseline = load_baseline(path)
+        from kldrift.binning import resolve_bins
+
+        resolve_bins(config, baseline)
+    return config, baseline
+
+
+def _timed(label: str, work: Callable[[], T]) -> T:
+    started = time.monotonic()
+    result = work()
+    print(f"kldrift: {label} in {time.monotonic() - started:.1f} s", file=sys.stderr)
+    return result
+
+
+def config_schema() -> int:
+    print(json.dumps(config_json_schema(), indent=2))
+    return 0
+
+
+def config_check(path: str) -> int:
+    with user_errors():
+        config = load_config(path)
+    print(
+        f"{path}: valid ({len(config.features)} features, window {config.window.size:g} s "
+        f"every {config.window.period:g} s)"
+    )
+    if config.baseline:
+        load_job(path, None)
+        print(f"{config.baseline}: matches the config")
+    return 0
+
+
+def baseline(args: argparse.Namespace) -> int:
+    from kldrift.pipeline.baseline import build_baseline
+
+    with user_errors():
+        config = load_config(args.config)
+        start_us = parse_time_us(args.start, "--start")
+        end_us = parse_time_us(args.end, "--end")
+        print(f"kldrift: building baseline from {args.input}", file=sys.stderr)
+        result = _timed(
+            "baseline built",
+            lambda: build_baseline(
+                config,
+                args.input,
+                args.output,
+                start_us=start_us,
+                end_us=end_us,
+                beam_args=_beam_args(args.beam_args),
+            ),
+        )
+    for feature in result.features:
+        print(
+            f"{feature.name}: {len(feature.counts)} bins, {sum(feature.counts)} values, "
+            f"{feature.missing} missing, {feature.invalid} invalid"
+        )
+    print(f"wrote {args.output} (baseline_id {result.id[:12]})")
+    return 0
+
+
+def replay(args: argparse.Namespace) -> int:
+    from kldrift.pipeline.replay import run_replay
+
+    config, baseline_ = load_job(args.config, args.baseline)
+    print(f"kldrift: replaying {args.input} against baseline {baseline_.id[:12]}", file=sys.stderr)
+    started = time.monotonic()
+    with user_errors():
+        summary = run_replay(
+            config, baseline_, args.input, args.output, args.dead_letter, _beam_args(args.beam_args)
+        )
+    elapsed = time.monotonic() - started
+    rate = summary.events_binned / elapsed if elapsed > 0 else 0.0
+    print(
+        f"wrote {summary.reports} reports to {args.output}; {summary.events_binned} events binned, "
+        f"{summary.dead_letters} dead-lettered; {elapsed:.1f} s ({rate:,.0f} events/s)"
+    )
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    from kldrift.pipeline.streaming import run_streaming
+
+    config, baseline_ = load_job(args.config, args.baseline)
+    if config.kafka is None:
+        raise UserError(f"{args.config}: `kafka:` is required to run the streaming job")
+    if args.bootstrap:
+        config = config.model_copy(
+            update={"kafka": config.kafka.model_copy(update={"bootstrap_servers": args.bootstrap})}
+        )
+    with user_errors():
+        return run_streaming(config, baseline_, _beam_args(args.beam_args))

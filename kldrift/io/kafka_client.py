@@ -1,0 +1,113 @@
+"""kafka-python client settings from the config (pass-through, secrets masked), topics, offsets."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from kldrift.schemas.config import KafkaSpec
+
+_SECRET = re.compile(r"password|secret|token|sasl_oauth|ssl_context", re.IGNORECASE)
+
+
+class KafkaSetupError(RuntimeError):
+    """Kafka could not be used as configured (unreachable, missing topic...): one line, no secrets."""
+
+
+def masked(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Settings safe to print: secret values replaced by '***'."""
+    return {k: ("***" if _SECRET.search(k) else v) for k, v in settings.items()}
+
+
+def client_settings(spec: KafkaSpec, client: str) -> dict[str, Any]:
+    """Settings for one kafka-python client class ('consumer', 'producer', 'admin').
+
+    The config's `client` mapping applies to every client; each keeps only the keys it knows, so
+    one mapping can carry consumer and producer settings together.
+    """
+    known = _known_keys(client)
+    settings: dict[str, Any] = {"bootstrap_servers": spec.bootstrap_servers.split(",")}
+    unknown = [k for k in spec.client if k not in _all_known_keys()]
+    if unknown:
+        raise KafkaSetupError(
+            f"kafka.client: unknown kafka-python setting(s) {', '.join(sorted(unknown))}"
+        )
+    settings.update({k: v for k, v in spec.client.items() if k in known})
+    return settings
+
+
+def _known_keys(client: str) -> frozenset[str]:
+    from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+
+    classes = {"consumer": KafkaConsumer, "producer": KafkaProducer, "admin": KafkaAdminClient}
+    return frozenset(classes[client].DEFAULT_CONFIG)
+
+
+def _all_known_keys() -> frozenset[str]:
+    return _known_keys("consumer") | _known_keys("producer") | _known_keys("admin")
+
+
+def ensure_topics(spec: KafkaSpec, topics: Mapping[str, int], create: bool) -> None:
+    """Check `topics` exist; create the missing ones (with `partitions`) or fail naming them."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+    from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+    try:
+        admin = KafkaAdminClient(**client_settings(spec, "admin"), request_timeout_ms=15000)
+    except KafkaError as err:
+        raise KafkaSetupError(
+            f"cannot reach Kafka at {spec.bootstrap_servers}: {type(err).__name__}"
+        ) from None
+    try:
+        existing = set(admin.list_topics())
+        missing = [name for name in topics if name not in existing]
+        if missing and not create:
+            raise KafkaSetupError(
+                f"topic(s) {', '.join(missing)} do not exist on {spec.bootstrap_servers}: create "
+                "them, or set kafka.create_topics: true"
+            )
+        for name in missing:
+            with contextlib.suppress(TopicAlreadyExistsError):
+                admin.create_topics([NewTopic(name, topics[name], 1)])
+    finally:
+        admin.close()
+
+
+def partitions_of(spec: KafkaSpec, topic: str) -> list[int]:
+    """The topic's partitions now; KafkaSetupError if it has none."""
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(**client_settings(spec, "consumer"))
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+    finally:
+        consumer.close()
+    if not partitions:
+        raise KafkaSetupError(f"topic {topic!r} has no partitions on {spec.bootstrap_servers}")
+    return sorted(partitions)
+
+
+def start_offsets(spec: KafkaSpec, topic: str, partitions: list[int], group_id: str) -> list[int]:
+    """Where reading starts in each partition, per `kafka.start_from`."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(**client_settings(spec, "consumer"), group_id=group_id)
+    try:
+        tps = [TopicPartition(topic, p) for p in partitions]
+        earliest = consumer.beginning_offsets(tps)
+        latest = consumer.end_offsets(tps)
+        if spec.start_from == "earliest":
+            return [earliest[tp] for tp in tps]
+        if spec.start_from == "latest":
+            return [latest[tp] for tp in tps]
+        if spec.start_from == "timestamp":
+            assert spec.start_timestamp is not None
+            found = consumer.offsets_for_times({tp: int(spec.start_timestamp * 1000) for tp in tps})
+            return [found[tp].offset if found.get(tp) else latest[tp] for tp in tps]
+        committed = [consumer.committed(tp) for tp in tps]
+        return [c if c is not None else earliest[tp] for c, tp in zip(committed, tps, strict=True)]
+    finally:
+        consumer.close()

@@ -1,0 +1,875 @@
+"""A real, local Apache Kafka broker for development, tests and the demo (no Docker, no mocks).
+
+kldrift reads events from and reports drift to Kafka. To run that end to end on one machine, this
+module installs and runs a genuine single-node Apache Kafka broker in KRaft mode (broker and
+controller in one JVM) listening on 127.0.0.1 only:
+
+* `ensure_installed()` fetches the broker jars once from Maven Central with `mvn` (the packaged
+  ``kafka-pom.xml``) into ``cache_dir()/kafka-<KAFKA_VERSION>/lib``; later calls are offline.
+* `LocalKafka` formats a fresh data dir, starts the broker on free ports, waits until it answers
+  and stops it (process group SIGTERM, then SIGKILL). It is a context manager; the test suite's
+  session fixture ``kafka_bootstrap`` uses it.
+* `create_topics()` creates topics idempotently (the broker has auto topic creation disabled).
+* `cli()` backs ``kldrift local kafka start|stop|status``: one persistent background broker whose
+  state lives under ``cache_dir()/run/kafka/``.
+
+Needs Java 17+ on PATH (or $JAVA_HOME) and, for the first install only, Maven.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import dataclasses
+import importlib.resources
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from functools import lru_cache
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from kldrift.local.paths import cache_dir
+
+KAFKA_VERSION = "4.1.1"
+"""The Apache Kafka broker version `ensure_installed()` installs (must match ``kafka-pom.xml``)."""
+
+DEFAULT_START_TIMEOUT = 60.0
+DEFAULT_STOP_TIMEOUT = 20.0
+
+_POM_RESOURCE = "kafka-pom.xml"
+_LOG4J_RESOURCE = "log4j2.properties"
+_MARKER = ".installed"
+_HEAP_OPTS = ("-Xms256m", "-Xmx1g")
+_JVM_OPTS = ("-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true")
+# Short-lived tools (StorageTool) start faster with a small serial-GC JVM.
+_TOOL_JVM_OPTS = ("-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1")
+_LOG_TAIL_LINES = 30
+
+log = logging.getLogger(__name__)
+
+
+class LocalKafkaError(RuntimeError):
+    """The local broker could not be installed, started or reached."""
+
+
+# --------------------------------------------------------------------------------------------
+# Installation
+# --------------------------------------------------------------------------------------------
+
+
+def install_dir() -> Path:
+    """``cache_dir()/kafka-<KAFKA_VERSION>`` (may not exist yet)."""
+    return cache_dir() / f"kafka-{KAFKA_VERSION}"
+
+
+def _required_jars_present(lib: Path) -> bool:
+    names = {p.name for p in lib.glob("*.jar")}
+    return (
+        f"kafka_2.13-{KAFKA_VERSION}.jar" in names
+        and any(n.startswith("slf4j-api-2.") for n in names)
+        and any(n.startswith("log4j-slf4j2-impl-") for n in names)
+        and any(n.startswith("log4j-core-") for n in names)
+    )
+
+
+def _is_installed(target: Path) -> bool:
+    return (target / _MARKER).is_file() and (target / "lib").is_dir()
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock (POSIX flock) held for the duration of the block."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _find_mvn() -> str:
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise LocalKafkaError(
+            f"Apache Kafka {KAFKA_VERSION} is not installed and `mvn` (Apache Maven) is not on "
+            "PATH: install Maven (e.g. `apt-get install maven`), then run `make setup`"
+        )
+    return mvn
+
+
+@lru_cache(maxsize=1)
+def java_executable() -> str:
+    """The `java` to run the broker with ($JAVA_HOME/bin/java, else PATH); must be Java 17+."""
+    java: str | None = None
+    java_home = os.environ.get("JAVA_HOME")
+    if java_home and os.access(os.path.join(java_home, "bin", "java"), os.X_OK):
+        java = os.path.join(java_home, "bin", "java")
+    if java is None:
+        java = shutil.which("java")
+    if java is None:
+        raise LocalKafkaError(
+            f"`java` is not on PATH (and $JAVA_HOME is unset): Apache Kafka {KAFKA_VERSION} "
+            "needs Java 17 or newer (e.g. `apt-get install openjdk-17-jre-headless`)"
+        )
+    proc = subprocess.run(
+        [java, "-version"], capture_output=True, text=True, timeout=60, check=False
+    )
+    major = _java_major(proc.stderr + proc.stdout)
+    if major is not None and major < 17:
+        raise LocalKafkaError(
+            f"{java} is Java {major}; Apache Kafka {KAFKA_VERSION} needs Java 17 or newer"
+        )
+    return java
+
+
+def _java_major(version_output: str) -> int | None:
+    """Parse `java -version` output: '... version "17.0.15" ...' -> 17, '"1.8.0_392"' -> 8."""
+    for line in version_output.splitlines():
+        if "version" in line and '"' in line:
+            text = line.split('"')[1]
+            parts = text.split(".")
+            try:
+                first = int(parts[0].split("-")[0])
+                return int(parts[1]) if first == 1 and len(parts) > 1 else first
+            except ValueError:
+                return None
+    return None
+
+
+def _copy_resource(name: str, dest: Path) -> Path:
+    """Copy a file packaged in `kldrift.local` to `dest` (works for zipped installs too)."""
+    data = importlib.resources.files("kldrift.local").joinpath(name).read_bytes()
+    dest.write_bytes(data)
+    return dest
+
+
+def ensure_installed() -> Path:
+    """Return the lib dir holding the Kafka broker jars, fetching them with Maven the first time.
+
+    A complete install (marker file present) is returned without touching the network. Otherwise
+    Maven copies the runtime dependencies of the packaged ``kafka-pom.xml`` into a temporary
+    directory that is then renamed into place, so an interrupted install never looks complete.
+    """
+    target = install_dir()
+    if _is_installed(target):
+        return target / "lib"
+    with _file_lock(cache_dir() / f".kafka-{KAFKA_VERSION}.lock"):
+        if _is_installed(target):  # another process finished while we waited
+            return target / "lib"
+        mvn = _find_mvn()
+        java_executable()  # fail early, before a download, if there is no usable Java
+        print(f"setup: fetching Apache Kafka {KAFKA_VERSION} broker jars from Maven Central")
+        sys.stdout.flush()
+        target.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".install-", dir=target) as tmp:
+            pom = _copy_resource(_POM_RESOURCE, Path(tmp) / "pom.xml")
+            out = Path(tmp) / "lib"
+            cmd = [
+                mvn,
+                "-q",
+                "-B",
+                "-Dstyle.color=never",
+                "-f",
+                str(pom),
+                "dependency:copy-dependencies",
+                f"-DoutputDirectory={out}",
+                "-DincludeScope=runtime",
+            ]
+            proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, check=False)
+            if proc.returncode != 0:
+                output = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-40:])
+                raise LocalKafkaError(
+                    f"Maven could not fetch the Kafka {KAFKA_VERSION} jars "
+                    f"(exit {proc.returncode}):\n{output}"
+                )
+            if not out.is_dir() or not _required_jars_present(out):
+                raise LocalKafkaError(f"Maven finished but the Kafka jars are missing in {out}")
+            lib = target / "lib"
+            if lib.exists():  # an older, unmarked copy
+                shutil.rmtree(lib)
+            os.replace(out, lib)
+        marker_tmp = target / f"{_MARKER}.tmp"
+        jars = sorted(p.name for p in lib.glob("*.jar"))
+        marker_tmp.write_text(json.dumps({"kafka_version": KAFKA_VERSION, "jars": jars}, indent=1))
+        os.replace(marker_tmp, target / _MARKER)
+    return lib
+
+
+# --------------------------------------------------------------------------------------------
+# Processes
+# --------------------------------------------------------------------------------------------
+
+
+def random_cluster_id() -> str:
+    """A random Kafka cluster id (as `kafka-storage random-uuid`): url-safe base64, 22 chars."""
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode("ascii").rstrip("=")
+        if not text.startswith("-"):  # Kafka's Uuid.randomUuid avoids ids that look like flags
+            return text
+
+
+def _free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """`count` distinct ports that were free on `host` a moment ago."""
+    sockets = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind((host, 0))
+            sockets.append(s)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def _tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - 256 * 1024))
+            text = handle.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _first_errors(path: Path, entries: int = 3) -> str:
+    """The first ERROR/FATAL entries of a Kafka log (each with the line after it: the cause)."""
+    found: list[str] = []
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            take_next = False
+            for line in handle:
+                line = line.rstrip("\n")
+                if take_next and not line.startswith("["):
+                    found.append(line)
+                take_next = False
+                if line.startswith("[") and ("] ERROR " in line or "] FATAL " in line):
+                    if len([f for f in found if f.startswith("[")]) >= entries:
+                        break
+                    found.append(line)
+                    take_next = True
+    except OSError:
+        return ""
+    return "\n".join(found)
+
+
+def _proc_state(pid: int) -> str | None:
+    """The /proc state letter of `pid` ('R', 'S', 'Z', ...), or None if there is no such pid."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    except OSError:
+        return "?"
+    return stat.rsplit(")", 1)[-1].split()[0]
+
+
+def pid_alive(pid: int, cmdline_contains: str | None = None) -> bool:
+    """Whether `pid` is a live (not zombie) process, whose command line contains the given text.
+
+    An orphaned broker is re-parented to PID 1; an init that does not reap leaves a zombie, which
+    counts as dead here.
+    """
+    if pid <= 0:
+        return False
+    if Path("/proc").is_dir() and Path("/proc/self").exists():
+        state = _proc_state(pid)
+        if state is None or state in ("Z", "X"):
+            return False
+        if cmdline_contains is not None:
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+            except OSError:
+                return False
+            return cmdline_contains.encode() in cmdline
+        return True
+    try:  # no /proc (macOS): existence only
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _terminate_detached(pid: int, marker: str, timeout: float = DEFAULT_STOP_TIMEOUT) -> None:
+    """Stop a broker that is not our child (pid = its process group): SIGTERM, then SIGKILL."""
+    if not pid_alive(pid, marker):
+        return
+    _signal_group(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not pid_alive(pid, marker):
+            return
+        time.sleep(0.2)
+    _signal_group(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while pid_alive(pid, marker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def _admin(bootstrap: str, timeout: float) -> Any:
+    from kafka import KafkaAdminClient
+
+    configs: dict[str, Any] = {
+        "bootstrap_servers": bootstrap,
+        "client_id": "kldrift-local",
+        "request_timeout_ms": max(1000, int(timeout * 1000)),
+    }
+    if "bootstrap_timeout_ms" in KafkaAdminClient.DEFAULT_CONFIG:  # kafka-python >= 3
+        configs["bootstrap_timeout_ms"] = max(1000, int(timeout * 1000))
+    return KafkaAdminClient(**configs)
+
+
+def _split_bootstrap(bootstrap: str) -> tuple[str, int]:
+    host, _, port = bootstrap.split(",")[0].strip().rpartition(":")
+    return host or "127.0.0.1", int(port)
+
+
+def wait_until_ready(
+    bootstrap: str,
+    timeout: float = DEFAULT_START_TIMEOUT,
+    *,
+    proc: subprocess.Popen[bytes] | None = None,
+) -> None:
+    """Block until the broker at `bootstrap` answers a cluster-metadata request with itself.
+
+    Raises LocalKafkaError when `timeout` seconds pass, or as soon as `proc` (if given) exits.
+    """
+    deadline = time.monotonic() + timeout
+    host, port = _split_bootstrap(bootstrap)
+    last_error = "no answer"
+
+    def check_proc() -> None:
+        if proc is not None and proc.poll() is not None:
+            raise LocalKafkaError(f"the broker process exited with code {proc.returncode}")
+
+    while True:  # 1. the listener accepts TCP connections (cheap, and no client log noise)
+        check_proc()
+        try:
+            socket.create_connection((host, port), timeout=1.0).close()
+            break
+        except OSError as err:
+            last_error = str(err)
+        if time.monotonic() >= deadline:
+            raise LocalKafkaError(f"broker at {bootstrap} not reachable after {timeout:.0f} s")
+        time.sleep(0.2)
+    while True:  # 2. it serves metadata that lists a broker
+        check_proc()
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise LocalKafkaError(
+                f"broker at {bootstrap} did not answer within {timeout:.0f} s ({last_error})"
+            )
+        try:
+            admin = _admin(bootstrap, min(3.0, max(1.0, remaining)))
+            try:
+                cluster = admin.describe_cluster()
+            finally:
+                admin.close()
+            if cluster.get("brokers"):
+                return
+            last_error = "no brokers in cluster metadata yet"
+        except Exception as err:  # any client error means "not yet"
+            last_error = f"{type(err).__name__}: {err}"
+        time.sleep(0.3)
+
+
+# --------------------------------------------------------------------------------------------
+# The broker
+# --------------------------------------------------------------------------------------------
+
+
+def _server_properties(data_dir: Path, port: int, controller_port: int) -> str:
+    settings = {
+        "process.roles": "broker,controller",
+        "node.id": "1",
+        # KIP-853 dynamic quorum, matching `StorageTool format --standalone`.
+        "controller.quorum.bootstrap.servers": f"127.0.0.1:{controller_port}",
+        "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
+        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "log.dirs": str(data_dir / "kraft-logs"),
+        "num.partitions": "1",
+        "default.replication.factor": "1",
+        "min.insync.replicas": "1",
+        "auto.create.topics.enable": "false",
+        "offsets.topic.replication.factor": "1",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "share.coordinator.state.topic.replication.factor": "1",
+        "share.coordinator.state.topic.min.isr": "1",
+        "group.initial.rebalance.delay.ms": "0",
+        # Small thread pools: a development broker on a small, shared machine.
+        "num.network.threads": "2",
+        "num.io.threads": "2",
+        "num.recovery.threads.per.data.dir": "1",
+        "background.threads": "2",
+    }
+    header = "# Written by kldrift.local.kafka: single-node KRaft broker+controller on 127.0.0.1\n"
+    return header + "".join(f"{k}={v}\n" for k, v in settings.items())
+
+
+class LocalKafka:
+    """One single-node KRaft Apache Kafka broker (broker + controller in one JVM) on 127.0.0.1.
+
+    Every `start()` formats a fresh, empty cluster in ``data_dir`` (a temporary directory, removed
+    by `stop()`, when none is given), on free ports. The broker runs in its own process group and
+    session and logs to ``data_dir/server.log`` (JVM output: ``data_dir/kafka.out``).
+
+        with LocalKafka() as kafka:
+            create_topics(kafka.bootstrap, {"events": 3})
+    """
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str] | None = None,
+        *,
+        start_timeout: float = DEFAULT_START_TIMEOUT,
+        lib_dir: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self._given_data_dir = Path(data_dir) if data_dir is not None else None
+        self._data_dir: Path | None = self._given_data_dir
+        self.start_timeout = start_timeout
+        self._lib_dir = Path(lib_dir) if lib_dir is not None else None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._port: int | None = None
+        self._controller_port: int | None = None
+        self.startup_seconds: float | None = None
+        """Seconds from launching the broker JVM until it answered (after formatting storage)."""
+
+    # -- properties ------------------------------------------------------------------------
+
+    @property
+    def data_dir(self) -> Path:
+        if self._data_dir is None:
+            raise LocalKafkaError("LocalKafka has no data dir before start()")
+        return self._data_dir
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise LocalKafkaError("LocalKafka is not started")
+        return self._port
+
+    @property
+    def controller_port(self) -> int:
+        if self._controller_port is None:
+            raise LocalKafkaError("LocalKafka is not started")
+        return self._controller_port
+
+    @property
+    def bootstrap(self) -> str:
+        """``127.0.0.1:PORT``, for `bootstrap_servers`."""
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        """The broker JVM's pid (also its process group id), or None when not started."""
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "server.log"
+
+    @property
+    def stdout_path(self) -> Path:
+        return self.data_dir / "kafka.out"
+
+    def is_running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def log_tail(self, lines: int = _LOG_TAIL_LINES) -> str:
+        """The broker log's first errors and last `lines` lines, and the JVM's own output."""
+        parts = []
+        if self._data_dir is not None:
+            errors = _first_errors(self.log_path)
+            if errors:
+                parts.append(f"--- first errors in {self.log_path.name} ---\n{errors}")
+            log_text = _tail(self.log_path, lines)
+            if log_text:
+                parts.append(f"--- {self.log_path} (last {lines} lines) ---\n{log_text}")
+            out_text = _tail(self.stdout_path, lines)
+            if out_text:
+                parts.append(f"--- {self.stdout_path} (last {lines} lines) ---\n{out_text}")
+        return "\n".join(parts) or "(the broker wrote no log)"
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> LocalKafka:
+        """Format a fresh cluster, launch the broker and wait until it answers; returns self.
+
+        Raises LocalKafkaError (with the end of the broker log) if it does not answer within
+        `start_timeout` seconds or exits; the process is stopped first. A port taken between
+        choosing it and binding it is retried once with new ports.
+        """
+        if self.is_running():
+            return self
+        lib = self._lib_dir or ensure_installed()
+        java = java_executable()
+        for attempt in (1, 2):
+            try:
+                self._start_once(lib, java)
+                return self
+            except LocalKafkaError as err:
+                if attempt == 2 or "Address already in use" not in str(err):
+                    raise
+                log.warning("Kafka broker port was taken meanwhile; retrying on new ports")
+        raise AssertionError("unreachable")
+
+    def _start_once(self, lib: Path, java: str) -> None:
+        if self._data_dir is None:
+            self._data_dir = Path(tempfile.mkdtemp(prefix="kldrift-kafka-"))
+        data_dir = self._data_dir.resolve()
+        self._data_dir = data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(data_dir / "kraft-logs", ignore_errors=True)
+        for stale in (self.log_path, self.stdout_path):
+            stale.unlink(missing_ok=True)
+
+        port, controller_port = _free_ports(2)
+        self._port, self._controller_port = port, controller_port
+        props = data_dir / "server.properties"
+        props.write_text(_server_properties(data_dir, port, controller_port))
+        log4j = _copy_resource(_LOG4J_RESOURCE, data_dir / "log4j2.properties")
+        common = [
+            f"-Dlog4j2.configurationFile={log4j}",
+            f"-Dkafka.logs.dir={data_dir}",
+            "-cp",
+            f"{lib}{os.sep}*",
+        ]
+        self._format_storage(java, common, props)
+
+        cmd = [java, *_HEAP_OPTS, *_JVM_OPTS, *common, "kafka.Kafka", str(props)]
+        began = time.monotonic()
+        with open(self.stdout_path, "ab") as out:
+            self._proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=data_dir,
+                start_new_session=True,
+                close_fds=True,
+            )
+        try:
+            wait_until_ready(self.bootstrap, self.start_timeout, proc=self._proc)
+        except BaseException as err:
+            report = self.log_tail()
+            self.stop()
+            if isinstance(err, LocalKafkaError):
+                raise LocalKafkaError(
+                    f"Kafka {KAFKA_VERSION} broker did not start: {err}\n{report}"
+                ) from None
+            raise
+        self.startup_seconds = time.monotonic() - began
+        log.info(
+            "Kafka %s broker at %s (pid %s) ready in %.1f s",
+            KAFKA_VERSION,
+            self.bootstrap,
+            self.pid,
+            self.startup_seconds,
+        )
+
+    def _format_storage(self, java: str, common: list[str], props: Path) -> None:
+        cmd = [
+            java,
+            *_TOOL_JVM_OPTS,
+            *common,
+            "kafka.tools.StorageTool",
+            "format",
+            "--standalone",
+            "-t",
+            random_cluster_id(),
+            "-c",
+            str(props),
+        ]
+        try:
+            proc = subprocess.run(
+                cmd,
+                cwd=self.data_dir,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as err:
+            raise LocalKafkaError("kafka StorageTool format timed out after 120 s") from err
+        if proc.returncode != 0:
+            output = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-_LOG_TAIL_LINES:])
+            raise LocalKafkaError(
+                f"kafka StorageTool format failed (exit {proc.returncode}):\n{output}"
+            )
+
+    def stop(self, timeout: float = DEFAULT_STOP_TIMEOUT, *, remove_data: bool = True) -> None:
+        """Stop the broker: SIGTERM to its process group, SIGKILL after `timeout` s. Idempotent.
+
+        A temporary data dir this object created is deleted (unless `remove_data` is False); a
+        data dir passed in is kept.
+        """
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            if proc.poll() is None:
+                _signal_group(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    log.warning("Kafka broker pid %s ignored SIGTERM for %.0f s", proc.pid, timeout)
+                    _signal_group(proc.pid, signal.SIGKILL)
+                    proc.wait(10)
+            else:
+                # The JVM is gone; make sure nothing else is left in its group.
+                _signal_group(proc.pid, signal.SIGKILL)
+        if remove_data and self._given_data_dir is None and self._data_dir is not None:
+            shutil.rmtree(self._data_dir, ignore_errors=True)
+            self._data_dir = None
+
+    def detach(self) -> None:
+        """Forget the broker without stopping it (it keeps running in its own session)."""
+        self._proc = None
+
+    def __enter__(self) -> LocalKafka:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        where = self.bootstrap if self._port is not None else "not started"
+        return f"LocalKafka({where}, pid={self.pid}, data_dir={self._data_dir})"
+
+
+# --------------------------------------------------------------------------------------------
+# Topics
+# --------------------------------------------------------------------------------------------
+
+
+def create_topics(
+    bootstrap: str,
+    topics: Mapping[str, int],
+    *,
+    replication_factor: int = 1,
+    topic_configs: Mapping[str, str] | None = None,
+    timeout: float = 30.0,
+) -> list[str]:
+    """Create each `{name: partitions}` topic that does not exist yet; returns the names created.
+
+    Idempotent: an existing topic is accepted as it is (its partition count is not changed).
+    Returns once every listed topic has a leader for each partition. `topic_configs` (e.g.
+    ``{"retention.ms": "600000"}``) applies to the topics created.
+    """
+    from kafka.admin import NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    for name, partitions in topics.items():
+        if not name or int(partitions) < 1:
+            raise ValueError(f"topic {name!r}: need a name and at least 1 partition")
+    deadline = time.monotonic() + timeout
+    created: list[str] = []
+    admin = _admin(bootstrap, timeout)
+    try:
+        existing = set(admin.list_topics())
+        for name, partitions in topics.items():
+            if name in existing:
+                continue
+            new = NewTopic(
+                name,
+                num_partitions=int(partitions),
+                replication_factor=replication_factor,
+                topic_configs=dict(topic_configs or {}),
+            )
+            try:
+                admin.create_topics([new], timeout_ms=int(timeout * 1000))
+                created.append(name)
+            except TopicAlreadyExistsError:
+                pass  # created concurrently: fine
+        _wait_for_leaders(admin, list(topics), deadline)
+    finally:
+        admin.close()
+    return created
+
+
+def _wait_for_leaders(admin: Any, names: list[str], deadline: float) -> None:
+    pending: dict[str, str] = {}
+    while True:
+        try:
+            described = {t.get("name"): t for t in admin.describe_topics(names)}
+        except Exception as err:  # retried until the deadline
+            described = {}
+            pending = {n: f"{type(err).__name__}" for n in names}
+        else:
+            pending = {}
+            for name in names:
+                info = described.get(name)
+                if info is None or info.get("error_code", 0) != 0:
+                    pending[name] = "not in metadata yet"
+                    continue
+                parts = info.get("partitions") or []
+                if not parts or any(
+                    p.get("error_code", 0) != 0 or p.get("leader_id", p.get("leader", -1)) < 0
+                    for p in parts
+                ):
+                    pending[name] = "partitions without a leader"
+        if not pending:
+            return
+        if time.monotonic() >= deadline:
+            raise LocalKafkaError(f"topics not ready in time: {pending}")
+        time.sleep(0.1)
+
+
+# --------------------------------------------------------------------------------------------
+# `kldrift local kafka start|stop|status`
+# --------------------------------------------------------------------------------------------
+
+
+def run_dir() -> Path:
+    """Where the persistent CLI broker keeps its state and data: ``cache_dir()/run/kafka``."""
+    return cache_dir() / "run" / "kafka"
+
+
+@dataclasses.dataclass(frozen=True)
+class BrokerState:
+    """What `kldrift local kafka start` records about the background broker."""
+
+    pid: int
+    bootstrap: str
+    data_dir: str
+    kafka_version: str = KAFKA_VERSION
+
+    def alive(self) -> bool:
+        return pid_alive(self.pid, self.data_dir)
+
+
+def _state_path() -> Path:
+    return run_dir() / "state.json"
+
+
+def read_state() -> BrokerState | None:
+    """The recorded background broker, or None (no state, or unreadable state)."""
+    try:
+        raw = json.loads(_state_path().read_text())
+        return BrokerState(
+            pid=int(raw["pid"]),
+            bootstrap=str(raw["bootstrap"]),
+            data_dir=str(raw["data_dir"]),
+            kafka_version=str(raw.get("kafka_version", KAFKA_VERSION)),
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _write_state(state: BrokerState) -> None:
+    path = _state_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(dataclasses.asdict(state), indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def _remove_run_dir() -> None:
+    shutil.rmtree(run_dir(), ignore_errors=True)
+
+
+def _cli_lock() -> contextlib.AbstractContextManager[None]:
+    return _file_lock(cache_dir() / "run" / "kafka.lock")
+
+
+def _cli_start() -> int:
+    with _cli_lock():
+        state = read_state()
+        if state is not None and state.alive():
+            try:
+                wait_until_ready(state.bootstrap, 15.0)
+            except LocalKafkaError:
+                print(f"kafka: broker pid {state.pid} does not answer; restarting it")
+                _terminate_detached(state.pid, state.data_dir)
+            else:
+                print(f"kafka: already running (pid {state.pid}), log {state.data_dir}/server.log")
+                print(state.bootstrap)
+                return 0
+        _remove_run_dir()
+        broker = LocalKafka(data_dir=run_dir() / "data")
+        broker.start()
+        pid = broker.pid
+        assert pid is not None
+        _write_state(
+            BrokerState(pid=pid, bootstrap=broker.bootstrap, data_dir=str(broker.data_dir))
+        )
+        broker.detach()  # it outlives this process (own session); `stop` ends it
+        print(
+            f"kafka: started Apache Kafka {KAFKA_VERSION} (pid {pid}) in "
+            f"{broker.startup_seconds:.1f} s, log {broker.log_path}"
+        )
+        print(broker.bootstrap)
+        return 0
+
+
+def _cli_stop() -> int:
+    with _cli_lock():
+        state = read_state()
+        if state is not None and state.alive():
+            _terminate_detached(state.pid, state.data_dir)
+            if state.alive():
+                print(f"kafka: could not stop pid {state.pid}", file=sys.stderr)
+                return 1
+            print(f"kafka: stopped (pid {state.pid})")
+        else:
+            print("kafka: not running")
+        _remove_run_dir()
+        return 0
+
+
+def _cli_status() -> int:
+    state = read_state()
+    if state is not None and state.alive():
+        print(f"running at {state.bootstrap} (pid {state.pid})")
+        return 0
+    print("not running")
+    return 3
+
+
+def cli(action: str) -> int:
+    """``kldrift local kafka start|stop|status``; returns the exit code.
+
+    start: 0 (the bootstrap address is the last stdout line); stop: 0, also when not running;
+    status: 0 running, 3 not running. Set-up or start-up failures print one error, exit 2.
+    """
+    # No log handler is configured in the CLI: keep kafka-python's retries off stderr.
+    logging.getLogger("kafka").addHandler(logging.NullHandler())
+    actions = {"start": _cli_start, "stop": _cli_stop, "status": _cli_status}
+    if action not in actions:
+        raise ValueError(f"unknown action {action!r}: expected start, stop or status")
+    try:
+        return actions[action]()
+    except LocalKafkaError as err:
+        print(f"kldrift: error: {err}", file=sys.stderr)
+        return 2

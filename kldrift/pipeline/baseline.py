@@ -1,0 +1,221 @@
+"""`kldrift baseline`: a Beam batch job that learns bins where the config asks and counts the
+training data with the same binning code as streaming."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.io.filesystems import FileSystems
+
+from kldrift.binning import FeatureBins, bins_from_spec
+from kldrift.errors import InputNotFound
+from kldrift.events import EventBatch, field_getter
+from kldrift.io.files import ReadRecordBatches, match_paths
+from kldrift.pipeline.options import pipeline_options
+from kldrift.schemas.baseline import Baseline, BaselineError, FeatureBaseline, load_baseline
+from kldrift.schemas.config import CategoricalFeature, NumericFeature, PipelineConfig
+from kldrift.transforms import DecodeRecords, SumCounts
+
+
+def learn_edges(quantiles: Sequence[float]) -> list[float]:
+    """Interior quantiles as strictly increasing edges (ties collapse; at least one edge)."""
+    values = np.asarray(quantiles, dtype=np.float64)
+    interior = np.unique(values[1:-1]) if len(values) > 2 else np.unique(values)
+    if len(interior) == 0:
+        interior = np.unique(values)[:1]
+    return [float(e) for e in interior]
+
+
+def learn_categories(counts: Counter, top_k: int) -> list[str]:
+    """The top_k most frequent categories; ties by name, so the result is deterministic."""
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    return [name for name, _ in ranked[:top_k]]
+
+
+def _in_range(batch: EventBatch, start_us: int | None, end_us: int | None) -> EventBatch:
+    if start_us is None and end_us is None:
+        return batch
+    times = batch.event_time_us
+    keep = np.ones(len(times), dtype=bool)
+    if start_us is not None:
+        keep &= times >= start_us
+    if end_us is not None:
+        keep &= times < end_us
+    rows = np.flatnonzero(keep)
+    batch.events = [batch.events[i] for i in rows]
+    batch.keys = [batch.keys[i] for i in rows]
+    batch.values = [batch.values[i] for i in rows]
+    batch.offsets = [batch.offsets[i] for i in rows]
+    batch.event_time_us = times[rows]
+    return batch
+
+
+def _numeric_samples(batch: EventBatch, names: list[str]) -> Iterator[tuple[str, float]]:
+    for name in names:
+        get = field_getter(name)
+        codes_source = FeatureBins.numeric(name, [0.0])
+        values = [get(e) for e in batch.events]
+        codes = codes_source.codes(values)
+        usable = codes < codes_source.missing_slot
+        for value, ok in zip(values, usable, strict=True):
+            if ok:
+                yield name, float(value)
+
+
+def _category_counts(batch: EventBatch, names: list[str]) -> Iterator[tuple[str, Counter]]:
+    for name in names:
+        get = field_getter(name)
+        counts: Counter = Counter()
+        for event in batch.events:
+            value = get(event)
+            if isinstance(value, str):
+                counts[value] += 1
+            elif isinstance(value, bool):
+                counts["true" if value else "false"] += 1
+            elif isinstance(value, int):
+                counts[str(value)] += 1
+        yield name, counts
+
+
+def _merge_counters(counters: Any) -> Counter:
+    total: Counter = Counter()
+    for counter in counters:
+        total.update(counter)
+    return total
+
+
+class _CountFeatures(beam.DoFn):
+    def process(
+        self, batch: EventBatch, learned: dict[str, FeatureBins]
+    ) -> Iterator[tuple[str, np.ndarray]]:
+        for name, bins in learned.items():
+            get = field_getter(name)
+            yield name, bins.count([get(e) for e in batch.events])
+
+
+def _resolve(
+    config: PipelineConfig, edges: dict[str, list[float]], cats: dict[str, Counter]
+) -> dict[str, FeatureBins]:
+    resolved: dict[str, FeatureBins] = {}
+    for spec in config.features:
+        fixed = bins_from_spec(spec)
+        if fixed is not None:
+            resolved[spec.name] = fixed
+        elif isinstance(spec, NumericFeature):
+            if spec.name not in edges:
+                raise BaselineError(f"feature {spec.name!r}: no numeric values to learn edges from")
+            resolved[spec.name] = FeatureBins.numeric(spec.name, edges[spec.name])
+        else:
+            assert spec.top_k is not None
+            counts = cats.get(spec.name, Counter())
+            if not counts:
+                raise BaselineError(f"feature {spec.name!r}: no category values to learn from")
+            resolved[spec.name] = FeatureBins.categorical(
+                spec.name, learn_categories(counts, spec.top_k)
+            )
+    return resolved
+
+
+def _feature_baseline(bins: FeatureBins, counts: np.ndarray) -> FeatureBaseline:
+    return FeatureBaseline(
+        name=bins.name,
+        kind=bins.kind,
+        edges=[float(e) for e in bins.edges] if bins.edges is not None else None,
+        categories=list(bins.categories) if bins.categories is not None else None,
+        counts=[int(c) for c in counts[: bins.n_bins]],
+        missing=int(counts[bins.missing_slot]),
+        invalid=int(counts[bins.invalid_slot]),
+    )
+
+
+def build_baseline(
+    config: PipelineConfig,
+    input_pattern: str,
+    output: str,
+    *,
+    start_us: int | None = None,
+    end_us: int | None = None,
+    beam_args: Sequence[str] = (),
+) -> Baseline:
+    """Run the batch job, write the baseline JSON to `output` and return it."""
+    paths = match_paths(input_pattern)
+    if not paths:
+        raise InputNotFound(f"no file matches --input {input_pattern}")
+    numeric = [f for f in config.features if isinstance(f, NumericFeature) and f.bins is not None]
+    categorical = [
+        f.name for f in config.features if isinstance(f, CategoricalFeature) and f.top_k is not None
+    ]
+    source = ",".join(paths)
+    options = pipeline_options(beam_args, streaming=False)
+    with beam.Pipeline(options=options) as pipeline:
+        batches = (
+            pipeline
+            | "Read" >> ReadRecordBatches(paths)
+            | "DecodeRecords" >> DecodeRecords(config)
+            | "EventRange" >> beam.Map(_in_range, start_us, end_us)
+        )
+        edges = [
+            batches
+            | f"Samples[{spec.name}]" >> beam.FlatMap(_numeric_samples, [spec.name])
+            | f"Quantiles[{spec.name}]"
+            >> beam.ApproximateQuantiles.PerKey(num_quantiles=(spec.bins or 2) + 1)
+            for spec in numeric
+        ]
+        all_edges = (edges or [pipeline | "NoNumeric" >> beam.Create([])]) | beam.Flatten()
+        categories = (
+            batches
+            | "CategoryCounts" >> beam.FlatMap(_category_counts, categorical)
+            | "MergeCounts" >> beam.CombinePerKey(_merge_counters)
+        )
+        learned = (
+            pipeline
+            | "Start" >> beam.Create([None])
+            | "Resolve"
+            >> beam.Map(
+                lambda _, e, c: _resolve(config, {k: learn_edges(v) for k, v in e.items()}, c),
+                beam.pvalue.AsDict(all_edges),
+                beam.pvalue.AsDict(categories),
+            )
+        )
+        _ = (
+            batches
+            | "Count" >> beam.ParDo(_CountFeatures(), beam.pvalue.AsSingleton(learned))
+            | "Sum" >> beam.CombinePerKey(SumCounts())
+            | "Gather" >> beam.combiners.ToDict()
+            | "Assemble" >> beam.Map(_assemble, config, beam.pvalue.AsSingleton(learned), source)
+            | "Write" >> beam.Map(_write, output)
+        )
+    return load_baseline(output)
+
+
+def _assemble(
+    counts: dict[str, np.ndarray],
+    config: PipelineConfig,
+    learned: dict[str, FeatureBins],
+    source: str,
+) -> Baseline:
+    features = []
+    for spec in config.features:
+        bins = learned[spec.name]
+        feature_counts = counts.get(spec.name)
+        if feature_counts is None:
+            feature_counts = np.zeros(bins.n_bins + 2, dtype=np.int64)
+        if feature_counts[: bins.n_bins].sum() == 0:
+            raise BaselineError(
+                f"feature {spec.name!r}: no binnable values in the input "
+                f"({int(feature_counts[bins.missing_slot])} missing, "
+                f"{int(feature_counts[bins.invalid_slot])} invalid)"
+            )
+        features.append(_feature_baseline(bins, feature_counts))
+    created_at = datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return Baseline.create(features, source=source, created_at=created_at)
+
+
+def _write(baseline: Baseline, output: str) -> None:
+    with FileSystems.create(output) as handle:
+        handle.write(baseline.model_dump_json(indent=2).encode() + b"\n")

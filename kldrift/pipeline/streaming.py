@@ -1,0 +1,141 @@
+"""`kldrift run`: Kafka topic -> SlidingKLDivergence -> report topic + dead-letter topic."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import apache_beam as beam
+
+from kldrift.io.kafka_client import (
+    KafkaSetupError,
+    ensure_topics,
+    masked,
+    partitions_of,
+    start_offsets,
+)
+from kldrift.io.kafka_sink import WriteDeadLetters, WriteReports
+from kldrift.io.kafka_source import PartitionStart, ReadFromKafka
+from kldrift.pipeline.options import pipeline_options
+from kldrift.schemas.baseline import Baseline
+from kldrift.schemas.config import KafkaSpec, PipelineConfig
+from kldrift.transforms import DEAD_LETTERS, REPORTS, SlidingKLDivergence
+
+
+def group_id_of(config: PipelineConfig) -> str:
+    assert config.kafka is not None
+    return config.kafka.group_id or f"kldrift.{config.name}"
+
+
+def build_streaming(
+    pipeline: beam.Pipeline,
+    config: PipelineConfig,
+    baseline: Baseline,
+    starts: list[PartitionStart],
+) -> None:
+    assert config.kafka is not None
+    outputs = (
+        pipeline
+        | "ReadFromKafka" >> ReadFromKafka(config, starts, group_id_of(config))
+        | "SlidingKLDivergence" >> SlidingKLDivergence(config, baseline)
+    )
+    _ = outputs[REPORTS] | "WriteReports" >> WriteReports(config.kafka)
+    _ = outputs[DEAD_LETTERS] | "WriteDeadLetters" >> WriteDeadLetters(config.kafka)
+
+
+def resolve_starts(config: PipelineConfig) -> list[PartitionStart]:
+    """Create or check topics, discover the input's partitions and where to start in each."""
+    spec = config.kafka
+    assert spec is not None
+    ensure_topics(
+        spec,
+        {spec.input_topic: 1, spec.output_topic: 1, spec.dead_letter_topic: 1},
+        create=spec.create_topics,
+    )
+    partitions = partitions_of(spec, spec.input_topic)
+    offsets = start_offsets(spec, spec.input_topic, partitions, group_id_of(config))
+    return [
+        PartitionStart(spec.input_topic, p, o) for p, o in zip(partitions, offsets, strict=True)
+    ]
+
+
+def banner(
+    config: PipelineConfig, baseline: Baseline, starts: list[PartitionStart], runner: str
+) -> str:
+    spec = config.kafka
+    assert spec is not None
+    offsets = ", ".join(f"p{s.partition}@{s.offset}" for s in starts)
+    settings = masked(spec.client)
+    lines = [
+        f"kldrift run: pipeline {config.name!r} on {runner}",
+        f"  reads    {spec.input_topic} at {spec.bootstrap_servers} ({spec.start_from}: {offsets})",
+        f"  writes   reports -> {spec.output_topic}, dead letters -> {spec.dead_letter_topic}",
+        f"  baseline {baseline.id[:12]} ({len(baseline.features)} features, {baseline.source})",
+        f"  windows  {config.window.size:g} s every {config.window.period:g} s, "
+        f"allowed lateness {config.window.allowed_lateness:g} s, idle timeout "
+        f"{spec.idle_timeout:g} s",
+    ]
+    if settings:
+        lines.append(f"  client   {settings}")
+    return "\n".join(lines)
+
+
+def _runner_of(options: beam.options.pipeline_options.PipelineOptions) -> str:
+    from apache_beam.options.pipeline_options import StandardOptions
+
+    return str(options.view_as(StandardOptions).runner)
+
+
+def run_streaming(config: PipelineConfig, baseline: Baseline, beam_args: Sequence[str] = ()) -> int:
+    """Run until cancelled; Ctrl-C (SIGINT) or SIGTERM cancels the job cleanly and returns 0."""
+    spec: KafkaSpec | None = config.kafka
+    if spec is None:
+        raise KafkaSetupError("the config has no `kafka:` section")
+    starts = resolve_starts(config)
+    options = pipeline_options(beam_args, streaming=True)
+    print(banner(config, baseline, starts, _runner_of(options)), file=sys.stderr, flush=True)
+    pipeline = beam.Pipeline(options=options)
+    build_streaming(pipeline, config, baseline, starts)
+    result = pipeline.run()
+    return _wait_or_cancel(result)
+
+
+def _wait_or_cancel(result: Any) -> int:
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: Any) -> None:
+        stop.set()
+
+    previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        done = threading.Event()
+
+        def wait() -> None:
+            try:
+                result.wait_until_finish()
+            finally:
+                done.set()
+
+        waiter = threading.Thread(target=wait, daemon=True)
+        waiter.start()
+        while not stop.is_set() and not done.is_set():
+            stop.wait(0.5)
+        if done.is_set():
+            waiter.join()
+            state = str(result.state)
+            print(f"kldrift run: job ended ({state})", file=sys.stderr)
+            return 0 if "DONE" in state else 1
+        print("kldrift run: stopping (cancelling the job)", file=sys.stderr, flush=True)
+        try:
+            result.cancel()
+        except Exception as err:  # a job that is already ending may refuse the cancel
+            print(f"kldrift run: cancel: {type(err).__name__}: {err}", file=sys.stderr)
+        done.wait(30)
+        print("kldrift run: stopped", file=sys.stderr)
+        return 0
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
