@@ -34,6 +34,16 @@ def _is_number(value: Any) -> bool:
     )
 
 
+def _as_float(value: Any) -> float:
+    """A number or None as a float; an int beyond float range lies past every edge (+-inf)."""
+    if value is None:
+        return math.nan
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
+
+
 def _edge_text(edge: float) -> str:
     return format(edge, ".10g")
 
@@ -89,12 +99,15 @@ class FeatureBins:
         assert self.edges is not None
         types = set(map(type, values))
         if types <= _NUMBER_OR_NONE:
-            numbers = np.array(values, dtype=np.float64)  # None -> nan
+            try:
+                numbers = np.array(values, dtype=np.float64)  # None -> nan
+            except OverflowError:  # an int too large for a float (valid JSON)
+                numbers = np.array([_as_float(v) for v in values], dtype=np.float64)
             invalid = None
         else:
             usable = [_is_number(v) or v is None for v in values]
             numbers = np.array(
-                [v if ok else math.nan for v, ok in zip(values, usable, strict=True)],
+                [_as_float(v) if ok else math.nan for v, ok in zip(values, usable, strict=True)],
                 dtype=np.float64,
             )
             invalid = ~np.asarray(usable, dtype=bool)

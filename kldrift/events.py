@@ -10,7 +10,7 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -18,6 +18,11 @@ import numpy as np
 from kldrift.schemas.config import PipelineConfig
 
 NO_WATERMARK = -(2**63)
+
+# Numeric event times are accepted over the range RFC 3339 text can express (years 1-9999); beyond
+# it (e.g. microseconds sent as seconds) the record is a dead letter, not an int64 overflow.
+_MIN_EVENT_TIME_US = -62_135_596_800_000_000  # 0001-01-01T00:00:00Z
+_MAX_EVENT_TIME_US = 253_402_300_799_999_999  # 9999-12-31T23:59:59.999999Z
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +174,8 @@ class EventDecoder:
         if isinstance(raw, int | float):
             if not math.isfinite(raw):
                 return None
-            return math.floor(raw * self._time_scale_us)
+            time_us = math.floor(raw * self._time_scale_us)
+            return time_us if _MIN_EVENT_TIME_US <= time_us <= _MAX_EVENT_TIME_US else None
         if isinstance(raw, str):
             return parse_rfc3339_us(raw)
         return None
@@ -188,8 +194,8 @@ def parse_rfc3339_us(text: str) -> int | None:
     except ValueError:
         return None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    delta = moment - datetime(1970, 1, 1, tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
+    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import apache_beam as beam
@@ -212,7 +212,7 @@ def _assemble(
                 f"{int(feature_counts[bins.invalid_slot])} invalid)"
             )
         features.append(_feature_baseline(bins, feature_counts))
-    created_at = datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    created_at = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     return Baseline.create(features, source=source, created_at=created_at)
 
 

@@ -116,6 +116,9 @@ def _wait_or_cancel(result: Any) -> int:
         def wait() -> None:
             try:
                 result.wait_until_finish()
+            except Exception as err:  # reported below through result.state
+                if not stop.is_set():
+                    print(f"kldrift run: job failed: {err}", file=sys.stderr)
             finally:
                 done.set()
 
@@ -127,6 +130,7 @@ def _wait_or_cancel(result: Any) -> int:
             waiter.join()
             state = str(result.state)
             print(f"kldrift run: job ended ({state})", file=sys.stderr)
+            _print_totals(result)
             return 0 if "DONE" in state else 1
         print("kldrift run: stopping (cancelling the job)", file=sys.stderr, flush=True)
         try:
@@ -134,8 +138,40 @@ def _wait_or_cancel(result: Any) -> int:
         except Exception as err:  # a job that is already ending may refuse the cancel
             print(f"kldrift run: cancel: {type(err).__name__}: {err}", file=sys.stderr)
         done.wait(30)
+        _print_totals(result)
         print("kldrift run: stopped", file=sys.stderr)
         return 0
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+TOTALS = (
+    "records_consumed",
+    "events_binned",
+    "records_dead_lettered",
+    "events_too_late",
+    "reports",
+)
+
+
+def job_totals(result: Any) -> dict[str, int]:
+    """The job's kldrift counters (0 where a runner reported none)."""
+    totals = dict.fromkeys(TOTALS, 0)
+    try:
+        counters = result.metrics().query()["counters"]
+    except Exception:  # a cancelled job's runner may no longer serve metrics
+        return totals
+    for counter in counters:
+        if counter.key.metric.namespace == "kldrift" and counter.key.metric.name in totals:
+            totals[counter.key.metric.name] += counter.committed or counter.attempted or 0
+    return totals
+
+
+def _print_totals(result: Any) -> None:
+    totals = job_totals(result)
+    print(
+        "kldrift run: totals: " + ", ".join(f"{name} {value}" for name, value in totals.items()),
+        file=sys.stderr,
+        flush=True,
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated
 
@@ -26,6 +27,8 @@ def parse_duration(value: object) -> float:
         seconds = float(match.group(1)) * _UNITS_S[match.group(2)]
     else:
         raise ValueError("a duration is a number of seconds or text like '90s', '10m', '1h'")
+    if not math.isfinite(seconds):
+        raise ValueError("a duration must be a finite number of seconds")
     if seconds < 0:
         raise ValueError("a duration cannot be negative")
     return seconds

@@ -4,6 +4,7 @@ Steps (stable labels, so a Dataflow `--update` keeps state):
   Bin                 each batch binned with numpy into per-(key, feature, pane) counts
   PaneHistograms      FixedWindows(period), sum of counts; late data fires discarding deltas
   SlidingHistograms   SlidingWindows(size, period) over pane sums (discarding deltas)
+  ReviseWindows       each sliding window [s, e) -> [s, e + allowed_lateness): the window's lifetime
   Revise              running total per window, numbered revisions 0, 1, 2...
   Score               divergence against the baseline side input -> DriftReport
 Each event is counted once, whatever size/period is: the sliding step costs windows x bins.
@@ -12,11 +13,12 @@ Each event is counted once, whatever size/period is: the sliding step costs wind
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import apache_beam as beam
 import numpy as np
+from apache_beam.coders.coders import Coder, IntervalWindowCoder
 from apache_beam.transforms import trigger, window
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Duration, Timestamp
@@ -173,9 +175,12 @@ class _BinBatch(beam.DoFn):
 class _Revise(beam.DoFn):
     """Turns a window's discarding firings (deltas) into revisions: running totals numbered 0, 1, 2...
 
-    State is per (key, feature) and window, so it lives exactly as long as the window accepts late
-    data. Counting revisions here, not from the runner's pane index, keeps them the same on runners
-    that fire an extra closing pane (Prism does, in accumulating mode).
+    State is per (key, feature) and window. Its input is re-windowed by _ReviseWindows to
+    [start, end + allowed_lateness), so the state lives exactly as long as the sliding window
+    accepts late data on every runner: Prism (2.77) drops a stateful DoFn's state as soon as the
+    watermark passes its window's end, ignoring allowed lateness, which restarted every late revision
+    at 0 with only the late delta. Counting revisions here, not from the runner's pane index, keeps
+    them the same on runners that fire an extra closing pane (Prism does, in accumulating mode).
     """
 
     TOTAL = beam.transforms.userstate.ReadModifyWriteStateSpec("total", beam.coders.PickleCoder())
@@ -197,11 +202,38 @@ class _Revise(beam.DoFn):
         yield pane_key, total, revision
 
 
+class _ReviseWindows(window.NonMergingWindowFn):
+    """Sliding window [s, e) -> [s, e + allowed_lateness): the window _Revise keeps state in.
+
+    It ends when the sliding window stops accepting late data, so the runner garbage-collects the
+    revision state then, whatever allowed lateness it applies to a stateful DoFn. _Score recovers
+    the sliding window's end by subtracting allowed_lateness.
+    """
+
+    def __init__(self, allowed_lateness_us: int) -> None:
+        self._lateness = Duration(micros=allowed_lateness_us)
+
+    def assign(self, context: window.WindowFn.AssignContext) -> list[window.IntervalWindow]:
+        sliding = context.window
+        assert isinstance(sliding, window.IntervalWindow), sliding
+        return [window.IntervalWindow(sliding.start, sliding.end + self._lateness)]
+
+    def get_window_coder(self) -> Coder:
+        return IntervalWindowCoder()
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _ReviseWindows) and self._lateness == other._lateness
+
+    def __hash__(self) -> int:
+        return hash(self._lateness)
+
+
 class _Score(beam.DoFn):
     """A window's counts against the baseline -> DriftReport."""
 
     def __init__(self, config: PipelineConfig) -> None:
         self._config = config
+        self._lateness = Duration(micros=config.window.allowed_lateness_us)
         self._by_baseline: dict[str, tuple[dict[str, np.ndarray], dict[str, tuple[str, ...]]]] = {}
 
     def setup(self) -> None:
@@ -249,7 +281,7 @@ class _Score(beam.DoFn):
             key=key,
             feature=feature,
             window_start=_datetime(window_.start),
-            window_end=_datetime(window_.end),
+            window_end=_datetime(window_.end - self._lateness),  # see _ReviseWindows
             revision=revision,
             count=result.count,
             missing=int(counts[n_bins]),
@@ -278,11 +310,11 @@ class _Score(beam.DoFn):
 
 
 def _datetime(moment: Timestamp) -> datetime:
-    return datetime.fromtimestamp(moment.micros / 1_000_000, tz=timezone.utc)
+    return datetime.fromtimestamp(moment.micros / 1_000_000, tz=UTC)
 
 
 def _rfc3339_us(micros: int) -> str:
-    return datetime.fromtimestamp(micros / 1_000_000, tz=timezone.utc).isoformat()
+    return datetime.fromtimestamp(micros / 1_000_000, tz=UTC).isoformat()
 
 
 class SlidingKLDivergence(beam.PTransform):
@@ -319,6 +351,7 @@ class SlidingKLDivergence(beam.PTransform):
                 window.SlidingWindows(size, period),
                 allowed_lateness_us=lateness,
             )
+            | "ReviseWindows" >> beam.WindowInto(_ReviseWindows(lateness))
             | "Revise" >> beam.ParDo(_Revise())
         )
         reports = windows | "Score" >> beam.ParDo(

@@ -1,0 +1,54 @@
+"""Finds service processes (Kafka broker, Prism, Flink job server) that a test run left running.
+
+`snapshot` prints the pids of such processes now; `check BEFORE` waits up to 15 s for any new one
+to exit, then lists the survivors and exits 1.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+MARKERS = ("kafka.Kafka", "prism", "flink-job-server", "beam-runners-flink")
+
+
+def _service_pids() -> dict[int, str]:
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state == "Z" or not cmdline:
+            continue
+        if any(marker in cmdline for marker in MARKERS) and "leftovers.py" not in cmdline:
+            found[int(entry.name)] = cmdline[:160]
+    return found
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["snapshot"]:
+        print(" ".join(str(pid) for pid in _service_pids()))
+        return 0
+    before = {int(p) for p in (argv[1] if len(argv) > 1 else "").split()}
+    deadline = time.monotonic() + 15
+    while True:
+        new = {pid: cmd for pid, cmd in _service_pids().items() if pid not in before}
+        if not new or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    for pid, cmd in new.items():
+        print(f"leftover process {pid}: {cmd}", file=sys.stderr)
+    if new:
+        print(f"test: {len(new)} service process(es) left running", file=sys.stderr)
+        return 1
+    print("test: no broker, Prism or Flink process left running")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
