@@ -3,7 +3,8 @@
 Steps (stable labels, so a Dataflow `--update` keeps state):
   Bin                 each batch binned with numpy into per-(key, feature, pane) counts
   PaneHistograms      FixedWindows(period), sum of counts; late data fires discarding deltas
-  SlidingHistograms   SlidingWindows(size, period) over pane sums (discarding deltas)
+  PaneToWindows       each pane sum keyed once per sliding window holding it (size/period)
+  SlidingHistograms   window [start, start + size) from the key, sum of pane sums (deltas)
   ReviseWindows       each sliding window [s, e) -> [s, e + allowed_lateness): the window's lifetime
   Revise              running total per window, numbered revisions 0, 1, 2...
   Score               divergence against the baseline side input -> DriftReport
@@ -36,7 +37,9 @@ DEAD_LETTERS = "dead_letters"
 METRICS_NAMESPACE = "kldrift"
 
 PaneKey = tuple[str | None, str]
-"""(key, feature): the grouping key of pane and window histograms."""
+"""(key, feature): the grouping key of pane histograms."""
+WindowKey = tuple[str | None, str, int]
+"""(key, feature, window start in microseconds): the grouping key of sliding-window histograms."""
 
 
 class SumCounts(beam.CombineFn):
@@ -172,10 +175,65 @@ class _BinBatch(beam.DoFn):
                 )
 
 
+class _PaneToWindows(beam.DoFn):
+    """A pane's counts -> one element per sliding window holding the pane (size/period of them),
+    the window's start in the key, timestamped at the end of its own window.
+
+    Prism (2.77) holds a grouping stage's input watermark at its buffered elements' timestamps.
+    With Beam's SlidingWindows, elements buffered for a window still open carry timestamps before
+    the end of the window that just closed, so a late firing of the closed window never became
+    ready and late revisions were lost in live streams. One element per window, stamped at that
+    window's last millisecond, holds the watermark only where that window itself ends.
+    """
+
+    def __init__(self, size_us: int, period_us: int) -> None:
+        self._size_us = size_us
+        self._period_us = period_us
+
+    def process(
+        self, element: tuple[PaneKey, np.ndarray | None], pane: Any = beam.DoFn.WindowParam
+    ) -> Iterator[TimestampedValue]:
+        (key, feature), counts = element
+        if counts is None:
+            return
+        pane_start = pane.start.micros
+        first = pane_start - self._size_us + self._period_us
+        for window_start in range(first, pane_start + 1, self._period_us):
+            window_last_ms = window_start + self._size_us - 1000
+            yield TimestampedValue(
+                ((key, feature, window_start), counts), Timestamp(micros=window_last_ms)
+            )
+
+
+class _WindowOfKey(window.NonMergingWindowFn):
+    """Assigns ((key, feature, window_start), counts) to [window_start, window_start + size)."""
+
+    def __init__(self, size_us: int) -> None:
+        self._size_us = size_us
+
+    def assign(self, context: window.WindowFn.AssignContext) -> list[window.IntervalWindow]:
+        element: Any = context.element
+        start_us = element[0][2]
+        return [
+            window.IntervalWindow(
+                Timestamp(micros=start_us), Timestamp(micros=start_us + self._size_us)
+            )
+        ]
+
+    def get_window_coder(self) -> Coder:
+        return IntervalWindowCoder()
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _WindowOfKey) and self._size_us == other._size_us
+
+    def __hash__(self) -> int:
+        return hash(self._size_us)
+
+
 class _Revise(beam.DoFn):
     """Turns a window's discarding firings (deltas) into revisions: running totals numbered 0, 1, 2...
 
-    State is per (key, feature) and window. Its input is re-windowed by _ReviseWindows to
+    State is per (key, feature, window). Its input is re-windowed by _ReviseWindows to
     [start, end + allowed_lateness), so the state lives exactly as long as the sliding window
     accepts late data on every runner: Prism (2.77) drops a stateful DoFn's state as soon as the
     watermark passes its window's end, ignoring allowed lateness, which restarted every late revision
@@ -187,10 +245,10 @@ class _Revise(beam.DoFn):
 
     def process(
         self,
-        element: tuple[PaneKey, np.ndarray | None],
+        element: tuple[WindowKey, np.ndarray | None],
         total_state: Any = beam.DoFn.StateParam(TOTAL),
-    ) -> Iterator[tuple[PaneKey, np.ndarray, int]]:
-        pane_key, delta = element
+    ) -> Iterator[tuple[WindowKey, np.ndarray, int]]:
+        window_key, delta = element
         if delta is None or not delta.any():
             return
         previous = total_state.read()
@@ -199,7 +257,7 @@ class _Revise(beam.DoFn):
         else:
             total, revision = previous[0] + delta, previous[1] + 1
         total_state.write((total, revision))
-        yield pane_key, total, revision
+        yield window_key, total, revision
 
 
 class _ReviseWindows(window.NonMergingWindowFn):
@@ -233,7 +291,7 @@ class _Score(beam.DoFn):
 
     def __init__(self, config: PipelineConfig) -> None:
         self._config = config
-        self._lateness = Duration(micros=config.window.allowed_lateness_us)
+        self._size_us = config.window.size_us
         self._by_baseline: dict[str, tuple[dict[str, np.ndarray], dict[str, tuple[str, ...]]]] = {}
 
     def setup(self) -> None:
@@ -256,11 +314,10 @@ class _Score(beam.DoFn):
 
     def process(
         self,
-        element: tuple[PaneKey, np.ndarray, int],
+        element: tuple[WindowKey, np.ndarray, int],
         baseline: Baseline,
-        window_: Any = beam.DoFn.WindowParam,
     ) -> Iterator[DriftReport]:
-        (key, feature), counts, revision = element
+        (key, feature, window_start_us), counts, revision = element
         baseline_counts, labels = self._baseline_arrays(baseline)
         reference = baseline_counts[feature]
         n_bins = len(reference)
@@ -280,8 +337,8 @@ class _Score(beam.DoFn):
             pipeline=self._config.name,
             key=key,
             feature=feature,
-            window_start=_datetime(window_.start),
-            window_end=_datetime(window_.end - self._lateness),  # see _ReviseWindows
+            window_start=_datetime(Timestamp(micros=window_start_us)),
+            window_end=_datetime(Timestamp(micros=window_start_us + self._size_us)),
             revision=revision,
             count=result.count,
             missing=int(counts[n_bins]),
@@ -332,7 +389,7 @@ class SlidingKLDivergence(beam.PTransform):
 
     def expand(self, batches: beam.PCollection[EventBatch]) -> dict[str, beam.PCollection]:
         spec = self._config.window
-        size, period = Duration(micros=spec.size_us), Duration(micros=spec.period_us)
+        period = Duration(micros=spec.period_us)
         lateness = spec.allowed_lateness_us
         baseline = batches.pipeline | "Baseline" >> beam.Create([self._baseline])
         binned = batches | "Bin" >> beam.ParDo(
@@ -346,11 +403,9 @@ class SlidingKLDivergence(beam.PTransform):
                 # Panes stay open until their last sliding window closes.
                 allowed_lateness_us=lateness + spec.size_us,
             )
+            | "PaneToWindows" >> beam.ParDo(_PaneToWindows(spec.size_us, spec.period_us))
             | "SlidingHistograms"
-            >> _WindowedSum(
-                window.SlidingWindows(size, period),
-                allowed_lateness_us=lateness,
-            )
+            >> _WindowedSum(_WindowOfKey(spec.size_us), allowed_lateness_us=lateness)
             | "ReviseWindows" >> beam.WindowInto(_ReviseWindows(lateness))
             | "Revise" >> beam.ParDo(_Revise())
         )
