@@ -68,6 +68,29 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     run.set_defaults(func=commands.run)
 
 
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    demo = sub.add_parser("demo", help="the whole loop locally in about a minute (README's run)")
+    demo.add_argument("--out", default="kldrift-demo", help="output folder (replaced)")
+    demo.add_argument("--duration", type=float, default=40.0, help="seconds of live events")
+    demo.add_argument("--speed", type=float, default=60.0, help="event-time seconds per second")
+    demo.add_argument("--rate", type=float, default=400.0, help="events per second")
+    demo.add_argument("--drift-at", type=float, default=0.5, help="fraction of the run (0-1)")
+    demo.add_argument("--drift-size", type=float, default=1.0, help="0 = no drift")
+    demo.add_argument("--bootstrap", help="use this Kafka instead of starting a local broker")
+    demo.add_argument("--no-live", action="store_true", help="no live table (for logs)")
+    demo.add_argument("--no-plots", action="store_true")
+    demo.set_defaults(func=commands.demo)
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    report = sub.add_parser("report", help="plots and an HTML page from drift reports")
+    report.add_argument("--input", help="reports, one JSON per line (kldrift replay's output)")
+    report.add_argument("--topic", help="read the reports from this Kafka topic instead")
+    report.add_argument("--bootstrap", default="127.0.0.1:9092", help="with --topic")
+    report.add_argument("--output", required=True, help="folder for the PNGs and index.html")
+    report.set_defaults(func=commands.report)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kldrift", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -76,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_baseline(sub)
     _add_replay(sub)
     _add_run(sub)
+    _add_demo(sub)
+    _add_report(sub)
     return parser
 
 

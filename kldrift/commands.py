@@ -165,3 +165,55 @@ def run(args: argparse.Namespace) -> int:
         )
     with user_errors():
         return run_streaming(config, baseline_, _beam_args(args.beam_args))
+
+
+def demo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from kldrift.demo import DemoOptions, main
+
+    if not 0 <= args.drift_at <= 1:
+        raise UserError("--drift-at is a fraction of the run, between 0 and 1")
+    if args.duration <= 0 or args.speed <= 0 or args.rate <= 0:
+        raise UserError("--duration, --speed and --rate must be positive")
+    options = DemoOptions(
+        out_dir=Path(args.out).resolve(),
+        duration_s=args.duration,
+        speed=args.speed,
+        rate=args.rate,
+        drift_at=args.drift_at,
+        drift_size=args.drift_size,
+        bootstrap=args.bootstrap,
+        live=not args.no_live,
+        plots=not args.no_plots,
+    )
+    with user_errors():
+        return main(options)
+
+
+def report(args: argparse.Namespace) -> int:
+    import tempfile
+    from pathlib import Path
+
+    from kldrift.report import write_report
+
+    if bool(args.input) == bool(args.topic):
+        raise UserError("give exactly one of --input FILE or --topic TOPIC")
+    if args.input:
+        source = Path(args.input)
+        if not source.is_file():
+            raise UserError(f"--input {args.input}: no such file")
+        written = write_report(source, Path(args.output))
+    else:
+        from kldrift.consumer import read_reports
+
+        with tempfile.TemporaryDirectory() as tmp:
+            source = Path(tmp) / "reports.jsonl"
+            lines = [m.report.to_json_bytes() for m in read_reports(args.bootstrap, args.topic)]
+            if not lines:
+                raise UserError(f"no reports on topic {args.topic} at {args.bootstrap}")
+            source.write_bytes(b"\n".join(lines) + b"\n")
+            written = write_report(source, Path(args.output))
+    for path in written:
+        print(f"wrote {path}")
+    return 0

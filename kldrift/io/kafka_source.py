@@ -1,13 +1,20 @@
-"""ReadFromKafka: an unbounded splittable read with kafka-python, one restriction per partition.
+"""ReadFromKafka: an unbounded splittable read with kafka-python.
 
-The restriction is the partition's offset range [next offset, inf), so a runner checkpoint resumes
-exactly where it stopped. Each poll becomes one EventBatch (decoded once, here, because the
-watermark is event time): timestamped at its earliest event, carrying the partition's watermark
-as of the read so the composite can dead-letter events that are too late.
+Each reader is one SDF element owning a set of partitions; its restriction is the next offset of
+every one of them, so a runner checkpoint resumes exactly where it stopped. Each poll of a
+partition becomes one EventBatch (decoded once, here, because the watermark is event time),
+timestamped at its earliest event and carrying that partition's watermark as of the read, so the
+composite can dead-letter events that are too late.
 
 Watermark per partition: newest event time seen minus `max_delay`; after `idle_timeout` without
 records it follows wall-clock time minus `idle_timeout + max_delay`, so windows close on quiet
-topics (the policy of Beam Java KafkaIO's CustomTimestampPolicyWithLimitedDelay).
+topics (the policy of Beam Java KafkaIO's CustomTimestampPolicyWithLimitedDelay). A reader's
+watermark is the minimum over its partitions.
+
+`kafka.readers` sets how many readers share the partitions. Prism (2.77) takes the watermark of
+the last checkpointed restriction as the whole read's, not the minimum over restrictions, so with
+several readers one reader's progress makes another's records late: keep 1 reader on Prism (the
+default); on Flink or Dataflow, which take the minimum, use up to one reader per partition.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
+from apache_beam.io.iobase import RestrictionProgress, RestrictionTracker
 from apache_beam.io.watermark_estimators import WatermarkEstimator
 from apache_beam.transforms.core import RestrictionProvider, WatermarkEstimatorProvider
 from apache_beam.transforms.window import TimestampedValue
@@ -28,100 +35,140 @@ from kldrift.events import NO_WATERMARK, EventBatch, EventDecoder, RecordBatch
 from kldrift.io.kafka_client import client_settings
 from kldrift.schemas.config import PipelineConfig
 
-END_OF_PARTITION = 2**63 - 1
 READ_SLICE_S = 1.0
 """How long one process() call reads before handing back a checkpoint (and its watermark)."""
 IDLE_RESUME_S = 0.2
 
+Offsets = tuple[tuple[int, int], ...]
+"""((partition, next offset to read), ...), sorted by partition."""
+
 
 @dataclass(frozen=True)
-class PartitionStart:
-    """One element per partition: where to start reading."""
+class ReaderStart:
+    """One element per reader: its topic and where to start in each of its partitions."""
 
     topic: str
-    partition: int
-    offset: int
+    offsets: Offsets
 
 
-class _KafkaOffsetTracker(OffsetRestrictionTracker):
-    """Offsets only advance by reading: no dynamic split into a future offset range, only the
-    checkpoint split (fraction 0) that defer_remainder asks for."""
+@dataclass(frozen=True)
+class PartitionOffsets:
+    """The restriction: from `start` on; `end` is set only on a checkpoint's finished part."""
+
+    start: Offsets
+    end: Offsets | None = None
+
+
+class _OffsetsTracker(RestrictionTracker):
+    """Claims (partition, next offset) positions; splits only at a checkpoint (fraction 0)."""
+
+    def __init__(self, restriction: PartitionOffsets) -> None:
+        self._restriction = restriction
+        self._next = dict(restriction.start)
+        self._checkpointed = False
+
+    def current_restriction(self) -> PartitionOffsets:
+        return self._restriction
+
+    def try_claim(self, position: tuple[int, int]) -> bool:
+        partition, next_offset = position
+        if self._checkpointed or partition not in self._next:
+            return False
+        self._next[partition] = max(self._next[partition], next_offset)
+        return True
 
     def try_split(self, fraction_of_remainder: float) -> Any:
-        if fraction_of_remainder != 0:
+        if fraction_of_remainder != 0 or self._checkpointed:
             return None
-        return super().try_split(fraction_of_remainder)
+        self._checkpointed = True
+        reached = tuple(sorted(self._next.items()))
+        primary = PartitionOffsets(self._restriction.start, reached)
+        self._restriction = primary
+        return primary, PartitionOffsets(reached)
+
+    def check_done(self) -> None:
+        return None  # an unbounded read is never done; checkpoints hand the rest back
+
+    def current_progress(self) -> RestrictionProgress:
+        return RestrictionProgress(completed=0, remaining=1)
 
     def is_bounded(self) -> bool:
-        return False
+        return self._restriction.end is not None
 
 
-class _PartitionRestrictions(RestrictionProvider):
-    def initial_restriction(self, element: PartitionStart) -> OffsetRange:
-        return OffsetRange(element.offset, END_OF_PARTITION)
+class _ReaderRestrictions(RestrictionProvider):
+    def initial_restriction(self, element: ReaderStart) -> PartitionOffsets:
+        return PartitionOffsets(element.offsets)
 
-    def create_tracker(self, restriction: OffsetRange) -> _KafkaOffsetTracker:
-        return _KafkaOffsetTracker(restriction)
+    def create_tracker(self, restriction: PartitionOffsets) -> _OffsetsTracker:
+        return _OffsetsTracker(restriction)
 
-    def restriction_size(self, element: PartitionStart, restriction: OffsetRange) -> int:
-        return 1  # unknown backlog; equal weight per partition
+    def restriction_size(self, element: ReaderStart, restriction: PartitionOffsets) -> int:
+        return 1  # unknown backlog; equal weight per reader
 
-    def truncate(self, element: PartitionStart, restriction: OffsetRange) -> None:
+    def truncate(self, element: ReaderStart, restriction: PartitionOffsets) -> None:
         return None  # on drain, stop reading
 
 
-class _EventTimeWatermark(WatermarkEstimator):
-    """State: (watermark in micros, wall-clock seconds of the last record)."""
+class _ReaderWatermark(WatermarkEstimator):
+    """State: {partition: (watermark in micros, wall-clock seconds of its last record)}.
 
-    def __init__(self, state: tuple[int, float] | None) -> None:
-        self.watermark_us, self.last_record_s = state or (NO_WATERMARK, time.time())
+    Beam hands process() a thread-safe wrapper that exposes methods only, hence no attributes.
+    """
+
+    def __init__(self, state: dict[int, tuple[int, float]] | None) -> None:
+        self._partitions = dict(state or {})
 
     def observe_timestamp(self, timestamp: Timestamp) -> None:
         pass
 
     def current_watermark(self) -> Timestamp:
-        if self.watermark_us == NO_WATERMARK:
-            return MIN_TIMESTAMP
-        return Timestamp(micros=self.watermark_us)
+        micros = min((wm for wm, _ in self._partitions.values()), default=NO_WATERMARK)
+        return MIN_TIMESTAMP if micros == NO_WATERMARK else Timestamp(micros=micros)
 
-    def get_estimator_state(self) -> tuple[int, float]:
-        return self.watermark_us, self.last_record_s
+    def get_estimator_state(self) -> dict[int, tuple[int, float]]:
+        return dict(self._partitions)
 
-    # Beam hands process() a thread-safe wrapper that exposes methods only, hence no attributes.
-    def watermark_micros(self) -> int:
-        return self.watermark_us
+    def start(self, partitions: list[int], now: float) -> None:
+        for partition in partitions:
+            self._partitions.setdefault(partition, (NO_WATERMARK, now))
 
-    def idle_seconds(self, now: float) -> float:
-        return now - self.last_record_s
+    def partition_watermark(self, partition: int) -> int:
+        return self._partitions[partition][0]
 
-    def record_seen(self, now: float) -> None:
-        self.last_record_s = now
+    def records_seen(self, partition: int, newest_event_us: int, now: float) -> None:
+        watermark, _ = self._partitions[partition]
+        self._partitions[partition] = (max(watermark, newest_event_us), now)
 
-    def advance_to(self, watermark_us: int) -> None:
-        self.watermark_us = max(self.watermark_us, watermark_us)
+    def advance_idle(self, now: float, idle_s: float, watermark_us: int) -> None:
+        for partition, (watermark, last_record_s) in self._partitions.items():
+            if now - last_record_s >= idle_s:
+                self._partitions[partition] = (max(watermark, watermark_us), last_record_s)
 
 
-class _EventTimeWatermarks(WatermarkEstimatorProvider):
-    def initial_estimator_state(self, element: PartitionStart, restriction: OffsetRange) -> None:
+class _ReaderWatermarks(WatermarkEstimatorProvider):
+    def initial_estimator_state(self, element: ReaderStart, restriction: PartitionOffsets) -> None:
         return None
 
-    def create_watermark_estimator(self, state: tuple[int, float] | None) -> _EventTimeWatermark:
-        return _EventTimeWatermark(state)
+    def create_watermark_estimator(
+        self, state: dict[int, tuple[int, float]] | None
+    ) -> _ReaderWatermark:
+        return _ReaderWatermark(state)
 
 
-class _ReadPartition(beam.DoFn):
+class _ReadPartitions(beam.DoFn):
     def __init__(self, config: PipelineConfig, group_id: str) -> None:
         assert config.kafka is not None
         self._config = config
         self._spec = config.kafka
         self._group_id = group_id
         self._max_delay_us = round(self._spec.max_delay * 1_000_000)
-        self._idle_us = round(self._spec.idle_timeout * 1_000_000)
+        self._idle_s = self._spec.idle_timeout
 
     def setup(self) -> None:
         self._decoder = EventDecoder(self._config)
-        self._consumers: dict[tuple[str, int], Any] = {}
-        self._committed: dict[Any, int] = {}
+        self._consumers: dict[tuple[str, tuple[int, ...]], Any] = {}
+        self._committed: dict[tuple[str, tuple[int, ...]], Offsets] = {}
         self._consumed = beam.metrics.Metrics.counter("kldrift", "records_consumed")
 
     def teardown(self) -> None:
@@ -129,11 +176,11 @@ class _ReadPartition(beam.DoFn):
             consumer.close()
         self._consumers = {}
 
-    def _consumer(self, topic: str, partition: int, offset: int) -> Any:
+    def _consumer(self, topic: str, offsets: Offsets) -> Any:
         from kafka import KafkaConsumer, TopicPartition
 
-        tp = TopicPartition(topic, partition)
-        consumer = self._consumers.get((topic, partition))
+        partitions = tuple(p for p, _ in offsets)
+        consumer = self._consumers.get((topic, partitions))
         if consumer is None:
             consumer = KafkaConsumer(
                 **client_settings(self._spec, "consumer"),
@@ -141,76 +188,98 @@ class _ReadPartition(beam.DoFn):
                 enable_auto_commit=False,
                 max_poll_records=self._spec.poll_max_records,
             )
-            consumer.assign([tp])
-            self._consumers[(topic, partition)] = consumer
-        if consumer.position(tp) != offset:
-            consumer.seek(tp, offset)
+            consumer.assign([TopicPartition(topic, p) for p in partitions])
+            self._consumers[(topic, partitions)] = consumer
+        for partition, offset in offsets:
+            tp = TopicPartition(topic, partition)
+            if consumer.position(tp) != offset:
+                consumer.seek(tp, offset)
         return consumer
 
     @beam.DoFn.unbounded_per_element()
     def process(
         self,
-        element: PartitionStart,
-        tracker: Any = beam.DoFn.RestrictionParam(_PartitionRestrictions()),
-        watermark: Any = beam.DoFn.WatermarkEstimatorParam(_EventTimeWatermarks()),
+        element: ReaderStart,
+        tracker: Any = beam.DoFn.RestrictionParam(_ReaderRestrictions()),
+        watermark: Any = beam.DoFn.WatermarkEstimatorParam(_ReaderWatermarks()),
     ) -> Iterator[Any]:
-        from kafka import TopicPartition
-
-        tp = TopicPartition(element.topic, element.partition)
-        next_offset = tracker.current_restriction().start
-        consumer = self._consumer(element.topic, element.partition, next_offset)
-        self._commit(consumer, tp, next_offset)
+        start = tracker.current_restriction().start
+        consumer = self._consumer(element.topic, start)
+        self._commit(consumer, element.topic, start)
+        watermark.start([p for p, _ in start], time.time())
         deadline = time.monotonic() + READ_SLICE_S
         while time.monotonic() < deadline:
-            records = consumer.poll(timeout_ms=100).get(tp, [])
-            if not records:
-                self._advance_if_idle(watermark)
+            polled = consumer.poll(timeout_ms=100)
+            now = time.time()
+            for tp, records in sorted(polled.items(), key=lambda item: item[0].partition):
+                if not records:
+                    continue
+                if not tracker.try_claim((tp.partition, records[-1].offset + 1)):
+                    return
+                self._consumed.inc(len(records))
+                yield self._batch(element.topic, tp.partition, records, watermark, now)
+            self._advance_idle(watermark, now)
+            if not any(polled.values()):
                 tracker.defer_remainder(Duration(seconds=IDLE_RESUME_S))
                 return
-            if not tracker.try_claim(records[-1].offset):
-                return
-            self._consumed.inc(len(records))
-            batch = self._decoder.decode(
-                RecordBatch(
-                    [r.value for r in records],
-                    [r.offset for r in records],
-                    source=element.topic,
-                    partition=element.partition,
-                    watermark_us=watermark.watermark_micros(),
-                )
-            )
-            watermark.record_seen(time.time())
-            yield self._timestamped(batch, watermark)
         tracker.defer_remainder()
 
-    def _commit(self, consumer: Any, tp: Any, next_offset: int) -> None:
-        """Commit the offset this restriction resumes from: the runner resumed us there, so it has
-        checkpointed everything before it. (Prism does not support bundle finalization, which
-        would otherwise be the hook.) Once per partition per new position."""
-        if not self._spec.commit_offsets or self._committed.get(tp) == next_offset:
-            return
-        from kafka.structs import OffsetAndMetadata
+    def _advance_idle(self, watermark: Any, now: float) -> None:
+        idle_us = round(self._idle_s * 1_000_000)
+        watermark.advance_idle(
+            now, self._idle_s, round(now * 1_000_000) - idle_us - self._max_delay_us
+        )
 
-        consumer.commit({tp: OffsetAndMetadata(next_offset, "", -1)})
-        self._committed[tp] = next_offset
-
-    def _timestamped(self, batch: EventBatch, watermark: _EventTimeWatermark) -> Any:
+    def _batch(
+        self, topic: str, partition: int, records: list[Any], watermark: Any, now: float
+    ) -> TimestampedValue:
+        batch: EventBatch = self._decoder.decode(
+            RecordBatch(
+                [r.value for r in records],
+                [r.offset for r in records],
+                source=topic,
+                partition=partition,
+                watermark_us=watermark.partition_watermark(partition),
+            )
+        )
         if len(batch.event_time_us):
-            earliest = int(batch.event_time_us.min())
-            watermark.advance_to(int(batch.event_time_us.max()) - self._max_delay_us)
-            return TimestampedValue(batch, Timestamp(micros=earliest))
+            newest = int(batch.event_time_us.max()) - self._max_delay_us
+            watermark.records_seen(partition, newest, now)
+            return TimestampedValue(batch, Timestamp(micros=int(batch.event_time_us.min())))
+        watermark.records_seen(partition, NO_WATERMARK, now)
         return TimestampedValue(batch, watermark.current_watermark())
 
-    def _advance_if_idle(self, watermark: _EventTimeWatermark) -> None:
-        now = time.time()
-        if watermark.idle_seconds(now) * 1_000_000 >= self._idle_us:
-            watermark.advance_to(round(now * 1_000_000) - self._idle_us - self._max_delay_us)
+    def _commit(self, consumer: Any, topic: str, start: Offsets) -> None:
+        """Commit the offsets this restriction resumes from: the runner resumed us there, so it has
+        checkpointed everything before them. (Prism does not support bundle finalization, which
+        would otherwise be the hook.) Once per new position."""
+        key = (topic, tuple(p for p, _ in start))
+        if not self._spec.commit_offsets or self._committed.get(key) == start:
+            return
+        from kafka import TopicPartition
+        from kafka.structs import OffsetAndMetadata
+
+        consumer.commit(
+            {TopicPartition(topic, p): OffsetAndMetadata(offset, "", -1) for p, offset in start}
+        )
+        self._committed[key] = start
+
+
+def reader_starts(topic: str, offsets: dict[int, int], readers: int) -> list[ReaderStart]:
+    """Partitions dealt round-robin to `readers` readers (never more readers than partitions)."""
+    partitions = sorted(offsets)
+    count = max(1, min(readers, len(partitions)))
+    return [
+        ReaderStart(topic, tuple((p, offsets[p]) for p in partitions[i::count]))
+        for i in range(count)
+    ]
 
 
 class ReadFromKafka(beam.PTransform):
-    """Partitions (with start offsets, resolved at start) -> EventBatch, one per poll."""
+    """Readers (partitions with start offsets, resolved at start) -> EventBatch, one per poll of a
+    partition."""
 
-    def __init__(self, config: PipelineConfig, starts: list[PartitionStart], group_id: str) -> None:
+    def __init__(self, config: PipelineConfig, starts: list[ReaderStart], group_id: str) -> None:
         super().__init__()
         self._config = config
         self._starts = starts
@@ -221,7 +290,7 @@ class ReadFromKafka(beam.PTransform):
             pipeline
             | "Partitions" >> beam.Create(self._starts)
             | "Read"
-            >> beam.ParDo(_ReadPartition(self._config, self._group_id)).with_output_types(
+            >> beam.ParDo(_ReadPartitions(self._config, self._group_id)).with_output_types(
                 EventBatch
             )
         )

@@ -18,7 +18,7 @@ from kldrift.io.kafka_client import (
     start_offsets,
 )
 from kldrift.io.kafka_sink import WriteDeadLetters, WriteReports
-from kldrift.io.kafka_source import PartitionStart, ReadFromKafka
+from kldrift.io.kafka_source import ReaderStart, ReadFromKafka, reader_starts
 from kldrift.pipeline.options import pipeline_options
 from kldrift.schemas.baseline import Baseline
 from kldrift.schemas.config import KafkaSpec, PipelineConfig
@@ -34,7 +34,7 @@ def build_streaming(
     pipeline: beam.Pipeline,
     config: PipelineConfig,
     baseline: Baseline,
-    starts: list[PartitionStart],
+    starts: list[ReaderStart],
 ) -> None:
     assert config.kafka is not None
     outputs = (
@@ -46,7 +46,7 @@ def build_streaming(
     _ = outputs[DEAD_LETTERS] | "WriteDeadLetters" >> WriteDeadLetters(config.kafka)
 
 
-def resolve_starts(config: PipelineConfig) -> list[PartitionStart]:
+def resolve_starts(config: PipelineConfig) -> list[ReaderStart]:
     """Create or check topics, discover the input's partitions and where to start in each."""
     spec = config.kafka
     assert spec is not None
@@ -57,21 +57,22 @@ def resolve_starts(config: PipelineConfig) -> list[PartitionStart]:
     )
     partitions = partitions_of(spec, spec.input_topic)
     offsets = start_offsets(spec, spec.input_topic, partitions, group_id_of(config))
-    return [
-        PartitionStart(spec.input_topic, p, o) for p, o in zip(partitions, offsets, strict=True)
-    ]
+    return reader_starts(
+        spec.input_topic, dict(zip(partitions, offsets, strict=True)), spec.readers
+    )
 
 
 def banner(
-    config: PipelineConfig, baseline: Baseline, starts: list[PartitionStart], runner: str
+    config: PipelineConfig, baseline: Baseline, starts: list[ReaderStart], runner: str
 ) -> str:
     spec = config.kafka
     assert spec is not None
-    offsets = ", ".join(f"p{s.partition}@{s.offset}" for s in starts)
+    offsets = ", ".join(f"p{p}@{o}" for s in starts for p, o in s.offsets)
     settings = masked(spec.client)
     lines = [
         f"kldrift run: pipeline {config.name!r} on {runner}",
-        f"  reads    {spec.input_topic} at {spec.bootstrap_servers} ({spec.start_from}: {offsets})",
+        f"  reads    {spec.input_topic} at {spec.bootstrap_servers} ({spec.start_from}: {offsets}; "
+        f"{len(starts)} reader(s))",
         f"  writes   reports -> {spec.output_topic}, dead letters -> {spec.dead_letter_topic}",
         f"  baseline {baseline.id[:12]} ({len(baseline.features)} features, {baseline.source})",
         f"  windows  {config.window.size:g} s every {config.window.period:g} s, "

@@ -164,6 +164,11 @@ class KafkaSpec(_Frozen):
         "wall-clock time minus max_delay",
     )
     poll_max_records: int = Field(default=2000, ge=1)
+    readers: int = Field(
+        default=1,
+        ge=1,
+        description="parallel readers sharing the partitions; keep 1 on Prism (see README)",
+    )
     client: dict[str, str | int | float | bool] = Field(
         default_factory=dict,
         description="extra kafka-python settings (security_protocol, sasl_mechanism, "
