@@ -184,6 +184,10 @@ def _fmt_time(epoch_s: float) -> str:
     return time.strftime("%H:%M:%S", time.gmtime(epoch_s))
 
 
+def _iso(epoch_s: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch_s))
+
+
 def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
@@ -349,7 +353,7 @@ def summary(result: DemoResult) -> list[str]:
     lines = [
         f"windows scored: {len(windows)} ({len(result.reports)} reports incl. revisions)",
         f"events produced: {result.events_produced:,}; dead-lettered: {result.dead_letters}",
-        f"drift injected at {_fmt_time(result.drift_at_s)} (event time)",
+        f"drift injected at {_iso(result.drift_at_s)} (event time)",
     ]
     if first is None:
         lines.append("drift first flagged: never")

@@ -69,7 +69,7 @@ class NumericFeature(_Frozen):
     """A numeric feature binned by edges: (-inf,e0), [e0,e1), ..., [e(m-1), +inf)."""
 
     name: str = Field(min_length=1, description="field name; a dotted path reads a nested field")
-    kind: Literal["numeric"]
+    kind: Literal["numeric"] = Field(description="numeric: binned by edges")
     edges: list[float] | None = Field(default=None, description="strictly increasing bin edges")
     bins: int | None = Field(
         default=None, ge=2, le=100_000, description="learn bins-1 quantile edges from the baseline"
@@ -99,7 +99,7 @@ class CategoricalFeature(_Frozen):
     """A categorical feature: the listed categories in order, then one `__other__` bin."""
 
     name: str = Field(min_length=1, description="field name; a dotted path reads a nested field")
-    kind: Literal["categorical"]
+    kind: Literal["categorical"] = Field(description="categorical: listed categories + __other__")
     categories: list[str] | None = Field(default=None, description="categories, in bin order")
     top_k: int | None = Field(
         default=None, ge=1, le=100_000, description="learn the k most frequent from the baseline"
@@ -141,12 +141,18 @@ class DriftSpec(_Frozen):
 class KafkaSpec(_Frozen):
     """Where events come from and reports go, and every client setting passed through."""
 
-    bootstrap_servers: str = Field(min_length=1)
-    input_topic: str = Field(min_length=1)
-    output_topic: str = Field(min_length=1)
-    dead_letter_topic: str = Field(min_length=1)
+    bootstrap_servers: str = Field(min_length=1, description="host:port[,host:port...]")
+    input_topic: str = Field(min_length=1, description="events, one JSON object per message")
+    output_topic: str = Field(min_length=1, description="drift reports (JSON)")
+    dead_letter_topic: str = Field(
+        min_length=1, description="records not binned: raw value, `reason` header"
+    )
     group_id: str | None = Field(default=None, description="consumer group (default: kldrift.NAME)")
-    start_from: Literal["committed", "earliest", "latest", "timestamp"] = "committed"
+    start_from: Literal["committed", "earliest", "latest", "timestamp"] = Field(
+        default="committed",
+        description="where reading starts: the group's committed offsets (earliest if none), "
+        "earliest, latest, or start_timestamp",
+    )
     start_timestamp: float | None = Field(
         default=None, description="epoch seconds, with start_from: timestamp"
     )
@@ -161,9 +167,9 @@ class KafkaSpec(_Frozen):
     idle_timeout: Duration = Field(
         default=5.0,
         description="a partition with no new records for this long lets its watermark follow "
-        "wall-clock time minus max_delay",
+        "wall-clock time minus (idle_timeout + max_delay)",
     )
-    poll_max_records: int = Field(default=2000, ge=1)
+    poll_max_records: int = Field(default=2000, ge=1, description="records per poll (a batch)")
     readers: int = Field(
         default=1,
         ge=1,
@@ -193,11 +199,13 @@ class PipelineConfig(_Frozen):
     key_field: str | None = Field(
         default=None, description="report drift separately per value of this field"
     )
-    window: WindowSpec
-    features: list[FeatureSpec] = Field(min_length=1)
-    drift: DriftSpec = Field(default_factory=DriftSpec)
+    window: WindowSpec = Field(description="sliding windows in event time (below)")
+    features: list[FeatureSpec] = Field(
+        min_length=1, description="the features to watch (numeric or categorical, below)"
+    )
+    drift: DriftSpec = Field(default_factory=DriftSpec, description="the drift rule (below)")
     baseline: str | None = Field(default=None, description="baseline file (kldrift baseline)")
-    kafka: KafkaSpec | None = None
+    kafka: KafkaSpec | None = Field(default=None, description="Kafka in and out (below)")
 
     @field_validator("features")
     @classmethod

@@ -1,0 +1,180 @@
+"""`kldrift baseline` and `kldrift replay` as a user runs them: a generated file with a known shift
+at a known time; counts and KL checked independently; errors are one line with exit code 2."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from scipy.stats import entropy
+
+from kldrift.synthetic import LATENCY_EDGES, SyntheticStream, demo_config, training_lines
+
+KLDRIFT = str(Path(sys.executable).with_name("kldrift"))
+T0 = 1_700_000_400.0  # a multiple of 60 s
+SHIFT = T0 + 300
+
+
+def _kldrift(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([KLDRIFT, *args], capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def job(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("batch")
+    config = demo_config(size="2m", period="1m", baseline=str(folder / "baseline.json"))
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    (folder / "training.jsonl").write_bytes(b"\n".join(training_lines(20_000, seed=5)) + b"\n")
+    stream = SyntheticStream(start=T0, duration=600, rate=20, drift_at=SHIFT, drift_size=1.0)
+    malformed = [b"not json", b'{"model": "model-a"}', b'{"ts": "soon", "model": "model-a"}']
+    (folder / "events.jsonl").write_bytes(b"\n".join([*stream.lines(), *malformed]) + b"\n")
+    return {"dir": folder, "config": folder / "config.yaml"}
+
+
+@pytest.fixture(scope="module")
+def replayed(job: dict[str, Path]) -> list[dict]:
+    folder = job["dir"]
+    built = _kldrift(
+        "baseline",
+        "--config",
+        str(job["config"]),
+        "--input",
+        str(folder / "training.jsonl"),
+        "--output",
+        str(folder / "baseline.json"),
+    )
+    assert built.returncode == 0, built.stderr[-2000:]
+    assert "wrote" in built.stdout and "latency_ms: 9 bins, 20000 values" in built.stdout
+    done = _kldrift(
+        "replay",
+        "--config",
+        str(job["config"]),
+        "--input",
+        str(folder / "events.jsonl"),
+        "--output",
+        str(folder / "reports.jsonl"),
+        "--dead-letter",
+        str(folder / "dead.jsonl"),
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "12000 events binned, 3 dead-lettered" in done.stdout
+    assert "events/s" in done.stdout
+    return [json.loads(line) for line in (folder / "reports.jsonl").read_text().splitlines()]
+
+
+def _events(folder: Path) -> list[dict]:
+    events = []
+    for line in (folder / "events.jsonl").read_bytes().splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(event.get("ts"), float | int):
+            events.append(event)
+    return events
+
+
+def test_baseline_counts_equal_an_independent_histogram(job: dict[str, Path], replayed) -> None:
+    baseline = json.loads((job["dir"] / "baseline.json").read_text())
+    latency = next(f for f in baseline["features"] if f["name"] == "latency_ms")
+    values = [json.loads(line)["latency_ms"] for line in (job["dir"] / "training.jsonl").open()]
+    # Bin i holds values with exactly i edges <= value: [e(i-1), e(i)).
+    expected = np.bincount([sum(v >= e for e in LATENCY_EDGES) for v in values], minlength=9)
+    assert latency["counts"] == expected.tolist()
+    amount = next(f for f in baseline["features"] if f["name"] == "amount")
+    assert 5 <= len(amount["edges"]) <= 9  # bins: 10 -> up to 9 learned quantile edges
+    amounts = np.array(
+        [json.loads(line)["amount"] for line in (job["dir"] / "training.jsonl").open()]
+    )
+    shares = np.array(amount["counts"]) / len(amounts)
+    assert np.all(np.abs(shares[1:-1] - 0.1) < 0.03)  # quantile bins hold ~10% each
+
+
+def test_replay_reports_every_window_sorted_with_independent_counts_and_kl(
+    job: dict[str, Path], replayed: list[dict]
+) -> None:
+    assert replayed == sorted(replayed, key=lambda r: (r["window_start"], r["key"], r["feature"]))
+    assert {r["revision"] for r in replayed} == {0}
+    baseline = json.loads((job["dir"] / "baseline.json").read_text())
+    latency_baseline = np.array(
+        next(f for f in baseline["features"] if f["name"] == "latency_ms")["counts"], dtype=float
+    )
+    windows: dict[tuple[str, float], list[float]] = defaultdict(list)
+    for event in _events(job["dir"]):
+        last = math.floor(event["ts"] / 60) * 60
+        for start in (last, last - 60):
+            windows[(event["model"], float(start))].append(event["latency_ms"])
+    latency_reports = [r for r in replayed if r["feature"] == "latency_ms"]
+    assert len(latency_reports) == len(windows)
+    q = (latency_baseline + 0.5) / (latency_baseline.sum() + 0.5 * len(latency_baseline))
+    for report in latency_reports:
+        start = _epoch(report["window_start"])
+        values = windows[(report["key"], start)]
+        assert report["count"] == len(values)
+        counts = np.bincount([sum(v >= e for e in LATENCY_EDGES) for v in values], minlength=9)
+        assert report["kl_bits"] == pytest.approx(
+            entropy(counts / counts.sum(), q, base=2), abs=1e-12
+        )
+
+
+def _epoch(text: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def test_drift_is_flagged_after_the_shift_and_not_before(replayed: list[dict]) -> None:
+    latency = [r for r in replayed if r["feature"] == "latency_ms"]
+    before = [r for r in latency if _epoch(r["window_end"]) <= SHIFT]
+    after = [r for r in latency if _epoch(r["window_start"]) >= SHIFT and r["count"] > 300]
+    assert before and after
+    assert not any(r["drift"] for r in before)
+    assert all(r["drift"] for r in after)
+
+
+def test_dead_letters_carry_their_reasons(job: dict[str, Path], replayed) -> None:
+    dead = [json.loads(line) for line in (job["dir"] / "dead.jsonl").read_text().splitlines()]
+    assert [d["reason"] for d in dead] == ["not_json", "missing_event_time", "invalid_event_time"]
+    assert dead[0]["value"] == "not json"
+
+
+def test_bad_config_is_one_line_naming_the_field(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(demo_config(size="90s", period="1m")))
+    result = _kldrift("replay", "--config", str(bad), "--input", "x", "--output", "y")
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "window" in result.stderr and "multiple of window.period" in result.stderr
+
+
+def test_baseline_that_does_not_match_is_refused_naming_the_feature(
+    job: dict[str, Path], replayed, tmp_path: Path
+) -> None:
+    config = demo_config(size="2m", period="1m", baseline=str(job["dir"] / "baseline.json"))
+    config["features"][0]["edges"] = [0, 1, 2]
+    path = tmp_path / "other.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = _kldrift("replay", "--config", str(path), "--input", "x", "--output", "y")
+    assert result.returncode == 2
+    assert "'latency_ms'" in result.stderr and "edges" in result.stderr
+
+
+def test_missing_input_is_one_line(job: dict[str, Path], replayed, tmp_path: Path) -> None:
+    result = _kldrift(
+        "replay",
+        "--config",
+        str(job["config"]),
+        "--input",
+        str(tmp_path / "none*.jsonl"),
+        "--output",
+        str(tmp_path / "out.jsonl"),
+    )
+    assert result.returncode == 2
+    assert "no file matches --input" in result.stderr
