@@ -91,6 +91,21 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     report.set_defaults(func=commands.report)
 
 
+def _add_watch(sub: argparse._SubParsersAction) -> None:
+    watch = sub.add_parser("watch", help="print reports; run a command when retraining is due")
+    watch.add_argument("--config", required=True, help="the job's config (its kafka section)")
+    watch.add_argument("--on-drift", help="shell command run with the trigger JSON on stdin")
+    watch.add_argument("--k", type=int, default=3, help="drifted windows needed...")
+    watch.add_argument("--m", type=int, default=5, help="...among the last m windows")
+    watch.add_argument("--cooldown", default="30m", help="quiet time after a trigger (event time)")
+    watch.add_argument("--scope", choices=["feature", "key"], default="feature")
+    watch.add_argument("--features", help="only these features (comma-separated)")
+    watch.add_argument("--group", help="consumer group (default: kldrift.NAME.watch)")
+    watch.add_argument("--from-beginning", action="store_true", help="with no committed offset")
+    watch.add_argument("--retry-backoff", type=float, default=1.0, help="first retry delay, s")
+    watch.set_defaults(func=commands.watch)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kldrift", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -101,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(sub)
     _add_demo(sub)
     _add_report(sub)
+    _add_watch(sub)
     return parser
 
 

@@ -217,3 +217,37 @@ def report(args: argparse.Namespace) -> int:
     for path in written:
         print(f"wrote {path}")
     return 0
+
+
+def watch(args: argparse.Namespace) -> int:
+    from kldrift.consumer import RetrainTrigger
+    from kldrift.io.kafka_client import client_settings
+    from kldrift.schemas.durations import parse_duration
+    from kldrift.watch import run_watch
+
+    with user_errors():
+        config = load_config(args.config)
+    if config.kafka is None:
+        raise UserError(f"{args.config}: `kafka:` is required to watch its report topic")
+    try:
+        policy = RetrainTrigger(
+            k=args.k,
+            m=args.m,
+            cooldown_s=parse_duration(args.cooldown),
+            scope=args.scope,
+            features=set(args.features.split(",")) if args.features else None,
+        )
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    settings = client_settings(config.kafka, "consumer")
+    bootstrap = ",".join(settings.pop("bootstrap_servers"))
+    return run_watch(
+        bootstrap,
+        config.kafka.output_topic,
+        args.group or f"kldrift.{config.name}.watch",
+        policy,
+        args.on_drift,
+        from_beginning=args.from_beginning,
+        backoff_s=args.retry_backoff,
+        settings=settings,
+    )

@@ -1,10 +1,11 @@
-"""Reading drift reports from Kafka: typed reports (the producer's own model), latest revision
-per window."""
+"""Consuming drift reports: typed reports (the producer's own model), dedupe of revisions, the
+retraining trigger policy, and a consumer that commits only after a handler succeeded."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from kldrift.schemas.report import DriftReport
@@ -67,3 +68,161 @@ class LatestRevisions:
             return False
         self.by_key[key] = report
         return True
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """A retraining trigger: at least k of the last m windows of a scope drifted."""
+
+    pipeline: str
+    key: str | None
+    feature: str | None
+    """None when the trigger is for the whole key."""
+    window_end: str
+    """RFC 3339 end of the window that completed the condition."""
+    drifted_windows: int
+    considered_windows: int
+    features: list[str]
+    """The features that drifted in the considered windows."""
+    kl_bits_debiased: float
+    """The largest debiased KL, bits, among the drifted windows considered."""
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+class RetrainTrigger:
+    """Fires when at least `k` of the last `m` windows drift, per (key, feature) or per key.
+
+    Windows are identified by their end; a later revision of a window replaces its earlier one.
+    After firing, a scope is quiet for `cooldown_s` seconds of event time (window ends), so one
+    drift episode yields one retraining. State lives in memory: after a restart the policy needs
+    m windows again (or start the consumer from earlier offsets).
+    """
+
+    def __init__(
+        self,
+        k: int = 3,
+        m: int = 5,
+        cooldown_s: float = 1800.0,
+        scope: str = "feature",
+        features: set[str] | None = None,
+    ) -> None:
+        if not 1 <= k <= m:
+            raise ValueError(f"k ({k}) must be between 1 and m ({m})")
+        if scope not in ("feature", "key"):
+            raise ValueError(f"scope must be 'feature' or 'key', not {scope!r}")
+        if cooldown_s < 0:
+            raise ValueError("cooldown must not be negative")
+        self.k, self.m, self.cooldown_s, self.scope = k, m, cooldown_s, scope
+        self.features = features
+        # scope -> window end (epoch s) -> feature -> latest report of that window
+        self._windows: dict[tuple, dict[float, dict[str, DriftReport]]] = {}
+        self._last_fired: dict[tuple, float] = {}
+
+    def pending(self) -> bool:
+        """True while some scope holds a drifted window that has not fired a trigger yet."""
+        for scope, windows in self._windows.items():
+            fired = self._last_fired.get(scope, float("-inf"))
+            for end, by_feature in windows.items():
+                if end > fired and any(r.drift for r in by_feature.values()):
+                    return True
+        return False
+
+    def _scope_of(self, report: DriftReport) -> tuple:
+        if self.scope == "key":
+            return (report.pipeline, report.key)
+        return (report.pipeline, report.key, report.feature)
+
+    def offer(self, report: DriftReport) -> Trigger | None:
+        """Take one report; return a Trigger if this report completes the condition."""
+        if self.features is not None and report.feature not in self.features:
+            return None
+        scope = self._scope_of(report)
+        windows = self._windows.setdefault(scope, {})
+        end = report.window_end.timestamp()
+        current = windows.setdefault(end, {}).get(report.feature)
+        if current is not None and current.revision > report.revision:
+            return None
+        windows[end][report.feature] = report
+        for old in sorted(windows)[: -self.m]:
+            del windows[old]
+        return self._check(scope, report, windows, end)
+
+    def _check(
+        self,
+        scope: tuple,
+        report: DriftReport,
+        windows: dict[float, dict[str, DriftReport]],
+        end: float,
+    ) -> Trigger | None:
+        if end != max(windows) or not report.drift:
+            return None  # only the newest window, drifting itself, completes a condition
+        drifted = [
+            [r for r in by_feature.values() if r.drift] for _, by_feature in sorted(windows.items())
+        ]
+        count = sum(1 for reports in drifted if reports)
+        if count < self.k:
+            return None
+        last = self._last_fired.get(scope)
+        if last is not None and end - last < self.cooldown_s:
+            return None
+        self._last_fired[scope] = end
+        flagged = [r for reports in drifted for r in reports]
+        return Trigger(
+            pipeline=report.pipeline,
+            key=report.key,
+            feature=report.feature if self.scope == "feature" else None,
+            window_end=report.window_end.isoformat().replace("+00:00", "Z"),
+            drifted_windows=count,
+            considered_windows=len(windows),
+            features=sorted({r.feature for r in flagged}),
+            kl_bits_debiased=max(r.kl_bits_debiased or 0.0 for r in flagged),
+        )
+
+
+class ReportConsumer:
+    """The report topic as typed reports, committing an offset only when told to: call `commit`
+    after your handler succeeded, so a crash re-delivers (at-least-once) rather than loses."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        group_id: str,
+        *,
+        from_beginning: bool = False,
+        settings: dict[str, Any] | None = None,
+    ) -> None:
+        from kafka import KafkaConsumer
+
+        self.topic = topic
+        self._consumer = KafkaConsumer(
+            topic,
+            bootstrap_servers=bootstrap,
+            group_id=group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest" if from_beginning else "latest",
+            **(settings or {}),
+        )
+
+    def poll(self, timeout_s: float = 1.0) -> list[ReportMessage]:
+        batches = self._consumer.poll(timeout_ms=int(timeout_s * 1000))
+        messages = [parse_report_message(m) for records in batches.values() for m in records]
+        return sorted(messages, key=lambda m: (m.partition, m.offset))
+
+    def commit(self, message: ReportMessage) -> None:
+        from kafka import TopicPartition
+        from kafka.structs import OffsetAndMetadata
+
+        tp = TopicPartition(self.topic, message.partition)
+        self._consumer.commit({tp: OffsetAndMetadata(message.offset + 1, "", -1)})
+
+    def seek_back(self, message: ReportMessage) -> None:
+        """Read `message` again on the next poll (its handler failed)."""
+        from kafka import TopicPartition
+
+        self._consumer.seek(TopicPartition(self.topic, message.partition), message.offset)
+
+    def close(self) -> None:
+        self._consumer.close()

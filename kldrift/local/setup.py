@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from kldrift.local import kafka, prism
+from kldrift.local import flink, kafka, prism
 
 
 def main() -> None:
     kafka.ensure_installed()
     prism.ensure_installed()
+    flink.ensure_installed()
 
 
 if __name__ == "__main__":

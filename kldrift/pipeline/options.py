@@ -24,6 +24,13 @@ def pipeline_options(extra_args: Sequence[str] = (), *, streaming: bool) -> Pipe
         from kldrift.local.prism import ensure_installed
 
         args.append(f"--prism_location={ensure_installed()}")
+    from kldrift.local.flink import is_flink_runner
+
+    if is_flink_runner(runner) and not _has_flag(args, "--flink_job_server_jar"):
+        # Else Beam downloads its job server jar at run time; use the one set-up installed.
+        from kldrift.local.flink import ensure_installed as ensure_flink
+
+        args.append(f"--flink_job_server_jar={ensure_flink()}")
     if runner in ("PrismRunner", "prism", "FlinkRunner") and not _has_flag(
         args, "--environment_type"
     ):

@@ -1,0 +1,254 @@
+"""Beam's Flink job server for `kldrift run -- --runner FlinkRunner` on this machine, from Maven Central.
+
+Beam's FlinkRunner (Python) starts a Java "job server" with ``java -jar JAR``; with
+``--flink_master=[local]`` that JVM also runs an embedded Flink cluster, and the Python SDK harness
+runs inside the submitting process (``--environment_type=LOOPBACK``): no Docker, no Flink install.
+Without ``--flink_job_server_jar`` Beam would download the shaded job server jar at run time;
+`kldrift.pipeline.options.pipeline_options` passes the jar installed here instead.
+
+* `ensure_installed()` fetches, once, the jars of the packaged ``flink-pom.xml`` (Beam's
+  FlinkJobServerDriver for Flink `FLINK_VERSION`, Beam Java `BEAM_JAVA_VERSION`, and its
+  dependencies; ~150 MB) with `mvn` into ``cache_dir()/flink-<FLINK_VERSION>-beam-<version>/lib``
+  and writes a launcher jar beside it: a manifest only (Main-Class, a Class-Path of ``lib/*.jar``,
+  the Add-Opens/Add-Exports Flink needs on Java 17, and an slf4j-simple config). Later calls are
+  offline. `KLDRIFT_FLINK_JOB_SERVER_JAR` overrides the jar (e.g. a shaded job server jar).
+
+Why not the shaded ``beam-runners-flink-<flink>-job-server`` jar of the installed Beam (2.77)?
+The Maven Central that kldrift's machines reach serves no version of it and no Beam Java artifact
+at 2.77.0; 2.62.0 is the newest Flink runner whose dependencies it serves in full (see
+``flink-pom.xml``). The Python SDK (2.77) talks to it through Beam's portable job API.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.resources
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from kldrift.local.paths import cache_dir
+
+FLINK_VERSION = "1.19"
+"""The Flink minor version of the embedded cluster (Flink 1.19.0; must match ``flink-pom.xml``)."""
+BEAM_JAVA_VERSION = "2.62.0"
+"""The version of Beam's Java Flink runner / job server (must match ``flink-pom.xml``)."""
+JOB_SERVER_MAIN = "org.apache.beam.runners.flink.FlinkJobServerDriver"
+JAR_NAME = "kldrift-flink-job-server.jar"
+"""The launcher jar's file name; also how to recognise a running job server (`ps`)."""
+
+_POM_RESOURCE = "flink-pom.xml"
+_MARKER = ".installed"
+_OVERRIDE_ENV = "KLDRIFT_FLINK_JOB_SERVER_JAR"
+
+# What Flink's own launch scripts pass on Java 17 (env.java.opts.all in Flink 1.19's config),
+# given as launcher jar manifest attributes: they apply to `java -jar` without any flags.
+_ADD_OPENS = (
+    "java.base/java.lang",
+    "java.base/java.net",
+    "java.base/java.io",
+    "java.base/java.nio",
+    "java.base/sun.nio.ch",
+    "java.base/java.lang.reflect",
+    "java.base/java.text",
+    "java.base/java.time",
+    "java.base/java.util",
+    "java.base/java.util.concurrent",
+    "java.base/java.util.concurrent.atomic",
+    "java.base/java.util.concurrent.locks",
+)
+_ADD_EXPORTS = (
+    "java.base/sun.net.util",
+    "java.rmi/sun.rmi.registry",
+    "java.security.jgss/sun.security.krb5",
+)
+# slf4j-simple (stderr, which Beam logs at INFO under the `FlinkJarJobServer` logger).
+_SIMPLE_LOGGER = """\
+org.slf4j.simpleLogger.defaultLogLevel=warn
+org.slf4j.simpleLogger.showDateTime=true
+org.slf4j.simpleLogger.dateTimeFormat=HH:mm:ss.SSS
+org.slf4j.simpleLogger.log.org.apache.beam=info
+org.slf4j.simpleLogger.log.org.apache.flink.runtime.checkpoint=warn
+"""
+
+
+class FlinkSetupError(RuntimeError):
+    """The Flink job server could not be installed."""
+
+
+def is_flink_runner(name: str) -> bool:
+    """`--runner` values that Beam resolves to its FlinkRunner (FlinkRunner, flink, dotted path)."""
+    return name.rsplit(".", 1)[-1].lower() in ("flink", "flinkrunner")
+
+
+def install_dir() -> Path:
+    """``cache_dir()/flink-<FLINK_VERSION>-beam-<BEAM_JAVA_VERSION>`` (may not exist yet)."""
+    return cache_dir() / f"flink-{FLINK_VERSION}-beam-{BEAM_JAVA_VERSION}"
+
+
+def job_server_jar_path() -> Path:
+    """Where the launcher jar lives once installed."""
+    return install_dir() / JAR_NAME
+
+
+def is_installed() -> bool:
+    target = install_dir()
+    return (target / _MARKER).is_file() and (target / JAR_NAME).is_file()
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _manifest_lines(attributes: Sequence[tuple[str, str]]) -> bytes:
+    """A JAR manifest: CRLF lines of at most 72 bytes, continuations starting with a space."""
+    out = []
+    for name, value in attributes:
+        data = f"{name}: {value}".encode()
+        chunks = [data[:72]]
+        data = data[72:]
+        while data:
+            chunks.append(b" " + data[:71])
+            data = data[71:]
+        out.append(b"\r\n".join(chunks) + b"\r\n")
+    return b"".join(out) + b"\r\n"
+
+
+def write_launcher_jar(jar: Path, lib_dir_name: str, jar_names: Sequence[str]) -> Path:
+    """A jar holding only a manifest that runs `JOB_SERVER_MAIN` on ``lib_dir_name/*.jar``.
+
+    Class-Path entries are relative to the launcher jar's directory, so the install can move.
+    """
+    manifest = _manifest_lines(
+        [
+            ("Manifest-Version", "1.0"),
+            ("Created-By", "kldrift.local.flink"),
+            ("Main-Class", JOB_SERVER_MAIN),
+            ("Class-Path", " ".join(f"{lib_dir_name}/{name}" for name in jar_names)),
+            ("Add-Opens", " ".join(_ADD_OPENS)),
+            ("Add-Exports", " ".join(_ADD_EXPORTS)),
+        ]
+    )
+    tmp = jar.with_name(jar.name + ".tmp")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("META-INF/MANIFEST.MF", manifest)
+        archive.writestr("simplelogger.properties", _SIMPLE_LOGGER)
+    os.replace(tmp, jar)
+    return jar
+
+
+def _required_jars_present(lib: Path) -> bool:
+    names = {p.name for p in lib.glob("*.jar")}
+    return (
+        f"beam-runners-flink-{FLINK_VERSION}-{BEAM_JAVA_VERSION}.jar" in names
+        and f"beam-runners-java-job-service-{BEAM_JAVA_VERSION}.jar" in names
+        and any(n.startswith(f"flink-runtime-{FLINK_VERSION}.") for n in names)
+        and any(n.startswith("slf4j-simple-") for n in names)
+    )
+
+
+def _check_java() -> None:
+    # Beam starts the job server with `java` from PATH (`--job_server_java_launcher`).
+    if shutil.which("java") is None:
+        raise FlinkSetupError(
+            "`java` is not on PATH: Beam's Flink job server needs Java 11 or 17 "
+            "(e.g. `apt-get install openjdk-17-jre-headless`)"
+        )
+
+
+def ensure_installed() -> Path:
+    """Return the job server jar to pass as ``--flink_job_server_jar``, installing it once.
+
+    A complete install (marker file present) is returned without touching the network. Otherwise
+    Maven copies the runtime dependencies of the packaged ``flink-pom.xml`` into a temporary
+    directory inside the install dir, which is renamed into place once the launcher jar is written,
+    so an interrupted install never looks complete.
+    """
+    override = os.environ.get(_OVERRIDE_ENV)
+    if override:
+        return Path(override)
+    target = install_dir()
+    if is_installed():
+        return target / JAR_NAME
+    with _file_lock(cache_dir() / f".flink-{FLINK_VERSION}-beam-{BEAM_JAVA_VERSION}.lock"):
+        if is_installed():  # another process finished while we waited
+            return target / JAR_NAME
+        mvn = shutil.which("mvn")
+        if mvn is None:
+            raise FlinkSetupError(
+                f"Beam's Flink {FLINK_VERSION} job server is not installed and `mvn` (Apache Maven) "
+                "is not on PATH: install Maven (e.g. `apt-get install maven`), then run `make setup`"
+            )
+        _check_java()
+        print(
+            f"setup: fetching Beam {BEAM_JAVA_VERSION} Flink {FLINK_VERSION} job server jars "
+            "(~150 MB) from Maven Central"
+        )
+        sys.stdout.flush()
+        target.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".install-", dir=target) as tmp:
+            pom = Path(tmp) / "pom.xml"
+            pom.write_bytes(
+                importlib.resources.files("kldrift.local").joinpath(_POM_RESOURCE).read_bytes()
+            )
+            out = Path(tmp) / "lib"
+            cmd = [
+                mvn,
+                "-q",
+                "-B",
+                "-Dstyle.color=never",
+                "-f",
+                str(pom),
+                "dependency:copy-dependencies",
+                f"-DoutputDirectory={out}",
+                "-DincludeScope=runtime",
+            ]
+            proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, check=False)
+            if proc.returncode != 0:
+                output = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-40:])
+                raise FlinkSetupError(
+                    f"Maven could not fetch Beam's Flink {FLINK_VERSION} job server jars "
+                    f"(exit {proc.returncode}):\n{output}"
+                )
+            if not out.is_dir() or not _required_jars_present(out):
+                raise FlinkSetupError(
+                    f"Maven finished but the job server jars are missing in {out}"
+                )
+            lib = target / "lib"
+            for stale in (lib, target / JAR_NAME):  # an older, unmarked copy
+                if stale.is_dir():
+                    shutil.rmtree(stale)
+                else:
+                    stale.unlink(missing_ok=True)
+            os.replace(out, lib)
+        jars = sorted(p.name for p in lib.glob("*.jar"))
+        write_launcher_jar(target / JAR_NAME, lib.name, jars)
+        marker_tmp = target / f"{_MARKER}.tmp"
+        marker_tmp.write_text(
+            json.dumps(
+                {
+                    "flink_version": FLINK_VERSION,
+                    "beam_java_version": BEAM_JAVA_VERSION,
+                    "main": JOB_SERVER_MAIN,
+                    "jars": jars,
+                },
+                indent=1,
+            )
+        )
+        os.replace(marker_tmp, target / _MARKER)
+    return target / JAR_NAME

@@ -1,0 +1,266 @@
+"""`kldrift run` on Beam's FlinkRunner: a real broker, an embedded Flink cluster in Beam's Flink job
+server (``--flink_master=[local]``) and the Python SDK harness in LOOPBACK. Its reports agree with
+`kldrift replay` on the same events, and no job server JVM is left running afterwards."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+from kafka import KafkaConsumer, KafkaProducer
+
+from kldrift.local import flink
+from kldrift.local.kafka import create_topics
+from kldrift.pipeline.options import pipeline_options
+from kldrift.schemas.report import DriftReport
+from kldrift.synthetic import SyntheticStream, demo_config, training_lines
+
+SIZE_S, PERIOD_S, LATENESS_S = 10, 5, 5
+PARTITIONS = 3
+FEATURES = ("latency_ms", "amount", "payload.country", "device")
+KLDRIFT = str(Path(sys.executable).with_name("kldrift"))
+
+
+def test_options_use_the_installed_job_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    """FlinkRunner gets the set-up's jar (no run-time download) and LOOPBACK; a given jar wins."""
+    monkeypatch.setenv("KLDRIFT_FLINK_JOB_SERVER_JAR", "/opt/job-server.jar")
+    for runner in ("FlinkRunner", "flink"):
+        opts = pipeline_options(["--runner", runner], streaming=True).get_all_options()
+        assert opts["flink_job_server_jar"] == "/opt/job-server.jar"
+        assert opts["environment_type"] == "LOOPBACK" or runner == "flink"
+        assert opts["streaming"] is True
+    given = pipeline_options(
+        ["--runner=FlinkRunner", "--flink_job_server_jar=/x.jar"], streaming=True
+    ).get_all_options()
+    assert given["flink_job_server_jar"] == "/x.jar"
+    prism = pipeline_options(
+        ["--runner=PrismRunner", "--prism_location=/p"], streaming=False
+    ).get_all_options()
+    assert prism["flink_job_server_jar"] is None
+
+
+def test_launcher_jar_manifest(tmp_path: Path) -> None:
+    import zipfile
+
+    names = [f"dependency-number-{i}-with-a-long-name-1.0.jar" for i in range(40)]
+    jar = flink.write_launcher_jar(tmp_path / flink.JAR_NAME, "lib", names)
+    with zipfile.ZipFile(jar) as archive:
+        raw = archive.read("META-INF/MANIFEST.MF")
+        assert archive.read("simplelogger.properties")
+    lines = raw.split(b"\r\n")
+    assert all(len(line) <= 72 for line in lines)
+    # Unfold continuation lines as the JDK does.
+    unfolded: list[str] = []
+    for line in lines:
+        if line.startswith(b" "):
+            unfolded[-1] += line[1:].decode()
+        elif line:
+            unfolded.append(line.decode())
+    attrs = dict(line.split(": ", 1) for line in unfolded)
+    assert attrs["Main-Class"] == flink.JOB_SERVER_MAIN
+    assert attrs["Class-Path"].split() == [f"lib/{n}" for n in names]
+    assert "java.base/java.util" in attrs["Add-Opens"].split()
+
+
+def _job_server_pids() -> set[int]:
+    """Live processes whose command line names the job server launcher jar."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z" and flink.JAR_NAME.encode() in cmdline:
+            found.add(int(entry.name))
+    return found
+
+
+def _windows_of(t: float) -> list[int]:
+    last = math.floor(t / PERIOD_S) * PERIOD_S
+    return [last - i * PERIOD_S for i in range(SIZE_S // PERIOD_S)]
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([KLDRIFT, *args], capture_output=True, text=True, timeout=180)
+
+
+@pytest.fixture(scope="module")
+def job_server_jar() -> Path:
+    try:
+        return flink.ensure_installed()
+    except flink.FlinkSetupError as err:
+        pytest.skip(f"Beam's Flink job server could not be installed: {err}")
+
+
+@pytest.mark.services
+def test_run_on_flink_matches_replay(
+    tmp_path: Path, kafka_bootstrap: str, job_server_jar: Path
+) -> None:
+    run_id = uuid.uuid4().hex[:8]
+    kafka = {
+        "bootstrap_servers": kafka_bootstrap,
+        "input_topic": f"flink-events-{run_id}",
+        "output_topic": f"flink-drift-{run_id}",
+        "dead_letter_topic": f"flink-dead-{run_id}",
+        "start_from": "earliest",
+        "idle_timeout": "5s",
+        "max_delay": "3s",
+    }
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(
+        yaml.safe_dump(
+            demo_config(
+                name="flink",
+                size=f"{SIZE_S}s",
+                period=f"{PERIOD_S}s",
+                allowed_lateness=f"{LATENESS_S}s",
+                kafka=kafka,
+                baseline=str(tmp_path / "baseline.json"),
+            )
+        )
+    )
+    training = tmp_path / "training.jsonl"
+    training.write_bytes(b"\n".join(training_lines(5_000)) + b"\n")
+    built = _run(
+        "baseline", "--config", str(config_path), "--input", str(training),
+        "--output", str(tmp_path / "baseline.json"),
+    )  # fmt: skip
+    assert built.returncode == 0, built.stderr[-3000:]
+    create_topics(kafka_bootstrap, {kafka["input_topic"]: PARTITIONS})
+
+    # Event time starts ~25 s after now: the idle rule (watermark follows wall-clock time minus
+    # 8 s on a quiet partition) cannot close a window before the job has read its events, however
+    # slowly Flink starts; it closes them all once wall-clock time has passed the data.
+    t0 = math.ceil((time.time() + 25) / PERIOD_S) * PERIOD_S
+    stream = SyntheticStream(
+        start=t0, duration=2 * PERIOD_S, rate=30, drift_at=t0 + PERIOD_S, drift_size=1.5, seed=3
+    )
+    lines = list(stream.lines())
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    for i, line in enumerate(lines):
+        producer.send(kafka["input_topic"], value=line, partition=i % PARTITIONS)
+    producer.flush()
+    producer.close()
+    last_window = _windows_of(float(stream.event_times()[-1]))[0]
+
+    tail = KafkaConsumer(
+        kafka["output_topic"],
+        bootstrap_servers=kafka_bootstrap,
+        auto_offset_reset="earliest",
+        group_id=None,
+    )
+    reports: list[DriftReport] = []
+
+    def saw_last_window() -> bool:
+        for records in tail.poll(timeout_ms=200).values():
+            reports.extend(DriftReport.from_json_bytes(r.value) for r in records)
+        return any(r.window_start.timestamp() == last_window for r in reports)
+
+    before = _job_server_pids()
+    began = time.monotonic()
+    job = subprocess.Popen(
+        [KLDRIFT, "run", "--config", str(config_path), "--",
+         "--runner", "FlinkRunner", "--flink_master=[local]", "--parallelism=1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    failure: BaseException | None = None
+    try:
+        # The last window closes ~8 s after wall-clock time passes its end (t0 + 15 s).
+        deadline = time.monotonic() + (t0 + 2 * SIZE_S - time.time()) + 90
+        while not saw_last_window():
+            if job.poll() is not None:
+                raise AssertionError(f"kldrift run exited early ({job.returncode})")
+            if time.monotonic() > deadline:
+                raise AssertionError("timed out waiting for the last window's report")
+            time.sleep(0.3)
+        time.sleep(2)  # other keys' reports for that window
+        saw_last_window()
+    except BaseException as err:  # stop the job first, then report with its output
+        failure = err
+    finally:
+        job.send_signal(signal.SIGINT)
+        try:
+            output, _ = job.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(job.pid, signal.SIGKILL)
+            output, _ = job.communicate()
+        tail.close()
+    elapsed = time.monotonic() - began
+    if failure is not None:
+        seen = sorted({(r.window_start.timestamp() - t0, r.revision) for r in reports})
+        raise AssertionError(
+            f"{failure}\nwindows seen (start - t0, revision): {seen}\njob output:\n{output[-8000:]}"
+        ) from failure
+    assert job.returncode == 0, output[-4000:]
+    assert "on FlinkRunner" in output and "kldrift run: stopped" in output, output[-4000:]
+
+    # No job server JVM outlives the job (Beam stops it when `kldrift run` exits).
+    deadline = time.monotonic() + 15
+    while (_job_server_pids() - before) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not (_job_server_pids() - before), "a Flink job server JVM was left running"
+
+    # One revision-0 report per (key, feature, window) that received data, and nothing else.
+    events = [json.loads(line) for line in lines]
+    expected = {
+        (e["model"], feature, float(start))
+        for e in events
+        for feature in FEATURES
+        for start in _windows_of(e["ts"])
+    }
+    revision0 = Counter(
+        (r.key, r.feature, r.window_start.timestamp()) for r in reports if r.revision == 0
+    )
+    assert set(revision0) == expected
+    assert max(revision0.values()) == 1, "a window reported revision 0 twice"
+    assert all(r.revision == 0 for r in reports), "late panes without late data"
+
+    # The same events replayed in batch give the same counts and divergences.
+    events_file = tmp_path / "events.jsonl"
+    events_file.write_bytes(b"\n".join(lines) + b"\n")
+    replay_out = tmp_path / "replay.jsonl"
+    replayed = _run(
+        "replay", "--config", str(config_path), "--input", str(events_file),
+        "--output", str(replay_out),
+    )  # fmt: skip
+    assert replayed.returncode == 0, replayed.stderr[-3000:]
+    expected_reports = [
+        DriftReport.from_json_bytes(line) for line in replay_out.read_bytes().split(b"\n") if line
+    ]
+    actual = {r.message_key: r for r in reports}
+    assert set(actual) == {r.message_key for r in expected_reports}
+    for want in expected_reports:
+        got = actual[want.message_key]
+        assert (got.count, got.missing, got.invalid) == (want.count, want.missing, want.invalid)
+        if want.kl_bits is None:
+            assert got.kl_bits is None
+        else:
+            assert got.kl_bits == pytest.approx(want.kl_bits, abs=1e-12, rel=0)
+        assert got.drift == want.drift
+
+    # Nothing was dead-lettered.
+    dead = KafkaConsumer(
+        kafka["dead_letter_topic"],
+        bootstrap_servers=kafka_bootstrap,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=2000,
+    )
+    assert list(dead) == []
+    dead.close()
+    print(f"kldrift run on Flink: last window reported and job stopped in {elapsed:.0f} s")

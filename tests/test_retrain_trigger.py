@@ -1,0 +1,102 @@
+"""The retraining policy: k of the last m windows, per (key, feature) or per key, with cooldown."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from kldrift.consumer import LatestRevisions, RetrainTrigger
+from kldrift.schemas.report import DriftReport
+
+START = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def _report(
+    minute: int, drift: bool, feature: str = "latency_ms", key: str = "m1", revision: int = 0
+) -> DriftReport:
+    return DriftReport(
+        pipeline="p",
+        key=key,
+        feature=feature,
+        window_start=START + timedelta(minutes=minute - 10),
+        window_end=START + timedelta(minutes=minute),
+        revision=revision,
+        count=100,
+        missing=0,
+        invalid=0,
+        kl_bits=0.3 if drift else 0.01,
+        kl_bits_debiased=0.25 if drift else 0.0,
+        entropy_bits=1.0,
+        cross_entropy_bits=1.3,
+        js_bits=0.05,
+        psi=0.2,
+        p_value=1e-6 if drift else 0.5,
+        threshold_bits=0.05,
+        significance=0.01,
+        drift=drift,
+        top_bins=[],
+        baseline_id="b",
+    )
+
+
+def _fired(policy: RetrainTrigger, flags: list[bool], **kwargs) -> list[int]:
+    return [
+        minute
+        for minute, flag in enumerate(flags, start=1)
+        if policy.offer(_report(minute, flag, **kwargs)) is not None
+    ]
+
+
+def test_fires_when_k_of_the_last_m_windows_drift() -> None:
+    policy = RetrainTrigger(k=3, m=5, cooldown_s=0)
+    # windows 1..8: drift at 2, 4, 5 -> third drifted window among the last five is window 5
+    assert _fired(policy, [False, True, False, True, True, False, False, False]) == [5]
+
+
+def test_drift_outside_the_last_m_windows_does_not_count() -> None:
+    policy = RetrainTrigger(k=2, m=3, cooldown_s=0)
+    assert _fired(policy, [True, False, False, True, False, False]) == []
+
+
+def test_cooldown_in_event_time_suppresses_a_second_trigger() -> None:
+    policy = RetrainTrigger(k=1, m=1, cooldown_s=5 * 60)
+    # every window drifts; fires at 1, then again only 5 minutes of window ends later
+    assert _fired(policy, [True] * 12) == [1, 6, 11]
+
+
+def test_key_scope_combines_features_and_feature_filter_ignores_others() -> None:
+    policy = RetrainTrigger(k=2, m=3, cooldown_s=0, scope="key")
+    assert policy.offer(_report(1, True, feature="amount")) is None
+    trigger = policy.offer(_report(2, True, feature="latency_ms"))
+    assert trigger is not None and trigger.feature is None and trigger.key == "m1"
+    assert trigger.features == ["amount", "latency_ms"]
+
+    only_latency = RetrainTrigger(k=1, m=1, cooldown_s=0, features={"latency_ms"})
+    assert only_latency.offer(_report(1, True, feature="amount")) is None
+    assert only_latency.offer(_report(1, True, feature="latency_ms")) is not None
+
+
+def test_keys_are_independent_and_a_later_revision_replaces_a_window() -> None:
+    policy = RetrainTrigger(k=2, m=2, cooldown_s=0)
+    assert policy.offer(_report(1, True, key="a")) is None
+    assert policy.offer(_report(2, True, key="b")) is None  # another key: its own count
+    # Window 1 of key a is revised to calm, then window 2 drifts: only one drifted window.
+    assert policy.offer(_report(1, False, key="a", revision=1)) is None
+    assert policy.offer(_report(2, True, key="a")) is None
+    assert policy.pending()
+
+
+def test_bad_parameters_are_refused_by_name() -> None:
+    with pytest.raises(ValueError, match="k"):
+        RetrainTrigger(k=6, m=5)
+    with pytest.raises(ValueError, match="scope"):
+        RetrainTrigger(scope="window")
+
+
+def test_latest_revisions_keeps_the_highest_revision_per_window() -> None:
+    latest = LatestRevisions()
+    assert latest.offer(_report(1, False, revision=0))
+    assert latest.offer(_report(1, True, revision=2))
+    assert not latest.offer(_report(1, False, revision=1))
+    assert [r.revision for r in latest.by_key.values()] == [2]
