@@ -124,6 +124,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # Beam's GCP extras warn at import about a client library kldrift does not use.
     logging.getLogger().addFilter(lambda record: "apitools" not in record.getMessage())
+    # kafka-python logs routine, self-healing events (a coordinator still loading, a slow event-loop
+    # tick) as warnings; errors still show.
+    for name in ("kafka.coordinator", "kafka.net.selector"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -19,6 +19,7 @@ from typing import Any
 
 import apache_beam as beam
 import numpy as np
+from apache_beam import typehints
 from apache_beam.coders.coders import Coder, IntervalWindowCoder
 from apache_beam.transforms import trigger, window
 from apache_beam.transforms.window import TimestampedValue
@@ -173,6 +174,11 @@ class _BinBatch(beam.DoFn):
                 yield TimestampedValue(
                     ((key, feature_bins.name), counts[g]), Timestamp(micros=stamp_us)
                 )
+
+
+_WINDOW_ELEMENT = typehints.Tuple[typehints.Tuple[typehints.Optional[str], str, int], typehints.Any]
+"""((key, feature, window_start_us), counts): typed so the stateful Revise step gets a
+deterministic key coder."""
 
 
 class _PaneToWindows(beam.DoFn):
@@ -403,7 +409,10 @@ class SlidingKLDivergence(beam.PTransform):
                 # Panes stay open until their last sliding window closes.
                 allowed_lateness_us=lateness + spec.size_us,
             )
-            | "PaneToWindows" >> beam.ParDo(_PaneToWindows(spec.size_us, spec.period_us))
+            | "PaneToWindows"
+            >> beam.ParDo(_PaneToWindows(spec.size_us, spec.period_us)).with_output_types(
+                _WINDOW_ELEMENT
+            )
             | "SlidingHistograms"
             >> _WindowedSum(_WindowOfKey(spec.size_us), allowed_lateness_us=lateness)
             | "ReviseWindows" >> beam.WindowInto(_ReviseWindows(lateness))
