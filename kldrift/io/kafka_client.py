@@ -9,6 +9,7 @@ from typing import Any
 
 from kldrift.schemas.config import KafkaSpec
 
+CONNECT_TIMEOUT_S = 10
 _SECRET = re.compile(r"password|secret|token|sasl_oauth|ssl_context", re.IGNORECASE)
 
 
@@ -55,11 +56,16 @@ def ensure_topics(spec: KafkaSpec, topics: Mapping[str, int], create: bool) -> N
     from kafka.admin import NewTopic
     from kafka.errors import KafkaError, TopicAlreadyExistsError
 
+    settings = client_settings(spec, "admin")
+    settings.setdefault("request_timeout_ms", 15000)
+    if "bootstrap_timeout_ms" in KafkaAdminClient.DEFAULT_CONFIG:  # kafka-python >= 3
+        settings.setdefault("bootstrap_timeout_ms", CONNECT_TIMEOUT_S * 1000)
     try:
-        admin = KafkaAdminClient(**client_settings(spec, "admin"), request_timeout_ms=15000)
+        admin = KafkaAdminClient(**settings)
     except KafkaError as err:
         raise KafkaSetupError(
-            f"cannot reach Kafka at {spec.bootstrap_servers}: {type(err).__name__}"
+            f"cannot reach Kafka at {spec.bootstrap_servers} within {CONNECT_TIMEOUT_S} s "
+            f"({type(err).__name__}): check kafka.bootstrap_servers and kafka.client"
         ) from None
     try:
         existing = set(admin.list_topics())
