@@ -202,6 +202,8 @@ def test_run_on_kafka_matches_replay_and_accounts_for_every_record(
     except BaseException as err:  # stop the job first, then report with its output
         failure = err
     finally:
+        tail.consumer.close()
+        topic.producer.close()
         job.send_signal(signal.SIGINT)
         try:
             output, _ = job.communicate(timeout=60)

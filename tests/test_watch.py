@@ -82,7 +82,7 @@ def test_watch_runs_the_command_retries_a_failure_and_commits_after_success(
     for minute, flag in enumerate(flags, start=1):
         report = _report(minute, flag)
         producer.send(topic, report.to_json_bytes(), key=report.message_key.encode())
-    producer.flush()
+    producer.close()
 
     group = f"watchers-{uuid.uuid4().hex[:6]}"
     watcher = subprocess.Popen(
@@ -150,7 +150,7 @@ def test_a_command_that_keeps_failing_leaves_the_drift_episode_uncommitted(
     producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
     for minute, flag in enumerate([False, True, True], start=1):
         producer.send(topic, _report(minute, flag).to_json_bytes())
-    producer.flush()
+    producer.close()
     group = f"watchers-{uuid.uuid4().hex[:6]}"
     watcher = subprocess.Popen(
         [
