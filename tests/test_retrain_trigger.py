@@ -2,42 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-
 import pytest
+from _reports import make_report
 
 from kldrift.consumer import LatestRevisions, RetrainTrigger
 from kldrift.schemas.report import DriftReport
-
-START = datetime(2024, 1, 1, tzinfo=UTC)
 
 
 def _report(
     minute: int, drift: bool, feature: str = "latency_ms", key: str = "m1", revision: int = 0
 ) -> DriftReport:
-    return DriftReport(
-        pipeline="p",
-        key=key,
-        feature=feature,
-        window_start=START + timedelta(minutes=minute - 10),
-        window_end=START + timedelta(minutes=minute),
-        revision=revision,
-        count=100,
-        missing=0,
-        invalid=0,
-        kl_bits=0.3 if drift else 0.01,
-        kl_bits_debiased=0.25 if drift else 0.0,
-        entropy_bits=1.0,
-        cross_entropy_bits=1.3,
-        js_bits=0.05,
-        psi=0.2,
-        p_value=1e-6 if drift else 0.5,
-        threshold_bits=0.05,
-        significance=0.01,
-        drift=drift,
-        top_bins=[],
-        baseline_id="b",
-    )
+    return make_report(minute, drift, feature=feature, key=key, revision=revision)
 
 
 def _fired(policy: RetrainTrigger, flags: list[bool], **kwargs) -> list[int]:

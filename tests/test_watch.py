@@ -9,11 +9,11 @@ import subprocess
 import sys
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import yaml
+from _reports import make_report
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from kldrift.local.kafka import create_topics
@@ -23,38 +23,14 @@ from kldrift.synthetic import demo_config
 pytestmark = pytest.mark.services
 
 KLDRIFT = str(Path(sys.executable).with_name("kldrift"))
-START = datetime(2024, 1, 1, tzinfo=UTC)
 
 
 def _report(minute: int, drift: bool) -> DriftReport:
-    return DriftReport(
-        pipeline="watch-test",
-        key="model-a",
-        feature="latency_ms",
-        window_start=START + timedelta(minutes=minute - 2),
-        window_end=START + timedelta(minutes=minute),
-        revision=0,
-        count=500,
-        missing=0,
-        invalid=0,
-        kl_bits=0.4 if drift else 0.01,
-        kl_bits_debiased=0.39 if drift else 0.0,
-        entropy_bits=1.0,
-        cross_entropy_bits=1.4,
-        js_bits=0.1,
-        psi=0.3,
-        p_value=1e-9 if drift else 0.6,
-        threshold_bits=0.05,
-        significance=0.01,
-        drift=drift,
-        top_bins=[],
-        baseline_id="b",
-    )
+    return make_report(minute, drift, pipeline="watch-test", key="model-a", window_minutes=2)
 
 
-def test_watch_runs_the_command_retries_a_failure_and_commits_after_success(
-    tmp_path: Path, kafka_bootstrap: str
-) -> None:
+def _watch_config(tmp_path: Path, kafka_bootstrap: str) -> tuple[str, Path]:
+    """A fresh report topic and a config whose kafka.output_topic is it."""
     topic = f"watch-{uuid.uuid4().hex[:8]}"
     create_topics(kafka_bootstrap, {topic: 1})
     kafka = {
@@ -65,6 +41,21 @@ def test_watch_runs_the_command_retries_a_failure_and_commits_after_success(
     }
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(demo_config(name="watch-test", kafka=kafka)))
+    return topic, config
+
+
+def _committed(kafka_bootstrap: str, group: str, topic: str) -> int | None:
+    checker = KafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=group)
+    try:
+        return checker.committed(TopicPartition(topic, 0))
+    finally:
+        checker.close()
+
+
+def test_watch_runs_the_command_retries_a_failure_and_commits_after_success(
+    tmp_path: Path, kafka_bootstrap: str
+) -> None:
+    topic, config = _watch_config(tmp_path, kafka_bootstrap)
     # The command fails on its first run and succeeds on the second; it keeps what it was given.
     attempts, received = tmp_path / "attempts", tmp_path / "trigger.json"
     script = tmp_path / "retrain.sh"
@@ -128,25 +119,14 @@ def test_watch_runs_the_command_retries_a_failure_and_commits_after_success(
     assert output.count("DRIFT") == 3
 
     # Every report up to the trigger is committed: a restarted watcher would not see them again.
-    checker = KafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=group)
-    committed = checker.committed(TopicPartition(topic, 0))
-    checker.close()
+    committed = _committed(kafka_bootstrap, group, topic)
     assert committed == len(flags)
 
 
 def test_a_command_that_keeps_failing_leaves_the_drift_episode_uncommitted(
     tmp_path: Path, kafka_bootstrap: str
 ) -> None:
-    topic = f"watch-{uuid.uuid4().hex[:8]}"
-    create_topics(kafka_bootstrap, {topic: 1})
-    kafka = {
-        "bootstrap_servers": kafka_bootstrap,
-        "input_topic": "unused",
-        "output_topic": topic,
-        "dead_letter_topic": "unused-dead",
-    }
-    config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump(demo_config(name="watch-test", kafka=kafka)))
+    topic, config = _watch_config(tmp_path, kafka_bootstrap)
     producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
     for minute, flag in enumerate([False, True, True], start=1):
         producer.send(topic, _report(minute, flag).to_json_bytes())
@@ -179,8 +159,6 @@ def test_a_command_that_keeps_failing_leaves_the_drift_episode_uncommitted(
     output, _ = watcher.communicate(timeout=30)
     assert watcher.returncode == 0, output
     assert "failed (attempt 2)" in output
-    checker = KafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=group)
-    committed = checker.committed(TopicPartition(topic, 0))
-    checker.close()
+    committed = _committed(kafka_bootstrap, group, topic)
     # Only the calm first window is committed; the two drifted ones will be delivered again.
     assert committed == 1
