@@ -3,12 +3,16 @@
 Steps (stable labels, so a Dataflow `--update` keeps state):
   Bin                 each batch binned with numpy into per-(key, feature, pane) counts
   PaneHistograms      FixedWindows(period), sum of counts; late data fires discarding deltas
-  PaneToWindows       each pane sum keyed once per sliding window holding it (size/period)
-  SlidingHistograms   window [start, start + size) from the key, sum of pane sums (deltas)
-  ReviseWindows       each sliding window [s, e) -> [s, e + allowed_lateness): the window's lifetime
+  PaneToWindows       each pane sum keyed once per sliding window holding it (size/period),
+                      stamped at that window's last millisecond
+  SlidingHistograms   FixedWindows(period) over those stamps: fires at the sliding window's end;
+                      sum of pane sums (deltas)
+  ReviseStamp         restamped at window end + allowed_lateness - 1 ms, and
+  ReviseWindows       FixedWindows(period, offset) ending there: the revision state's lifetime
   Revise              running total per window, numbered revisions 0, 1, 2...
   Score               divergence against the baseline side input -> DriftReport
 Each event is counted once, whatever size/period is: the sliding step costs windows x bins.
+Only standard WindowFns are used: Flink's and Dataflow's Java side reject pickled Python ones.
 """
 
 from __future__ import annotations
@@ -20,7 +24,6 @@ from typing import Any
 import apache_beam as beam
 import numpy as np
 from apache_beam import typehints
-from apache_beam.coders.coders import Coder, IntervalWindowCoder
 from apache_beam.transforms import trigger, window
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Duration, Timestamp
@@ -211,39 +214,14 @@ class _PaneToWindows(beam.DoFn):
             )
 
 
-class _WindowOfKey(window.NonMergingWindowFn):
-    """Assigns ((key, feature, window_start), counts) to [window_start, window_start + size)."""
-
-    def __init__(self, size_us: int) -> None:
-        self._size_us = size_us
-
-    def assign(self, context: window.WindowFn.AssignContext) -> list[window.IntervalWindow]:
-        element: Any = context.element
-        start_us = element[0][2]
-        return [
-            window.IntervalWindow(
-                Timestamp(micros=start_us), Timestamp(micros=start_us + self._size_us)
-            )
-        ]
-
-    def get_window_coder(self) -> Coder:
-        return IntervalWindowCoder()
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _WindowOfKey) and self._size_us == other._size_us
-
-    def __hash__(self) -> int:
-        return hash(self._size_us)
-
-
 class _Revise(beam.DoFn):
     """Turns a window's discarding firings (deltas) into revisions: running totals numbered 0, 1, 2...
 
-    State is per (key, feature, window). Its input is re-windowed by _ReviseWindows to
-    [start, end + allowed_lateness), so the state lives exactly as long as the sliding window
-    accepts late data on every runner: Prism (2.77) drops a stateful DoFn's state as soon as the
-    watermark passes its window's end, ignoring allowed lateness, which restarted every late revision
-    at 0 with only the late delta. Counting revisions here, not from the runner's pane index, keeps
+    State is per (key, feature, window). Its input is re-windowed (ReviseStamp, ReviseWindows) into
+    a window ending at the sliding window's end + allowed_lateness, so the state lives exactly as
+    long as the sliding window accepts late data on every runner: Prism (2.77) drops a stateful
+    DoFn's state as soon as the watermark passes its window's end, ignoring allowed lateness, which
+    restarted every late revision at 0 with only the late delta. Counting revisions here, not from the runner's pane index, keeps
     them the same on runners that fire an extra closing pane (Prism does, in accumulating mode).
     """
 
@@ -266,30 +244,16 @@ class _Revise(beam.DoFn):
         yield window_key, total, revision
 
 
-class _ReviseWindows(window.NonMergingWindowFn):
-    """Sliding window [s, e) -> [s, e + allowed_lateness): the window _Revise keeps state in.
-
-    It ends when the sliding window stops accepting late data, so the runner garbage-collects the
-    revision state then, whatever allowed lateness it applies to a stateful DoFn. _Score recovers
-    the sliding window's end by subtracting allowed_lateness.
-    """
+class _StampAtReviseEnd(beam.DoFn):
+    """Re-stamps a sliding window's firing at end + allowed_lateness - 1 ms (later, never earlier)."""
 
     def __init__(self, allowed_lateness_us: int) -> None:
-        self._lateness = Duration(micros=allowed_lateness_us)
+        self._lateness_us = allowed_lateness_us
 
-    def assign(self, context: window.WindowFn.AssignContext) -> list[window.IntervalWindow]:
-        sliding = context.window
-        assert isinstance(sliding, window.IntervalWindow), sliding
-        return [window.IntervalWindow(sliding.start, sliding.end + self._lateness)]
-
-    def get_window_coder(self) -> Coder:
-        return IntervalWindowCoder()
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _ReviseWindows) and self._lateness == other._lateness
-
-    def __hash__(self) -> int:
-        return hash(self._lateness)
+    def process(self, element: Any, sliding: Any = beam.DoFn.WindowParam) -> Iterator[Any]:
+        yield TimestampedValue(
+            element, Timestamp(micros=sliding.end.micros + self._lateness_us - 1000)
+        )
 
 
 class _Score(beam.DoFn):
@@ -413,9 +377,19 @@ class SlidingKLDivergence(beam.PTransform):
             >> beam.ParDo(_PaneToWindows(spec.size_us, spec.period_us)).with_output_types(
                 _WINDOW_ELEMENT
             )
+            # Standard WindowFns only (Flink's Java side rejects pickled Python ones). Elements are
+            # stamped at their sliding window's last ms, so FixedWindows(period) gives the window
+            # [start + size - period, start + size): the same end (firing) as [start, start + size).
             | "SlidingHistograms"
-            >> _WindowedSum(_WindowOfKey(spec.size_us), allowed_lateness_us=lateness)
-            | "ReviseWindows" >> beam.WindowInto(_ReviseWindows(lateness))
+            >> _WindowedSum(window.FixedWindows(period), allowed_lateness_us=lateness)
+            # Revise's state window ends at end + allowed_lateness: restamp to its last ms, then
+            # FixedWindows(period) offset by lateness % period has a boundary exactly there.
+            | "ReviseStamp"
+            >> beam.ParDo(_StampAtReviseEnd(lateness)).with_output_types(_WINDOW_ELEMENT)
+            | "ReviseWindows"
+            >> beam.WindowInto(
+                window.FixedWindows(period, offset=Timestamp(micros=lateness % spec.period_us))
+            )
             | "Revise" >> beam.ParDo(_Revise())
         )
         reports = windows | "Score" >> beam.ParDo(
