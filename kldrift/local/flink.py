@@ -21,18 +21,15 @@ at 2.77.0; 2.62.0 is the newest Flink runner whose dependencies it serves in ful
 
 from __future__ import annotations
 
-import contextlib
-import importlib.resources
 import json
 import os
 import shutil
-import subprocess
 import sys
-import tempfile
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
+from kldrift.local.maven import fetch_jars, file_lock, require_mvn
 from kldrift.local.paths import cache_dir
 
 FLINK_VERSION = "1.19"
@@ -100,19 +97,6 @@ def job_server_jar_path() -> Path:
 def is_installed() -> bool:
     target = install_dir()
     return (target / _MARKER).is_file() and (target / JAR_NAME).is_file()
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    import fcntl
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def _manifest_lines(attributes: Sequence[tuple[str, str]]) -> bytes:
@@ -185,57 +169,24 @@ def ensure_installed() -> Path:
     target = install_dir()
     if is_installed():
         return target / JAR_NAME
-    with _file_lock(cache_dir() / f".flink-{FLINK_VERSION}-beam-{BEAM_JAVA_VERSION}.lock"):
+    with file_lock(cache_dir() / f".flink-{FLINK_VERSION}-beam-{BEAM_JAVA_VERSION}.lock"):
         if is_installed():  # another process finished while we waited
             return target / JAR_NAME
-        mvn = shutil.which("mvn")
-        if mvn is None:
-            raise FlinkSetupError(
-                f"Beam's Flink {FLINK_VERSION} job server is not installed and `mvn` (Apache Maven) "
-                "is not on PATH: install Maven (e.g. `apt-get install maven`), then run `make setup`"
-            )
+        require_mvn(f"Beam's Flink {FLINK_VERSION} job server", FlinkSetupError)
         _check_java()
         print(
             f"setup: fetching Beam {BEAM_JAVA_VERSION} Flink {FLINK_VERSION} job server jars "
             "(~150 MB) from Maven Central"
         )
         sys.stdout.flush()
-        target.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=".install-", dir=target) as tmp:
-            pom = Path(tmp) / "pom.xml"
-            pom.write_bytes(
-                importlib.resources.files("kldrift.local").joinpath(_POM_RESOURCE).read_bytes()
-            )
-            out = Path(tmp) / "lib"
-            cmd = [
-                mvn,
-                "-q",
-                "-B",
-                "-Dstyle.color=never",
-                "-f",
-                str(pom),
-                "dependency:copy-dependencies",
-                f"-DoutputDirectory={out}",
-                "-DincludeScope=runtime",
-            ]
-            proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, check=False)
-            if proc.returncode != 0:
-                output = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-40:])
-                raise FlinkSetupError(
-                    f"Maven could not fetch Beam's Flink {FLINK_VERSION} job server jars "
-                    f"(exit {proc.returncode}):\n{output}"
-                )
-            if not out.is_dir() or not _required_jars_present(out):
-                raise FlinkSetupError(
-                    f"Maven finished but the job server jars are missing in {out}"
-                )
-            lib = target / "lib"
-            for stale in (lib, target / JAR_NAME):  # an older, unmarked copy
-                if stale.is_dir():
-                    shutil.rmtree(stale)
-                else:
-                    stale.unlink(missing_ok=True)
-            os.replace(out, lib)
+        (target / JAR_NAME).unlink(missing_ok=True)  # an older, unmarked copy
+        lib = fetch_jars(
+            _POM_RESOURCE,
+            target,
+            what=f"Beam's Flink {FLINK_VERSION} job server",
+            complete=_required_jars_present,
+            error=FlinkSetupError,
+        )
         jars = sorted(p.name for p in lib.glob("*.jar"))
         write_launcher_jar(target / JAR_NAME, lib.name, jars)
         marker_tmp = target / f"{_MARKER}.tmp"

@@ -21,7 +21,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import dataclasses
-import importlib.resources
 import json
 import logging
 import os
@@ -33,12 +32,13 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from kldrift.local.maven import copy_resource, fetch_jars, file_lock, require_mvn
 from kldrift.local.paths import cache_dir
 
 KAFKA_VERSION = "4.1.1"
@@ -87,30 +87,6 @@ def _is_installed(target: Path) -> bool:
     return (target / _MARKER).is_file() and (target / "lib").is_dir()
 
 
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    """An exclusive advisory lock (POSIX flock) held for the duration of the block."""
-    import fcntl
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
-
-def _find_mvn() -> str:
-    mvn = shutil.which("mvn")
-    if mvn is None:
-        raise LocalKafkaError(
-            f"Apache Kafka {KAFKA_VERSION} is not installed and `mvn` (Apache Maven) is not on "
-            "PATH: install Maven (e.g. `apt-get install maven`), then run `make setup`"
-        )
-    return mvn
-
-
 @lru_cache(maxsize=1)
 def java_executable() -> str:
     """The `java` to run the broker with ($JAVA_HOME/bin/java, else PATH); must be Java 17+."""
@@ -150,13 +126,6 @@ def _java_major(version_output: str) -> int | None:
     return None
 
 
-def _copy_resource(name: str, dest: Path) -> Path:
-    """Copy a file packaged in `kldrift.local` to `dest` (works for zipped installs too)."""
-    data = importlib.resources.files("kldrift.local").joinpath(name).read_bytes()
-    dest.write_bytes(data)
-    return dest
-
-
 def ensure_installed() -> Path:
     """Return the lib dir holding the Kafka broker jars, fetching them with Maven the first time.
 
@@ -167,41 +136,20 @@ def ensure_installed() -> Path:
     target = install_dir()
     if _is_installed(target):
         return target / "lib"
-    with _file_lock(cache_dir() / f".kafka-{KAFKA_VERSION}.lock"):
+    with file_lock(cache_dir() / f".kafka-{KAFKA_VERSION}.lock"):
         if _is_installed(target):  # another process finished while we waited
             return target / "lib"
-        mvn = _find_mvn()
+        require_mvn(f"Apache Kafka {KAFKA_VERSION}", LocalKafkaError)
         java_executable()  # fail early, before a download, if there is no usable Java
         print(f"setup: fetching Apache Kafka {KAFKA_VERSION} broker jars from Maven Central")
         sys.stdout.flush()
-        target.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=".install-", dir=target) as tmp:
-            pom = _copy_resource(_POM_RESOURCE, Path(tmp) / "pom.xml")
-            out = Path(tmp) / "lib"
-            cmd = [
-                mvn,
-                "-q",
-                "-B",
-                "-Dstyle.color=never",
-                "-f",
-                str(pom),
-                "dependency:copy-dependencies",
-                f"-DoutputDirectory={out}",
-                "-DincludeScope=runtime",
-            ]
-            proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, check=False)
-            if proc.returncode != 0:
-                output = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-40:])
-                raise LocalKafkaError(
-                    f"Maven could not fetch the Kafka {KAFKA_VERSION} jars "
-                    f"(exit {proc.returncode}):\n{output}"
-                )
-            if not out.is_dir() or not _required_jars_present(out):
-                raise LocalKafkaError(f"Maven finished but the Kafka jars are missing in {out}")
-            lib = target / "lib"
-            if lib.exists():  # an older, unmarked copy
-                shutil.rmtree(lib)
-            os.replace(out, lib)
+        lib = fetch_jars(
+            _POM_RESOURCE,
+            target,
+            what=f"Apache Kafka {KAFKA_VERSION}",
+            complete=_required_jars_present,
+            error=LocalKafkaError,
+        )
         marker_tmp = target / f"{_MARKER}.tmp"
         jars = sorted(p.name for p in lib.glob("*.jar"))
         marker_tmp.write_text(json.dumps({"kafka_version": KAFKA_VERSION, "jars": jars}, indent=1))
@@ -554,7 +502,7 @@ class LocalKafka:
         self._port, self._controller_port = port, controller_port
         props = data_dir / "server.properties"
         props.write_text(_server_properties(data_dir, port, controller_port))
-        log4j = _copy_resource(_LOG4J_RESOURCE, data_dir / "log4j2.properties")
+        log4j = copy_resource(_LOG4J_RESOURCE, data_dir / "log4j2.properties")
         common = [
             f"-Dlog4j2.configurationFile={log4j}",
             f"-Dkafka.logs.dir={data_dir}",
@@ -800,7 +748,7 @@ def _remove_run_dir() -> None:
 
 
 def _cli_lock() -> contextlib.AbstractContextManager[None]:
-    return _file_lock(cache_dir() / "run" / "kafka.lock")
+    return file_lock(cache_dir() / "run" / "kafka.lock")
 
 
 def _cli_start() -> int:
