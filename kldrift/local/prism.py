@@ -18,9 +18,10 @@ PRISM_MODULE = "github.com/apache/beam/sdks/v2/go/cmd/prism"
 
 
 def beam_version() -> str:
-    from apache_beam.version import __version__
+    """The installed apache-beam's version, read without importing Beam (which is slow)."""
+    from importlib.metadata import version
 
-    return __version__
+    return version("apache-beam")
 
 
 def prism_path() -> Path:
