@@ -90,7 +90,10 @@ class _OffsetsTracker(RestrictionTracker):
         return None  # an unbounded read is never done; checkpoints hand the rest back
 
     def current_progress(self) -> RestrictionProgress:
-        return RestrictionProgress(completed=0, remaining=1)
+        # An unbounded read has no fraction done; state it as 0. Given as completed/remaining
+        # instead, Beam replaces `completed` with output bytes (NaN before its first sample) and a
+        # split request from the runner then failed the bundle converting NaN to an integer.
+        return RestrictionProgress(fraction=0.0)
 
     def is_bounded(self) -> bool:
         return self._restriction.end is not None
