@@ -169,7 +169,8 @@ def test_run_on_kafka_matches_replay_and_accounts_for_every_record(
 
     tail = _ReportTail(kafka_bootstrap, kafka["output_topic"])
     job = subprocess.Popen(
-        [KLDRIFT, "run", "--config", str(job_files["config"])],
+        # A short job-server timeout: the job must outlive Beam's state-stream timeout.
+        [KLDRIFT, "run", "--config", str(job_files["config"]), "--", "--job_server_timeout=20"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -104,7 +104,22 @@ def run_streaming(config: PipelineConfig, baseline: Baseline, beam_args: Sequenc
     return _wait_or_cancel(result)
 
 
+STATE_POLL_S = 1.0
+
+
+def _job_state(result: Any) -> str:
+    """The job's state, asked afresh. Not wait_until_finish(): Beam's state stream times out after
+    --job_server_timeout (300 s) and then returns while the job still runs."""
+    try:
+        return str(result.state)
+    except Exception as err:  # the job service went away: the job is over
+        return f"UNKNOWN ({type(err).__name__})"
+
+
 def _wait_or_cancel(result: Any) -> int:
+    """Wait until the job ends or SIGINT/SIGTERM asks to stop; then cancel it cleanly."""
+    from apache_beam.runners.runner import PipelineState
+
     stop = threading.Event()
 
     def request_stop(signum: int, _frame: Any) -> None:
@@ -112,25 +127,14 @@ def _wait_or_cancel(result: Any) -> int:
 
     previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        done = threading.Event()
-
-        def wait() -> None:
-            try:
-                result.wait_until_finish()
-            except Exception as err:  # reported below through result.state
-                if not stop.is_set():
-                    print(f"kldrift run: job failed: {err}", file=sys.stderr)
-            finally:
-                done.set()
-
-        waiter = threading.Thread(target=wait, daemon=True)
-        waiter.start()
-        while not stop.is_set() and not done.is_set():
-            stop.wait(0.5)
-        if done.is_set():
-            waiter.join()
-            state = str(result.state)
+        state = _job_state(result)
+        while not stop.is_set() and not _ended(state, PipelineState):
+            stop.wait(STATE_POLL_S)
+            state = _job_state(result)
+        if not stop.is_set():
             print(f"kldrift run: job ended ({state})", file=sys.stderr)
+            if "DONE" not in state:
+                _print_failure(result)
             _print_totals(result)
             return 0 if "DONE" in state else 1
         print("kldrift run: stopping (cancelling the job)", file=sys.stderr, flush=True)
@@ -138,13 +142,26 @@ def _wait_or_cancel(result: Any) -> int:
             result.cancel()
         except Exception as err:  # a job that is already ending may refuse the cancel
             print(f"kldrift run: cancel: {type(err).__name__}: {err}", file=sys.stderr)
-        done.wait(30)
         _print_totals(result)
         print("kldrift run: stopped", file=sys.stderr)
         return 0
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def _ended(state: str, pipeline_state: Any) -> bool:
+    if state.startswith("UNKNOWN ("):
+        return True
+    name = state.rsplit(".", 1)[-1]
+    return bool(pipeline_state.is_terminal(name))
+
+
+def _print_failure(result: Any) -> None:
+    try:
+        result.wait_until_finish()  # returns at once for an ended job; raises with its error
+    except Exception as err:
+        print(f"kldrift run: job failed: {err}", file=sys.stderr)
 
 
 TOTALS = (
