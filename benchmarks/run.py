@@ -1,0 +1,783 @@
+"""`python -m benchmarks.run [--quick] [--json OUT]`: every kldrift benchmark in one run.
+
+Same machine, same seeded events (benchmarks.data), each figure the median of its trials (3, or 1
+with --quick). Prints a table with units and writes the figures as JSON. Starts its own Kafka
+broker (LocalKafka, temporary data dir) and always stops it; every Beam job runs in a child process
+group that is stopped at the end, so no Prism process is left behind. See benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import math
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks import core, data
+from benchmarks.kafka_bench import (
+    PARTITIONS,
+    REPO,
+    consume,
+    live_run,
+    log,
+    produce,
+    streaming_trial,
+)
+from benchmarks.procs import stop_group
+
+SECTIONS = ("core", "replay", "naive", "scaling", "kafka", "live")
+SIZE_PERIOD = (1, 6, 60)
+BINS = (10, 100, 1000)
+FEATURES = (1, 10, 50)
+WORKER_TIMEOUT_S = 3600
+
+UNITS = {
+    "raw_kafka_consume_eps": "events/s",
+    "raw_kafka_produce_eps": "events/s",
+    "streaming_eps": "events/s",
+    "replay_eps": "events/s",
+    "naive_beam_eps": "events/s",
+    "numpy_limit_eps": "events/s",
+    "recompute_per_window_s": "s",
+    "scaling": "events/s",
+    "peak_rss_mb": "MB",
+    "rss_growth_mb": "MB",
+    "report_latency_s": "s",
+    "drift_check_bits": "bits",
+}
+
+
+@dataclass
+class Point:
+    """One workload variant: a config + baseline over an events file."""
+
+    name: str
+    config: Path
+    baseline: Path
+    input: Path
+    events: int
+    config_data: dict[str, Any]
+
+
+@dataclass
+class Bench:
+    quick: bool
+    workload: data.Workload
+    workdir: Path
+    sections: tuple[str, ...]
+    out: dict[str, Any] = field(default_factory=dict)
+    trials: dict[str, list[float]] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    points: dict[str, Point] = field(default_factory=dict)
+    lines: list[bytes] = field(default_factory=list)
+    times: Any = None
+    training: list[dict[str, Any]] = field(default_factory=list)
+    prism_pids: list[int | None] = field(default_factory=list)
+    broker: Any = None
+    broker_pid: int | None = None
+
+    def median(self, name: str, values: list[float]) -> float:
+        self.trials[name] = values
+        return float(statistics.median(values))
+
+
+# -- preparation -----------------------------------------------------------------------------
+
+
+def prepare(bench: Bench) -> None:
+    work, workload = bench.workdir, bench.workload
+    log(f"generating {workload.events:,} seeded events (drift at the midpoint) in {work}")
+    bench.lines = list(data.stream(workload).lines())
+    bench.times, _ = data.event_keys_and_times(bench.lines)
+    events = work / "events.jsonl"
+    data.write_lines(events, bench.lines)
+    wide = work / "events_wide.jsonl"
+    data.write_lines(wide, (json.dumps(data.widen(json.loads(x))).encode() for x in bench.lines))
+    data.write_lines(work / "warmup.jsonl", bench.lines[:200])
+    bench.training = data.training_events()
+
+    def point(
+        name: str, features: list[dict[str, Any]], source: Path, size_s: int = data.SIZE_S
+    ) -> None:
+        baseline = data.write_baseline(work / f"baseline-{name}.json", features, bench.training)
+        config = data.config(name=f"bench-{name}", features=features, size_s=size_s)
+        path = work / f"config-{name}.json"
+        path.write_text(json.dumps(dict(config, baseline=str(baseline)), indent=1))
+        bench.points[name] = Point(name, path, baseline, source, workload.events, config)
+
+    point("base", data.base_features(), events)
+    for ratio in SIZE_PERIOD:
+        point(f"size_period_{ratio}", data.base_features(), events, size_s=data.PERIOD_S * ratio)
+    for bins in BINS:
+        point(f"bins_{bins}", data.binned_features(bins, bench.training), events)
+    for count in FEATURES:
+        point(f"features_{count}", data.wide_features(count), wide)
+
+
+# -- sections ----------------------------------------------------------------------------------
+
+
+def section_core(bench: Bench) -> None:
+    from kldrift.schemas.config import load_config
+
+    config = load_config(bench.points["base"].config)
+    n = len(bench.lines)
+    log("numpy limit: json.loads + FeatureBins.count, no Beam, no Kafka")
+    limit = [n / core.numpy_limit_s(bench.lines, config) for _ in range(bench.workload.trials)]
+    bench.out["numpy_limit_eps"] = bench.median("numpy_limit_eps", limit)
+    decode = [n / core.decode_bin_s(bench.lines, config) for _ in range(bench.workload.trials)]
+    bench.out.setdefault("extra", {})["decode_bin_core_eps"] = bench.median(
+        "decode_bin_core_eps", decode
+    )
+    log("recompute per window: json.loads + bin one window's raw events")
+    per_window = []
+    for _ in range(bench.workload.trials):
+        seconds, events_per_window = core.recompute_window_s(bench.lines, bench.times, config)
+        per_window.append(seconds)
+    bench.out["recompute_per_window_s"] = bench.median("recompute_per_window_s", per_window)
+    events_per_period = events_per_window * config.window.period / config.window.size
+    bench.out["extra"]["recompute_events_per_window"] = events_per_window
+    bench.out["extra"]["recompute_equivalent_eps"] = (
+        events_per_period / bench.out["recompute_per_window_s"]
+    )
+    evidently_s, how = core.evidently_window_s(bench.lines, bench.times, config, bench.training)
+    bench.out["extra"]["evidently_per_window_s"] = evidently_s
+    bench.out["extra"]["evidently_note"] = how
+
+
+def run_worker(bench: Bench, task: str, points: list[Point], overhead: bool) -> dict[str, Any]:
+    spec = {
+        "task": task,
+        "trials": bench.workload.trials,
+        "overhead": overhead,
+        "warmup_input": str(bench.workdir / "warmup.jsonl"),
+        "points": [
+            {
+                "name": p.name,
+                "config": str(p.config),
+                "baseline": str(p.baseline),
+                "input": str(p.input),
+                "events": p.events,
+                "output": str(bench.workdir / f"{task}-{p.name}.out.jsonl"),
+            }
+            for p in points
+        ],
+    }
+    spec_path = bench.workdir / f"worker-{task}-{points[0].name}.json"
+    out_path = spec_path.with_suffix(".result.json")
+    log_path = spec_path.with_suffix(".log")
+    spec_path.write_text(json.dumps(spec, indent=1))
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+    )
+    with log_path.open("w") as output:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.worker", str(spec_path), str(out_path)],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=REPO,
+            env=env,
+            start_new_session=True,
+        )
+        try:
+            proc.wait(WORKER_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            pass
+        finally:
+            stop_group(proc, signal.SIGTERM, wait_s=10)
+    text = log_path.read_text()
+    for line in text.splitlines():
+        if line.startswith("worker:"):
+            log(line)
+    if proc.returncode != 0 or not out_path.exists():
+        raise RuntimeError(f"worker {task} failed (exit {proc.returncode}):\n{text[-4000:]}")
+    return json.loads(out_path.read_text())
+
+
+def section_replay(bench: Bench) -> None:
+    log("replay: kldrift replay (run_replay) over the events file, on Prism")
+    result = run_worker(bench, "replay", [bench.points["base"]], overhead=True)
+    base = result["points"]["base"]
+    bench.out["replay_eps"] = bench.median("replay_eps", base["eps"])
+    extra = bench.out.setdefault("extra", {})
+    extra["replay_job_overhead_s"] = base["overhead_s"]
+    extra["replay_net_of_overhead_eps"] = _net_eps(bench, base)
+    extra["replay_first_job_s"] = base["warmup_s"]
+    extra["replay_reports"] = base["outcome"]["reports"]
+    if base["outcome"]["events_binned"] != bench.workload.events:
+        raise RuntimeError(f"replay binned {base['outcome']['events_binned']} events")
+    peaks = bench.out.setdefault("peak_rss_mb", {})
+    peaks["replay_worker"] = result["peak_rss_mb"]
+    peaks["replay_prism"] = result["prism_peak_rss_mb"]
+    bench.prism_pids.append(result.get("prism_pid"))
+    bench.out["drift_check_bits"] = drift_check(bench, bench.workdir / "replay-base.out.jsonl")
+
+
+def _net_eps(bench: Bench, point: dict[str, Any]) -> float | None:
+    """Events/s once the job's fixed cost (a 200-event run's time) is taken out of each trial."""
+    net = [t - point["overhead_s"] for t in point["times_s"]]
+    if min(net) <= 0:
+        return None
+    return float(statistics.median(bench.workload.events / t for t in net))
+
+
+def drift_check(bench: Bench, replay_output: Path) -> dict[str, float]:
+    """Median KL (bits) of latency_ms windows wholly before and wholly after the injected drift."""
+    drift_at = bench.workload.drift_at_s
+    before, after = [], []
+    for line in data.read_lines(replay_output):
+        report = json.loads(line)
+        if report["feature"] != "latency_ms" or report["kl_bits"] is None:
+            continue
+        start = datetime.datetime.fromisoformat(report["window_start"].replace("Z", "+00:00"))
+        end = datetime.datetime.fromisoformat(report["window_end"].replace("Z", "+00:00"))
+        if end.timestamp() <= drift_at:
+            before.append(report["kl_bits"])
+        elif start.timestamp() >= drift_at:
+            after.append(report["kl_bits"])
+    return {
+        "latency_kl_before_drift": float(np.median(before)),
+        "latency_kl_after_drift": float(np.median(after)),
+    }
+
+
+def section_naive(bench: Bench) -> None:
+    log("naive Beam: ReadFromText, json.loads, SlidingWindows, per-event bins, CombinePerKey, KL")
+    result = run_worker(bench, "naive", [bench.points["base"]], overhead=True)
+    base = result["points"]["base"]
+    bench.out["naive_beam_eps"] = bench.median("naive_beam_eps", base["eps"])
+    extra = bench.out.setdefault("extra", {})
+    extra["naive_job_overhead_s"] = base["overhead_s"]
+    extra["naive_net_of_overhead_eps"] = _net_eps(bench, base)
+    peaks = bench.out.setdefault("peak_rss_mb", {})
+    peaks["naive_worker"] = result["peak_rss_mb"]
+    peaks["naive_prism"] = result["prism_peak_rss_mb"]
+    bench.prism_pids.append(result.get("prism_pid"))
+    replay_out = bench.workdir / "replay-base.out.jsonl"
+    if replay_out.exists():
+        extra["naive_agrees_with_replay"] = compare_naive(
+            bench.workdir / "naive-base.out.jsonl", replay_out
+        )
+
+
+def compare_naive(naive_out: Path, replay_out: Path) -> dict[str, Any]:
+    """The naive pipeline's windows and KL against kldrift replay's (a check that both did the
+    same work)."""
+    naive = {}
+    for line in data.read_lines(naive_out):
+        r = json.loads(line)
+        naive[(r["key"], r["feature"], r["window_start"])] = (r["count"], r["kl_bits"])
+    replay = {}
+    for line in data.read_lines(replay_out):
+        r = json.loads(line)
+        start = datetime.datetime.fromisoformat(r["window_start"].replace("Z", "+00:00"))
+        replay[(r["key"], r["feature"], start.timestamp())] = (r["count"], r["kl_bits"])
+    common = set(naive) & set(replay)
+    diffs = [
+        abs(naive[w][1] - replay[w][1])
+        for w in common
+        if naive[w][1] is not None and replay[w][1] is not None
+    ]
+    return {
+        "naive_windows": len(naive),
+        "replay_windows": len(replay),
+        "same_counts": all(naive[w][0] == replay[w][0] for w in common),
+        "max_abs_kl_diff_bits": max(diffs) if diffs else None,
+    }
+
+
+def section_scaling(bench: Bench) -> None:
+    names = [f"size_period_{r}" for r in SIZE_PERIOD]
+    names += [f"bins_{b}" for b in BINS] + [f"features_{f}" for f in FEATURES]
+    log(f"scaling: replay at {', '.join(names)}")
+    result = run_worker(bench, "replay", [bench.points[n] for n in names], overhead=False)
+    scaling: dict[str, dict[str, float]] = {"size_period": {}, "bins": {}, "features": {}}
+    for name in names:
+        group, value = name.rsplit("_", 1)
+        eps = bench.median(f"scaling.{name}", result["points"][name]["eps"])
+        scaling[group][value] = eps
+    bench.out["scaling"] = scaling
+    peaks = bench.out.setdefault("peak_rss_mb", {})
+    peaks["scaling_worker"] = result["peak_rss_mb"]
+    peaks["scaling_prism"] = result["prism_peak_rss_mb"]
+    bench.prism_pids.append(result.get("prism_pid"))
+
+
+def broker(bench: Bench) -> str:
+    """The bootstrap address of this run's Kafka broker, started on first use; main() stops it."""
+    from kldrift.local.kafka import LocalKafka
+
+    if bench.broker is None:
+        log("starting a local Kafka broker (temporary data dir)")
+        bench.broker = LocalKafka()
+        bench.broker.start()
+        bench.broker_pid = bench.broker.pid
+    return bench.broker.bootstrap
+
+
+def section_kafka(bench: Bench) -> None:
+    from kldrift.local.kafka import create_topics
+    from kldrift.schemas.config import load_config
+
+    base = bench.points["base"]
+    bootstrap = broker(bench)
+    n = len(bench.lines)
+    # The input topic first (untimed): it also warms the broker up for the timed runs.
+    input_topic = "bench.events"
+    create_topics(bootstrap, {input_topic: PARTITIONS})
+    produce(bootstrap, input_topic, bench.lines, tail=[data.sentinel(bench.workload)])
+    produce_eps = []
+    for trial in range(bench.workload.trials):
+        topic = f"bench.produce.{trial}"
+        create_topics(bootstrap, {topic: PARTITIONS})
+        produce_eps.append(n / produce(bootstrap, topic, bench.lines))
+    bench.out["raw_kafka_produce_eps"] = bench.median("raw_kafka_produce_eps", produce_eps)
+    consume(bootstrap, input_topic)  # warm-up, untimed
+    consume_eps = []
+    for _ in range(bench.workload.trials):
+        seconds, records = consume(bootstrap, input_topic)
+        consume_eps.append(records / seconds)
+    bench.out["raw_kafka_consume_eps"] = bench.median("raw_kafka_consume_eps", consume_eps)
+    seconds, records = consume(bootstrap, input_topic, decode=load_config(base.config))
+    bench.out.setdefault("extra", {})["raw_kafka_consume_decode_eps"] = records / seconds
+    log(f"raw kafka-python: {produce_eps[-1]:,.0f} produced/s, {consume_eps[-1]:,.0f} read/s")
+
+    _, keys = data.event_keys_and_times(bench.lines)
+    expected = data.data_windows(bench.times, keys, data.SIZE_S, data.PERIOD_S)
+    trials = []
+    for trial in range(bench.workload.trials):
+        log(f"streaming: kldrift run on Prism over the pre-loaded topic (trial {trial + 1})")
+        result = streaming_trial(
+            bootstrap, bench.workdir, base.config_data, base.baseline, input_topic, expected, n
+        )
+        log(
+            f"streaming trial {trial + 1}: {result['eps']:,.0f} events/s "
+            f"({result['seconds']:.1f} s; job start-up {result['startup_s']:.1f} s)"
+        )
+        trials.append(result)
+        bench.prism_pids.append(result["peak_rss_mb"].get("prism_pid"))
+    bench.out["streaming_eps"] = bench.median("streaming_eps", [t["eps"] for t in trials])
+    extra = bench.out.setdefault("extra", {})
+    extra["streaming_job_startup_s"] = statistics.median(t["startup_s"] for t in trials)
+    extra["streaming_first_report_after_s"] = statistics.median(
+        t["first_report_after_s"] for t in trials
+    )
+    extra["streaming_totals"] = trials[-1]["totals"]
+    read = [t["read_eps"] for t in trials if t["read_eps"]]
+    extra["streaming_source_read_eps"] = statistics.median(read) if read else None
+    halves = [t["halves_eps"] for t in trials if t["halves_eps"]]
+    extra["streaming_first_half_eps"] = statistics.median(h[0] for h in halves) if halves else None
+    extra["streaming_second_half_eps"] = statistics.median(h[1] for h in halves) if halves else None
+    extra["streaming_cpu"] = trials[-1]["cpu"]
+    peaks = bench.out.setdefault("peak_rss_mb", {})
+    peaks["streaming_worker"] = max(t["peak_rss_mb"]["worker"] or 0 for t in trials)
+    peaks["streaming_prism"] = max(t["peak_rss_mb"]["prism"] or 0 for t in trials)
+
+
+def section_live(bench: Bench) -> None:
+    base = bench.points["base"]
+    bootstrap = broker(bench)
+    log(
+        f"live: kldrift run on a live stream at {bench.workload.live_rate:.0f} events/s for "
+        f"{bench.workload.live_s:.0f} s after its first report"
+    )
+    live = live_run(
+        bootstrap,
+        bench.workdir,
+        base.config_data,
+        base.baseline,
+        bench.workload.live_s,
+        bench.workload.live_rate,
+    )
+    bench.prism_pids.append(live["peak_rss_mb"].get("prism_pid"))
+    latencies = live["latencies_s"]
+    if not latencies:
+        raise RuntimeError(f"no live window reported: {live['failure']}\n{live['job_output']}")
+    bench.out["report_latency_s"] = {
+        "p50": float(np.percentile(latencies, 50)),
+        "p99": float(np.percentile(latencies, 99)),
+        "samples": len(latencies),
+        "missing_reports": live["missing_reports"],
+        "p50_from_watermark_event": float(np.percentile(live["latency_from_watermark_s"], 50)),
+        "p99_from_watermark_event": float(np.percentile(live["latency_from_watermark_s"], 99)),
+    }
+    bench.out["rss_growth_mb"] = live["rss_growth_mb"]
+    peaks = bench.out.setdefault("peak_rss_mb", {})
+    peaks["live_worker"] = live["peak_rss_mb"].get("worker")
+    peaks["live_prism"] = live["peak_rss_mb"].get("prism")
+    extra = bench.out.setdefault("extra", {})
+    extra["live_events_sent"] = live["events_sent"]
+    extra["live_totals"] = live["totals"]
+    extra["live_cpu"] = live["cpu"]
+    if live["failure"]:
+        raise RuntimeError(f"{live['failure']}\n{live['job_output']}")
+
+
+# -- summary -------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    import apache_beam
+    import kafka
+    import scipy
+
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu_count": os.cpu_count(),
+        "cpu_model": model,
+        "python": platform.python_version(),
+        "beam": apache_beam.__version__,
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "kafka_python": kafka.__version__,
+        "platform": platform.platform(),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "loadavg_start": os.getloadavg()[0],
+        **kldrift_revision(),
+    }
+
+
+def kldrift_revision() -> dict[str, Any]:
+    """The commit measured, and whether kldrift/ had uncommitted changes (read-only git calls)."""
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(
+                ["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10, check=True
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip()
+
+    status = git("status", "--porcelain", "--", "kldrift")
+    return {
+        "kldrift_commit": git("rev-parse", "HEAD"),
+        "kldrift_uncommitted_changes": None if status is None else bool(status),
+    }
+
+
+def memory_bound(bench: Bench) -> dict[str, Any]:
+    """The state kldrift's design keeps at steady state for the base config."""
+    config = bench.points["base"].config_data
+    slots = sum(
+        len(f["edges"]) + 1 + 2 if f["kind"] == "numeric" else len(f["categories"]) + 1 + 2
+        for f in config["features"]
+    )
+    per_window = (data.SIZE_S + data.LATENESS_S) // data.PERIOD_S
+    open_panes = per_window + 1
+    open_windows = per_window + 1
+    keys = 2
+    return {
+        "formula": "keys x sum over features of (bins + 2) int64 x (open panes + open windows)",
+        "keys": keys,
+        "slots_per_key": slots,
+        "open_panes": open_panes,
+        "open_windows": open_windows,
+        "bytes": keys * slots * 8 * (open_panes + open_windows),
+    }
+
+
+def targets(bench: Bench) -> dict[str, dict[str, Any]]:
+    out = bench.out
+
+    def get(*path: str) -> Any:
+        value: Any = out
+        for part in path:
+            if not isinstance(value, dict) or part not in value:
+                return None
+            value = value[part]
+        return value
+
+    def target(text: str, value: Any, met: Callable[[Any], bool]) -> dict[str, Any]:
+        return {"target": text, "value": value, "met": None if value is None else bool(met(value))}
+
+    ratios = out.get("ratios", {})
+    growth = get("rss_growth_mb")
+    allowed = None
+    if growth is not None:
+        allowed = max(10.0, 0.05 * (growth["start_worker"] + growth["start_prism"]))
+    limit = 2 * data.PERIOD_S + data.IDLE_TIMEOUT_S
+    return {
+        "streaming_vs_raw_consume": target(
+            "streaming_eps >= 0.5 x raw_kafka_consume_eps",
+            ratios.get("streaming_over_raw_consume"),
+            lambda v: v >= 0.5,
+        ),
+        "replay_vs_naive": target(
+            "replay_eps >= 20 x naive_beam_eps", ratios.get("replay_over_naive"), lambda v: v >= 20
+        ),
+        "size_period": target(
+            "eps at size/period 60 within 1.25x of size/period 1",
+            ratios.get("size_period_60_over_1"),
+            lambda v: v >= 1 / 1.25,
+        ),
+        "memory_bounded": target(
+            f"RSS growth (worker + Prism) over the steady live run <= {allowed or 0:.0f} MB "
+            "(max of 10 MB and 5% of the starting RSS; the design state is "
+            f"{memory_bound(bench)['bytes'] / 1024:.1f} KiB)",
+            None if growth is None else growth["total"],
+            lambda v: v <= (allowed or 0),
+        ),
+        "report_latency": target(
+            f"report_latency p99 < 2 x period + idle timeout = {limit} s",
+            get("report_latency_s", "p99"),
+            lambda v: v < limit and not get("report_latency_s", "missing_reports"),
+        ),
+    }
+
+
+def ratios(out: dict[str, Any]) -> dict[str, float | None]:
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return a / b if a is not None and b else None
+
+    size_period = out.get("scaling", {}).get("size_period", {})
+    return {
+        "streaming_over_raw_consume": ratio(
+            out.get("streaming_eps"), out.get("raw_kafka_consume_eps")
+        ),
+        "replay_over_naive": ratio(out.get("replay_eps"), out.get("naive_beam_eps")),
+        "size_period_60_over_1": ratio(size_period.get("60"), size_period.get("1")),
+        "replay_over_numpy_limit": ratio(out.get("replay_eps"), out.get("numpy_limit_eps")),
+        "streaming_over_replay": ratio(out.get("streaming_eps"), out.get("replay_eps")),
+    }
+
+
+def _fmt(value: Any, unit: str) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return str(value)
+    if unit == "events/s":
+        return f"{value:,.0f}"
+    if unit == "MB":
+        return f"{value:,.1f}"
+    if unit in ("s", "bits"):
+        return f"{value:.4g}"
+    if unit == "x":
+        return f"{value:.2f}"
+    return str(value)
+
+
+def table(bench: Bench) -> str:
+    out, n, trials = bench.out, bench.workload.events, bench.workload.trials
+    each = f"median of {trials}"
+    rows: list[tuple[str, Any, str, str]] = [
+        ("raw_kafka_produce_eps", out.get("raw_kafka_produce_eps"), "events/s", each),
+        ("raw_kafka_consume_eps", out.get("raw_kafka_consume_eps"), "events/s", each),
+        ("streaming_eps", out.get("streaming_eps"), "events/s", f"kldrift run, {each}"),
+        ("replay_eps", out.get("replay_eps"), "events/s", f"kldrift replay, {each}"),
+        ("naive_beam_eps", out.get("naive_beam_eps"), "events/s", f"naive Beam, {each}"),
+        ("numpy_limit_eps", out.get("numpy_limit_eps"), "events/s", "json.loads + count"),
+        (
+            "recompute_per_window_s",
+            out.get("recompute_per_window_s"),
+            "s",
+            f"{out.get('extra', {}).get('recompute_events_per_window', '?')} events/window",
+        ),
+    ]
+    for group, values in out.get("scaling", {}).items():
+        for value, eps in values.items():
+            rows.append((f"scaling.{group}={value}", eps, "events/s", "replay"))
+    for name, mb in out.get("peak_rss_mb", {}).items():
+        rows.append((f"peak_rss_mb.{name}", mb, "MB", "VmHWM"))
+    growth = out.get("rss_growth_mb")
+    if growth:
+        for part in ("worker", "prism", "total"):
+            rows.append(
+                (
+                    f"rss_growth_mb.{part}",
+                    growth[part],
+                    "MB",
+                    f"over {growth['seconds']:.0f} s live",
+                )
+            )
+    latency = out.get("report_latency_s")
+    if latency:
+        for p in ("p50", "p99"):
+            rows.append(
+                (f"report_latency_s.{p}", latency[p], "s", f"{latency['samples']} window reports")
+            )
+    for name, bits in out.get("drift_check_bits", {}).items():
+        rows.append((f"drift_check.{name}", bits, "bits", "median, replay output"))
+    for name, value in out.get("extra", {}).items():
+        unit = "events/s" if name.endswith("_eps") else "s" if name.endswith("_s") else ""
+        if isinstance(value, int | float) and unit:
+            rows.append((f"extra.{name}", value, unit, ""))
+    for name, value in out.get("ratios", {}).items():
+        rows.append((f"ratio.{name}", value, "x", ""))
+    width = max(len(r[0]) for r in rows)
+    lines = [
+        f"kldrift benchmarks ({'quick' if bench.quick else 'full'}: {n:,} events, "
+        f"{trials} trial(s) each)",
+        f"{'figure':<{width}}  {'value':>14}  {'unit':<9} notes",
+    ]
+    lines.append("-" * len(lines[-1]))
+    for name, value, unit, note in rows:
+        lines.append(f"{name:<{width}}  {_fmt(value, unit):>14}  {unit:<9} {note}")
+    lines.append("")
+    lines.append("targets:")
+    for name, t in out.get("targets", {}).items():
+        verdict = {True: "MET", False: "NOT MET", None: "not measured"}[t["met"]]
+        value = t["value"]
+        shown = f"{value:.3g}" if isinstance(value, int | float) else "-"
+        lines.append(f"  {verdict:<12} {name}: {t['target']} (measured {shown})")
+    if bench.errors:
+        lines.append("")
+        lines.append("errors:")
+        lines.extend(f"  {name}: {text.splitlines()[0]}" for name, text in bench.errors.items())
+    return "\n".join(lines)
+
+
+# -- main ----------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small data, 1 trial (< 3 minutes)")
+    parser.add_argument("--json", metavar="OUT", help="write the figures to this JSON file")
+    parser.add_argument("--keep", action="store_true", help="keep the work dir (data, job logs)")
+    parser.add_argument(
+        "--sections",
+        default=",".join(SECTIONS),
+        help=f"comma-separated subset of {','.join(SECTIONS)} (default: all)",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    began = time.monotonic()
+    sections = tuple(s for s in args.sections.split(",") if s)
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        print(f"unknown section(s): {', '.join(sorted(unknown))}", file=sys.stderr)
+        return 2
+    # SIGTERM unwinds like Ctrl-C, so the broker and every job are still stopped.
+    signal.signal(signal.SIGTERM, _interrupt)
+    workload = data.QUICK if args.quick else data.FULL
+    workdir = Path(tempfile.mkdtemp(prefix="kldrift-bench-"))
+    bench = Bench(args.quick, workload, workdir, sections)
+    bench.out["machine"] = machine()
+    runners = {
+        "core": section_core,
+        "replay": section_replay,
+        "naive": section_naive,
+        "scaling": section_scaling,
+        "kafka": section_kafka,
+        "live": section_live,
+    }
+    try:
+        prepare(bench)
+        for name in sections:
+            started = time.monotonic()
+            try:
+                runners[name](bench)
+            except Exception as err:
+                bench.errors[name] = f"{type(err).__name__}: {err}\n{traceback.format_exc()}"
+                log(f"{name} failed: {type(err).__name__}: {str(err)[:2000]}")
+            log(f"{name} done in {time.monotonic() - started:.0f} s")
+    finally:
+        if bench.broker is not None:
+            bench.broker.stop()
+            log("Kafka broker stopped")
+        if args.keep:
+            log(f"kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    out = bench.out
+    out["ratios"] = ratios(out)
+    out["targets"] = targets(bench)
+    out["memory_bound"] = memory_bound(bench)
+    out["machine"]["loadavg_end"] = os.getloadavg()[0]
+    out["units"] = UNITS
+    out["trials"] = bench.trials
+    out["workload"] = {
+        "mode": "quick" if args.quick else "full",
+        "events": workload.events,
+        "trials": workload.trials,
+        "event_rate_per_event_time_s": data.RATE,
+        "keys": 2,
+        "window": {"size_s": data.SIZE_S, "period_s": data.PERIOD_S, "lateness_s": data.LATENESS_S},
+        "kafka": {
+            "partitions": PARTITIONS,
+            "max_delay_s": data.MAX_DELAY_S,
+            "idle_timeout_s": data.IDLE_TIMEOUT_S,
+        },
+        "live": {"seconds": workload.live_s, "rate": workload.live_rate},
+        "seed": data.SEED,
+    }
+    out["processes"] = {
+        "prism_pids": [p for p in bench.prism_pids if p is not None],
+        "kafka_broker_pid": bench.broker_pid,
+        "left_running": left_running(bench),
+    }
+    if out["processes"]["left_running"]:
+        bench.errors["processes"] = f"still running: {out['processes']['left_running']}"
+    out["errors"] = {k: v.splitlines()[0] for k, v in bench.errors.items()}
+    out["runtime_s"] = time.monotonic() - began
+    print(table(bench))
+    print(f"\nruntime: {out['runtime_s']:.0f} s")
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1, default=_json_default) + "\n")
+        print(f"wrote {args.json}")
+    return 1 if bench.errors else 0
+
+
+def _interrupt(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def left_running(bench: Bench) -> list[int]:
+    """The Prism and broker processes this run started that still run (should be none)."""
+    pids = [p for p in [*bench.prism_pids, bench.broker_pid] if p is not None]
+    deadline = time.monotonic() + 15
+    while True:
+        alive = [p for p in pids if _alive(p)]
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.5)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
