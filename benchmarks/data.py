@@ -19,7 +19,14 @@ import numpy as np
 from kldrift.binning import FeatureBins
 from kldrift.events import field_getter
 from kldrift.schemas.baseline import Baseline, FeatureBaseline
-from kldrift.synthetic import COUNTRIES, DEVICES, LATENCY_EDGES, SyntheticStream, training_lines
+from kldrift.synthetic import (
+    COUNTRIES,
+    DEVICES,
+    LATENCY_EDGES,
+    SyntheticStream,
+    demo_config,
+    training_lines,
+)
 
 START_S = 1_699_999_800.0
 """Event time of the first event: a multiple of 600 s, so every window size used is aligned."""
@@ -140,23 +147,15 @@ def config(
     kafka: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A pipeline config mapping, as a user would write it."""
-    data: dict[str, Any] = {
-        "name": name,
-        "event_time_field": "ts",
-        "key_field": "model",
-        "window": {
-            "size": f"{size_s}s",
-            "period": f"{period_s}s",
-            "allowed_lateness": f"{LATENESS_S}s",
-        },
-        "features": features or base_features(),
-        "drift": {"smoothing": 0.5, "threshold_bits": 0.05, "significance": 0.01},
-    }
-    if baseline is not None:
-        data["baseline"] = baseline
-    if kafka is not None:
-        data["kafka"] = kafka
-    return data
+    return demo_config(
+        name=name,
+        size=f"{size_s}s",
+        period=f"{period_s}s",
+        allowed_lateness=f"{LATENESS_S}s",
+        kafka=kafka,
+        baseline=baseline,
+        features=features or base_features(),
+    )
 
 
 def training_events() -> list[dict[str, Any]]:

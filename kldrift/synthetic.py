@@ -28,14 +28,17 @@ def demo_config(
     allowed_lateness: str = "30s",
     kafka: dict[str, Any] | None = None,
     baseline: str | None = None,
+    features: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """A config for the synthetic events (a mapping, as a user would write in YAML)."""
+    """A config for the synthetic events (a mapping, as a user would write in YAML); `features`
+    replaces the four synthetic features."""
     config: dict[str, Any] = {
         "name": name,
         "event_time_field": "ts",
         "key_field": "model",
         "window": {"size": size, "period": period, "allowed_lateness": allowed_lateness},
-        "features": [
+        "features": features
+        or [
             {"name": "latency_ms", "kind": "numeric", "edges": LATENCY_EDGES},
             {"name": "amount", "kind": "numeric", "bins": 10},
             {"name": "payload.country", "kind": "categorical", "categories": COUNTRIES[:4]},

@@ -14,6 +14,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.window import GlobalWindows
 
+from kldrift.errors import InputNotFound
 from kldrift.events import RecordBatch
 
 BATCH_LINES = 4096
@@ -24,6 +25,14 @@ def match_paths(pattern: str) -> list[str]:
     """Files matching a path or glob (local, gs://, s3://, hdfs://); empty if none."""
     results = FileSystems.match([pattern])[0].metadata_list
     return sorted(m.path for m in results)
+
+
+def require_paths(pattern: str) -> list[str]:
+    """Files matching `pattern`; InputNotFound (a user error) when there are none."""
+    paths = match_paths(pattern)
+    if not paths:
+        raise InputNotFound(f"no file matches --input {pattern}")
+    return paths
 
 
 def _csv_cell(text: str) -> Any:

@@ -13,9 +13,8 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
 from kldrift.binning import FeatureBins, bins_from_spec
-from kldrift.errors import InputNotFound
 from kldrift.events import EventBatch, field_getter
-from kldrift.io.files import ReadRecordBatches, match_paths
+from kldrift.io.files import ReadRecordBatches, require_paths
 from kldrift.pipeline.options import pipeline_options
 from kldrift.schemas.baseline import Baseline, BaselineError, FeatureBaseline, load_baseline
 from kldrift.schemas.config import CategoricalFeature, NumericFeature, PipelineConfig
@@ -143,9 +142,7 @@ def build_baseline(
     beam_args: Sequence[str] = (),
 ) -> Baseline:
     """Run the batch job, write the baseline JSON to `output` and return it."""
-    paths = match_paths(input_pattern)
-    if not paths:
-        raise InputNotFound(f"no file matches --input {input_pattern}")
+    paths = require_paths(input_pattern)
     numeric = [f for f in config.features if isinstance(f, NumericFeature) and f.bins is not None]
     categorical = [
         f.name for f in config.features if isinstance(f, CategoricalFeature) and f.top_k is not None

@@ -7,9 +7,8 @@ from dataclasses import dataclass
 
 import apache_beam as beam
 
-from kldrift.errors import InputNotFound
 from kldrift.events import DeadLetter, dead_letter_json
-from kldrift.io.files import ReadRecordBatches, WriteSortedLines, match_paths
+from kldrift.io.files import ReadRecordBatches, WriteSortedLines, require_paths
 from kldrift.pipeline.options import pipeline_options
 from kldrift.schemas.baseline import Baseline
 from kldrift.schemas.config import PipelineConfig
@@ -67,9 +66,7 @@ def run_replay(
     dead_letter_output: str | None = None,
     beam_args: Sequence[str] = (),
 ) -> ReplaySummary:
-    paths = match_paths(input_pattern)
-    if not paths:
-        raise InputNotFound(f"no file matches --input {input_pattern}")
+    paths = require_paths(input_pattern)
     pipeline = beam.Pipeline(options=pipeline_options(beam_args, streaming=False))
     build_replay(pipeline, config, baseline, paths, output, dead_letter_output)
     result = pipeline.run()
