@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 KB_PER_MB = 1024
@@ -56,19 +57,19 @@ def _stat_fields(pid: int) -> tuple[str, list[str]] | None:
     return comm, text.rsplit(")", 1)[1].split()
 
 
-def children(pid: int) -> list[tuple[int, str]]:
-    """(pid, command name) of the live children of `pid`."""
-    found = []
+def _live_processes() -> Iterator[tuple[int, str, list[str]]]:
+    """(pid, command name, /proc/PID/stat fields after the name) of every live process."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         fields = _stat_fields(int(entry.name))
-        if fields is None:
-            continue
-        comm, rest = fields
-        if rest[0] != "Z" and int(rest[1]) == pid:
-            found.append((int(entry.name), comm))
-    return found
+        if fields is not None and fields[1][0] != "Z":
+            yield int(entry.name), fields[0], fields[1]
+
+
+def children(pid: int) -> list[tuple[int, str]]:
+    """(pid, command name) of the live children of `pid`."""
+    return [(child, comm) for child, comm, rest in _live_processes() if int(rest[1]) == pid]
 
 
 def prism_child(pid: int) -> int | None:
@@ -81,17 +82,7 @@ def prism_child(pid: int) -> int | None:
 
 def group_members(pgid: int) -> list[int]:
     """Live processes in process group `pgid`."""
-    members = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        fields = _stat_fields(int(entry.name))
-        if fields is None:
-            continue
-        _, rest = fields
-        if rest[0] != "Z" and int(rest[2]) == pgid:
-            members.append(int(entry.name))
-    return members
+    return [member for member, _, rest in _live_processes() if int(rest[2]) == pgid]
 
 
 def stop_group(proc: subprocess.Popen, first_signal: int = signal.SIGINT, wait_s: float = 60.0):
