@@ -208,3 +208,14 @@ def _check_matches(spec: FeatureSpec, stored: FeatureBaseline) -> None:
         raise BaselineMismatch(
             f"{where}: baseline has {len(stored.categories or [])} categories, top_k is {spec.top_k}"
         )
+
+
+def bins_differ(current: Sequence[FeatureBins], candidate: Sequence[FeatureBins]) -> str | None:
+    """The first feature whose bins differ between two resolved bin lists, else None."""
+    for a, b in zip(current, candidate, strict=True):
+        same_edges = (a.edges is None and b.edges is None) or (
+            a.edges is not None and b.edges is not None and np.array_equal(a.edges, b.edges)
+        )
+        if a.name != b.name or a.kind != b.kind or not same_edges or a.categories != b.categories:
+            return a.name
+    return None

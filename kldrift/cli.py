@@ -48,6 +48,17 @@ def _add_baseline(sub: argparse._SubParsersAction) -> None:
     baseline.set_defaults(func=commands.baseline)
 
 
+def _add_publish_baseline(sub: argparse._SubParsersAction) -> None:
+    publish = sub.add_parser(
+        "publish-baseline", help="send a baseline file to a kafka:// topic a running job watches"
+    )
+    publish.add_argument("--config", required=True, help="the job's config (checks the bins)")
+    publish.add_argument("--baseline", required=True, help="the baseline file to publish")
+    publish.add_argument("--to", help="kafka://TOPIC (default: the config's baseline)")
+    publish.add_argument("--bootstrap", help="override kafka.bootstrap_servers")
+    publish.set_defaults(func=commands.publish_baseline)
+
+
 def _add_replay(sub: argparse._SubParsersAction) -> None:
     replay = sub.add_parser("replay", help="score a bounded file of events (backfill, reference)")
     replay.add_argument("--config", required=True)
@@ -112,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_local(sub)
     _add_config(sub)
     _add_baseline(sub)
+    _add_publish_baseline(sub)
     _add_replay(sub)
     _add_run(sub)
     _add_demo(sub)

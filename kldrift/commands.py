@@ -6,16 +6,23 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from kldrift.binning import BaselineMismatch
 from kldrift.errors import InputNotFound
 from kldrift.events import parse_rfc3339_us
+from kldrift.io.baselines import read_baseline
 from kldrift.io.kafka_client import KafkaSetupError
-from kldrift.schemas.baseline import Baseline, BaselineError, load_baseline
-from kldrift.schemas.config import ConfigError, PipelineConfig, config_json_schema, load_config
+from kldrift.schemas.baseline import Baseline, BaselineError
+from kldrift.schemas.config import (
+    ConfigError,
+    PipelineConfig,
+    config_json_schema,
+    load_config,
+    with_kafka_overrides,
+)
 
 T = TypeVar("T")
 
@@ -68,13 +75,20 @@ def parse_time_us(text: str | None, flag: str) -> int | None:
     return parsed
 
 
-def load_job(config_path: str, baseline_path: str | None) -> tuple[PipelineConfig, Baseline]:
+def load_job(
+    config_path: str,
+    baseline_path: str | None,
+    kafka_overrides: Mapping[str, Any] | None = None,
+) -> tuple[PipelineConfig, Baseline]:
+    """The config (with --baseline and Kafka overrides applied) and its baseline, checked."""
     with user_errors():
-        config = load_config(config_path)
+        config = with_kafka_overrides(load_config(config_path), kafka_overrides or {})
         path = baseline_path or config.baseline
         if path is None:
             raise UserError(f"{config_path}: no baseline: set `baseline:` or pass --baseline")
-        baseline = load_baseline(path)
+        if baseline_path is not None:  # --baseline overrides the config's, also for watching
+            config = config.model_copy(update={"baseline": baseline_path})
+        baseline = read_baseline(path, config.kafka)
         from kldrift.binning import resolve_bins
 
         resolve_bins(config, baseline)
@@ -134,6 +148,27 @@ def baseline(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bootstrap(args: argparse.Namespace) -> dict[str, str]:
+    return {"bootstrap_servers": args.bootstrap} if args.bootstrap else {}
+
+
+def publish_baseline(args: argparse.Namespace) -> int:
+    """Send a baseline file to a kafka:// topic, after checking it against the config."""
+    from kldrift.io.baselines import publish_baseline as publish
+
+    with user_errors():
+        target = args.to or load_config(args.config).baseline or ""
+    config, baseline_ = load_job(args.config, args.baseline, _bootstrap(args))
+    with user_errors():
+        if config.kafka is None:
+            raise UserError(f"{args.config}: `kafka:` is required to publish to {target}")
+        partition, offset = publish(baseline_, target, config.kafka)
+    print(
+        f"published baseline {baseline_.id[:12]} to {target} (partition {partition}, offset {offset})"
+    )
+    return 0
+
+
 def replay(args: argparse.Namespace) -> int:
     from kldrift.pipeline.replay import run_replay
 
@@ -156,13 +191,9 @@ def replay(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     from kldrift.pipeline.streaming import run_streaming
 
-    config, baseline_ = load_job(args.config, args.baseline)
+    config, baseline_ = load_job(args.config, args.baseline, _bootstrap(args))
     if config.kafka is None:
         raise UserError(f"{args.config}: `kafka:` is required to run the streaming job")
-    if args.bootstrap:
-        config = config.model_copy(
-            update={"kafka": config.kafka.model_copy(update={"bootstrap_servers": args.bootstrap})}
-        )
     with user_errors():
         return run_streaming(config, baseline_, _beam_args(args.beam_args))
 

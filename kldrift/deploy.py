@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from kldrift.schemas.baseline import Baseline
-from kldrift.schemas.config import KafkaSpec, PipelineConfig, parse_config
+from kldrift.schemas.config import KafkaSpec, PipelineConfig
 
 TEMPLATE_NAME = "kldrift streaming drift detection"
 TEMPLATE_DESCRIPTION = (
@@ -48,6 +48,7 @@ KAFKA_PARAMETERS = (
 """Template parameters that override the config's `kafka.<name>` (`KafkaSpec` fields)."""
 
 _GCS_FILE = r"^gs:\/\/[^\n\r]+$"
+_BASELINE_LOCATION = r"^(gs|kafka):\/\/[^\n\r]+$"
 # Kafka's own rules for values the schema only knows as non-empty text.
 _FORMATS = {
     "bootstrap_servers": r"^[^\s,]+:[0-9]+(,[^\s,]+:[0-9]+)*$",
@@ -123,13 +124,14 @@ def dataflow_metadata() -> dict[str, Any]:
         },
         {
             "name": "baseline",
-            "label": "Baseline file (kldrift baseline)",
+            "label": "Baseline (kldrift baseline)",
             "helpText": "As `kldrift run --baseline`: the baseline JSON written by `kldrift "
-            "baseline`. Default: the config's `baseline:`, a relative path resolved next to the "
-            "config file. Example: gs://my-bucket/kldrift/baseline.json",
+            "baseline`, or kafka://TOPIC (the newest baseline published there; the job picks "
+            "up newer ones). Default: the config's `baseline:`, a relative path resolved next to "
+            "the config file. Example: gs://my-bucket/kldrift/baseline.json",
             "isOptional": True,
-            "regexes": [_GCS_FILE],
-            "paramType": "GCS_READ_FILE",
+            "regexes": [_BASELINE_LOCATION],
+            "paramType": "TEXT",
         },
     ]
     parameters += [_kafka_parameter(name, kafka_fields[name]) for name in KAFKA_PARAMETERS]
@@ -179,15 +181,6 @@ def parse_template_args(argv: Sequence[str]) -> tuple[TemplateArgs, list[str]]:
     return TemplateArgs(known.config, known.baseline or None, kafka), rest
 
 
-def with_kafka_overrides(config: PipelineConfig, overrides: Mapping[str, str]) -> PipelineConfig:
-    """`config` with `kafka.<name>` replaced by the template's values, validated again."""
-    if not overrides:
-        return config
-    data = config.model_dump(mode="json")
-    data["kafka"] = {**(data.get("kafka") or {}), **overrides}
-    return parse_config(data, "template parameters")
-
-
 def _has_flag(args: Sequence[str], name: str) -> bool:
     return any(a == name or a.startswith(name + "=") for a in args)
 
@@ -226,8 +219,8 @@ def _sibling(url: str, relative: str) -> str:
     return str(Path(url).parent / relative)
 
 
-def stage_job_files(config_url: str, baseline_url: str | None, workdir: Path) -> tuple[Path, Path]:
-    """Copy the config and the baseline to `workdir`: kldrift reads local files only.
+def stage_job_files(config_url: str, baseline_url: str | None, workdir: Path) -> tuple[Path, str]:
+    """Copy the config and the baseline to `workdir` (a kafka:// baseline stays where it is).
 
     Without `baseline_url`, the config's `baseline:` is used: a URL as is, a relative path next
     to the config (``gs://b/dir/config.yaml`` + ``baseline.json`` -> ``gs://b/dir/baseline.json``).
@@ -246,8 +239,9 @@ def stage_job_files(config_url: str, baseline_url: str | None, workdir: Path) ->
             raise UserError(f"{config_url}: no baseline: set `baseline:` or the baseline parameter")
         absolute = "://" in declared or declared.startswith("/")
         baseline_url = declared if absolute else _sibling(config_url, declared)
-    baseline_path = _copy_to_local(baseline_url, workdir / "kldrift-baseline.json")
-    return config_path, baseline_path
+    if baseline_url.startswith("kafka://"):
+        return config_path, baseline_url
+    return config_path, str(_copy_to_local(baseline_url, workdir / "kldrift-baseline.json"))
 
 
 def submit_streaming(config: PipelineConfig, baseline: Baseline, beam_args: Sequence[str]) -> Any:
@@ -284,9 +278,8 @@ def launch_dataflow(argv: Sequence[str]) -> int:
                 config_path, baseline_path = stage_job_files(
                     params.config, params.baseline, Path(tmp)
                 )
-            config, baseline = load_job(str(config_path), str(baseline_path))
+            config, baseline = load_job(str(config_path), baseline_path, params.kafka)
         with user_errors():
-            config = with_kafka_overrides(config, params.kafka)
             if config.kafka is None:
                 raise UserError(f"{params.config}: `kafka:` is required (or the Kafka parameters)")
             result = submit_streaming(config, baseline, dataflow_beam_args(beam_args))

@@ -40,7 +40,13 @@ from kldrift.local.flink import FLINK_VERSION
 from kldrift.pipeline.options import pipeline_options
 from kldrift.pipeline.streaming import build_streaming
 from kldrift.schemas.baseline import Baseline, FeatureBaseline
-from kldrift.schemas.config import ConfigError, KafkaSpec, PipelineConfig, parse_config
+from kldrift.schemas.config import (
+    ConfigError,
+    KafkaSpec,
+    PipelineConfig,
+    parse_config,
+    with_kafka_overrides,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 DATAFLOW = ROOT / "deploy" / "dataflow"
@@ -190,14 +196,14 @@ def test_template_args_split_parameters_from_pipeline_options() -> None:
 
 
 def test_kafka_overrides_are_validated_like_the_config() -> None:
-    config = deploy.with_kafka_overrides(_config(), {"readers": "12", "input_topic": "clicks"})
+    config = with_kafka_overrides(_config(), {"readers": "12", "input_topic": "clicks"})
     assert config.kafka is not None
     assert (config.kafka.readers, config.kafka.input_topic) == (12, "clicks")
     assert config.window == _config().window and config.features == _config().features
     with pytest.raises(ConfigError, match="start_timestamp is required"):
-        deploy.with_kafka_overrides(_config(), {"start_from": "timestamp"})
+        with_kafka_overrides(_config(), {"start_from": "timestamp"})
     with pytest.raises(ConfigError, match="readers"):
-        deploy.with_kafka_overrides(_config(), {"readers": "0"})
+        with_kafka_overrides(_config(), {"readers": "0"})
 
 
 def test_dataflow_options_are_streaming_dataflow_and_keep_update() -> None:
@@ -224,7 +230,7 @@ def test_job_files_are_copied_with_the_config_relative_baseline(tmp_path: Path) 
     work = tmp_path / "work"
     work.mkdir()
     config_path, baseline_path = deploy.stage_job_files(str(remote), None, work)
-    assert config_path.parent == work and baseline_path.parent == work
+    assert config_path.parent == work and Path(baseline_path).parent == work
     config, baseline = load_job(str(config_path), str(baseline_path))
     assert config.name == "deploy-test" and baseline.id == _baseline().id
 

@@ -50,8 +50,14 @@ def _all_known_keys() -> frozenset[str]:
     return _known_keys("consumer") | _known_keys("producer") | _known_keys("admin")
 
 
-def ensure_topics(spec: KafkaSpec, topics: Mapping[str, int], create: bool) -> None:
-    """Check `topics` exist; create the missing ones (with `partitions`) or fail naming them."""
+def ensure_topics(
+    spec: KafkaSpec,
+    topics: Mapping[str, int],
+    create: bool,
+    topic_configs: Mapping[str, Mapping[str, str]] | None = None,
+) -> None:
+    """Check `topics` exist; create the missing ones (with `partitions` and `topic_configs`, e.g.
+    cleanup.policy=compact) or fail naming them."""
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
     from kafka.errors import KafkaError, TopicAlreadyExistsError
@@ -77,7 +83,9 @@ def ensure_topics(spec: KafkaSpec, topics: Mapping[str, int], create: bool) -> N
             )
         for name in missing:
             with contextlib.suppress(TopicAlreadyExistsError):
-                admin.create_topics([NewTopic(name, topics[name], 1)])
+                admin.create_topics(
+                    [NewTopic(name, topics[name], 1, topic_configs=(topic_configs or {}).get(name))]
+                )
     finally:
         admin.close()
 

@@ -14,9 +14,10 @@ from apache_beam.io.filesystems import FileSystems
 
 from kldrift.binning import FeatureBins, bins_from_spec
 from kldrift.events import EventBatch, field_getter
+from kldrift.io.baselines import read_baseline
 from kldrift.io.files import ReadRecordBatches, require_paths
 from kldrift.pipeline.options import pipeline_options
-from kldrift.schemas.baseline import Baseline, BaselineError, FeatureBaseline, load_baseline
+from kldrift.schemas.baseline import Baseline, BaselineError, FeatureBaseline
 from kldrift.schemas.config import CategoricalFeature, NumericFeature, PipelineConfig
 from kldrift.transforms import DecodeRecords, SumCounts
 
@@ -187,7 +188,7 @@ def build_baseline(
             | "Assemble" >> beam.Map(_assemble, config, beam.pvalue.AsSingleton(learned), source)
             | "Write" >> beam.Map(_write, output)
         )
-    return load_baseline(output)
+    return read_baseline(output, None)
 
 
 def _assemble(

@@ -10,6 +10,7 @@ from typing import Any
 
 import apache_beam as beam
 
+from kldrift.io.baselines import BaselineTopic, topic_of
 from kldrift.io.kafka_client import (
     KafkaSetupError,
     ensure_topics,
@@ -30,6 +31,14 @@ def group_id_of(config: PipelineConfig) -> str:
     return config.kafka.group_id or f"kldrift.{config.name}"
 
 
+def baseline_updates(config: PipelineConfig) -> BaselineTopic | None:
+    """A watcher of the config's kafka:// baseline topic, when the job runs on it."""
+    topic = topic_of(config.baseline or "")
+    if topic is None or config.kafka is None:
+        return None
+    return BaselineTopic(config.kafka, topic, refresh_s=config.baseline_refresh)
+
+
 def build_streaming(
     pipeline: beam.Pipeline,
     config: PipelineConfig,
@@ -37,10 +46,11 @@ def build_streaming(
     starts: list[ReaderStart],
 ) -> None:
     assert config.kafka is not None
+    updates = baseline_updates(config)
     outputs = (
         pipeline
         | "ReadFromKafka" >> ReadFromKafka(config, starts, group_id_of(config))
-        | "SlidingKLDivergence" >> SlidingKLDivergence(config, baseline)
+        | "SlidingKLDivergence" >> SlidingKLDivergence(config, baseline, updates)
     )
     _ = outputs[REPORTS] | "WriteReports" >> WriteReports(config.kafka)
     _ = outputs[DEAD_LETTERS] | "WriteDeadLetters" >> WriteDeadLetters(config.kafka)
@@ -74,7 +84,8 @@ def banner(
         f"  reads    {spec.input_topic} at {spec.bootstrap_servers} ({spec.start_from}: {offsets}; "
         f"{len(starts)} reader(s))",
         f"  writes   reports -> {spec.output_topic}, dead letters -> {spec.dead_letter_topic}",
-        f"  baseline {baseline.id[:12]} ({len(baseline.features)} features, {baseline.source})",
+        f"  baseline {baseline.id[:12]} ({len(baseline.features)} features, {baseline.source})"
+        + _watching(config),
         f"  windows  {config.window.size:g} s every {config.window.period:g} s, "
         f"allowed lateness {config.window.allowed_lateness:g} s, idle timeout "
         f"{spec.idle_timeout:g} s",
@@ -88,6 +99,12 @@ def _runner_of(options: beam.options.pipeline_options.PipelineOptions) -> str:
     from apache_beam.options.pipeline_options import StandardOptions
 
     return str(options.view_as(StandardOptions).runner)
+
+
+def _watching(config: PipelineConfig) -> str:
+    if baseline_updates(config) is None:
+        return ""
+    return f"; watching {config.baseline} every {config.baseline_refresh:g} s"
 
 
 def run_streaming(config: PipelineConfig, baseline: Baseline, beam_args: Sequence[str] = ()) -> int:
@@ -170,6 +187,8 @@ TOTALS = (
     "records_dead_lettered",
     "events_too_late",
     "reports",
+    "baselines_swapped",
+    "baselines_rejected",
 )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -204,7 +205,16 @@ class PipelineConfig(_Frozen):
         min_length=1, description="the features to watch (numeric or categorical, below)"
     )
     drift: DriftSpec = Field(default_factory=DriftSpec, description="the drift rule (below)")
-    baseline: str | None = Field(default=None, description="baseline file (kldrift baseline)")
+    baseline: str | None = Field(
+        default=None,
+        description="the baseline (kldrift baseline): a file, a gs:// s3:// hdfs:// URL, or "
+        "kafka://TOPIC (newest record; a running job picks up newer ones)",
+    )
+    baseline_refresh: Duration = Field(
+        default=30.0,
+        gt=0,
+        description="how often a running job checks a kafka:// baseline for a newer one",
+    )
     kafka: KafkaSpec | None = Field(default=None, description="Kafka in and out (below)")
 
     @field_validator("features")
@@ -243,6 +253,16 @@ def parse_config(data: Any, source: str = "config") -> PipelineConfig:
         return PipelineConfig.model_validate(data)
     except ValidationError as err:
         raise ConfigError(_format_validation_error(source, err)) from None
+
+
+def with_kafka_overrides(config: PipelineConfig, overrides: Mapping[str, Any]) -> PipelineConfig:
+    """`config` with `kafka.<name>` replaced by `overrides` (e.g. template parameters), validated
+    again."""
+    if not overrides:
+        return config
+    data = config.model_dump(mode="json")
+    data["kafka"] = {**(data.get("kafka") or {}), **overrides}
+    return parse_config(data, "kafka overrides")
 
 
 def load_config(path: str | Path) -> PipelineConfig:

@@ -10,16 +10,18 @@ Steps (stable labels, so a Dataflow `--update` keeps state):
   ReviseStamp         restamped at window end + allowed_lateness - 1 ms, and
   ReviseWindows       FixedWindows(period, offset) ending there: the revision state's lifetime
   Revise              running total per window, numbered revisions 0, 1, 2...
-  Score               divergence against the baseline side input -> DriftReport
+  Score               divergence against the baseline side input (or a newer one with the same
+                      bins from `baseline_updates`, e.g. a kafka:// topic) -> DriftReport
 Each event is counted once, whatever size/period is: the sliding step costs windows x bins.
 Only standard WindowFns are used: Flink's and Dataflow's Java side reject pickled Python ones.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import apache_beam as beam
 import numpy as np
@@ -29,16 +31,17 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Duration, Timestamp
 
 from kldrift import divergence
-from kldrift.binning import FeatureBins, resolve_bins
+from kldrift.binning import BaselineMismatch, FeatureBins, bins_differ, resolve_bins
 from kldrift.events import NO_WATERMARK, DeadLetter, EventBatch, EventDecoder, RecordBatch
 from kldrift.events import field_getter as _field_getter
-from kldrift.schemas.baseline import Baseline
+from kldrift.schemas.baseline import Baseline, BaselineError
 from kldrift.schemas.config import PipelineConfig
 from kldrift.schemas.report import DriftReport, TopBinReport
 
 REPORTS = "reports"
 DEAD_LETTERS = "dead_letters"
 METRICS_NAMESPACE = "kldrift"
+_LOG = logging.getLogger(__name__)
 
 PaneKey = tuple[str | None, str]
 """(key, feature): the grouping key of pane histograms."""
@@ -256,17 +259,71 @@ class _StampAtReviseEnd(beam.DoFn):
         )
 
 
-class _Score(beam.DoFn):
-    """A window's counts against the baseline -> DriftReport."""
+class BaselineUpdates(Protocol):
+    """A source of newer baselines for a running job (kldrift.io.baselines.BaselineTopic)."""
 
-    def __init__(self, config: PipelineConfig) -> None:
+    @property
+    def location(self) -> str:
+        """Where the baselines come from (for logs)."""
+        ...
+
+    def poll(self) -> Baseline | None:
+        """A baseline not handed out before, or None; cheap when called per window."""
+        ...
+
+
+class _Score(beam.DoFn):
+    """A window's counts against the baseline -> DriftReport.
+
+    The baseline is the side input, or the newest one `updates` handed out that has the job's
+    bins (panes are binned with them); one with other bins is rejected and logged.
+    """
+
+    def __init__(
+        self,
+        config: PipelineConfig,
+        feature_bins: list[FeatureBins],
+        updates: BaselineUpdates | None = None,
+    ) -> None:
         self._config = config
+        self._feature_bins = feature_bins
+        self._updates = updates
         self._size_us = config.window.size_us
         self._by_baseline: dict[str, tuple[dict[str, np.ndarray], dict[str, tuple[str, ...]]]] = {}
 
     def setup(self) -> None:
         self._reports = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "reports")
         self._drift = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "windows_drifted")
+        self._swapped = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "baselines_swapped")
+        self._rejected = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "baselines_rejected")
+        self._current: Baseline | None = None
+
+    def _baseline(self, side_input: Baseline) -> Baseline:
+        current = self._current or side_input
+        if self._updates is None:
+            return current
+        try:
+            candidate = self._updates.poll()
+            if candidate is None or candidate.id == current.id:
+                return current
+            differs = bins_differ(self._feature_bins, resolve_bins(self._config, candidate))
+            if differs is not None:
+                raise BaselineMismatch(f"feature {differs!r}: its bins differ from the job's")
+        except (BaselineError, BaselineMismatch) as err:
+            self._rejected.inc()
+            _LOG.error(
+                "baseline %s rejected, keeping %s: %s", self._updates.location, current.id[:12], err
+            )
+            return current
+        _LOG.warning(
+            "baseline swapped: %s -> %s (from %s)",
+            current.id[:12],
+            candidate.id[:12],
+            self._updates.location,
+        )
+        self._swapped.inc()
+        self._current = candidate
+        return candidate
 
     def _baseline_arrays(
         self, baseline: Baseline
@@ -288,6 +345,7 @@ class _Score(beam.DoFn):
         baseline: Baseline,
     ) -> Iterator[DriftReport]:
         (key, feature, window_start_us), counts, revision = element
+        baseline = self._baseline(baseline)
         baseline_counts, labels = self._baseline_arrays(baseline)
         reference = baseline_counts[feature]
         n_bins = len(reference)
@@ -348,14 +406,21 @@ class SlidingKLDivergence(beam.PTransform):
     """The composite users call: EventBatch -> {"reports": DriftReport, "dead_letters": DeadLetter}.
 
     `baseline` is checked against `config` at construction: a mismatch raises BaselineMismatch
-    naming the feature before any pipeline starts.
+    naming the feature before any pipeline starts. `baseline_updates` (optional) hands the running
+    job newer baselines with the same bins; each report names the `baseline_id` it was scored with.
     """
 
-    def __init__(self, config: PipelineConfig, baseline: Baseline) -> None:
+    def __init__(
+        self,
+        config: PipelineConfig,
+        baseline: Baseline,
+        baseline_updates: BaselineUpdates | None = None,
+    ) -> None:
         super().__init__()
         self._config = config
         self._baseline = baseline
         self._feature_bins = resolve_bins(config, baseline)
+        self._updates = baseline_updates
 
     def expand(self, batches: beam.PCollection[EventBatch]) -> dict[str, beam.PCollection]:
         spec = self._config.window
@@ -393,7 +458,8 @@ class SlidingKLDivergence(beam.PTransform):
             | "Revise" >> beam.ParDo(_Revise())
         )
         reports = windows | "Score" >> beam.ParDo(
-            _Score(self._config), beam.pvalue.AsSingleton(baseline)
+            _Score(self._config, self._feature_bins, self._updates),
+            beam.pvalue.AsSingleton(baseline),
         ).with_output_types(DriftReport)
         return {REPORTS: reports, DEAD_LETTERS: binned[DEAD_LETTERS]}
 

@@ -1,0 +1,115 @@
+"""Helpers for end-to-end tests of `kldrift run`: the CLI, waiting, tailing the report topic, and a
+streaming job that is always stopped (SIGINT, then the process group killed) with its output kept."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kafka import KafkaConsumer
+
+from kldrift.schemas.report import DriftReport
+
+KLDRIFT = str(Path(sys.executable).with_name("kldrift"))
+
+
+def run_cli(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    return subprocess.run([KLDRIFT, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+class ReportTail:
+    """Consumes the report topic as the job writes it; `arrived_ms` is each report's CreateTime."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.consumer = KafkaConsumer(
+            topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
+        )
+        self.reports: list[DriftReport] = []
+        self.arrived_ms: list[int] = []
+
+    def poll(self) -> list[DriftReport]:
+        for records in self.consumer.poll(timeout_ms=200).values():
+            self.reports.extend(DriftReport.from_json_bytes(r.value) for r in records)
+            self.arrived_ms.extend(r.timestamp for r in records)
+        return self.reports
+
+    def has(self, window_start: float, revision: int = 0, key: str | None = None) -> bool:
+        return any(
+            r.window_start.timestamp() == window_start
+            and r.revision == revision
+            and (key is None or r.key == key)
+            for r in self.poll()
+        )
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+@dataclass
+class Job:
+    process: subprocess.Popen
+    output: str = ""
+    returncode: int | None = None
+    totals: dict[str, int] = field(default_factory=dict)
+
+
+@contextmanager
+def streaming_job(*args: str) -> Iterator[Job]:
+    """`kldrift run ARGS` in its own process group; on exit it is stopped like Ctrl-C (SIGINT) and
+    killed if it does not stop within 60 s. A failure inside the block is re-raised with the job's
+    output appended."""
+    process = subprocess.Popen(
+        [KLDRIFT, "run", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    job = Job(process)
+    failure: BaseException | None = None
+    try:
+        yield job
+    except BaseException as err:
+        failure = err
+    finally:
+        stop(job)
+    if failure is not None:
+        raise AssertionError(f"{failure}\njob output:\n{job.output[-6000:]}") from failure
+
+
+def stop(job: Job) -> None:
+    if job.returncode is not None:
+        return
+    job.process.send_signal(signal.SIGINT)
+    try:
+        job.output, _ = job.process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(job.process.pid, signal.SIGKILL)
+        job.output, _ = job.process.communicate()
+    job.returncode = job.process.returncode
+    job.totals = parse_totals(job.output)
+
+
+def parse_totals(output: str) -> dict[str, int]:
+    """The counters of the job's `kldrift run: totals:` line ({} if it printed none)."""
+    line = next((line for line in output.splitlines() if "totals:" in line), None)
+    if line is None:
+        return {}
+    parts = (part.strip().rsplit(" ", 1) for part in line.split("totals:")[1].split(","))
+    return {name: int(value) for name, value in parts}
