@@ -254,14 +254,20 @@ def submit_streaming(config: PipelineConfig, baseline: Baseline, beam_args: Sequ
     from apache_beam.options.pipeline_options import StandardOptions
 
     from kldrift.pipeline.options import pipeline_options
-    from kldrift.pipeline.streaming import banner, build_streaming, resolve_starts
+    from kldrift.pipeline.streaming import (
+        banner,
+        build_streaming,
+        resolve_resume,
+        resolve_starts,
+    )
 
     starts = resolve_starts(config)
+    resume = resolve_resume(config)
     options = pipeline_options(beam_args, streaming=True)
     runner = str(options.view_as(StandardOptions).runner)
-    print(banner(config, baseline, starts, runner), file=sys.stderr, flush=True)
+    print(banner(config, baseline, starts, runner, resume), file=sys.stderr, flush=True)
     pipeline = beam.Pipeline(options=options)
-    build_streaming(pipeline, config, baseline, starts)
+    build_streaming(pipeline, config, baseline, starts, resume)
     return pipeline.run()
 
 

@@ -9,18 +9,58 @@ import pytest
 from apache_beam.io.iobase import RestrictionProgress
 from apache_beam.runners.worker.bundle_processor import DataInputOperation
 
-from kldrift.io.kafka_source import PartitionOffsets, _OffsetsTracker, reader_starts
+from kldrift.io.kafka_source import (
+    Claim,
+    PartitionOffsets,
+    _OffsetsTracker,
+    add_pending,
+    reader_starts,
+    safe_offsets,
+)
 
 
 def test_checkpoint_hands_back_the_next_offsets_and_refuses_other_splits() -> None:
     tracker = _OffsetsTracker(PartitionOffsets(((0, 5), (2, 7))))
-    assert tracker.try_claim((0, 9))
+    assert tracker.try_claim(Claim(0, 9, first_offset=5, closing_us=100, done_us=0))
     assert tracker.try_split(0.5) is None  # never a split into a future offset range
     primary, residual = tracker.try_split(0)
     assert primary == PartitionOffsets(((0, 5), (2, 7)), ((0, 9), (2, 7)))
-    assert residual == PartitionOffsets(((0, 9), (2, 7)))
-    assert not tracker.try_claim((2, 8))  # nothing is claimed after the checkpoint
-    assert not tracker.try_claim((1, 3))  # a partition this reader does not own
+    assert residual == PartitionOffsets(((0, 9), (2, 7)), None, ((0, 5, 100),))
+    assert not tracker.try_claim(Claim(2, 8, 7, 100, 0))  # nothing is claimed after the checkpoint
+    assert not tracker.try_claim(Claim(1, 3, 2, 100, 0))  # a partition this reader does not own
+
+
+def test_a_restart_reads_again_from_the_first_batch_of_a_window_still_open() -> None:
+    """Batches (first offset, closing time): 0-9 close at 50, 10-19 at 80, 20-29 at 60 (out of
+    order: covered by the batch closing at 80), 30-39 at 120."""
+    tracker = _OffsetsTracker(PartitionOffsets(((0, 0),)))
+    for first, closing in ((0, 50), (10, 80), (20, 60), (30, 120)):
+        assert tracker.try_claim(Claim(0, first + 10, first, closing, done_us=40))
+    _, residual = tracker.try_split(0)
+    assert residual.pending == ((0, 0, 50), (0, 10, 80), (0, 30, 120))
+    # Reports are known written for windows closed by done_us: read again from the first batch
+    # whose windows were not all closed by then.
+    assert safe_offsets(residual, done_us=40) == ((0, 0),)
+    assert safe_offsets(residual, done_us=50) == ((0, 10),)
+    assert safe_offsets(residual, done_us=79) == ((0, 10),)
+    assert safe_offsets(residual, done_us=80) == ((0, 30),)
+    assert safe_offsets(residual, done_us=120) == ((0, 40),)  # all closed: where reading resumes
+    # Claims with a later done_us drop the closed batches from the state.
+    tracker = _OffsetsTracker(residual)
+    assert tracker.try_claim(Claim(0, 45, 40, 130, done_us=80))
+    _, residual = tracker.try_split(0)
+    assert residual.pending == ((0, 30, 120), (0, 40, 130))
+
+
+def test_pending_list_keeps_increasing_closing_times() -> None:
+    pending: list[tuple[int, int]] = []
+    for first, closing in ((0, 50), (10, 40), (20, 50), (30, 70)):
+        add_pending(pending, first, closing, done=0)
+    assert pending == [(0, 50), (30, 70)]
+    add_pending(pending, 40, 60, done=50)
+    assert pending == [(30, 70)]
+    add_pending(pending, 50, 10, done=70)  # already closed when read
+    assert pending == []
 
 
 def test_progress_stays_finite_when_beam_fills_in_output_bytes() -> None:

@@ -19,6 +19,7 @@ default); on Flink or Dataflow, which take the minimum, use up to one reader per
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,6 +36,9 @@ from kldrift.events import NO_WATERMARK, EventBatch, EventDecoder, RecordBatch
 from kldrift.io.kafka_client import client_settings
 from kldrift.schemas.config import PipelineConfig
 
+COMMIT_DELAY_S = 10.0
+"""Offsets are committed for windows closed by the watermark of this long ago (wall clock): the
+time their reports have had to reach Kafka before a restart relies on them."""
 READ_SLICE_S = 1.0
 """How long one process() call reads before handing back a checkpoint (and its watermark)."""
 IDLE_RESUME_S = 0.2
@@ -51,30 +55,77 @@ class ReaderStart:
     offsets: Offsets
 
 
+Pending = tuple[tuple[int, int, int], ...]
+"""((partition, first offset of a batch, its closing time in micros), ...): the batches whose
+windows may still be open, per partition in offset order with increasing closing times."""
+
+
 @dataclass(frozen=True)
 class PartitionOffsets:
-    """The restriction: from `start` on; `end` is set only on a checkpoint's finished part."""
+    """The restriction: from `start` on; `end` is set only on a checkpoint's finished part.
+    `pending` is what a restart would have to read again (see `safe_offsets`)."""
 
     start: Offsets
     end: Offsets | None = None
+    pending: Pending = ()
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A read batch: the partition's next offset after it, its first offset, when every window
+    holding one of its records has closed (closing_us), and the watermark whose windows' reports
+    are known written (done_us: pending batches closed by then are dropped)."""
+
+    partition: int
+    next_offset: int
+    first_offset: int
+    closing_us: int
+    done_us: int
+
+
+def add_pending(pending: list[tuple[int, int]], first: int, closing: int, done: int) -> None:
+    """Track a batch in one partition's [(first offset, closing)] list, kept with increasing
+    closing times (a batch closing no later than an earlier one is covered by it); entries closed
+    by `done` are dropped from the front."""
+    if closing > done and (not pending or closing > pending[-1][1]):
+        pending.append((first, closing))
+    while pending and pending[0][1] <= done:
+        pending.pop(0)
+
+
+def safe_offsets(restriction: PartitionOffsets, done_us: int) -> Offsets:
+    """Per partition, the offset a restart must read from so that no window open at `done_us`
+    misses a record: the first pending batch not closed by then, else where reading resumes."""
+    first_open: dict[int, int] = {}
+    for partition, first, closing in restriction.pending:
+        if closing > done_us and partition not in first_open:
+            first_open[partition] = first
+    return tuple((p, first_open.get(p, offset)) for p, offset in restriction.start)
 
 
 class _OffsetsTracker(RestrictionTracker):
-    """Claims (partition, next offset) positions; splits only at a checkpoint (fraction 0)."""
+    """Claims read batches (Claim); splits only at a checkpoint (fraction 0), handing the rest and
+    the pending batches to the residual."""
 
     def __init__(self, restriction: PartitionOffsets) -> None:
         self._restriction = restriction
         self._next = dict(restriction.start)
+        self._pending: dict[int, list[tuple[int, int]]] = {p: [] for p in self._next}
+        for partition, first, closing in restriction.pending:
+            self._pending[partition].append((first, closing))
         self._checkpointed = False
 
     def current_restriction(self) -> PartitionOffsets:
         return self._restriction
 
-    def try_claim(self, position: tuple[int, int]) -> bool:
-        partition, next_offset = position
+    def try_claim(self, position: Claim) -> bool:
+        partition = position.partition
         if self._checkpointed or partition not in self._next:
             return False
-        self._next[partition] = max(self._next[partition], next_offset)
+        self._next[partition] = max(self._next[partition], position.next_offset)
+        add_pending(
+            self._pending[partition], position.first_offset, position.closing_us, position.done_us
+        )
         return True
 
     def try_split(self, fraction_of_remainder: float) -> Any:
@@ -82,9 +133,14 @@ class _OffsetsTracker(RestrictionTracker):
             return None
         self._checkpointed = True
         reached = tuple(sorted(self._next.items()))
+        pending = tuple(
+            (p, first, closing)
+            for p in sorted(self._pending)
+            for first, closing in self._pending[p]
+        )
         primary = PartitionOffsets(self._restriction.start, reached)
         self._restriction = primary
-        return primary, PartitionOffsets(reached)
+        return primary, PartitionOffsets(reached, None, pending)
 
     def check_done(self) -> None:
         return None  # an unbounded read is never done; checkpoints hand the rest back
@@ -113,14 +169,21 @@ class _ReaderRestrictions(RestrictionProvider):
         return None  # on drain, stop reading
 
 
+WatermarkState = tuple[dict[int, tuple[int, float]], tuple[tuple[float, int], ...]]
+"""({partition: (watermark in micros, wall-clock s of its last record)},
+((wall-clock s, reader watermark), ...) samples of the last COMMIT_DELAY_S)."""
+
+
 class _ReaderWatermark(WatermarkEstimator):
-    """State: {partition: (watermark in micros, wall-clock seconds of its last record)}.
+    """The reader's event-time watermark per partition, and samples of it over wall-clock time.
 
     Beam hands process() a thread-safe wrapper that exposes methods only, hence no attributes.
     """
 
-    def __init__(self, state: dict[int, tuple[int, float]] | None) -> None:
-        self._partitions = dict(state or {})
+    def __init__(self, state: WatermarkState | None) -> None:
+        partitions, history = state or ({}, ())
+        self._partitions = dict(partitions)
+        self._history = list(history)
 
     def observe_timestamp(self, timestamp: Timestamp) -> None:
         pass
@@ -129,8 +192,22 @@ class _ReaderWatermark(WatermarkEstimator):
         micros = min((wm for wm, _ in self._partitions.values()), default=NO_WATERMARK)
         return MIN_TIMESTAMP if micros == NO_WATERMARK else Timestamp(micros=micros)
 
-    def get_estimator_state(self) -> dict[int, tuple[int, float]]:
-        return dict(self._partitions)
+    def get_estimator_state(self) -> WatermarkState:
+        return dict(self._partitions), tuple(self._history)
+
+    def sample(self, now: float) -> None:
+        """Record the reader's watermark now; keep the samples of the last COMMIT_DELAY_S and the
+        newest one before."""
+        self._history.append((now, self.current_watermark().micros))
+        old = [i for i, (at, _) in enumerate(self._history) if now - at >= COMMIT_DELAY_S]
+        if len(old) > 1:
+            del self._history[: old[-1]]
+
+    def done_watermark(self, now: float) -> int:
+        """The reader's watermark COMMIT_DELAY_S ago (NO_WATERMARK if none is that old): the
+        windows it closed have had that long to be reported."""
+        old = [wm for at, wm in self._history if now - at >= COMMIT_DELAY_S]
+        return old[-1] if old else NO_WATERMARK
 
     def start(self, partitions: list[int], now: float) -> None:
         for partition in partitions:
@@ -153,9 +230,7 @@ class _ReaderWatermarks(WatermarkEstimatorProvider):
     def initial_estimator_state(self, element: ReaderStart, restriction: PartitionOffsets) -> None:
         return None
 
-    def create_watermark_estimator(
-        self, state: dict[int, tuple[int, float]] | None
-    ) -> _ReaderWatermark:
+    def create_watermark_estimator(self, state: WatermarkState | None) -> _ReaderWatermark:
         return _ReaderWatermark(state)
 
 
@@ -167,11 +242,13 @@ class _ReadPartitions(beam.DoFn):
         self._group_id = group_id
         self._max_delay_us = round(self._spec.max_delay * 1_000_000)
         self._idle_s = self._spec.idle_timeout
+        self._period_us = config.window.period_us
+        self._horizon_us = config.window.size_us + config.window.allowed_lateness_us
 
     def setup(self) -> None:
         self._decoder = EventDecoder(self._config)
         self._consumers: dict[tuple[str, tuple[int, ...]], Any] = {}
-        self._committed: dict[tuple[str, tuple[int, ...]], Offsets] = {}
+        self._committed: dict[tuple[str, tuple[int, ...]], tuple[Offsets, Offsets]] = {}
         self._consumed = beam.metrics.Metrics.counter("kldrift", "records_consumed")
 
     def teardown(self) -> None:
@@ -206,10 +283,14 @@ class _ReadPartitions(beam.DoFn):
         tracker: Any = beam.DoFn.RestrictionParam(_ReaderRestrictions()),
         watermark: Any = beam.DoFn.WatermarkEstimatorParam(_ReaderWatermarks()),
     ) -> Iterator[Any]:
-        start = tracker.current_restriction().start
+        restriction = tracker.current_restriction()
+        start = restriction.start
         consumer = self._consumer(element.topic, start)
-        self._commit(consumer, element.topic, start)
-        watermark.start([p for p, _ in start], time.time())
+        now = time.time()
+        watermark.start([p for p, _ in start], now)
+        done_us = watermark.done_watermark(now)
+        self._commit(consumer, element.topic, restriction, done_us)
+        watermark.sample(now)
         deadline = time.monotonic() + READ_SLICE_S
         while time.monotonic() < deadline:
             polled = consumer.poll(timeout_ms=100)
@@ -217,10 +298,16 @@ class _ReadPartitions(beam.DoFn):
             for tp, records in sorted(polled.items(), key=lambda item: item[0].partition):
                 if not records:
                     continue
-                if not tracker.try_claim((tp.partition, records[-1].offset + 1)):
+                batch, closing_us = self._batch(
+                    element.topic, tp.partition, records, watermark, now
+                )
+                claim = Claim(
+                    tp.partition, records[-1].offset + 1, records[0].offset, closing_us, done_us
+                )
+                if not tracker.try_claim(claim):
                     return
                 self._consumed.inc(len(records))
-                yield self._batch(element.topic, tp.partition, records, watermark, now)
+                yield batch
             self._advance_idle(watermark, now)
             if not any(polled.values()):
                 tracker.defer_remainder(Duration(seconds=IDLE_RESUME_S))
@@ -235,7 +322,9 @@ class _ReadPartitions(beam.DoFn):
 
     def _batch(
         self, topic: str, partition: int, records: list[Any], watermark: Any, now: float
-    ) -> TimestampedValue:
+    ) -> tuple[TimestampedValue, int]:
+        """The batch, timestamped, and its closing time: when every window holding one of its
+        events has closed (for dead letters only: the watermark as of the read)."""
         batch: EventBatch = self._decoder.decode(
             RecordBatch(
                 [r.value for r in records],
@@ -245,27 +334,46 @@ class _ReadPartitions(beam.DoFn):
                 watermark_us=watermark.partition_watermark(partition),
             )
         )
+        read_at_us = batch.watermark_us
         if len(batch.event_time_us):
-            newest = int(batch.event_time_us.max()) - self._max_delay_us
-            watermark.records_seen(partition, newest, now)
-            return TimestampedValue(batch, Timestamp(micros=int(batch.event_time_us.min())))
+            newest_us = int(batch.event_time_us.max())
+            watermark.records_seen(partition, newest_us - self._max_delay_us, now)
+            closing_us = (newest_us // self._period_us) * self._period_us + self._horizon_us
+            stamp = Timestamp(micros=int(batch.event_time_us.min()))
+            return TimestampedValue(batch, stamp), closing_us
         watermark.records_seen(partition, NO_WATERMARK, now)
-        return TimestampedValue(batch, watermark.current_watermark())
+        return TimestampedValue(batch, watermark.current_watermark()), read_at_us
 
-    def _commit(self, consumer: Any, topic: str, start: Offsets) -> None:
-        """Commit the offsets this restriction resumes from: the runner resumed us there, so it has
-        checkpointed everything before them. (Prism does not support bundle finalization, which
-        would otherwise be the hook.) Once per new position."""
-        key = (topic, tuple(p for p, _ in start))
-        if not self._spec.commit_offsets or self._committed.get(key) == start:
+    def _commit(
+        self, consumer: Any, topic: str, restriction: PartitionOffsets, done_us: int
+    ) -> None:
+        """Commit, when this restriction resumes (the runner has checkpointed everything before
+        its start; Prism does not support bundle finalization, which would otherwise be the hook),
+        the offsets a restart must read from: records of windows still open COMMIT_DELAY_S ago are
+        read again. The metadata carries the resume point (see ResumePoint)."""
+        offsets = safe_offsets(restriction, done_us)
+        key = (topic, tuple(p for p, _ in offsets))
+        marker = (offsets, restriction.start)
+        if not self._spec.commit_offsets or self._committed.get(key) == marker:
             return
         from kafka import TopicPartition
         from kafka.structs import OffsetAndMetadata
 
+        read_to = dict(restriction.start)
         consumer.commit(
-            {TopicPartition(topic, p): OffsetAndMetadata(offset, "", -1) for p, offset in start}
+            {
+                TopicPartition(topic, p): OffsetAndMetadata(
+                    offset, resume_metadata(done_us, read_to[p]), -1
+                )
+                for p, offset in offsets
+            }
         )
-        self._committed[key] = start
+        self._committed[key] = marker
+
+
+def resume_metadata(floor_us: int, read_to: int) -> str:
+    """The committed offset's metadata: the resume point of a restart (kafka_client.resume_point)."""
+    return json.dumps({"kldrift": 1, "floor_us": floor_us, "read_to": read_to})
 
 
 def reader_starts(topic: str, offsets: dict[int, int], readers: int) -> list[ReaderStart]:

@@ -6,16 +6,19 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import apache_beam as beam
 
+from kldrift.events import NO_WATERMARK, ResumePoint
 from kldrift.io.baselines import BaselineTopic, topic_of
 from kldrift.io.kafka_client import (
     KafkaSetupError,
     ensure_topics,
     masked,
     partitions_of,
+    resume_point,
     start_offsets,
 )
 from kldrift.io.kafka_sink import WriteDeadLetters, WriteReports
@@ -44,13 +47,14 @@ def build_streaming(
     config: PipelineConfig,
     baseline: Baseline,
     starts: list[ReaderStart],
+    resume: ResumePoint | None = None,
 ) -> None:
     assert config.kafka is not None
     updates = baseline_updates(config)
     outputs = (
         pipeline
         | "ReadFromKafka" >> ReadFromKafka(config, starts, group_id_of(config))
-        | "SlidingKLDivergence" >> SlidingKLDivergence(config, baseline, updates)
+        | "SlidingKLDivergence" >> SlidingKLDivergence(config, baseline, updates, resume)
     )
     _ = outputs[REPORTS] | "WriteReports" >> WriteReports(config.kafka)
     _ = outputs[DEAD_LETTERS] | "WriteDeadLetters" >> WriteDeadLetters(config.kafka)
@@ -72,8 +76,34 @@ def resolve_starts(config: PipelineConfig) -> list[ReaderStart]:
     )
 
 
+def resolve_resume(config: PipelineConfig) -> ResumePoint | None:
+    """With `start_from: committed`, what the previous run reported and read (None: first run)."""
+    spec = config.kafka
+    assert spec is not None
+    if spec.start_from != "committed":
+        return None
+    partitions = partitions_of(spec, spec.input_topic)
+    return resume_point(spec, spec.input_topic, partitions, group_id_of(config))
+
+
+def _resume_line(resume: ResumePoint | None) -> list[str]:
+    if resume is None:
+        return []
+    read_to = ", ".join(f"p{p}<{o}" for (_, p), o in sorted(resume.read_to.items()))
+    if resume.floor_us == NO_WATERMARK:
+        reported = "no window was known reported by the previous run"
+    else:
+        floor = datetime.fromtimestamp(resume.floor_us / 1e6, UTC).isoformat()
+        reported = f"windows closed by {floor} were reported by the previous run"
+    return [f"  resumes  {reported}; it read {read_to}"]
+
+
 def banner(
-    config: PipelineConfig, baseline: Baseline, starts: list[ReaderStart], runner: str
+    config: PipelineConfig,
+    baseline: Baseline,
+    starts: list[ReaderStart],
+    runner: str,
+    resume: ResumePoint | None = None,
 ) -> str:
     spec = config.kafka
     assert spec is not None
@@ -90,6 +120,7 @@ def banner(
         f"allowed lateness {config.window.allowed_lateness:g} s, idle timeout "
         f"{spec.idle_timeout:g} s",
     ]
+    lines += _resume_line(resume)
     if settings:
         lines.append(f"  client   {settings}")
     return "\n".join(lines)
@@ -113,10 +144,13 @@ def run_streaming(config: PipelineConfig, baseline: Baseline, beam_args: Sequenc
     if spec is None:
         raise KafkaSetupError("the config has no `kafka:` section")
     starts = resolve_starts(config)
+    resume = resolve_resume(config)
     options = pipeline_options(beam_args, streaming=True)
-    print(banner(config, baseline, starts, _runner_of(options)), file=sys.stderr, flush=True)
+    print(
+        banner(config, baseline, starts, _runner_of(options), resume), file=sys.stderr, flush=True
+    )
     pipeline = beam.Pipeline(options=options)
-    build_streaming(pipeline, config, baseline, starts)
+    build_streaming(pipeline, config, baseline, starts, resume)
     result = pipeline.run()
     return _wait_or_cancel(result)
 
@@ -187,6 +221,7 @@ TOTALS = (
     "records_dead_lettered",
     "events_too_late",
     "reports",
+    "events_already_reported",
     "baselines_swapped",
     "baselines_rejected",
 )

@@ -18,6 +18,7 @@ Only standard WindowFns are used: Flink's and Dataflow's Java side reject pickle
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
@@ -32,7 +33,14 @@ from apache_beam.utils.timestamp import Duration, Timestamp
 
 from kldrift import divergence
 from kldrift.binning import BaselineMismatch, FeatureBins, bins_differ, resolve_bins
-from kldrift.events import NO_WATERMARK, DeadLetter, EventBatch, EventDecoder, RecordBatch
+from kldrift.events import (
+    NO_WATERMARK,
+    DeadLetter,
+    EventBatch,
+    EventDecoder,
+    RecordBatch,
+    ResumePoint,
+)
 from kldrift.events import field_getter as _field_getter
 from kldrift.schemas.baseline import Baseline, BaselineError
 from kldrift.schemas.config import PipelineConfig
@@ -96,9 +104,15 @@ class DecodeRecords(beam.PTransform):
 class _BinBatch(beam.DoFn):
     """Bins one EventBatch into counts per (key, feature, pane); emits dead letters."""
 
-    def __init__(self, config: PipelineConfig, feature_bins: list[FeatureBins]) -> None:
+    def __init__(
+        self,
+        config: PipelineConfig,
+        feature_bins: list[FeatureBins],
+        resume: ResumePoint | None = None,
+    ) -> None:
         self._config = config
         self._feature_bins = feature_bins
+        self._resume = resume
         self._period_us = config.window.period_us
         # An event is too late only when every window containing it has closed.
         self._horizon_us = config.window.size_us + config.window.allowed_lateness_us
@@ -108,6 +122,7 @@ class _BinBatch(beam.DoFn):
         self._binned = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "events_binned")
         self._dead = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "records_dead_lettered")
         self._too_late = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "events_too_late")
+        self._reread = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "events_already_reported")
 
     def process(
         self, batch: EventBatch, timestamp: Any = beam.DoFn.TimestampParam
@@ -118,6 +133,8 @@ class _BinBatch(beam.DoFn):
         if not batch.events:
             return
         pane_start = (batch.event_time_us // self._period_us) * self._period_us
+        if self._resume is not None:
+            batch, pane_start = self._skip_already_reported(batch, pane_start, self._resume)
         on_time = self._split_too_late(batch, pane_start)
         for dead_letter in on_time[1]:
             yield beam.pvalue.TaggedOutput(DEAD_LETTERS, dead_letter)
@@ -126,6 +143,35 @@ class _BinBatch(beam.DoFn):
             return
         self._binned.inc(len(events))
         yield from self._pane_counts(events, keys, pane_start, timestamp)
+
+    def _skip_already_reported(
+        self, batch: EventBatch, pane_start: np.ndarray, resume: ResumePoint
+    ) -> tuple[EventBatch, np.ndarray]:
+        """After a restart: events the previous run read whose every window it reported are
+        skipped (counted once, there); the others' closing is judged at least at the floor."""
+        closed = pane_start + self._horizon_us <= resume.floor_us
+        if not closed.any():
+            return batch, pane_start
+        read_before = np.fromiter(
+            (resume.read_before(batch.source, batch.partition, o) for o in batch.offsets),
+            bool,
+            len(batch.offsets),
+        )
+        skip = closed & read_before
+        self._reread.inc(int(skip.sum()))
+        keep = np.flatnonzero(~skip)
+        watermark_us = max(batch.watermark_us, resume.floor_us)
+        kept = dataclasses.replace(
+            batch,
+            events=[batch.events[i] for i in keep],
+            event_time_us=batch.event_time_us[keep],
+            keys=[batch.keys[i] for i in keep],
+            values=[batch.values[i] for i in keep],
+            offsets=[batch.offsets[i] for i in keep],
+            watermark_us=watermark_us,
+            dead_letters=[],
+        )
+        return kept, pane_start[keep]
 
     def _split_too_late(
         self, batch: EventBatch, pane_start: np.ndarray
@@ -198,9 +244,11 @@ class _PaneToWindows(beam.DoFn):
     window's last millisecond, holds the watermark only where that window itself ends.
     """
 
-    def __init__(self, size_us: int, period_us: int) -> None:
+    def __init__(self, size_us: int, period_us: int, reported_until_us: int | None = None) -> None:
         self._size_us = size_us
         self._period_us = period_us
+        # After a restart, windows ending at or before this were reported by the previous run.
+        self._reported_until_us = reported_until_us
 
     def process(
         self, element: tuple[PaneKey, np.ndarray | None], pane: Any = beam.DoFn.WindowParam
@@ -210,11 +258,19 @@ class _PaneToWindows(beam.DoFn):
             return
         pane_start = pane.start.micros
         first = pane_start - self._size_us + self._period_us
+        if self._reported_until_us is not None:
+            first = max(first, self._first_unreported(first))
         for window_start in range(first, pane_start + 1, self._period_us):
             window_last_ms = window_start + self._size_us - 1000
             yield TimestampedValue(
                 ((key, feature, window_start), counts), Timestamp(micros=window_last_ms)
             )
+
+    def _first_unreported(self, first: int) -> int:
+        assert self._reported_until_us is not None
+        unreported = self._reported_until_us - self._size_us + 1  # window end > reported_until
+        steps = max(0, -(-(unreported - first) // self._period_us))
+        return first + steps * self._period_us
 
 
 class _Revise(beam.DoFn):
@@ -415,12 +471,21 @@ class SlidingKLDivergence(beam.PTransform):
         config: PipelineConfig,
         baseline: Baseline,
         baseline_updates: BaselineUpdates | None = None,
+        resume: ResumePoint | None = None,
     ) -> None:
         super().__init__()
         self._config = config
         self._baseline = baseline
         self._feature_bins = resolve_bins(config, baseline)
         self._updates = baseline_updates
+        self._resume = resume
+
+    @property
+    def _reported_until_us(self) -> int | None:
+        """After a restart: windows whose end + allowed_lateness <= the floor were reported."""
+        if self._resume is None:
+            return None
+        return self._resume.floor_us - self._config.window.allowed_lateness_us
 
     def expand(self, batches: beam.PCollection[EventBatch]) -> dict[str, beam.PCollection]:
         spec = self._config.window
@@ -428,7 +493,7 @@ class SlidingKLDivergence(beam.PTransform):
         lateness = spec.allowed_lateness_us
         baseline = batches.pipeline | "Baseline" >> beam.Create([self._baseline])
         binned = batches | "Bin" >> beam.ParDo(
-            _BinBatch(self._config, self._feature_bins)
+            _BinBatch(self._config, self._feature_bins, self._resume)
         ).with_outputs(DEAD_LETTERS, main="pane_counts")
         windows = (
             binned.pane_counts
@@ -439,9 +504,9 @@ class SlidingKLDivergence(beam.PTransform):
                 allowed_lateness_us=lateness + spec.size_us,
             )
             | "PaneToWindows"
-            >> beam.ParDo(_PaneToWindows(spec.size_us, spec.period_us)).with_output_types(
-                _WINDOW_ELEMENT
-            )
+            >> beam.ParDo(
+                _PaneToWindows(spec.size_us, spec.period_us, self._reported_until_us)
+            ).with_output_types(_WINDOW_ELEMENT)
             # Standard WindowFns only (Flink's Java side rejects pickled Python ones). Elements are
             # stamped at their sliding window's last ms, so FixedWindows(period) gives the window
             # [start + size - period, start + size): the same end (firing) as [start, start + size).
