@@ -11,6 +11,13 @@ records it follows wall-clock time minus `idle_timeout + max_delay`, so windows 
 topics (the policy of Beam Java KafkaIO's CustomTimestampPolicyWithLimitedDelay). A reader's
 watermark is the minimum over its partitions.
 
+Commits (restart safety): the reader tracks, per partition, the batches whose windows may still be
+open (in the restriction, so a runner checkpoint keeps them) and commits, when it resumes from a
+checkpoint, the first offset of the first batch not closed by the watermark of COMMIT_DELAY_S ago,
+with that watermark and the offsets read as metadata. A job restarted from committed offsets reads
+those records again and knows (ResumePoint) which windows were reported and which records were
+counted.
+
 `kafka.readers` sets how many readers share the partitions. Prism (2.77) takes the watermark of
 the last checkpointed restriction as the whole read's, not the minimum over restrictions, so with
 several readers one reader's progress makes another's records late: keep 1 reader on Prism (the
