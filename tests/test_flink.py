@@ -8,10 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
@@ -26,11 +22,11 @@ from kldrift.local.kafka import create_topics
 from kldrift.pipeline.options import pipeline_options
 from kldrift.schemas.report import DriftReport
 from kldrift.synthetic import SyntheticStream, demo_config, training_lines
+from tests._jobs import ReportTail, run_cli, streaming_job
 
 SIZE_S, PERIOD_S, LATENESS_S = 10, 5, 5
 PARTITIONS = 3
 FEATURES = ("latency_ms", "amount", "payload.country", "device")
-KLDRIFT = str(Path(sys.executable).with_name("kldrift"))
 
 
 def test_options_use_the_installed_job_server(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -96,10 +92,6 @@ def _windows_of(t: float) -> list[int]:
     return [last - i * PERIOD_S for i in range(SIZE_S // PERIOD_S)]
 
 
-def _run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([KLDRIFT, *args], capture_output=True, text=True, timeout=180)
-
-
 @pytest.fixture(scope="module")
 def job_server_jar() -> Path:
     try:
@@ -137,7 +129,7 @@ def test_run_on_flink_matches_replay(
     )
     training = tmp_path / "training.jsonl"
     training.write_bytes(b"\n".join(training_lines(5_000)) + b"\n")
-    built = _run(
+    built = run_cli(
         "baseline", "--config", str(config_path), "--input", str(training),
         "--output", str(tmp_path / "baseline.json"),
     )  # fmt: skip
@@ -162,52 +154,32 @@ def test_run_on_flink_matches_replay(
     producer.close()
     last_window = _windows_of(float(stream.event_times()[-1]))[0]
 
-    tail = KafkaConsumer(
-        kafka["output_topic"],
-        bootstrap_servers=kafka_bootstrap,
-        auto_offset_reset="earliest",
-        group_id=None,
-    )
-    reports: list[DriftReport] = []
-
-    def saw_last_window() -> bool:
-        for records in tail.poll(timeout_ms=200).values():
-            reports.extend(DriftReport.from_json_bytes(r.value) for r in records)
-        return any(r.window_start.timestamp() == last_window for r in reports)
-
+    tail = ReportTail(kafka_bootstrap, kafka["output_topic"])
     before = _job_server_pids()
     began = time.monotonic()
-    job = subprocess.Popen(
-        [KLDRIFT, "run", "--config", str(config_path), "--",
-         "--runner", "FlinkRunner", "--flink_master=[local]", "--parallelism=1"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )  # fmt: skip
-    failure: BaseException | None = None
     try:
-        # The last window closes ~8 s after wall-clock time passes its end (t0 + 15 s).
-        deadline = time.monotonic() + (t0 + 2 * SIZE_S - time.time()) + 90
-        while not saw_last_window():
-            if job.poll() is not None:
-                raise AssertionError(f"kldrift run exited early ({job.returncode})")
-            if time.monotonic() > deadline:
-                raise AssertionError("timed out waiting for the last window's report")
-            time.sleep(0.3)
-        time.sleep(2)  # other keys' reports for that window
-        saw_last_window()
-    except BaseException as err:  # stop the job first, then report with its output
-        failure = err
+        with streaming_job(
+            "--config", str(config_path), "--",
+            "--runner", "FlinkRunner", "--flink_master=[local]", "--parallelism=1",
+        ) as job:  # fmt: skip
+            # The last window closes ~8 s after wall-clock time passes its end (t0 + 15 s).
+            deadline = time.monotonic() + (t0 + 2 * SIZE_S - time.time()) + 90
+            while not tail.has(last_window):
+                if job.process.poll() is not None:
+                    raise AssertionError(f"kldrift run exited early ({job.process.returncode})")
+                if time.monotonic() > deadline:
+                    seen = sorted({(r.window_start.timestamp() - t0) for r in tail.reports})
+                    raise AssertionError(
+                        f"timed out waiting for the last window's report; seen {seen}"
+                    )
+                time.sleep(0.3)
+            time.sleep(2)  # other keys' reports for that window
+            tail.poll()
     finally:
-        job.send_signal(signal.SIGINT)
-        try:
-            output, _ = job.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(job.pid, signal.SIGKILL)
-            output, _ = job.communicate()
         tail.close()
     elapsed = time.monotonic() - began
+    reports = tail.reports
+    output = job.output
 
     # No job server JVM outlives the job (Beam stops it when `kldrift run` exits).
     deadline = time.monotonic() + 15
@@ -215,11 +187,6 @@ def test_run_on_flink_matches_replay(
         time.sleep(0.5)
     assert not (_job_server_pids() - before), "a Flink job server JVM was left running"
 
-    if failure is not None:
-        seen = sorted({(r.window_start.timestamp() - t0, r.revision) for r in reports})
-        raise AssertionError(
-            f"{failure}\nwindows seen (start - t0, revision): {seen}\njob output:\n{output[-8000:]}"
-        ) from failure
     assert job.returncode == 0, output[-4000:]
     assert "on FlinkRunner" in output and "kldrift run: stopped" in output, output[-4000:]
 
@@ -242,7 +209,7 @@ def test_run_on_flink_matches_replay(
     events_file = tmp_path / "events.jsonl"
     events_file.write_bytes(b"\n".join(lines) + b"\n")
     replay_out = tmp_path / "replay.jsonl"
-    replayed = _run(
+    replayed = run_cli(
         "replay", "--config", str(config_path), "--input", str(events_file),
         "--output", str(replay_out),
     )  # fmt: skip

@@ -6,10 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
@@ -24,16 +20,12 @@ from kldrift.consumer import LatestRevisions
 from kldrift.local.kafka import create_topics
 from kldrift.schemas.report import DriftReport
 from kldrift.synthetic import SyntheticStream, demo_config, training_lines
+from tests._jobs import ReportTail, run_cli, streaming_job, wait_for
 
 pytestmark = pytest.mark.services
 
 SIZE_S, PERIOD_S, LATENESS_S = 20, 10, 10
 PARTITIONS = 3
-KLDRIFT = str(Path(sys.executable).with_name("kldrift"))
-
-
-def _run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([KLDRIFT, *args], capture_output=True, text=True, timeout=180)
 
 
 def _windows_of(t: float) -> list[int]:
@@ -60,38 +52,6 @@ class _Topic:
         self.producer.flush()
 
 
-def _wait_for(predicate, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-
-
-class _ReportTail:
-    """Consumes the report topic as the job writes it."""
-
-    def __init__(self, bootstrap: str, topic: str) -> None:
-        self.consumer = KafkaConsumer(
-            topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
-        )
-        self.reports: list[DriftReport] = []
-
-    def poll(self) -> list[DriftReport]:
-        for records in self.consumer.poll(timeout_ms=200).values():
-            self.reports.extend(DriftReport.from_json_bytes(r.value) for r in records)
-        return self.reports
-
-    def has(self, window_start: float, revision: int = 0, key: str | None = None) -> bool:
-        return any(
-            r.window_start.timestamp() == window_start
-            and r.revision == revision
-            and (key is None or r.key == key)
-            for r in self.poll()
-        )
-
-
 @pytest.fixture()
 def job_files(tmp_path: Path, kafka_bootstrap: str) -> dict[str, Path]:
     run_id = uuid.uuid4().hex[:8]
@@ -116,7 +76,7 @@ def job_files(tmp_path: Path, kafka_bootstrap: str) -> dict[str, Path]:
     config_path.write_text(yaml.safe_dump(config))
     training = tmp_path / "training.jsonl"
     training.write_bytes(b"\n".join(training_lines(20_000)) + b"\n")
-    built = _run(
+    built = run_cli(
         "baseline",
         "--config",
         str(config_path),
@@ -167,55 +127,41 @@ def test_run_on_kafka_matches_replay_and_accounts_for_every_record(
         topic.send(value)
     topic.flush()
 
-    tail = _ReportTail(kafka_bootstrap, kafka["output_topic"])
-    job = subprocess.Popen(
-        # A short job-server timeout: the job must outlive Beam's state-stream timeout.
-        [KLDRIFT, "run", "--config", str(job_files["config"]), "--", "--job_server_timeout=20"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    failure: BaseException | None = None
-    try:
-        # The watermark (t0 + 35 - 3) passes t0 + 30: window [t0+10, t0+30) reports revision 0.
-        _wait_for(lambda: tail.has(t0 + 10), 60, "the first reports")
-        # Phase 2: a late event inside that window, within allowed lateness -> revision 1.
-        # (On Prism a late revision is emitted when the watermark next crosses a window end.)
-        late = dict(json.loads(lines[phase1[-1]]), ts=t0 + 25.0, model="model-b")
-        topic.send(json.dumps(late).encode(), partition=0)
-        topic.flush()
-        time.sleep(3)  # the job reads it while the watermark is still before t0 + 40
-        # Phase 3: the rest in order, then one event so late every window holding it closed.
-        for i in range(len(phase1), len(lines)):
-            topic.send(lines[i])
-        too_late = dict(json.loads(lines[0]), ts=t0 + 5.0)
-        topic.flush()
-        time.sleep(3)  # let the job read phase 3: the watermark is then far past t0 + 30
-        topic.send(json.dumps(too_late).encode(), partition=1)
-        topic.flush()
-        last_window = _windows_of(float(times[-1]))[0]
-        # After the idle timeout the watermark follows wall-clock time: every window closes.
-        _wait_for(lambda: tail.has(last_window), 150, "the last window's report")
-        _wait_for(lambda: tail.has(t0 + 10, 1, "model-b"), 10, "the late revision")
-        time.sleep(2)
-        tail.poll()
-    except BaseException as err:  # stop the job first, then report with its output
-        failure = err
-    finally:
-        tail.consumer.close()
-        topic.producer.close()
-        job.send_signal(signal.SIGINT)
+    tail = ReportTail(kafka_bootstrap, kafka["output_topic"])
+    # A short job-server timeout: the job must outlive Beam's state-stream timeout.
+    with streaming_job(
+        "--config", str(job_files["config"]), "--", "--job_server_timeout=20"
+    ) as job:
         try:
-            output, _ = job.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(job.pid, signal.SIGKILL)
-            output, _ = job.communicate()
-    if failure is not None:
-        seen = sorted({(r.window_start.timestamp() - t0, r.revision) for r in tail.reports})
-        raise AssertionError(
-            f"{failure}\nwindows seen (start - t0, revision): {seen}\njob output:\n{output[-6000:]}"
-        ) from failure
+            # The watermark (t0 + 35 - 3) passes t0 + 30: window [t0+10, t0+30) reports revision 0.
+            wait_for(lambda: tail.has(t0 + 10), 60, "the first reports")
+            # Phase 2: a late event inside that window, within allowed lateness -> revision 1.
+            # (On Prism a late revision is emitted when the watermark next crosses a window end.)
+            late = dict(json.loads(lines[phase1[-1]]), ts=t0 + 25.0, model="model-b")
+            topic.send(json.dumps(late).encode(), partition=0)
+            topic.flush()
+            time.sleep(3)  # the job reads it while the watermark is still before t0 + 40
+            # Phase 3: the rest in order, then one event so late every window holding it closed.
+            for i in range(len(phase1), len(lines)):
+                topic.send(lines[i])
+            too_late = dict(json.loads(lines[0]), ts=t0 + 5.0)
+            topic.flush()
+            time.sleep(3)  # let the job read phase 3: the watermark is then far past t0 + 30
+            topic.send(json.dumps(too_late).encode(), partition=1)
+            topic.flush()
+            last_window = _windows_of(float(times[-1]))[0]
+            # After the idle timeout the watermark follows wall-clock time: every window closes.
+            wait_for(lambda: tail.has(last_window), 150, "the last window's report")
+            wait_for(lambda: tail.has(t0 + 10, 1, "model-b"), 10, "the late revision")
+            time.sleep(2)
+            tail.poll()
+        except BaseException as err:
+            seen = sorted({(r.window_start.timestamp() - t0, r.revision) for r in tail.reports})
+            raise AssertionError(f"{err}\nwindows seen (start - t0, revision): {seen}") from err
+        finally:
+            tail.close()
+            topic.producer.close()
+    output = job.output
     assert job.returncode == 0, output[-4000:]
     assert "kldrift run: stopped" in output
 
@@ -287,7 +233,7 @@ def test_run_on_kafka_matches_replay_and_accounts_for_every_record(
     events_file = job_files["dir"] / "binned.jsonl"
     events_file.write_bytes(b"\n".join(binned_values.elements()) + b"\n")
     replay_out = job_files["dir"] / "replay.jsonl"
-    replayed = _run(
+    replayed = run_cli(
         "replay",
         "--config",
         str(job_files["config"]),
@@ -325,11 +271,7 @@ def test_run_on_kafka_matches_replay_and_accounts_for_every_record(
             assert r.drift, f"missed drift in {r.window_start}"
 
     # The job's own totals agree: consumed = binned + dead-lettered.
-    totals_line = next(line for line in output.splitlines() if "totals:" in line)
-    totals = dict(
-        (part.rsplit(" ", 1)[0].strip(), int(part.rsplit(" ", 1)[1]))
-        for part in totals_line.split("totals:")[1].split(",")
-    )
+    totals = job.totals
     if totals["records_consumed"]:  # a cancelled Prism job may not report metrics
         assert totals["records_consumed"] == sum(consumed.values())
         assert (
