@@ -3,19 +3,23 @@ streaming job that is always stopped (SIGINT, then the process group killed) wit
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from kafka import KafkaConsumer
 
 from kldrift.schemas.report import DriftReport
+from kldrift.synthetic import make_event
 
 KLDRIFT = str(Path(sys.executable).with_name("kldrift"))
 
@@ -113,3 +117,59 @@ def parse_totals(output: str) -> dict[str, int]:
         return {}
     parts = (part.strip().rsplit(" ", 1) for part in line.split("totals:")[1].split(","))
     return {name: int(value) for name, value in parts}
+
+
+def job_kafka(bootstrap: str, prefix: str, run_id: str, **settings: str) -> dict[str, str]:
+    """A config's `kafka:` section with topics of their own (`PREFIX-events-RUNID`, ...)."""
+    return {
+        "bootstrap_servers": bootstrap,
+        "input_topic": f"{prefix}-events-{run_id}",
+        "output_topic": f"{prefix}-drift-{run_id}",
+        "dead_letter_topic": f"{prefix}-dead-{run_id}",
+        **settings,
+    }
+
+
+class LiveEvents:
+    """A producer thread sending synthetic events stamped with the wall clock (about 100 per
+    second, keys model-a/model-b alternating, dealt round-robin to `partitions`) until stopped;
+    `sent` holds every event sent."""
+
+    def __init__(self, bootstrap: str, topic: str, partitions: int = 1, seed: int = 3) -> None:
+        from kafka import KafkaProducer
+
+        self.producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+        self.topic = topic
+        self.partitions = partitions
+        self.seed = seed
+        self.sent: list[dict] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        rng = np.random.default_rng(self.seed)
+        while not self._stop.is_set():
+            i = len(self.sent)
+            event = make_event(rng, time.time(), ("model-a", "model-b")[i % 2], 0.0)
+            self.producer.send(
+                self.topic, json.dumps(event).encode(), partition=i % self.partitions
+            )
+            self.sent.append(event)
+            time.sleep(0.01)
+        self.producer.flush()
+
+    def start(self) -> LiveEvents:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if not self._stop.is_set():
+            self._stop.set()
+            self._thread.join(timeout=10)
+            self.producer.close()
+
+    def __enter__(self) -> LiveEvents:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()

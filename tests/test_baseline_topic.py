@@ -5,8 +5,6 @@ Also: baseline locations read through Beam's FileSystems, and their errors."""
 
 from __future__ import annotations
 
-import json
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -21,8 +19,8 @@ from kldrift.io.baselines import BaselineTopic, publish_baseline, read_baseline
 from kldrift.local.kafka import create_topics
 from kldrift.schemas.baseline import Baseline, BaselineError, FeatureBaseline
 from kldrift.schemas.config import KafkaSpec
-from kldrift.synthetic import LATENCY_EDGES, demo_config, make_event
-from tests._jobs import ReportTail, run_cli, streaming_job, wait_for
+from kldrift.synthetic import LATENCY_EDGES, demo_config
+from tests._jobs import LiveEvents, ReportTail, job_kafka, run_cli, streaming_job, wait_for
 
 SIZE_S, PERIOD_S = 4, 2
 SMOOTHING = 0.5
@@ -41,15 +39,9 @@ OTHER_BINS = _baseline([1, 2, 3, 4], edges=[0, 10, 100])
 
 
 def _kafka(bootstrap: str, run_id: str) -> dict:
-    return {
-        "bootstrap_servers": bootstrap,
-        "input_topic": f"swap-events-{run_id}",
-        "output_topic": f"swap-drift-{run_id}",
-        "dead_letter_topic": f"swap-dead-{run_id}",
-        "start_from": "earliest",
-        "max_delay": "500ms",
-        "idle_timeout": "2s",
-    }
+    return job_kafka(
+        bootstrap, "swap", run_id, start_from="earliest", max_delay="500ms", idle_timeout="2s"
+    )
 
 
 def _write_config(tmp_path: Path, kafka: dict, baseline: str) -> Path:
@@ -121,35 +113,6 @@ def _kl_bits(window: np.ndarray, baseline: Baseline) -> float:
     return float(entropy(window / window.sum(), q / q.sum(), base=2))
 
 
-class _LiveEvents:
-    """Produces events stamped with the wall clock (100 events/s) until stopped."""
-
-    def __init__(self, bootstrap: str, topic: str) -> None:
-        self.producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
-        self.topic = topic
-        self.sent: list[dict] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        rng = np.random.default_rng(3)
-        while not self._stop.is_set():
-            event = make_event(rng, time.time(), ("model-a", "model-b")[len(self.sent) % 2], 0.0)
-            self.producer.send(self.topic, json.dumps(event).encode())
-            self.sent.append(event)
-            time.sleep(0.01)
-        self.producer.flush()
-
-    def __enter__(self) -> _LiveEvents:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-        self.producer.close()
-
-
 @pytest.mark.services
 def test_a_baseline_published_to_the_topic_is_used_by_the_running_job(
     tmp_path: Path, kafka_bootstrap: str
@@ -177,7 +140,7 @@ def test_a_baseline_published_to_the_topic_is_used_by_the_running_job(
     tail = ReportTail(kafka_bootstrap, kafka["output_topic"])
     with (
         streaming_job("--config", str(config), "--", "--job_server_timeout=20") as job,
-        _LiveEvents(kafka_bootstrap, kafka["input_topic"]) as events,
+        LiveEvents(kafka_bootstrap, kafka["input_topic"]) as events,
     ):
         wait_for(lambda: len({r.window_start for r in tail.poll()}) >= 3, 90, "3 windows on A")
         # Published by other means: a record that is not a baseline, and one with other bins.

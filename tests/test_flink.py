@@ -22,7 +22,7 @@ from kldrift.local.kafka import create_topics
 from kldrift.pipeline.options import pipeline_options
 from kldrift.schemas.report import DriftReport
 from kldrift.synthetic import SyntheticStream, demo_config, training_lines
-from tests._jobs import ReportTail, run_cli, streaming_job
+from tests._jobs import ReportTail, job_kafka, run_cli, streaming_job
 
 SIZE_S, PERIOD_S, LATENESS_S = 10, 5, 5
 PARTITIONS = 3
@@ -105,15 +105,9 @@ def test_run_on_flink_matches_replay(
     tmp_path: Path, kafka_bootstrap: str, job_server_jar: Path
 ) -> None:
     run_id = uuid.uuid4().hex[:8]
-    kafka = {
-        "bootstrap_servers": kafka_bootstrap,
-        "input_topic": f"flink-events-{run_id}",
-        "output_topic": f"flink-drift-{run_id}",
-        "dead_letter_topic": f"flink-dead-{run_id}",
-        "start_from": "earliest",
-        "idle_timeout": "5s",
-        "max_delay": "3s",
-    }
+    kafka = job_kafka(
+        kafka_bootstrap, "flink", run_id, start_from="earliest", idle_timeout="5s", max_delay="3s"
+    )
     config_path = tmp_path / "config.yaml"
     config_path.write_text(
         yaml.safe_dump(

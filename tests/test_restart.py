@@ -8,23 +8,21 @@ from __future__ import annotations
 
 import json
 import math
-import threading
 import time
 import uuid
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaConsumer, TopicPartition
 
 from kldrift.io.kafka_source import COMMIT_DELAY_S
 from kldrift.local.kafka import create_topics
 from kldrift.schemas.baseline import Baseline, FeatureBaseline
 from kldrift.schemas.report import DriftReport
-from kldrift.synthetic import LATENCY_EDGES, demo_config, make_event
-from tests._jobs import ReportTail, streaming_job, wait_for
+from kldrift.synthetic import LATENCY_EDGES, demo_config
+from tests._jobs import LiveEvents, ReportTail, job_kafka, streaming_job, wait_for
 
 pytestmark = pytest.mark.services
 
@@ -42,35 +40,6 @@ BASELINE = Baseline.create(
     source="test",
     created_at="2026-11-25T00:00:00Z",
 )
-
-
-class _LiveEvents:
-    """Events stamped with the wall clock, 100 per second, dealt round-robin to the partitions."""
-
-    def __init__(self, bootstrap: str, topic: str) -> None:
-        self.producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
-        self.topic = topic
-        self.sent: list[dict] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        rng = np.random.default_rng(8)
-        while not self._stop.is_set():
-            i = len(self.sent)
-            event = make_event(rng, time.time(), ("model-a", "model-b")[i % 2], 0.0)
-            self.producer.send(self.topic, json.dumps(event).encode(), partition=i % PARTITIONS)
-            self.sent.append(event)
-            time.sleep(0.01)
-        self.producer.flush()
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-        self.producer.close()
 
 
 def _window_starts(t: float) -> list[float]:
@@ -92,15 +61,14 @@ def test_restart_from_committed_offsets_loses_no_window_and_counts_each_event_on
     tmp_path: Path, kafka_bootstrap: str
 ) -> None:
     run_id = uuid.uuid4().hex[:8]
-    kafka = {
-        "bootstrap_servers": kafka_bootstrap,
-        "input_topic": f"restart-events-{run_id}",
-        "output_topic": f"restart-drift-{run_id}",
-        "dead_letter_topic": f"restart-dead-{run_id}",
-        "start_from": "committed",
-        "max_delay": "500ms",
-        "idle_timeout": "2s",
-    }
+    kafka = job_kafka(
+        kafka_bootstrap,
+        "restart",
+        run_id,
+        start_from="committed",
+        max_delay="500ms",
+        idle_timeout="2s",
+    )
     (tmp_path / "baseline.json").write_text(BASELINE.model_dump_json())
     config = demo_config(
         name=f"restart-{run_id}",
@@ -117,8 +85,7 @@ def test_restart_from_committed_offsets_loses_no_window_and_counts_each_event_on
     group = f"kldrift.restart-{run_id}"
     args = ("--config", str(config_path), "--", "--job_server_timeout=20")
 
-    events = _LiveEvents(kafka_bootstrap, kafka["input_topic"])
-    events.start()
+    events = LiveEvents(kafka_bootstrap, kafka["input_topic"], PARTITIONS, seed=8).start()
     first = ReportTail(kafka_bootstrap, kafka["output_topic"])
     try:
         with streaming_job(*args) as run_a:

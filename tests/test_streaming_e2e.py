@@ -20,7 +20,7 @@ from kldrift.consumer import LatestRevisions
 from kldrift.local.kafka import create_topics
 from kldrift.schemas.report import DriftReport
 from kldrift.synthetic import SyntheticStream, demo_config, training_lines
-from tests._jobs import ReportTail, run_cli, streaming_job, wait_for
+from tests._jobs import ReportTail, job_kafka, run_cli, streaming_job, wait_for
 
 pytestmark = pytest.mark.services
 
@@ -55,15 +55,9 @@ class _Topic:
 @pytest.fixture()
 def job_files(tmp_path: Path, kafka_bootstrap: str) -> dict[str, Path]:
     run_id = uuid.uuid4().hex[:8]
-    kafka = {
-        "bootstrap_servers": kafka_bootstrap,
-        "input_topic": f"e2e-events-{run_id}",
-        "output_topic": f"e2e-drift-{run_id}",
-        "dead_letter_topic": f"e2e-dead-{run_id}",
-        "start_from": "earliest",
-        "idle_timeout": "5s",
-        "max_delay": "3s",
-    }
+    kafka = job_kafka(
+        kafka_bootstrap, "e2e", run_id, start_from="earliest", idle_timeout="5s", max_delay="3s"
+    )
     config = demo_config(
         name="e2e",
         size=f"{SIZE_S}s",
