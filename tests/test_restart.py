@@ -18,6 +18,7 @@ import yaml
 from kafka import KafkaConsumer, TopicPartition
 
 from kldrift.io.kafka_source import COMMIT_DELAY_S
+from kldrift.local import flink
 from kldrift.local.kafka import create_topics
 from kldrift.schemas.baseline import Baseline, FeatureBaseline
 from kldrift.schemas.report import DriftReport
@@ -57,9 +58,21 @@ def _committed(bootstrap: str, topic: str, group: str) -> list:
         consumer.close()
 
 
+RUNNERS = {
+    "prism": (),
+    "flink": ("--runner", "FlinkRunner", "--flink_master=[local]", "--parallelism=1"),
+}
+
+
+@pytest.mark.parametrize("runner", sorted(RUNNERS))
 def test_restart_from_committed_offsets_loses_no_window_and_counts_each_event_once(
-    tmp_path: Path, kafka_bootstrap: str
+    tmp_path: Path, kafka_bootstrap: str, runner: str
 ) -> None:
+    if runner == "flink":
+        try:
+            flink.ensure_installed()
+        except flink.FlinkSetupError as err:
+            pytest.skip(f"Beam's Flink job server could not be installed: {err}")
     run_id = uuid.uuid4().hex[:8]
     kafka = job_kafka(
         kafka_bootstrap,
@@ -83,7 +96,7 @@ def test_restart_from_committed_offsets_loses_no_window_and_counts_each_event_on
     config_path.write_text(yaml.safe_dump(config))
     create_topics(kafka_bootstrap, {kafka["input_topic"]: PARTITIONS})
     group = f"kldrift.restart-{run_id}"
-    args = ("--config", str(config_path), "--", "--job_server_timeout=20")
+    args = ("--config", str(config_path), "--", "--job_server_timeout=20", *RUNNERS[runner])
 
     events = LiveEvents(kafka_bootstrap, kafka["input_topic"], PARTITIONS, seed=8).start()
     first = ReportTail(kafka_bootstrap, kafka["output_topic"])
@@ -161,7 +174,7 @@ def test_restart_from_committed_offsets_loses_no_window_and_counts_each_event_on
             + totals["events_already_reported"]
         )
     print(
-        f"restart: first run {len(reports_a)} reports, second {len(reports_b)}; "
+        f"restart on {runner}: first run {len(reports_a)} reports, second {len(reports_b)}; "
         f"{len(recounted)} windows reported again; {reread} records read again; totals of the "
         f"second run {totals}"
     )
