@@ -25,7 +25,7 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 from scipy.stats import entropy
 
-from kldrift.events import EventBatch, EventDecoder, RecordBatch
+from kldrift.events import EventBatch, EventDecoder, RecordBatch, ResumePoint
 from kldrift.pipeline.options import pipeline_options
 from kldrift.schemas import Baseline, DriftReport, FeatureBaseline, PipelineConfig
 from kldrift.transforms import DEAD_LETTERS, REPORTS, SlidingKLDivergence
@@ -212,10 +212,15 @@ def _dead(reason: str, record: dict[str, Any] | bytes, offset: int) -> tuple:
     return (reason, value, SOURCE, PARTITION, offset)
 
 
-def _run(stream: BeamTestStream, reports: list[Row], dead_letters: Sequence[tuple] = ()) -> None:
+def _run(
+    stream: BeamTestStream,
+    reports: list[Row],
+    dead_letters: Sequence[tuple] = (),
+    resume: ResumePoint | None = None,
+) -> None:
     """Runs SlidingKLDivergence on Prism (streaming) and checks both outputs exactly."""
     with beam.Pipeline(options=pipeline_options([], streaming=True)) as pipeline:
-        outputs = pipeline | stream | SlidingKLDivergence(CONFIG, BASELINE)
+        outputs = pipeline | stream | SlidingKLDivergence(CONFIG, BASELINE, resume=resume)
         assert_that(outputs[REPORTS], _reports_equal(reports), label="CheckReports")
         dead_rows = outputs[DEAD_LETTERS] | beam.Map(
             lambda d: (d.reason, d.value, d.source, d.partition, d.offset)
@@ -346,6 +351,29 @@ def test_too_late_event_is_dead_lettered_and_never_counted() -> None:
         *_both("a", 10, x=(1, 0, 0), color=(1, 0, 0)),
     ]
     _run(stream, expected, [_dead("too_late", too_late, offset=1)])
+
+
+def test_after_a_restart_reported_windows_and_counted_events_are_not_repeated() -> None:
+    # The previous run reported every window with end + 10 <= 30 ([-10, 10) and [0, 20)) and read
+    # offsets 0-2. Read again: t=5 (offset 0; all its windows reported) is skipped; t=12 (offset
+    # 1) counts in [10, 30) only, [0, 20) having been reported; t=25 is new to nothing. Offset 3
+    # was never read: t=8, whose windows all closed by the floor, is too late.
+    resume = ResumePoint(floor_us=(T0 + 30) * 1_000_000, read_to={(SOURCE, PARTITION): 3})
+    too_late = _event(8, x=1, color="red")
+    batch = _batch(
+        [
+            _event(5, x=-1, color="blue"),
+            _event(12, x=12, color="red"),
+            _event(25, x=1, color="green"),
+            too_late,
+        ]
+    )
+    stream = BeamTestStream().add_elements([_stamped(batch)]).advance_watermark_to_infinity()
+    expected = [
+        *_both("a", 10, x=(0, 1, 1), color=(1, 1, 0)),  # t=12, 25
+        *_both("a", 20, x=(0, 1, 0), color=(0, 1, 0)),  # t=25
+    ]
+    _run(stream, expected, [_dead("too_late", too_late, offset=3)], resume=resume)
 
 
 # --- bad values and bad records ------------------------------------------------------------------
