@@ -294,6 +294,16 @@ def test_baseline_refuses_a_kind_without_its_bins() -> None:
         FeatureBaseline(name="x", kind="numeric", categories=["a"], counts=[1, 1])
 
 
+def test_baseline_refuses_bins_no_binning_could_use() -> None:
+    # Unsorted edges would put values in the wrong bins without any error from searchsorted.
+    with pytest.raises(ValidationError, match="feature 'x': edges must be strictly increasing"):
+        FeatureBaseline(name="x", kind="numeric", edges=[1.0, 0.5], counts=[1, 1, 1])
+    with pytest.raises(ValidationError, match="feature 'x': edges must be finite"):
+        FeatureBaseline(name="x", kind="numeric", edges=[0.0, math.inf], counts=[1, 1, 1])
+    with pytest.raises(ValidationError, match="feature 'c': categories must be unique"):
+        FeatureBaseline(name="c", kind="categorical", categories=["a", "a"], counts=[1, 1, 1])
+
+
 def test_edited_baseline_file_is_refused() -> None:
     text = _baseline(_numeric_baseline()).model_dump_json()
     edited = json.loads(text)

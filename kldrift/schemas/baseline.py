@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from kldrift.schemas.config import check_categories, check_edges
 
 BASELINE_SCHEMA_VERSION = 1
 
@@ -30,12 +33,14 @@ class FeatureBaseline(BaseModel):
         if self.kind == "numeric":
             if self.edges is None or self.categories is not None:
                 raise ValueError(f"feature {self.name!r}: a numeric baseline has edges only")
+            _checked(self.name, check_edges, self.edges)
             expected = len(self.edges) + 1
         else:
             if self.categories is None or self.edges is not None:
                 raise ValueError(
                     f"feature {self.name!r}: a categorical baseline has categories only"
                 )
+            _checked(self.name, check_categories, self.categories)
             expected = len(self.categories) + 1
         if len(self.counts) != expected:
             raise ValueError(
@@ -46,6 +51,13 @@ class FeatureBaseline(BaseModel):
         if sum(self.counts) == 0:
             raise ValueError(f"feature {self.name!r}: the baseline has no binned values")
         return self
+
+
+def _checked(name: str, check: Callable[[Any], Any], bins: Any) -> None:
+    try:
+        check(bins)
+    except ValueError as err:
+        raise ValueError(f"feature {name!r}: {err}") from None
 
 
 class Baseline(BaseModel):

@@ -66,6 +66,28 @@ class WindowSpec(_Frozen):
         return self.size_us // self.period_us
 
 
+def check_edges(edges: list[float]) -> list[float]:
+    """Bin edges as every binning needs them (config and baseline alike); ValueError if not."""
+    if not edges:
+        raise ValueError("needs at least one edge")
+    if any(not math.isfinite(e) for e in edges):
+        raise ValueError("edges must be finite numbers (the outer bins already reach ±inf)")
+    if any(b <= a for a, b in itertools.pairwise(edges)):
+        raise ValueError("edges must be strictly increasing")
+    return edges
+
+
+def check_categories(categories: list[str]) -> list[str]:
+    """Categories as every binning needs them (config and baseline alike); ValueError if not."""
+    if not categories:
+        raise ValueError("needs at least one category")
+    if len(set(categories)) != len(categories):
+        raise ValueError("categories must be unique")
+    if OTHER_CATEGORY in categories:
+        raise ValueError(f"{OTHER_CATEGORY!r} is reserved for values not listed")
+    return categories
+
+
 class NumericFeature(_Frozen):
     """A numeric feature binned by edges: (-inf,e0), [e0,e1), ..., [e(m-1), +inf)."""
 
@@ -79,15 +101,7 @@ class NumericFeature(_Frozen):
     @field_validator("edges")
     @classmethod
     def _edges_increasing(cls, edges: list[float] | None) -> list[float] | None:
-        if edges is None:
-            return None
-        if not edges:
-            raise ValueError("needs at least one edge")
-        if any(not math.isfinite(e) for e in edges):
-            raise ValueError("edges must be finite numbers (the outer bins already reach ±inf)")
-        if any(b <= a for a, b in itertools.pairwise(edges)):
-            raise ValueError("edges must be strictly increasing")
-        return edges
+        return None if edges is None else check_edges(edges)
 
     @model_validator(mode="after")
     def _edges_or_bins(self) -> NumericFeature:
@@ -109,15 +123,7 @@ class CategoricalFeature(_Frozen):
     @field_validator("categories")
     @classmethod
     def _unique(cls, categories: list[str] | None) -> list[str] | None:
-        if categories is None:
-            return None
-        if not categories:
-            raise ValueError("needs at least one category")
-        if len(set(categories)) != len(categories):
-            raise ValueError("categories must be unique")
-        if OTHER_CATEGORY in categories:
-            raise ValueError(f"{OTHER_CATEGORY!r} is reserved for values not listed")
-        return categories
+        return None if categories is None else check_categories(categories)
 
     @model_validator(mode="after")
     def _categories_or_top_k(self) -> CategoricalFeature:
