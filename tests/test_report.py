@@ -115,6 +115,16 @@ def test_extra_fields_are_refused() -> None:
         TopBinReport(bin="a", window_p=0.1, baseline_q=0.1, contribution_bits=0.0, note="x")  # type: ignore[call-arg]
 
 
+def test_window_times_without_a_time_zone_are_refused() -> None:
+    # A naive time would be read as local time by some consumers: the contract is UTC.
+    with pytest.raises(ValidationError, match="window_start"):
+        _report(window_start=datetime(2024, 1, 1, 0, 0))
+    wire = json.loads(_report().to_json_bytes())
+    wire["window_end"] = "2024-01-01T00:10:00"
+    with pytest.raises(ValidationError, match="window_end"):
+        DriftReport.from_json_bytes(json.dumps(wire))
+
+
 def test_negative_revision_and_counts_are_refused() -> None:
     with pytest.raises(ValidationError, match="revision"):
         _report(revision=-1)

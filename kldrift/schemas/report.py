@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 SCHEMA_VERSION = 1
 
@@ -30,8 +30,8 @@ class DriftReport(BaseModel):
     pipeline: str
     key: str | None = Field(description="value of key_field, null without one")
     feature: str
-    window_start: datetime = Field(description="inclusive, RFC 3339 UTC")
-    window_end: datetime = Field(description="exclusive, RFC 3339 UTC")
+    window_start: AwareDatetime = Field(description="inclusive, RFC 3339 UTC")
+    window_end: AwareDatetime = Field(description="exclusive, RFC 3339 UTC")
     revision: int = Field(ge=0, description="0 = first report, 1, 2... = updates from late data")
     count: int = Field(ge=0, description="events binned in this window (N)")
     missing: int = Field(ge=0, description="events without a value for this feature")
