@@ -305,16 +305,18 @@ class _ReadPartitions(beam.DoFn):
             for tp, records in sorted(polled.items(), key=lambda item: item[0].partition):
                 if not records:
                     continue
-                batch, closing_us = self._batch(
-                    element.topic, tp.partition, records, watermark, now
-                )
+                batch = self._decode(element.topic, tp.partition, records, watermark)
                 claim = Claim(
-                    tp.partition, records[-1].offset + 1, records[0].offset, closing_us, done_us
+                    tp.partition,
+                    records[-1].offset + 1,
+                    records[0].offset,
+                    self._closing_us(batch),
+                    done_us,
                 )
                 if not tracker.try_claim(claim):
                     return
                 self._consumed.inc(len(records))
-                yield batch
+                yield self._observed(batch, watermark, now)
             self._advance_idle(watermark, now)
             if not any(polled.values()):
                 tracker.defer_remainder(Duration(seconds=IDLE_RESUME_S))
@@ -327,12 +329,8 @@ class _ReadPartitions(beam.DoFn):
             now, self._idle_s, round(now * 1_000_000) - idle_us - self._max_delay_us
         )
 
-    def _batch(
-        self, topic: str, partition: int, records: list[Any], watermark: Any, now: float
-    ) -> tuple[TimestampedValue, int]:
-        """The batch, timestamped, and its closing time: when every window holding one of its
-        events has closed (for dead letters only: the watermark as of the read)."""
-        batch: EventBatch = self._decoder.decode(
+    def _decode(self, topic: str, partition: int, records: list[Any], watermark: Any) -> EventBatch:
+        return self._decoder.decode(
             RecordBatch(
                 [r.value for r in records],
                 [r.offset for r in records],
@@ -341,15 +339,23 @@ class _ReadPartitions(beam.DoFn):
                 watermark_us=watermark.partition_watermark(partition),
             )
         )
-        read_at_us = batch.watermark_us
+
+    def _closing_us(self, batch: EventBatch) -> int:
+        """When every window holding one of the batch's events has closed (pane start + size +
+        allowed lateness of its newest event); for dead letters only, the watermark of the read."""
+        if not len(batch.event_time_us):
+            return batch.watermark_us
+        newest_us = int(batch.event_time_us.max())
+        return (newest_us // self._period_us) * self._period_us + self._horizon_us
+
+    def _observed(self, batch: EventBatch, watermark: Any, now: float) -> TimestampedValue:
+        """The claimed batch moves its partition's watermark and is stamped at its earliest event."""
         if len(batch.event_time_us):
             newest_us = int(batch.event_time_us.max())
-            watermark.records_seen(partition, newest_us - self._max_delay_us, now)
-            closing_us = (newest_us // self._period_us) * self._period_us + self._horizon_us
-            stamp = Timestamp(micros=int(batch.event_time_us.min()))
-            return TimestampedValue(batch, stamp), closing_us
-        watermark.records_seen(partition, NO_WATERMARK, now)
-        return TimestampedValue(batch, watermark.current_watermark()), read_at_us
+            watermark.records_seen(batch.partition, newest_us - self._max_delay_us, now)
+            return TimestampedValue(batch, Timestamp(micros=int(batch.event_time_us.min())))
+        watermark.records_seen(batch.partition, NO_WATERMARK, now)
+        return TimestampedValue(batch, watermark.current_watermark())
 
     def _commit(
         self, consumer: Any, topic: str, restriction: PartitionOffsets, done_us: int
