@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from _jobs import LiveEvents, ReportTail, job_kafka, run_cli, streaming_job, wait_for
 from kafka import KafkaProducer
 from scipy.stats import entropy
 
@@ -20,7 +21,6 @@ from kldrift.local.kafka import create_topics
 from kldrift.schemas.baseline import Baseline, BaselineError, FeatureBaseline
 from kldrift.schemas.config import KafkaSpec
 from kldrift.synthetic import LATENCY_EDGES, demo_config
-from tests._jobs import LiveEvents, ReportTail, job_kafka, run_cli, streaming_job, wait_for
 
 SIZE_S, PERIOD_S = 4, 2
 SMOOTHING = 0.5

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from _jobs import ReportTail, job_kafka, run_cli, streaming_job
 from kafka import KafkaConsumer, KafkaProducer
 
 from kldrift.local import flink
@@ -22,7 +23,6 @@ from kldrift.local.kafka import create_topics
 from kldrift.pipeline.options import pipeline_options
 from kldrift.schemas.report import DriftReport
 from kldrift.synthetic import SyntheticStream, demo_config, training_lines
-from tests._jobs import ReportTail, job_kafka, run_cli, streaming_job
 
 SIZE_S, PERIOD_S, LATENESS_S = 10, 5, 5
 PARTITIONS = 3

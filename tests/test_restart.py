@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from _jobs import LiveEvents, ReportTail, job_kafka, streaming_job, wait_for
 from kafka import KafkaConsumer, TopicPartition
 
 from kldrift.io.kafka_source import COMMIT_DELAY_S
@@ -23,7 +24,6 @@ from kldrift.local.kafka import create_topics
 from kldrift.schemas.baseline import Baseline, FeatureBaseline
 from kldrift.schemas.report import DriftReport
 from kldrift.synthetic import LATENCY_EDGES, demo_config
-from tests._jobs import LiveEvents, ReportTail, job_kafka, streaming_job, wait_for
 
 pytestmark = pytest.mark.services
 

@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from _jobs import ReportTail, job_kafka, run_cli, streaming_job, wait_for
 from kafka import KafkaConsumer, KafkaProducer
 
 from kldrift.consumer import LatestRevisions
 from kldrift.local.kafka import create_topics
 from kldrift.schemas.report import DriftReport
 from kldrift.synthetic import SyntheticStream, demo_config, training_lines
-from tests._jobs import ReportTail, job_kafka, run_cli, streaming_job, wait_for
 
 pytestmark = pytest.mark.services
 
