@@ -1,7 +1,9 @@
 """SlidingKLDivergence: event batches in, one DriftReport per (key, feature, sliding window, revision).
 
 Steps (stable labels, so a Dataflow `--update` keeps state):
-  Bin                 each batch binned with numpy into per-(key, feature, pane) counts
+  Bin                 each batch binned with numpy into per-(key, pane) counts: every feature's
+                      slots side by side in one array, so Beam's per-element cost is paid once
+                      per (key, pane), not once per feature
   PaneHistograms      FixedWindows(period), sum of counts; late data fires discarding deltas
   PaneToWindows       each pane sum keyed once per sliding window holding it (size/period),
                       stamped at that window's last millisecond
@@ -9,7 +11,7 @@ Steps (stable labels, so a Dataflow `--update` keeps state):
                       sum of pane sums (deltas)
   ReviseStamp         restamped at window end + allowed_lateness - 1 ms, and
   ReviseWindows       FixedWindows(period, offset) ending there: the revision state's lifetime
-  Revise              running total per window, numbered revisions 0, 1, 2...
+  Revise              running total per window, numbered revisions 0, 1, 2...; split per feature
   Score               divergence against the baseline side input -> DriftReport
 Each event is counted once, whatever size/period is: the sliding step costs windows x bins.
 Only standard WindowFns are used: Flink's and Dataflow's Java side reject pickled Python ones.
@@ -40,10 +42,25 @@ REPORTS = "reports"
 DEAD_LETTERS = "dead_letters"
 METRICS_NAMESPACE = "kldrift"
 
-PaneKey = tuple[str | None, str]
-"""(key, feature): the grouping key of pane histograms."""
+PaneKey = str | None
+"""The value of key_field (None without one): the grouping key of pane histograms."""
+SlideKey = tuple[str | None, int]
+"""(key, window start in microseconds): the grouping key of sliding-window histograms."""
 WindowKey = tuple[str | None, str, int]
-"""(key, feature, window start in microseconds): the grouping key of sliding-window histograms."""
+"""(key, feature, window start in microseconds): what one report is about."""
+FeatureSlots = tuple[tuple[str, int, int], ...]
+"""(feature, first slot, end slot) per feature: where its counts lie in a (key, pane) array."""
+
+
+def feature_slots(feature_bins: list[FeatureBins]) -> FeatureSlots:
+    """Each feature's slots (n_bins + 2 of them) in the stacked counts array, in config order."""
+    slots = []
+    start = 0
+    for bins in feature_bins:
+        end = start + bins.n_bins + 2
+        slots.append((bins.name, start, end))
+        start = end
+    return tuple(slots)
 
 
 class SumCounts(beam.CombineFn):
@@ -91,7 +108,8 @@ class DecodeRecords(beam.PTransform):
 
 
 class _BinBatch(beam.DoFn):
-    """Bins one EventBatch into counts per (key, feature, pane); emits dead letters."""
+    """Bins one EventBatch into counts per (key, pane), every feature's slots in one array (see
+    feature_slots); emits dead letters."""
 
     def __init__(self, config: PipelineConfig, feature_bins: list[FeatureBins]) -> None:
         self._config = config
@@ -169,19 +187,22 @@ class _BinBatch(beam.DoFn):
         group_of_event = group_of_event.reshape(-1)
         n_groups = groups.shape[1]
         input_us = timestamp.micros
-        for feature_bins, get in zip(self._feature_bins, self._getters, strict=True):
-            counts = feature_bins.count_groups([get(e) for e in events], group_of_event, n_groups)
-            for g in range(n_groups):
-                key = distinct_keys[groups[0, g]]
-                stamp_us = max(int(groups[1, g]), input_us)
-                yield TimestampedValue(
-                    ((key, feature_bins.name), counts[g]), Timestamp(micros=stamp_us)
-                )
+        counts = np.hstack(
+            [
+                feature_bins.count_groups([get(e) for e in events], group_of_event, n_groups)
+                for feature_bins, get in zip(self._feature_bins, self._getters, strict=True)
+            ]
+        )
+        for g in range(n_groups):
+            stamp_us = max(int(groups[1, g]), input_us)
+            yield TimestampedValue(
+                (distinct_keys[groups[0, g]], counts[g]), Timestamp(micros=stamp_us)
+            )
 
 
-_WINDOW_ELEMENT = typehints.Tuple[typehints.Tuple[typehints.Optional[str], str, int], typehints.Any]
-"""((key, feature, window_start_us), counts): typed so the stateful Revise step gets a
-deterministic key coder."""
+_WINDOW_ELEMENT = typehints.Tuple[typehints.Tuple[typehints.Optional[str], int], typehints.Any]
+"""((key, window_start_us), counts): typed so the stateful Revise step gets a deterministic key
+coder."""
 
 
 class _PaneToWindows(beam.DoFn):
@@ -202,22 +223,22 @@ class _PaneToWindows(beam.DoFn):
     def process(
         self, element: tuple[PaneKey, np.ndarray | None], pane: Any = beam.DoFn.WindowParam
     ) -> Iterator[TimestampedValue]:
-        (key, feature), counts = element
+        key, counts = element
         if counts is None:
             return
         pane_start = pane.start.micros
         first = pane_start - self._size_us + self._period_us
         for window_start in range(first, pane_start + 1, self._period_us):
             window_last_ms = window_start + self._size_us - 1000
-            yield TimestampedValue(
-                ((key, feature, window_start), counts), Timestamp(micros=window_last_ms)
-            )
+            yield TimestampedValue(((key, window_start), counts), Timestamp(micros=window_last_ms))
 
 
 class _Revise(beam.DoFn):
     """Turns a window's discarding firings (deltas) into revisions: running totals numbered 0, 1, 2...
 
-    State is per (key, feature, window). Its input is re-windowed (ReviseStamp, ReviseWindows) into
+    State is per (key, window), all features in one array: each event adds one to every feature's
+    slots (a bin, missing or invalid), so a window's revisions are the same for all its features,
+    and its totals are split per feature on the way out. Its input is re-windowed (ReviseStamp, ReviseWindows) into
     a window ending at the sliding window's end + allowed_lateness, so the state lives exactly as
     long as the sliding window accepts late data on every runner: Prism (2.77) drops a stateful
     DoFn's state as soon as the watermark passes its window's end, ignoring allowed lateness, which
@@ -227,12 +248,15 @@ class _Revise(beam.DoFn):
 
     TOTAL = beam.transforms.userstate.ReadModifyWriteStateSpec("total", beam.coders.PickleCoder())
 
+    def __init__(self, slots: FeatureSlots) -> None:
+        self._slots = slots
+
     def process(
         self,
-        element: tuple[WindowKey, np.ndarray | None],
+        element: tuple[SlideKey, np.ndarray | None],
         total_state: Any = beam.DoFn.StateParam(TOTAL),
     ) -> Iterator[tuple[WindowKey, np.ndarray, int]]:
-        window_key, delta = element
+        (key, window_start), delta = element
         if delta is None or not delta.any():
             return
         previous = total_state.read()
@@ -241,7 +265,8 @@ class _Revise(beam.DoFn):
         else:
             total, revision = previous[0] + delta, previous[1] + 1
         total_state.write((total, revision))
-        yield window_key, total, revision
+        for feature, start, end in self._slots:
+            yield (key, feature, window_start), total[start:end], revision
 
 
 class _StampAtReviseEnd(beam.DoFn):
@@ -390,7 +415,7 @@ class SlidingKLDivergence(beam.PTransform):
             >> beam.WindowInto(
                 window.FixedWindows(period, offset=Timestamp(micros=lateness % spec.period_us))
             )
-            | "Revise" >> beam.ParDo(_Revise())
+            | "Revise" >> beam.ParDo(_Revise(feature_slots(self._feature_bins)))
         )
         reports = windows | "Score" >> beam.ParDo(
             _Score(self._config), beam.pvalue.AsSingleton(baseline)
