@@ -37,6 +37,11 @@ from kldrift.schemas.config import PipelineConfig
 
 READ_SLICE_S = 1.0
 """How long one process() call reads before handing back a checkpoint (and its watermark)."""
+READ_SLICE_BEHIND_S = 10.0
+"""How long it reads on while behind the partitions' ends (a backlog). Every checkpoint costs the
+runner: on Prism 2.77 a 200,000-event backlog drained in 1 s slices took 14 s of Prism CPU, in
+10 s slices 1.5 s, and reports came 1.8x faster. A reader that has caught up keeps 1 s slices,
+so a live stream's watermark, and its reports, are as prompt as before."""
 IDLE_RESUME_S = 0.2
 
 Offsets = tuple[tuple[int, int], ...]
@@ -210,8 +215,8 @@ class _ReadPartitions(beam.DoFn):
         consumer = self._consumer(element.topic, start)
         self._commit(consumer, element.topic, start)
         watermark.start([p for p, _ in start], time.time())
-        deadline = time.monotonic() + READ_SLICE_S
-        while time.monotonic() < deadline:
+        started = time.monotonic()
+        while True:
             polled = consumer.poll(timeout_ms=100)
             now = time.time()
             for tp, records in sorted(polled.items(), key=lambda item: item[0].partition):
@@ -225,6 +230,11 @@ class _ReadPartitions(beam.DoFn):
             if not any(polled.values()):
                 tracker.defer_remainder(Duration(seconds=IDLE_RESUME_S))
                 return
+            elapsed = time.monotonic() - started
+            if elapsed >= READ_SLICE_BEHIND_S or (
+                elapsed >= READ_SLICE_S and not _behind(consumer)
+            ):
+                break
         tracker.defer_remainder()
 
     def _advance_idle(self, watermark: Any, now: float) -> None:
@@ -266,6 +276,16 @@ class _ReadPartitions(beam.DoFn):
             {TopicPartition(topic, p): OffsetAndMetadata(offset, "", -1) for p, offset in start}
         )
         self._committed[key] = start
+
+
+def _behind(consumer: Any) -> bool:
+    """Whether any assigned partition has records past the consumer's position (as of the last
+    fetch response)."""
+    for tp in consumer.assignment():
+        highwater = consumer.highwater(tp)
+        if highwater is not None and consumer.position(tp) < highwater:
+            return True
+    return False
 
 
 def reader_starts(topic: str, offsets: dict[int, int], readers: int) -> list[ReaderStart]:
