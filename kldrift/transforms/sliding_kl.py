@@ -6,7 +6,7 @@ Steps (stable labels, so a Dataflow `--update` keeps state):
                       per (key, pane), not once per feature
   PaneHistograms      FixedWindows(period), sum of counts; late data fires discarding deltas
   PaneToWindows       each pane sum keyed once per sliding window holding it (size/period),
-                      stamped at that window's last millisecond
+                      stamped at that window's last millisecond; summed per window per bundle
   SlidingHistograms   FixedWindows(period) over those stamps: fires at the sliding window's end;
                       sum of pane sums (deltas)
   ReviseStamp         restamped at window end + allowed_lateness - 1 ms, and
@@ -29,6 +29,7 @@ from apache_beam import typehints
 from apache_beam.transforms import trigger, window
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Duration, Timestamp
+from apache_beam.utils.windowed_value import WindowedValue
 
 from kldrift import divergence
 from kldrift.binning import FeatureBins, resolve_bins
@@ -214,23 +215,51 @@ class _PaneToWindows(beam.DoFn):
     the end of the window that just closed, so a late firing of the closed window never became
     ready and late revisions were lost in live streams. One element per window, stamped at that
     window's last millisecond, holds the watermark only where that window itself ends.
+
+    The panes of one bundle are summed per (key, window) here and emitted when the bundle ends:
+    the combiner lifting that Prism does not do for triggered windows. Each window then costs one
+    element per bundle, not one per pane (size/period of them), through SlidingHistograms.
     """
 
     def __init__(self, size_us: int, period_us: int) -> None:
         self._size_us = size_us
         self._period_us = period_us
 
+    def start_bundle(self) -> None:
+        self._parts: dict[SlideKey, list[np.ndarray]] = {}
+
     def process(
         self, element: tuple[PaneKey, np.ndarray | None], pane: Any = beam.DoFn.WindowParam
-    ) -> Iterator[TimestampedValue]:
+    ) -> None:
         key, counts = element
         if counts is None:
             return
         pane_start = pane.start.micros
         first = pane_start - self._size_us + self._period_us
+        parts = self._parts
         for window_start in range(first, pane_start + 1, self._period_us):
-            window_last_ms = window_start + self._size_us - 1000
-            yield TimestampedValue(((key, window_start), counts), Timestamp(micros=window_last_ms))
+            slot = (key, window_start)
+            window_parts = parts.get(slot)
+            if window_parts is None:
+                parts[slot] = [counts]
+            else:
+                window_parts.append(counts)
+
+    def finish_bundle(self) -> Iterator[WindowedValue]:
+        parts, self._parts = self._parts, {}
+        for (key, window_start), window_parts in parts.items():
+            total = window_parts[0] if len(window_parts) == 1 else np.sum(window_parts, axis=0)
+            end_us = window_start + self._size_us
+            # In the window SlidingHistograms will assign it to (by this timestamp) anyway.
+            yield WindowedValue(
+                ((key, window_start), total),
+                Timestamp(micros=end_us - 1000),
+                (
+                    window.IntervalWindow(
+                        Timestamp(micros=end_us - self._period_us), Timestamp(micros=end_us)
+                    ),
+                ),
+            )
 
 
 class _Revise(beam.DoFn):
@@ -238,8 +267,8 @@ class _Revise(beam.DoFn):
 
     State is per (key, window), all features in one array: each event adds one to every feature's
     slots (a bin, missing or invalid), so a window's revisions are the same for all its features,
-    and its totals are split per feature on the way out. Its input is re-windowed (ReviseStamp, ReviseWindows) into
-    a window ending at the sliding window's end + allowed_lateness, so the state lives exactly as
+    and its totals are split per feature on the way out. Its input is re-windowed (ReviseStamp,
+    ReviseWindows) into a window ending at the sliding window's end + allowed_lateness, so the state lives exactly as
     long as the sliding window accepts late data on every runner: Prism (2.77) drops a stateful
     DoFn's state as soon as the watermark passes its window's end, ignoring allowed lateness, which
     restarted every late revision at 0 with only the late delta. Counting revisions here, not from the runner's pane index, keeps
