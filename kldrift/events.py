@@ -23,6 +23,9 @@ NO_WATERMARK = -(2**63)
 # it (e.g. microseconds sent as seconds) the record is a dead letter, not an int64 overflow.
 _MIN_EVENT_TIME_US = -62_135_596_800_000_000  # 0001-01-01T00:00:00Z
 _MAX_EVENT_TIME_US = 253_402_300_799_999_999  # 9999-12-31T23:59:59.999999Z
+# Numeric times strictly within +-this (about 1,900 years either side of 1970, inside the range
+# above) are valid whatever their unit and rounding: EventDecoder checks them inline.
+_FAST_EVENT_TIME_LIMIT_US = 60_000_000_000_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,48 +126,77 @@ class EventDecoder:
         events: list[dict[str, Any]] = []
         times: list[int] = []
         keys: list[str | None] = []
-        values: list[bytes] = []
-        offsets: list[int] = []
         dead: list[DeadLetter] = []
-        for value, offset in zip(batch.values, batch.offsets, strict=True):
-            event, time_us, key, problem = self._decode_one(value)
+        dead_rows: list[int] = []
+        # The common record (an object, a finite epoch time well inside the valid range, a text key
+        # or none) is checked inline; anything else takes the general path, which says why.
+        loads = json.loads
+        get_time = self._get_time
+        get_key = self._get_key
+        scale = self._time_scale_us
+        fast_limit = _FAST_EVENT_TIME_LIMIT_US / scale
+        problem: tuple[str, str] | None
+        for row, value in enumerate(batch.values):
+            try:
+                event = loads(value)
+            except (ValueError, UnicodeDecodeError) as err:
+                event, problem = None, ("not_json", str(err)[:200])
+            else:
+                problem = None
+            if problem is None and type(event) is dict:
+                raw_time = get_time(event)
+                time_type = type(raw_time)
+                if (time_type is float or time_type is int) and -fast_limit < raw_time < fast_limit:
+                    key = None if get_key is None else get_key(event)
+                    if get_key is None or type(key) is str:
+                        events.append(event)
+                        times.append(math.floor(raw_time * scale))
+                        keys.append(key)
+                        continue
+            if problem is None:
+                time_us, key, problem = self._check(event)
             if problem is not None:
                 reason, detail = problem
+                dead_rows.append(row)
                 dead.append(
-                    DeadLetter(value, reason, detail, batch.source, batch.partition, offset)
+                    DeadLetter(
+                        value, reason, detail, batch.source, batch.partition, batch.offsets[row]
+                    )
                 )
                 continue
             events.append(event)
             times.append(time_us)
             keys.append(key)
-            values.append(value)
-            offsets.append(offset)
+        values, offsets = batch.values, batch.offsets
+        if dead_rows:
+            dead_set = set(dead_rows)
+            kept = [row for row in range(len(values)) if row not in dead_set]
+            values = [values[row] for row in kept]
+            offsets = [offsets[row] for row in kept]
+        elif len(offsets) != len(values):
+            raise ValueError(f"{len(values)} record values but {len(offsets)} offsets")
         return EventBatch(
             events=events,
             event_time_us=np.asarray(times, dtype=np.int64),
             keys=keys,
-            values=values,
-            offsets=offsets,
+            values=list(values),
+            offsets=list(offsets),
             source=batch.source,
             partition=batch.partition,
             watermark_us=batch.watermark_us,
             dead_letters=dead,
         )
 
-    def _decode_one(self, value: bytes) -> tuple[Any, int, str | None, tuple[str, str] | None]:
-        try:
-            event = json.loads(value)
-        except (ValueError, UnicodeDecodeError) as err:
-            return None, 0, None, ("not_json", str(err)[:200])
+    def _check(self, event: Any) -> tuple[int, str | None, tuple[str, str] | None]:
+        """A parsed record's event time and key, or why it is a dead letter."""
         if not isinstance(event, dict):
-            return None, 0, None, ("not_object", f"a JSON {type(event).__name__}, not an object")
+            return 0, None, ("not_object", f"a JSON {type(event).__name__}, not an object")
         raw_time = self._get_time(event)
         if raw_time is None:
-            return None, 0, None, ("missing_event_time", f"no field {self._time_field!r}")
+            return 0, None, ("missing_event_time", f"no field {self._time_field!r}")
         time_us = self._event_time_us(raw_time)
         if time_us is None:
             return (
-                None,
                 0,
                 None,
                 (
@@ -177,9 +209,9 @@ class EventDecoder:
         if self._get_key is not None:
             raw_key = self._get_key(event)
             if raw_key is None or isinstance(raw_key, dict | list):
-                return None, 0, None, ("missing_key", f"no usable key field {self._key_field!r}")
+                return 0, None, ("missing_key", f"no usable key field {self._key_field!r}")
             key = _key_text(raw_key)
-        return event, time_us, key, None
+        return time_us, key, None
 
     @property
     def _time_unit_name(self) -> str:

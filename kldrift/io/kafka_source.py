@@ -48,6 +48,12 @@ COMMIT_DELAY_S = 10.0
 time their reports have had to reach Kafka before a restart relies on them."""
 READ_SLICE_S = 1.0
 """How long one process() call reads before handing back a checkpoint (and its watermark)."""
+READ_SLICE_BEHIND_S = 30.0
+"""How long it reads on while behind the partitions' ends (a backlog). Every checkpoint in the
+middle of a backlog costs Prism 2.77 dearly: draining 200,000 pre-loaded events took 14 s of
+Prism CPU in 1 s slices and 7 s in 3 s slices, but 2 s when the backlog fitted in one slice, and
+reports came 1.8x sooner. A reader that has caught up keeps 1 s slices, so a live stream's
+watermark, and its reports, are as prompt as before."""
 IDLE_RESUME_S = 0.2
 
 Offsets = tuple[tuple[int, int], ...]
@@ -298,8 +304,8 @@ class _ReadPartitions(beam.DoFn):
         done_us = watermark.done_watermark(now)
         self._commit(consumer, element.topic, restriction, done_us)
         watermark.sample(now)
-        deadline = time.monotonic() + READ_SLICE_S
-        while time.monotonic() < deadline:
+        started = time.monotonic()
+        while True:
             polled = consumer.poll(timeout_ms=100)
             now = time.time()
             for tp, records in sorted(polled.items(), key=lambda item: item[0].partition):
@@ -321,6 +327,11 @@ class _ReadPartitions(beam.DoFn):
             if not any(polled.values()):
                 tracker.defer_remainder(Duration(seconds=IDLE_RESUME_S))
                 return
+            elapsed = time.monotonic() - started
+            if elapsed >= READ_SLICE_BEHIND_S or (
+                elapsed >= READ_SLICE_S and not _behind(consumer)
+            ):
+                break
         tracker.defer_remainder()
 
     def _advance_idle(self, watermark: Any, now: float) -> None:
@@ -387,6 +398,16 @@ class _ReadPartitions(beam.DoFn):
 def resume_metadata(floor_us: int, read_to: int) -> str:
     """The committed offset's metadata: the resume point of a restart (kafka_client.resume_point)."""
     return json.dumps({"kldrift": 1, "floor_us": floor_us, "read_to": read_to})
+
+
+def _behind(consumer: Any) -> bool:
+    """Whether any assigned partition has records past the consumer's position (as of the last
+    fetch response)."""
+    for tp in consumer.assignment():
+        highwater = consumer.highwater(tp)
+        if highwater is not None and consumer.position(tp) < highwater:
+            return True
+    return False
 
 
 def reader_starts(topic: str, offsets: dict[int, int], readers: int) -> list[ReaderStart]:

@@ -1,15 +1,17 @@
 """SlidingKLDivergence: event batches in, one DriftReport per (key, feature, sliding window, revision).
 
 Steps (stable labels, so a Dataflow `--update` keeps state):
-  Bin                 each batch binned with numpy into per-(key, feature, pane) counts
+  Bin                 each batch binned with numpy into per-(key, pane) counts: every feature's
+                      slots side by side in one array, so Beam's per-element cost is paid once
+                      per (key, pane), not once per feature
   PaneHistograms      FixedWindows(period), sum of counts; late data fires discarding deltas
   PaneToWindows       each pane sum keyed once per sliding window holding it (size/period),
-                      stamped at that window's last millisecond
+                      stamped at that window's last millisecond; summed per window per bundle
   SlidingHistograms   FixedWindows(period) over those stamps: fires at the sliding window's end;
                       sum of pane sums (deltas)
   ReviseStamp         restamped at window end + allowed_lateness - 1 ms, and
   ReviseWindows       FixedWindows(period, offset) ending there: the revision state's lifetime
-  Revise              running total per window, numbered revisions 0, 1, 2...
+  Revise              running total per window, numbered revisions 0, 1, 2...; split per feature
   Score               divergence against the baseline side input (or a newer one with the same
                       bins from `baseline_updates`, e.g. a kafka:// topic) -> DriftReport
 Each event is counted once, whatever size/period is: the sliding step costs windows x bins.
@@ -30,6 +32,7 @@ from apache_beam import typehints
 from apache_beam.transforms import trigger, window
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Duration, Timestamp
+from apache_beam.utils.windowed_value import WindowedValue
 
 from kldrift import divergence
 from kldrift.binning import BaselineMismatch, FeatureBins, bins_differ, resolve_bins
@@ -51,10 +54,25 @@ DEAD_LETTERS = "dead_letters"
 METRICS_NAMESPACE = "kldrift"
 _LOG = logging.getLogger(__name__)
 
-PaneKey = tuple[str | None, str]
-"""(key, feature): the grouping key of pane histograms."""
+PaneKey = str | None
+"""The value of key_field (None without one): the grouping key of pane histograms."""
+SlideKey = tuple[str | None, int]
+"""(key, window start in microseconds): the grouping key of sliding-window histograms."""
 WindowKey = tuple[str | None, str, int]
-"""(key, feature, window start in microseconds): the grouping key of sliding-window histograms."""
+"""(key, feature, window start in microseconds): what one report is about."""
+FeatureSlots = tuple[tuple[str, int, int], ...]
+"""(feature, first slot, end slot) per feature: where its counts lie in a (key, pane) array."""
+
+
+def feature_slots(feature_bins: list[FeatureBins]) -> FeatureSlots:
+    """Each feature's slots (n_bins + 2 of them) in the stacked counts array, in config order."""
+    slots = []
+    start = 0
+    for bins in feature_bins:
+        end = start + bins.n_bins + 2
+        slots.append((bins.name, start, end))
+        start = end
+    return tuple(slots)
 
 
 class SumCounts(beam.CombineFn):
@@ -102,7 +120,8 @@ class DecodeRecords(beam.PTransform):
 
 
 class _BinBatch(beam.DoFn):
-    """Bins one EventBatch into counts per (key, feature, pane); emits dead letters."""
+    """Bins one EventBatch into counts per (key, pane), every feature's slots in one array (see
+    feature_slots); emits dead letters."""
 
     def __init__(
         self,
@@ -218,19 +237,22 @@ class _BinBatch(beam.DoFn):
         group_of_event = group_of_event.reshape(-1)
         n_groups = groups.shape[1]
         input_us = timestamp.micros
-        for feature_bins, get in zip(self._feature_bins, self._getters, strict=True):
-            counts = feature_bins.count_groups([get(e) for e in events], group_of_event, n_groups)
-            for g in range(n_groups):
-                key = distinct_keys[groups[0, g]]
-                stamp_us = max(int(groups[1, g]), input_us)
-                yield TimestampedValue(
-                    ((key, feature_bins.name), counts[g]), Timestamp(micros=stamp_us)
-                )
+        counts = np.hstack(
+            [
+                feature_bins.count_groups([get(e) for e in events], group_of_event, n_groups)
+                for feature_bins, get in zip(self._feature_bins, self._getters, strict=True)
+            ]
+        )
+        for g in range(n_groups):
+            stamp_us = max(int(groups[1, g]), input_us)
+            yield TimestampedValue(
+                (distinct_keys[groups[0, g]], counts[g]), Timestamp(micros=stamp_us)
+            )
 
 
-_WINDOW_ELEMENT = typehints.Tuple[typehints.Tuple[typehints.Optional[str], str, int], typehints.Any]
-"""((key, feature, window_start_us), counts): typed so the stateful Revise step gets a
-deterministic key coder."""
+_WINDOW_ELEMENT = typehints.Tuple[typehints.Tuple[typehints.Optional[str], int], typehints.Any]
+"""((key, window_start_us), counts): typed so the stateful Revise step gets a deterministic key
+coder."""
 
 
 class _PaneToWindows(beam.DoFn):
@@ -242,6 +264,10 @@ class _PaneToWindows(beam.DoFn):
     the end of the window that just closed, so a late firing of the closed window never became
     ready and late revisions were lost in live streams. One element per window, stamped at that
     window's last millisecond, holds the watermark only where that window itself ends.
+
+    The panes of one bundle are summed per (key, window) here and emitted when the bundle ends:
+    the combiner lifting that Prism does not do for triggered windows. Each window then costs one
+    element per bundle, not one per pane (size/period of them), through SlidingHistograms.
     """
 
     def __init__(self, size_us: int, period_us: int, reported_until_us: int | None = None) -> None:
@@ -250,20 +276,42 @@ class _PaneToWindows(beam.DoFn):
         # After a restart, windows ending at or before this were reported by the previous run.
         self._reported_until_us = reported_until_us
 
+    def start_bundle(self) -> None:
+        self._parts: dict[SlideKey, list[np.ndarray]] = {}
+
     def process(
         self, element: tuple[PaneKey, np.ndarray | None], pane: Any = beam.DoFn.WindowParam
-    ) -> Iterator[TimestampedValue]:
-        (key, feature), counts = element
+    ) -> None:
+        key, counts = element
         if counts is None:
             return
         pane_start = pane.start.micros
         first = pane_start - self._size_us + self._period_us
         if self._reported_until_us is not None:
             first = max(first, self._first_unreported(first))
+        parts = self._parts
         for window_start in range(first, pane_start + 1, self._period_us):
-            window_last_ms = window_start + self._size_us - 1000
-            yield TimestampedValue(
-                ((key, feature, window_start), counts), Timestamp(micros=window_last_ms)
+            slot = (key, window_start)
+            window_parts = parts.get(slot)
+            if window_parts is None:
+                parts[slot] = [counts]
+            else:
+                window_parts.append(counts)
+
+    def finish_bundle(self) -> Iterator[WindowedValue]:
+        parts, self._parts = self._parts, {}
+        for (key, window_start), window_parts in parts.items():
+            total = window_parts[0] if len(window_parts) == 1 else np.sum(window_parts, axis=0)
+            end_us = window_start + self._size_us
+            # In the window SlidingHistograms will assign it to (by this timestamp) anyway.
+            yield WindowedValue(
+                ((key, window_start), total),
+                Timestamp(micros=end_us - 1000),
+                (
+                    window.IntervalWindow(
+                        Timestamp(micros=end_us - self._period_us), Timestamp(micros=end_us)
+                    ),
+                ),
             )
 
     def _first_unreported(self, first: int) -> int:
@@ -276,8 +324,10 @@ class _PaneToWindows(beam.DoFn):
 class _Revise(beam.DoFn):
     """Turns a window's discarding firings (deltas) into revisions: running totals numbered 0, 1, 2...
 
-    State is per (key, feature, window). Its input is re-windowed (ReviseStamp, ReviseWindows) into
-    a window ending at the sliding window's end + allowed_lateness, so the state lives exactly as
+    State is per (key, window), all features in one array: each event adds one to every feature's
+    slots (a bin, missing or invalid), so a window's revisions are the same for all its features,
+    and its totals are split per feature on the way out. Its input is re-windowed (ReviseStamp,
+    ReviseWindows) into a window ending at the sliding window's end + allowed_lateness, so the state lives exactly as
     long as the sliding window accepts late data on every runner: Prism (2.77) drops a stateful
     DoFn's state as soon as the watermark passes its window's end, ignoring allowed lateness, which
     restarted every late revision at 0 with only the late delta. Counting revisions here, not from the runner's pane index, keeps
@@ -286,12 +336,15 @@ class _Revise(beam.DoFn):
 
     TOTAL = beam.transforms.userstate.ReadModifyWriteStateSpec("total", beam.coders.PickleCoder())
 
+    def __init__(self, slots: FeatureSlots) -> None:
+        self._slots = slots
+
     def process(
         self,
-        element: tuple[WindowKey, np.ndarray | None],
+        element: tuple[SlideKey, np.ndarray | None],
         total_state: Any = beam.DoFn.StateParam(TOTAL),
     ) -> Iterator[tuple[WindowKey, np.ndarray, int]]:
-        window_key, delta = element
+        (key, window_start), delta = element
         if delta is None or not delta.any():
             return
         previous = total_state.read()
@@ -300,7 +353,8 @@ class _Revise(beam.DoFn):
         else:
             total, revision = previous[0] + delta, previous[1] + 1
         total_state.write((total, revision))
-        yield window_key, total, revision
+        for feature, start, end in self._slots:
+            yield (key, feature, window_start), total[start:end], revision
 
 
 class _StampAtReviseEnd(beam.DoFn):
@@ -520,7 +574,7 @@ class SlidingKLDivergence(beam.PTransform):
             >> beam.WindowInto(
                 window.FixedWindows(period, offset=Timestamp(micros=lateness % spec.period_us))
             )
-            | "Revise" >> beam.ParDo(_Revise())
+            | "Revise" >> beam.ParDo(_Revise(feature_slots(self._feature_bins)))
         )
         reports = windows | "Score" >> beam.ParDo(
             _Score(self._config, self._feature_bins, self._updates),
