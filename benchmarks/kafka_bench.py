@@ -330,8 +330,9 @@ class Job:
     def totals(self) -> dict[str, int]:
         for line in self.output(100_000).splitlines():
             if "totals:" in line:
-                parts = line.split("totals:", 1)[1].split(",")
-                return {p.rsplit(" ", 1)[0].strip(): int(p.rsplit(" ", 1)[1]) for p in parts}
+                # Prism's log lines can land on the same line (same stderr): take name-number pairs.
+                after = line.split("totals:", 1)[1]
+                return {name: int(value) for name, value in re.findall(r"([a-z_]+) (\d+)", after)}
         return {}
 
 
