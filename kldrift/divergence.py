@@ -384,6 +384,25 @@ def _g_test_p_value(window: Counts, baseline: Counts, occupied: NDArray[np.bool_
     return float(chdtrc(degrees_of_freedom, _g_statistic(table)))
 
 
+MIN_MEAN_EXPECTED = 5.0
+"""The G-test's chi-square approximation is trusted when the window's mean expected count per
+occupied bin, N / B_eff, is at least this (the average-expected-frequency guideline of Roscoe and
+Byars; Cochran's stricter every-bin rule would silence windows over tail bins the baseline rarely
+fills)."""
+
+
+def g_test_is_reliable(window_counts: ArrayLike, baseline_counts: ArrayLike) -> bool:
+    """Whether the window is large enough for its G-test p-value: N >= 5 x B_eff. Below that (a
+    small window over many bins, e.g. a partial first window) the p-value is too small and a
+    window could be flagged without drift."""
+    window, baseline = _as_counts(window_counts, baseline_counts)
+    return _g_test_reliable(window, baseline, _occupied_bins(window, baseline))
+
+
+def _g_test_reliable(window: Counts, baseline: Counts, occupied: NDArray[np.bool_]) -> bool:
+    return bool(float(window.sum()) >= MIN_MEAN_EXPECTED * int(np.count_nonzero(occupied)))
+
+
 def g_test_p_value(window_counts: ArrayLike, baseline_counts: ArrayLike) -> float:
     """P-value of the G-test of homogeneity of window and baseline counts.
 
@@ -490,7 +509,8 @@ def score(
     threshold_bits : float
         Drift needs ``kl_bits_debiased`` above this.
     significance : float
-        Drift needs the G-test p-value below this.
+        Drift needs the G-test p-value below this, and the test's approximation to hold
+        (``g_test_is_reliable``: at least 5 values per occupied bin on average).
     labels : sequence of str
         One label per bin, used in ``top_bins``.
     top_n : int, default 5
@@ -539,6 +559,10 @@ def score(
         js_bits=_js_bits(p, q),
         psi=_psi(window, q, smoothing),
         p_value=p_value,
-        drift=debiased > threshold_bits and p_value < significance,
+        drift=(
+            debiased > threshold_bits
+            and p_value < significance
+            and _g_test_reliable(window, baseline, occupied)
+        ),
         top_bins=_top_bins(p, q, contributions, labels, top_n),
     )

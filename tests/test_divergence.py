@@ -11,6 +11,7 @@ import pytest
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import chi2, chi2_contingency, entropy
 
+from kldrift import divergence
 from kldrift.divergence import (
     Divergence,
     TopBin,
@@ -404,3 +405,28 @@ def test_debias_rejects_an_empty_baseline_by_name() -> None:
 def test_kl_bits_rejects_mismatched_lengths_by_name() -> None:
     with pytest.raises(ValueError, match="p and q"):
         kl_bits([0.5, 0.5], [1.0])
+
+
+def test_a_window_too_small_for_the_g_test_is_scored_but_never_flagged() -> None:
+    # 8 values all in one of 10 equally likely bins: KL = log2(10) = 3.32 bits and scipy's G-test
+    # gives p < 1e-4, but the chi-square approximation needs about 5 values per bin (N >= 50).
+    baseline = [1000] * 10
+    small = [8] + [0] * 9
+    p_small = chi2_contingency(
+        np.array([small, baseline]), correction=False, lambda_="log-likelihood"
+    ).pvalue
+    assert p_small < 1e-4
+    scored = divergence.score(
+        small, baseline, smoothing=0.0, threshold_bits=0.05, significance=0.01, labels=LABELS10
+    )
+    assert scored.kl_bits == pytest.approx(math.log2(10), abs=1e-12)
+    assert scored.p_value == pytest.approx(p_small, rel=1e-9)
+    assert not divergence.g_test_is_reliable(small, baseline) and not scored.drift
+    large = [50] + [0] * 9  # N = 50 = 5 x 10 bins: flagged
+    assert divergence.g_test_is_reliable(large, baseline)
+    assert divergence.score(
+        large, baseline, smoothing=0.0, threshold_bits=0.05, significance=0.01, labels=LABELS10
+    ).drift
+
+
+LABELS10 = [f"b{i}" for i in range(10)]
