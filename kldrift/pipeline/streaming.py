@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import signal
 import sys
 import threading
@@ -23,6 +24,7 @@ from kldrift.io.kafka_client import (
 )
 from kldrift.io.kafka_sink import WriteDeadLetters, WriteReports
 from kldrift.io.kafka_source import ReaderStart, ReadFromKafka, reader_starts
+from kldrift.local.children import stop_leftover_children
 from kldrift.pipeline.options import pipeline_options
 from kldrift.schemas.baseline import Baseline
 from kldrift.schemas.config import KafkaSpec, PipelineConfig
@@ -145,6 +147,8 @@ def run_streaming(config: PipelineConfig, baseline: Baseline, beam_args: Sequenc
         raise KafkaSetupError("the config has no `kafka:` section")
     starts = resolve_starts(config)
     resume = resolve_resume(config)
+    # Registered before Beam's own exit handlers, so it runs after them (atexit is LIFO).
+    atexit.register(stop_leftover_children)
     options = pipeline_options(beam_args, streaming=True)
     print(
         banner(config, baseline, starts, _runner_of(options), resume), file=sys.stderr, flush=True
