@@ -41,6 +41,7 @@ from benchmarks.kafka_bench import (
     streaming_trial,
 )
 from benchmarks.procs import stop_group
+from kldrift.local.kafka import pid_alive
 
 SECTIONS = ("core", "replay", "naive", "scaling", "kafka", "live")
 SIZE_PERIOD = (1, 6, 60)
@@ -225,11 +226,16 @@ def section_replay(bench: Bench) -> None:
     extra["replay_reports"] = base["outcome"]["reports"]
     if base["outcome"]["events_binned"] != bench.workload.events:
         raise RuntimeError(f"replay binned {base['outcome']['events_binned']} events")
-    peaks = bench.out.setdefault("peak_rss_mb", {})
-    peaks["replay_worker"] = result["peak_rss_mb"]
-    peaks["replay_prism"] = result["prism_peak_rss_mb"]
-    bench.prism_pids.append(result.get("prism_pid"))
+    _record_worker(bench, "replay", result)
     bench.out["drift_check_bits"] = drift_check(bench, bench.workdir / "replay-base.out.jsonl")
+
+
+def _record_worker(bench: Bench, name: str, result: dict[str, Any]) -> None:
+    """A worker run's peak RSS (worker and its Prism) and its Prism pid, for the leftover check."""
+    peaks = bench.out.setdefault("peak_rss_mb", {})
+    peaks[f"{name}_worker"] = result["peak_rss_mb"]
+    peaks[f"{name}_prism"] = result["prism_peak_rss_mb"]
+    bench.prism_pids.append(result.get("prism_pid"))
 
 
 def _net_eps(bench: Bench, point: dict[str, Any]) -> float | None:
@@ -268,10 +274,7 @@ def section_naive(bench: Bench) -> None:
     extra = bench.out.setdefault("extra", {})
     extra["naive_job_overhead_s"] = base["overhead_s"]
     extra["naive_net_of_overhead_eps"] = _net_eps(bench, base)
-    peaks = bench.out.setdefault("peak_rss_mb", {})
-    peaks["naive_worker"] = result["peak_rss_mb"]
-    peaks["naive_prism"] = result["prism_peak_rss_mb"]
-    bench.prism_pids.append(result.get("prism_pid"))
+    _record_worker(bench, "naive", result)
     replay_out = bench.workdir / "replay-base.out.jsonl"
     if replay_out.exists():
         extra["naive_agrees_with_replay"] = compare_naive(
@@ -316,10 +319,7 @@ def section_scaling(bench: Bench) -> None:
         eps = bench.median(f"scaling.{name}", result["points"][name]["eps"])
         scaling[group][value] = eps
     bench.out["scaling"] = scaling
-    peaks = bench.out.setdefault("peak_rss_mb", {})
-    peaks["scaling_worker"] = result["peak_rss_mb"]
-    peaks["scaling_prism"] = result["prism_peak_rss_mb"]
-    bench.prism_pids.append(result.get("prism_pid"))
+    _record_worker(bench, "scaling", result)
 
 
 def broker(bench: Bench) -> str:
@@ -757,18 +757,10 @@ def left_running(bench: Bench) -> list[int]:
     pids = [p for p in [*bench.prism_pids, bench.broker_pid] if p is not None]
     deadline = time.monotonic() + 15
     while True:
-        alive = [p for p in pids if _alive(p)]
+        alive = [p for p in pids if pid_alive(p)]
         if not alive or time.monotonic() > deadline:
             return alive
         time.sleep(0.5)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def _json_default(value: Any) -> Any:

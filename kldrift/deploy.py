@@ -254,15 +254,9 @@ def submit_streaming(config: PipelineConfig, baseline: Baseline, beam_args: Sequ
     from apache_beam.options.pipeline_options import StandardOptions
 
     from kldrift.pipeline.options import pipeline_options
-    from kldrift.pipeline.streaming import (
-        banner,
-        build_streaming,
-        resolve_resume,
-        resolve_starts,
-    )
+    from kldrift.pipeline.streaming import banner, build_streaming, resolve_starts
 
-    starts = resolve_starts(config)
-    resume = resolve_resume(config)
+    starts, resume = resolve_starts(config)
     options = pipeline_options(beam_args, streaming=True)
     runner = str(options.view_as(StandardOptions).runner)
     print(banner(config, baseline, starts, runner, resume), file=sys.stderr, flush=True)

@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from kldrift.local.kafka import pid_alive
+
 pytestmark = pytest.mark.services
 
 REPO = Path(__file__).resolve().parent.parent
@@ -47,14 +49,6 @@ def _positive(value: Any) -> bool:
 
 def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 @pytest.fixture(scope="module")
@@ -142,4 +136,4 @@ def test_no_prism_or_broker_left_running(quick_run: tuple[dict[str, Any], str]) 
     assert processes["kafka_broker_pid"] and processes["prism_pids"]
     assert processes["left_running"] == []
     for pid in [*processes["prism_pids"], processes["kafka_broker_pid"]]:
-        assert not _alive(pid), f"pid {pid} still runs"
+        assert not pid_alive(pid), f"pid {pid} still runs"

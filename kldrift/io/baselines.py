@@ -100,14 +100,15 @@ class BaselineTopic:
             return None
         if found is None or found[0] == self._last_position:
             return None
-        self._last_position = found[0]
-        return parse_baseline(found[1], f"{self.location} offset {found[0][1]}")
+        return self._parse(found)
 
     def newest(self) -> Baseline | None:
         """The newest baseline on the topic now (None if it is empty); BaselineError if invalid."""
         found = self._newest_record()
-        if found is None:
-            return None
+        return None if found is None else self._parse(found)
+
+    def _parse(self, found: tuple[tuple[int, int], bytes]) -> Baseline:
+        """The record's baseline, remembered as seen (even if invalid: it is reported once)."""
         self._last_position = found[0]
         return parse_baseline(found[1], f"{self.location} offset {found[0][1]}")
 

@@ -312,17 +312,18 @@ class _ReadPartitions(beam.DoFn):
                 if not records:
                     continue
                 batch = self._decode(element.topic, tp.partition, records, watermark)
+                newest_us = int(batch.event_time_us.max()) if len(batch.event_time_us) else None
                 claim = Claim(
                     tp.partition,
                     records[-1].offset + 1,
                     records[0].offset,
-                    self._closing_us(batch),
+                    self._closing_us(batch, newest_us),
                     done_us,
                 )
                 if not tracker.try_claim(claim):
                     return
                 self._consumed.inc(len(records))
-                yield self._observed(batch, watermark, now)
+                yield self._observed(batch, newest_us, watermark, now)
             self._advance_idle(watermark, now)
             if not any(polled.values()):
                 tracker.defer_remainder(Duration(seconds=IDLE_RESUME_S))
@@ -351,18 +352,18 @@ class _ReadPartitions(beam.DoFn):
             )
         )
 
-    def _closing_us(self, batch: EventBatch) -> int:
+    def _closing_us(self, batch: EventBatch, newest_us: int | None) -> int:
         """When every window holding one of the batch's events has closed (pane start + size +
         allowed lateness of its newest event); for dead letters only, the watermark of the read."""
-        if not len(batch.event_time_us):
+        if newest_us is None:
             return batch.watermark_us
-        newest_us = int(batch.event_time_us.max())
         return (newest_us // self._period_us) * self._period_us + self._horizon_us
 
-    def _observed(self, batch: EventBatch, watermark: Any, now: float) -> TimestampedValue:
+    def _observed(
+        self, batch: EventBatch, newest_us: int | None, watermark: Any, now: float
+    ) -> TimestampedValue:
         """The claimed batch moves its partition's watermark and is stamped at its earliest event."""
-        if len(batch.event_time_us):
-            newest_us = int(batch.event_time_us.max())
+        if newest_us is not None:
             watermark.records_seen(batch.partition, newest_us - self._max_delay_us, now)
             return TimestampedValue(batch, Timestamp(micros=int(batch.event_time_us.min())))
         watermark.records_seen(batch.partition, NO_WATERMARK, now)

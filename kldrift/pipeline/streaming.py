@@ -62,8 +62,9 @@ def build_streaming(
     _ = outputs[DEAD_LETTERS] | "WriteDeadLetters" >> WriteDeadLetters(config.kafka)
 
 
-def resolve_starts(config: PipelineConfig) -> list[ReaderStart]:
-    """Create or check topics, discover the input's partitions and where to start in each."""
+def resolve_starts(config: PipelineConfig) -> tuple[list[ReaderStart], ResumePoint | None]:
+    """Create or check topics, discover the input's partitions and where to start in each; with
+    `start_from: committed`, also what the previous run reported and read (None: a first run)."""
     spec = config.kafka
     assert spec is not None
     ensure_topics(
@@ -72,20 +73,14 @@ def resolve_starts(config: PipelineConfig) -> list[ReaderStart]:
         create=spec.create_topics,
     )
     partitions = partitions_of(spec, spec.input_topic)
-    offsets = start_offsets(spec, spec.input_topic, partitions, group_id_of(config))
-    return reader_starts(
+    group_id = group_id_of(config)
+    offsets = start_offsets(spec, spec.input_topic, partitions, group_id)
+    starts = reader_starts(
         spec.input_topic, dict(zip(partitions, offsets, strict=True)), spec.readers
     )
-
-
-def resolve_resume(config: PipelineConfig) -> ResumePoint | None:
-    """With `start_from: committed`, what the previous run reported and read (None: first run)."""
-    spec = config.kafka
-    assert spec is not None
     if spec.start_from != "committed":
-        return None
-    partitions = partitions_of(spec, spec.input_topic)
-    return resume_point(spec, spec.input_topic, partitions, group_id_of(config))
+        return starts, None
+    return starts, resume_point(spec, spec.input_topic, partitions, group_id)
 
 
 def _resume_line(resume: ResumePoint | None) -> list[str]:
@@ -145,8 +140,7 @@ def run_streaming(config: PipelineConfig, baseline: Baseline, beam_args: Sequenc
     spec: KafkaSpec | None = config.kafka
     if spec is None:
         raise KafkaSetupError("the config has no `kafka:` section")
-    starts = resolve_starts(config)
-    resume = resolve_resume(config)
+    starts, resume = resolve_starts(config)
     # Registered before Beam's own exit handlers, so it runs after them (atexit is LIFO).
     atexit.register(stop_leftover_children)
     options = pipeline_options(beam_args, streaming=True)
