@@ -28,7 +28,6 @@ from kldrift.synthetic import LATENCY_EDGES, demo_config
 pytestmark = pytest.mark.services
 
 SIZE_S, PERIOD_S, LATENESS_S = 6, 2, 2
-PARTITIONS = 2
 BASELINE = Baseline.create(
     [
         FeatureBaseline(
@@ -48,19 +47,22 @@ def _window_starts(t: float) -> list[float]:
     return [float(last - i * PERIOD_S) for i in range(SIZE_S // PERIOD_S)]
 
 
-def _committed(bootstrap: str, topic: str, group: str) -> list:
+def _committed(bootstrap: str, topic: str, group: str, partitions: int) -> list:
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group)
     try:
         return [
-            consumer.committed(TopicPartition(topic, p), metadata=True) for p in range(PARTITIONS)
+            consumer.committed(TopicPartition(topic, p), metadata=True) for p in range(partitions)
         ]
     finally:
         consumer.close()
 
 
-RUNNERS = {
-    "prism": (),
-    "flink": ("--runner", "FlinkRunner", "--flink_master=[local]", "--parallelism=1"),
+_FLINK = ("--runner", "FlinkRunner", "--flink_master=[local]")
+RUNNERS = {  # runner args, partitions, readers
+    "prism": ((), 2, 1),
+    "flink": ((*_FLINK, "--parallelism=1"), 2, 1),
+    # One reader per partition, two task slots: each reader commits by the slowest one's progress.
+    "flink-3-readers": ((*_FLINK, "--parallelism=2"), 3, 3),
 }
 
 
@@ -68,7 +70,8 @@ RUNNERS = {
 def test_restart_from_committed_offsets_loses_no_window_and_counts_each_event_once(
     tmp_path: Path, kafka_bootstrap: str, runner: str
 ) -> None:
-    if runner == "flink":
+    runner_args, partitions, readers = RUNNERS[runner]
+    if runner.startswith("flink"):
         try:
             flink.ensure_installed()
         except flink.FlinkSetupError as err:
@@ -81,6 +84,7 @@ def test_restart_from_committed_offsets_loses_no_window_and_counts_each_event_on
         start_from="committed",
         max_delay="500ms",
         idle_timeout="2s",
+        readers=readers,
     )
     (tmp_path / "baseline.json").write_text(BASELINE.model_dump_json())
     config = demo_config(
@@ -94,18 +98,18 @@ def test_restart_from_committed_offsets_loses_no_window_and_counts_each_event_on
     )
     config_path = tmp_path / "config.yaml"
     config_path.write_text(yaml.safe_dump(config))
-    create_topics(kafka_bootstrap, {kafka["input_topic"]: PARTITIONS})
+    create_topics(kafka_bootstrap, {kafka["input_topic"]: partitions})
     group = f"kldrift.restart-{run_id}"
-    args = ("--config", str(config_path), "--", "--job_server_timeout=20", *RUNNERS[runner])
+    args = ("--config", str(config_path), "--", "--job_server_timeout=20", *runner_args)
 
-    events = LiveEvents(kafka_bootstrap, kafka["input_topic"], PARTITIONS, seed=8).start()
+    events = LiveEvents(kafka_bootstrap, kafka["input_topic"], partitions, seed=8).start()
     first = ReportTail(kafka_bootstrap, kafka["output_topic"])
     try:
         with streaming_job(*args) as run_a:
             wait_for(lambda: bool(first.poll()), 90, "the first run's first report")
             time.sleep(COMMIT_DELAY_S + 12)  # long enough for commits past reported windows
             stopped_at = time.time()
-        committed = _committed(kafka_bootstrap, kafka["input_topic"], group)
+        committed = _committed(kafka_bootstrap, kafka["input_topic"], group, partitions)
         time.sleep(3)  # the stream flows on while no job runs
         second_started_ms = time.time() * 1000
         second = ReportTail(kafka_bootstrap, kafka["output_topic"])
@@ -160,7 +164,7 @@ def test_restart_from_committed_offsets_loses_no_window_and_counts_each_event_on
     for report in recounted:
         before = by_window_a[(report.key, report.window_start.timestamp())]
         assert (report.count, report.kl_bits) == (before.count, before.kl_bits)
-    floor_s = min(json.loads(o.metadata)["floor_us"] for o in committed) / 1e6
+    floor_s = max(json.loads(o.metadata)["floor_us"] for o in committed) / 1e6
     for report in recounted:  # only windows not yet closed at the floor come back
         assert report.window_end.timestamp() + LATENESS_S > floor_s
     totals = run_b.totals

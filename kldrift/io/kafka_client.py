@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -132,32 +131,20 @@ def start_offsets(spec: KafkaSpec, topic: str, partitions: list[int], group_id: 
 def resume_point(
     spec: KafkaSpec, topic: str, partitions: list[int], group_id: str
 ) -> ResumePoint | None:
-    """What the group's committed offsets say a previous run reported and read (their metadata,
-    written by kafka_source), for `start_from: committed`; None on a first run."""
+    """What the group's committed offsets say previous runs reported and read (their metadata,
+    written by kafka_source; see kldrift.io.resume), for `start_from: committed`; None on a first
+    run."""
     from kafka import KafkaConsumer, TopicPartition
+
+    from kldrift.io import resume
 
     consumer = KafkaConsumer(**client_settings(spec, "consumer"), group_id=group_id)
     try:
-        committed = [
-            consumer.committed(TopicPartition(topic, p), metadata=True) for p in partitions
-        ]
+        committed = {
+            p: consumer.committed(TopicPartition(topic, p), metadata=True) for p in partitions
+        }
     finally:
         consumer.close()
-    floors, read_to = [], {}
-    for partition, offset in zip(partitions, committed, strict=True):
-        resume = _resume_fields(offset.metadata if offset is not None else "")
-        if resume is None:
-            continue
-        floors.append(resume[0])
-        read_to[(topic, partition)] = resume[1]
-    if not read_to:
-        return None
-    return ResumePoint(floor_us=min(floors), read_to=read_to)
-
-
-def _resume_fields(metadata: str) -> tuple[int, int] | None:
-    try:
-        fields = json.loads(metadata)
-        return int(fields["floor_us"]), int(fields["read_to"])
-    except (ValueError, TypeError, KeyError):
-        return None  # committed by another tool or an older kldrift: no resume point
+    return resume.resume_point(
+        topic, {p: getattr(offset, "metadata", None) for p, offset in committed.items()}
+    )

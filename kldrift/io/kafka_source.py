@@ -11,12 +11,13 @@ records it follows wall-clock time minus `idle_timeout + max_delay`, so windows 
 topics (the policy of Beam Java KafkaIO's CustomTimestampPolicyWithLimitedDelay). A reader's
 watermark is the minimum over its partitions.
 
-Commits (restart safety): the reader tracks, per partition, the batches whose windows may still be
-open (in the restriction, so a runner checkpoint keeps them) and commits, when it resumes from a
-checkpoint, the first offset of the first batch not closed by the watermark of COMMIT_DELAY_S ago,
-with that watermark and the offsets read as metadata. A job restarted from committed offsets reads
-those records again and knows (ResumePoint) which windows were reported and which records were
-counted.
+Commits (restart safety, kldrift.io.resume): the reader tracks, per partition, the batches whose
+windows may still be open (in the restriction, so a runner checkpoint keeps them) and commits, when
+it resumes from a checkpoint, the first offset of the first batch not closed by the job's watermark
+of COMMIT_DELAY_S ago (with several readers: the minimum over every reader's, which they publish in
+their commits), with that floor and the offsets read as metadata. A job restarted from committed
+offsets reads those records again and knows (ResumePoint) which windows were reported and which
+records were counted.
 
 `kafka.readers` sets how many readers share the partitions. Prism (2.77) takes the watermark of
 the last checkpointed restriction as the whole read's, not the minimum over restrictions, so with
@@ -26,7 +27,6 @@ default); on Flink or Dataflow, which take the minimum, use up to one reader per
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -39,7 +39,8 @@ from apache_beam.transforms.core import RestrictionProvider, WatermarkEstimatorP
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
 
-from kldrift.events import NO_WATERMARK, EventBatch, EventDecoder, RecordBatch
+from kldrift.events import NO_WATERMARK, EventBatch, EventDecoder, RecordBatch, ResumePoint
+from kldrift.io import resume
 from kldrift.io.kafka_client import client_settings
 from kldrift.schemas.config import PipelineConfig
 
@@ -55,6 +56,8 @@ Prism CPU in 1 s slices and 7 s in 3 s slices, but 2 s when the backlog fitted i
 reports came 1.8x sooner. A reader that has caught up keeps 1 s slices, so a live stream's
 watermark, and its reports, are as prompt as before."""
 IDLE_RESUME_S = 0.2
+COMMIT_INTERVAL_S = 1.0
+"""At most one commit (and one fetch of the other readers' commits) per reader this often."""
 
 Offsets = tuple[tuple[int, int], ...]
 """((partition, next offset to read), ...), sorted by partition."""
@@ -62,10 +65,19 @@ Offsets = tuple[tuple[int, int], ...]
 
 @dataclass(frozen=True)
 class ReaderStart:
-    """One element per reader: its topic and where to start in each of its partitions."""
+    """One element per reader: its topic and where to start in each of its partitions.
+
+    `run` names this run of the job and `partitions` are all of the topic's partitions (other
+    readers publish their progress in their commits, see kldrift.io.resume); `floor_us` and
+    `read_to` are the resume point the run started from, committed again until the job's floor
+    is known."""
 
     topic: str
     offsets: Offsets
+    run: str = ""
+    partitions: tuple[int, ...] = ()
+    floor_us: int = NO_WATERMARK
+    read_to: Offsets = ()
 
 
 Pending = tuple[tuple[int, int, int], ...]
@@ -261,7 +273,8 @@ class _ReadPartitions(beam.DoFn):
     def setup(self) -> None:
         self._decoder = EventDecoder(self._config)
         self._consumers: dict[tuple[str, tuple[int, ...]], Any] = {}
-        self._committed: dict[tuple[str, tuple[int, ...]], tuple[Offsets, Offsets]] = {}
+        self._committed: dict[tuple[str, tuple[int, ...]], tuple[float, Any]] = {}
+        self._published: dict[tuple[str, tuple[int, ...]], tuple[float, int | None]] = {}
         self._consumed = beam.metrics.Metrics.counter("kldrift", "records_consumed")
 
     def teardown(self) -> None:
@@ -301,8 +314,11 @@ class _ReadPartitions(beam.DoFn):
         consumer = self._consumer(element.topic, start)
         now = time.time()
         watermark.start([p for p, _ in start], now)
-        done_us = watermark.done_watermark(now)
-        self._commit(consumer, element.topic, restriction, done_us)
+        own_done_us = watermark.done_watermark(now)
+        floor_us = self._job_floor(consumer, element, start, own_done_us, now)
+        self._commit(consumer, element, restriction, own_done_us, floor_us, now)
+        # Pending batches are dropped once closed by the job's floor (none while it is unknown).
+        done_us = NO_WATERMARK if floor_us is None else floor_us
         watermark.sample(now)
         started = time.monotonic()
         while True:
@@ -369,36 +385,83 @@ class _ReadPartitions(beam.DoFn):
         watermark.records_seen(batch.partition, NO_WATERMARK, now)
         return TimestampedValue(batch, watermark.current_watermark())
 
+    def _job_floor(
+        self, consumer: Any, element: ReaderStart, start: Offsets, own_done_us: int, now: float
+    ) -> int | None:
+        """The floor this reader may commit by (see kldrift.io.resume.job_floor): its own done
+        watermark when it reads every partition, else held back to the other readers' published
+        ones (fetched at most every COMMIT_INTERVAL_S; an older answer is only more cautious)."""
+        own = {p for p, _ in start}
+        others = [p for p in element.partitions if p not in own]
+        if not others:
+            return own_done_us
+        key = (element.topic, tuple(sorted(own)))
+        cached = self._published.get(key)
+        if cached is not None and now - cached[0] < COMMIT_INTERVAL_S:
+            others_floor = cached[1]
+        else:
+            others_floor = resume.published_floor(
+                element.run, _published(consumer, element.topic, others)
+            )
+            self._published[key] = (now, others_floor)
+        return None if others_floor is None else min(own_done_us, others_floor)
+
     def _commit(
-        self, consumer: Any, topic: str, restriction: PartitionOffsets, done_us: int
+        self,
+        consumer: Any,
+        element: ReaderStart,
+        restriction: PartitionOffsets,
+        own_done_us: int,
+        floor_us: int | None,
+        now: float,
     ) -> None:
         """Commit, when this restriction resumes (the runner has checkpointed everything before
         its start; Prism does not support bundle finalization, which would otherwise be the hook),
-        the offsets a restart must read from: records of windows still open COMMIT_DELAY_S ago are
-        read again. The metadata carries the resume point (see ResumePoint)."""
-        offsets = safe_offsets(restriction, done_us)
-        key = (topic, tuple(p for p, _ in offsets))
-        marker = (offsets, restriction.start)
-        if not self._spec.commit_offsets or self._committed.get(key) == marker:
+        the offsets a restart must read from, with the resume point as metadata (see
+        kldrift.io.resume). While the job's floor is unknown, the run's starting resume point."""
+        if not self._spec.commit_offsets:
+            return
+        key = (element.topic, tuple(p for p, _ in restriction.start))
+        last = self._committed.get(key)
+        if last is not None and now - last[0] < COMMIT_INTERVAL_S:
+            return
+        carried = dict(element.read_to)
+        read_to = {p: max(o, carried.get(p, o)) for p, o in restriction.start}
+        if floor_us is None:
+            offsets = element.offsets
+            floor_us = element.floor_us
+        else:
+            offsets = safe_offsets(restriction, floor_us)
+            floor_us = max(floor_us, element.floor_us)
+        marker = (offsets, floor_us, tuple(sorted(read_to.items())), own_done_us)
+        if last is not None and last[1] == marker:
             return
         from kafka import TopicPartition
         from kafka.structs import OffsetAndMetadata
 
-        read_to = dict(restriction.start)
         consumer.commit(
             {
-                TopicPartition(topic, p): OffsetAndMetadata(
-                    offset, resume_metadata(done_us, read_to[p]), -1
+                TopicPartition(element.topic, p): OffsetAndMetadata(
+                    offset,
+                    resume.encode(
+                        resume.PartitionResume(floor_us, read_to[p], element.run, own_done_us)
+                    ),
+                    -1,
                 )
                 for p, offset in offsets
             }
         )
-        self._committed[key] = marker
+        self._committed[key] = (now, marker)
 
 
-def resume_metadata(floor_us: int, read_to: int) -> str:
-    """The committed offset's metadata: the resume point of a restart (kafka_client.resume_point)."""
-    return json.dumps({"kldrift": 1, "floor_us": floor_us, "read_to": read_to})
+def _published(consumer: Any, topic: str, partitions: list[int]) -> list[Any]:
+    """The resume fields other readers committed for `partitions` (None where there are none),
+    in one OffsetFetch request."""
+    from kafka import TopicPartition
+
+    tps = [TopicPartition(topic, p) for p in partitions]
+    committed = consumer._coordinator.fetch_committed_offsets(tps)
+    return [resume.decode(getattr(committed.get(tp), "metadata", None)) for tp in tps]
 
 
 def _behind(consumer: Any) -> bool:
@@ -411,12 +474,30 @@ def _behind(consumer: Any) -> bool:
     return False
 
 
-def reader_starts(topic: str, offsets: dict[int, int], readers: int) -> list[ReaderStart]:
-    """Partitions dealt round-robin to `readers` readers (never more readers than partitions)."""
+def reader_starts(
+    topic: str,
+    offsets: dict[int, int],
+    readers: int,
+    run: str = "",
+    resume_from: ResumePoint | None = None,
+) -> list[ReaderStart]:
+    """Partitions dealt round-robin to `readers` readers (never more readers than partitions),
+    each carrying the run's name and the resume point it started from for its partitions."""
     partitions = sorted(offsets)
     count = max(1, min(readers, len(partitions)))
+    floor_us = NO_WATERMARK if resume_from is None else resume_from.floor_us
+    read_to = {} if resume_from is None else resume_from.read_to
     return [
-        ReaderStart(topic, tuple((p, offsets[p]) for p in partitions[i::count]))
+        ReaderStart(
+            topic,
+            tuple((p, offsets[p]) for p in partitions[i::count]),
+            run=run,
+            partitions=tuple(partitions),
+            floor_us=floor_us,
+            read_to=tuple(
+                (p, read_to[(topic, p)]) for p in partitions[i::count] if (topic, p) in read_to
+            ),
+        )
         for i in range(count)
     ]
 

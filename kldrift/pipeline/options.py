@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from apache_beam.options.pipeline_options import PipelineOptions
 
 
-def _has_flag(args: Sequence[str], name: str) -> bool:
+def has_flag(args: Sequence[str], name: str) -> bool:
+    """Whether `args` hold the flag `name` (as `--name` or `--name=value`)."""
     return any(a == name or a.startswith(name + "=") for a in args)
 
 
@@ -17,26 +18,35 @@ def pipeline_options(extra_args: Sequence[str] = (), *, streaming: bool) -> Pipe
     `extra_args` are Beam pipeline flags passed through verbatim (`--runner FlinkRunner ...`).
     """
     args = list(extra_args)
-    if not _has_flag(args, "--runner"):
+    if not has_flag(args, "--runner"):
         args.append("--runner=PrismRunner")
     runner = _runner_name(args)
-    if runner in ("PrismRunner", "prism") and not _has_flag(args, "--prism_location"):
+    if runner in ("PrismRunner", "prism") and not has_flag(args, "--prism_location"):
         from kldrift.local.prism import ensure_installed
 
         args.append(f"--prism_location={ensure_installed()}")
     from kldrift.local.flink import is_flink_runner
 
-    if is_flink_runner(runner) and not _has_flag(args, "--flink_job_server_jar"):
+    if is_flink_runner(runner) and not has_flag(args, "--flink_job_server_jar"):
         # Else Beam downloads its job server jar at run time; use the one set-up installed.
         from kldrift.local.flink import ensure_installed as ensure_flink
 
         args.append(f"--flink_job_server_jar={ensure_flink()}")
-    if runner in ("PrismRunner", "prism", "FlinkRunner") and not _has_flag(
+    if (
+        is_flink_runner(runner)
+        and has_flag(args, "--checkpointing_interval")
+        and not has_flag(args, "--finish_bundle_before_checkpointing")
+    ):
+        # Else Beam's Flink operators buffer a bundle's output at each checkpoint and emit it only
+        # when their next bundle starts (BEAM-10558, apache/beam#12345): a step that gets input
+        # once per window (Revise, Score) then holds its reports for one or more periods.
+        args.append("--finish_bundle_before_checkpointing")
+    if runner in ("PrismRunner", "prism", "FlinkRunner") and not has_flag(
         args, "--environment_type"
     ):
         # No Docker here: run the Python SDK harness in this process.
         args.append("--environment_type=LOOPBACK")
-    if streaming and not _has_flag(args, "--streaming"):
+    if streaming and not has_flag(args, "--streaming"):
         args.append("--streaming")
     return PipelineOptions(args)
 

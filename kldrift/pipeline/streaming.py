@@ -6,6 +6,7 @@ import atexit
 import signal
 import sys
 import threading
+import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -64,7 +65,7 @@ def build_streaming(
 
 def resolve_starts(config: PipelineConfig) -> tuple[list[ReaderStart], ResumePoint | None]:
     """Create or check topics, discover the input's partitions and where to start in each; with
-    `start_from: committed`, also what the previous run reported and read (None: a first run)."""
+    `start_from: committed`, also what previous runs reported and read (None: a first run)."""
     spec = config.kafka
     assert spec is not None
     ensure_topics(
@@ -75,12 +76,17 @@ def resolve_starts(config: PipelineConfig) -> tuple[list[ReaderStart], ResumePoi
     partitions = partitions_of(spec, spec.input_topic)
     group_id = group_id_of(config)
     offsets = start_offsets(spec, spec.input_topic, partitions, group_id)
+    resume = None
+    if spec.start_from == "committed":
+        resume = resume_point(spec, spec.input_topic, partitions, group_id)
     starts = reader_starts(
-        spec.input_topic, dict(zip(partitions, offsets, strict=True)), spec.readers
+        spec.input_topic,
+        dict(zip(partitions, offsets, strict=True)),
+        spec.readers,
+        run=uuid.uuid4().hex[:16],
+        resume_from=resume,
     )
-    if spec.start_from != "committed":
-        return starts, None
-    return starts, resume_point(spec, spec.input_topic, partitions, group_id)
+    return starts, resume
 
 
 def _resume_line(resume: ResumePoint | None) -> list[str]:
@@ -88,11 +94,11 @@ def _resume_line(resume: ResumePoint | None) -> list[str]:
         return []
     read_to = ", ".join(f"p{p}<{o}" for (_, p), o in sorted(resume.read_to.items()))
     if resume.floor_us == NO_WATERMARK:
-        reported = "no window was known reported by the previous run"
+        reported = "no window was known reported by previous runs"
     else:
         floor = datetime.fromtimestamp(resume.floor_us / 1e6, UTC).isoformat()
-        reported = f"windows closed by {floor} were reported by the previous run"
-    return [f"  resumes  {reported}; it read {read_to}"]
+        reported = f"windows closed by {floor} were reported by previous runs"
+    return [f"  resumes  {reported}; they read {read_to}"]
 
 
 def banner(
@@ -101,6 +107,7 @@ def banner(
     starts: list[ReaderStart],
     runner: str,
     resume: ResumePoint | None = None,
+    restore: str | None = None,
 ) -> str:
     spec = config.kafka
     assert spec is not None
@@ -118,6 +125,11 @@ def banner(
         f"{spec.idle_timeout:g} s",
     ]
     lines += _resume_line(resume)
+    if restore is not None:
+        lines.append(
+            f"  restores Flink state from {restore}: read positions and open windows come from "
+            "it, not from committed offsets"
+        )
     if settings:
         lines.append(f"  client   {settings}")
     return "\n".join(lines)
@@ -141,16 +153,31 @@ def run_streaming(config: PipelineConfig, baseline: Baseline, beam_args: Sequenc
     if spec is None:
         raise KafkaSetupError("the config has no `kafka:` section")
     starts, resume = resolve_starts(config)
+    restore = savepoint_of(beam_args)
+    if restore is not None:
+        resume = None  # the restored state is the truth; its readers resume where it says
     # Registered before Beam's own exit handlers, so it runs after them (atexit is LIFO).
     atexit.register(stop_leftover_children)
     options = pipeline_options(beam_args, streaming=True)
     print(
-        banner(config, baseline, starts, _runner_of(options), resume), file=sys.stderr, flush=True
+        banner(config, baseline, starts, _runner_of(options), resume, restore),
+        file=sys.stderr,
+        flush=True,
     )
     pipeline = beam.Pipeline(options=options)
     build_streaming(pipeline, config, baseline, starts, resume)
     result = pipeline.run()
     return _wait_or_cancel(result)
+
+
+def savepoint_of(beam_args: Sequence[str]) -> str | None:
+    """The Flink checkpoint or savepoint a job restores from (`--savepoint_path`), if any."""
+    for i, arg in enumerate(beam_args):
+        if arg.startswith("--savepoint_path="):
+            return arg.split("=", 1)[1]
+        if arg == "--savepoint_path" and i + 1 < len(beam_args):
+            return beam_args[i + 1]
+    return None
 
 
 STATE_POLL_S = 1.0

@@ -12,8 +12,9 @@ Steps (stable labels, so a Dataflow `--update` keeps state):
   ReviseStamp         restamped at window end + allowed_lateness - 1 ms, and
   ReviseWindows       FixedWindows(period, offset) ending there: the revision state's lifetime
   Revise              running total per window, numbered revisions 0, 1, 2...; split per feature
-  Score               divergence against the baseline side input (or a newer one with the same
-                      bins from `baseline_updates`, e.g. a kafka:// topic) -> DriftReport
+  Score               divergence against the baseline (a construction argument, or a newer one
+                      with the same bins from `baseline_updates`, e.g. a kafka:// topic)
+                      -> DriftReport
 Each event is counted once, whatever size/period is: the sliding step costs windows x bins.
 Only standard WindowFns are used: Flink's and Dataflow's Java side reject pickled Python ones.
 """
@@ -385,18 +386,22 @@ class BaselineUpdates(Protocol):
 class _Score(beam.DoFn):
     """A window's counts against the baseline -> DriftReport.
 
-    The baseline is the side input, or the newest one `updates` handed out that has the job's
-    bins (panes are binned with them); one with other bins is rejected and logged.
+    The baseline is the one given at construction, or the newest one `updates` handed out that
+    has the job's bins (panes are binned with them); one with other bins is rejected and logged.
+    Not a side input: Flink checkpoints of the operator state holding a side input fail
+    (ClassCastException in the portable runner's state copy), so the job never checkpoints.
     """
 
     def __init__(
         self,
         config: PipelineConfig,
         feature_bins: list[FeatureBins],
+        baseline: Baseline,
         updates: BaselineUpdates | None = None,
     ) -> None:
         self._config = config
         self._feature_bins = feature_bins
+        self._initial = baseline
         self._updates = updates
         self._size_us = config.window.size_us
         self._by_baseline: dict[str, tuple[dict[str, np.ndarray], dict[str, tuple[str, ...]]]] = {}
@@ -408,8 +413,8 @@ class _Score(beam.DoFn):
         self._rejected = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "baselines_rejected")
         self._current: Baseline | None = None
 
-    def _baseline(self, side_input: Baseline) -> Baseline:
-        current = self._current or side_input
+    def _baseline(self) -> Baseline:
+        current = self._current or self._initial
         if self._updates is None:
             return current
         try:
@@ -452,10 +457,9 @@ class _Score(beam.DoFn):
     def process(
         self,
         element: tuple[WindowKey, np.ndarray, int],
-        baseline: Baseline,
     ) -> Iterator[DriftReport]:
         (key, feature, window_start_us), counts, revision = element
-        baseline = self._baseline(baseline)
+        baseline = self._baseline()
         baseline_counts, labels = self._baseline_arrays(baseline)
         reference = baseline_counts[feature]
         n_bins = len(reference)
@@ -545,7 +549,6 @@ class SlidingKLDivergence(beam.PTransform):
         spec = self._config.window
         period = Duration(micros=spec.period_us)
         lateness = spec.allowed_lateness_us
-        baseline = batches.pipeline | "Baseline" >> beam.Create([self._baseline])
         binned = batches | "Bin" >> beam.ParDo(
             _BinBatch(self._config, self._feature_bins, self._resume)
         ).with_outputs(DEAD_LETTERS, main="pane_counts")
@@ -577,8 +580,7 @@ class SlidingKLDivergence(beam.PTransform):
             | "Revise" >> beam.ParDo(_Revise(feature_slots(self._feature_bins)))
         )
         reports = windows | "Score" >> beam.ParDo(
-            _Score(self._config, self._feature_bins, self._updates),
-            beam.pvalue.AsSingleton(baseline),
+            _Score(self._config, self._feature_bins, self._baseline, self._updates)
         ).with_output_types(DriftReport)
         return {REPORTS: reports, DEAD_LETTERS: binned[DEAD_LETTERS]}
 
