@@ -142,6 +142,12 @@ def test_checkpointed_flink_job_reports_promptly_and_restores_exactly(
         tail.close()
     assert run_a.returncode == 0 and run_b.returncode == 0, run_b.output[-3000:]
     assert f"restores Flink state from file://{restored_from}" in run_b.output
+    # Flink itself says it restored that checkpoint (not a fresh start from committed offsets).
+    restored_id = restored_from.name.split("-")[1]
+    server_log_b = log_b.read_text()
+    assert re.search(rf"Restoring job \w+ from Checkpoint {restored_id} ", server_log_b), (
+        server_log_b[-3000:]
+    )
 
     # The first run: checkpoints completed all along, no task failed, every window promptly and
     # once. Prompt = within 2 periods + max_delay of the window's end (the watermark passes the
@@ -170,9 +176,14 @@ def test_checkpointed_flink_job_reports_promptly_and_restores_exactly(
         for start in _window_starts(event["ts"]):
             expected[(event["model"], start)] += 1
     reports: list[DriftReport] = tail.reports
-    for report in reports:
-        window = (report.key, report.window_start.timestamp())
-        assert report.count == expected[window], f"{window}: {report.count} != {expected[window]}"
+    wrong = [
+        f"{r.key} window {r.window_start.timestamp() - stopped_at:+.1f} s from the stop, "
+        f"revision {r.revision}, sent {ms / 1000 - stopped_at:+.1f} s: count {r.count}, "
+        f"expected {expected[(r.key, r.window_start.timestamp())]}"
+        for r, ms in zip(reports, tail.arrived_ms, strict=True)
+        if r.count != expected[(r.key, r.window_start.timestamp())]
+    ]
+    assert not wrong, "\n".join(wrong)
     reported = {(r.key, r.window_start.timestamp()) for r in reports}
     assert set(expected) <= reported, sorted(set(expected) - reported)[:5]
     first_seen: dict[tuple, DriftReport] = {}

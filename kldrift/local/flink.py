@@ -203,3 +203,40 @@ def ensure_installed() -> Path:
         )
         os.replace(marker_tmp, target / _MARKER)
     return target / JAR_NAME
+
+
+EMBEDDED_MASTERS = ("[local]", "[auto]")
+_SAVEPOINT_KEY = "execution.savepoint.path"
+
+
+def flink_master_of(beam_args: Sequence[str]) -> str:
+    """The `--flink_master` among Beam flags ("[auto]", Beam's default, when absent)."""
+    for i, arg in enumerate(beam_args):
+        if arg.startswith("--flink_master="):
+            return arg.split("=", 1)[1]
+        if arg == "--flink_master" and i + 1 < len(beam_args):
+            return beam_args[i + 1]
+    return "[auto]"
+
+
+def restore_conf_dir(savepoint: str, into: Path) -> Path:
+    """A Flink configuration directory that makes the embedded cluster restore `savepoint`.
+
+    Beam's job server applies `--savepoint_path` only when it submits to a remote cluster
+    (a RemoteStreamEnvironment); the embedded one (`--flink_master=[local]` or `[auto]`) ignores
+    it. Both read the Flink configuration of FLINK_CONF_DIR, whose `execution.savepoint.path`
+    the embedded cluster does apply: this writes such a directory (a copy of the current
+    FLINK_CONF_DIR's flink-conf.yaml, if any, with the key set) for the job server to inherit.
+    """
+    into.mkdir(parents=True, exist_ok=True)
+    lines: list[str] = []
+    current = os.environ.get("FLINK_CONF_DIR")
+    if current and (Path(current) / "flink-conf.yaml").is_file():
+        lines = [
+            line
+            for line in (Path(current) / "flink-conf.yaml").read_text().splitlines()
+            if not line.strip().startswith(_SAVEPOINT_KEY)
+        ]
+    lines.append(f"{_SAVEPOINT_KEY}: {savepoint}")
+    (into / "flink-conf.yaml").write_text("\n".join(lines) + "\n")
+    return into

@@ -20,7 +20,7 @@ def pipeline_options(extra_args: Sequence[str] = (), *, streaming: bool) -> Pipe
     args = list(extra_args)
     if not has_flag(args, "--runner"):
         args.append("--runner=PrismRunner")
-    runner = _runner_name(args)
+    runner = runner_name(args)
     if runner in ("PrismRunner", "prism") and not has_flag(args, "--prism_location"):
         from kldrift.local.prism import ensure_installed
 
@@ -51,7 +51,7 @@ def pipeline_options(extra_args: Sequence[str] = (), *, streaming: bool) -> Pipe
     return PipelineOptions(args)
 
 
-def _runner_name(args: Sequence[str]) -> str:
+def runner_name(args: Sequence[str]) -> str:
     for i, arg in enumerate(args):
         if arg.startswith("--runner="):
             return arg.split("=", 1)[1]

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import atexit
+import os
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
@@ -26,7 +30,7 @@ from kldrift.io.kafka_client import (
 from kldrift.io.kafka_sink import WriteDeadLetters, WriteReports
 from kldrift.io.kafka_source import ReaderStart, ReadFromKafka, reader_starts
 from kldrift.local.children import stop_leftover_children
-from kldrift.pipeline.options import pipeline_options
+from kldrift.pipeline.options import pipeline_options, runner_name
 from kldrift.schemas.baseline import Baseline
 from kldrift.schemas.config import KafkaSpec, PipelineConfig
 from kldrift.transforms import DEAD_LETTERS, REPORTS, SlidingKLDivergence
@@ -156,6 +160,7 @@ def run_streaming(config: PipelineConfig, baseline: Baseline, beam_args: Sequenc
     restore = savepoint_of(beam_args)
     if restore is not None:
         resume = None  # the restored state is the truth; its readers resume where it says
+        _restore_embedded_flink(restore, beam_args)
     # Registered before Beam's own exit handlers, so it runs after them (atexit is LIFO).
     atexit.register(stop_leftover_children)
     options = pipeline_options(beam_args, streaming=True)
@@ -168,6 +173,19 @@ def run_streaming(config: PipelineConfig, baseline: Baseline, beam_args: Sequenc
     build_streaming(pipeline, config, baseline, starts, resume)
     result = pipeline.run()
     return _wait_or_cancel(result)
+
+
+def _restore_embedded_flink(savepoint: str, beam_args: Sequence[str]) -> None:
+    """Make Beam's embedded Flink cluster restore `savepoint` (see flink.restore_conf_dir)."""
+    from kldrift.local import flink
+
+    if not flink.is_flink_runner(runner_name(beam_args)) or flink.flink_master_of(
+        beam_args
+    ) not in (flink.EMBEDDED_MASTERS):
+        return  # a remote Flink cluster restores --savepoint_path itself
+    conf_dir = flink.restore_conf_dir(savepoint, Path(tempfile.mkdtemp(prefix="kldrift-flink-")))
+    atexit.register(shutil.rmtree, conf_dir, True)
+    os.environ["FLINK_CONF_DIR"] = str(conf_dir)
 
 
 def savepoint_of(beam_args: Sequence[str]) -> str | None:
