@@ -145,9 +145,8 @@ def test_checkpointed_flink_job_reports_promptly_and_restores_exactly(
     # Flink itself says it restored that checkpoint (not a fresh start from committed offsets).
     restored_id = restored_from.name.split("-")[1]
     server_log_b = log_b.read_text()
-    assert re.search(rf"Restoring job \w+ from Checkpoint {restored_id} ", server_log_b), (
-        server_log_b[-3000:]
-    )
+    restored = rf"Restoring job \w+ from (Checkpoint|Savepoint) {restored_id} "
+    assert re.search(restored, server_log_b), server_log_b[-3000:]
 
     # The first run: checkpoints completed all along, no task failed, every window promptly and
     # once. Prompt = within 2 periods + max_delay of the window's end (the watermark passes the
