@@ -117,6 +117,27 @@ def _add_watch(sub: argparse._SubParsersAction) -> None:
     watch.set_defaults(func=commands.watch)
 
 
+def _add_exporter(sub: argparse._SubParsersAction) -> None:
+    exporter = sub.add_parser(
+        "exporter", help="serve the job's reports, dead letters and lag as Prometheus metrics"
+    )
+    exporter.add_argument("--config", required=True, help="the job's config (its kafka section)")
+    exporter.add_argument("--port", type=int, default=9750, help="HTTP port (0: any free one)")
+    exporter.add_argument("--address", default="0.0.0.0", help="address to listen on")
+    exporter.add_argument("--bootstrap", help="override kafka.bootstrap_servers")
+    exporter.add_argument("--lookback", default="1h", help="read reports written this long ago")
+    exporter.add_argument(
+        "--max-pairs", type=int, default=1000, help="cap on (key, feature) pairs exported"
+    )
+    exporter.add_argument(
+        "--forget-after", default="6h", help="drop a pair this long after its last report"
+    )
+    exporter.add_argument(
+        "--offsets-interval", default="10s", help="how often to read the input group's offsets"
+    )
+    exporter.set_defaults(func=commands.exporter)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kldrift", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -129,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(sub)
     _add_report(sub)
     _add_watch(sub)
+    _add_exporter(sub)
     return parser
 
 
