@@ -106,6 +106,12 @@ def _add_watch(sub: argparse._SubParsersAction) -> None:
     watch = sub.add_parser("watch", help="print reports; run a command when retraining is due")
     watch.add_argument("--config", required=True, help="the job's config (its kafka section)")
     watch.add_argument("--on-drift", help="shell command run with the trigger JSON on stdin")
+    watch.add_argument(
+        "--notify",
+        action="append",
+        metavar="URL",
+        help="POST the trigger as JSON with a Slack-compatible `text` (repeatable)",
+    )
     watch.add_argument("--k", type=int, default=3, help="drifted windows needed...")
     watch.add_argument("--m", type=int, default=5, help="...among the last m windows")
     watch.add_argument("--cooldown", default="30m", help="quiet time after a trigger (event time)")

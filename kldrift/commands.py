@@ -254,7 +254,7 @@ def watch(args: argparse.Namespace) -> int:
     from kldrift.consumer import RetrainTrigger
     from kldrift.io.kafka_client import client_settings
     from kldrift.schemas.durations import parse_duration
-    from kldrift.watch import run_watch
+    from kldrift.watch import Action, command_action, run_watch, webhook_action
 
     with user_errors():
         config = load_config(args.config)
@@ -268,6 +268,8 @@ def watch(args: argparse.Namespace) -> int:
             scope=args.scope,
             features=set(args.features.split(",")) if args.features else None,
         )
+        actions: list[Action] = [command_action(args.on_drift)] if args.on_drift else []
+        actions += [webhook_action(url) for url in args.notify or []]
     except ValueError as err:
         raise UserError(str(err)) from None
     settings = client_settings(config.kafka, "consumer")
@@ -277,7 +279,7 @@ def watch(args: argparse.Namespace) -> int:
         config.kafka.output_topic,
         args.group or f"kldrift.{config.name}.watch",
         policy,
-        args.on_drift,
+        actions,
         from_beginning=args.from_beginning,
         backoff_s=args.retry_backoff,
         settings=settings,
