@@ -26,7 +26,7 @@ PAIR_LABELS = ("pipeline", "key", "feature")
 # name -> (help, value of a report or None when the window had no value for it)
 _PAIR_GAUGES: dict[str, tuple[str, Callable[[DriftReport], float | None]]] = {
     "kldrift_kl_bits": ("KL(window || baseline), plug-in estimate, bits", lambda r: r.kl_bits),
-    "kldrift_kl_bits_debiased": (
+    "kldrift_kl_debiased_bits": (
         "KL minus its small-sample bias, floored at 0, bits",
         lambda r: r.kl_bits_debiased,
     ),

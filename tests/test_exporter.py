@@ -68,7 +68,7 @@ def test_values_and_units_are_the_reports() -> None:
     metrics.offer_report(report, NOW - 10)
     scraped = _scrape(metrics)
     assert scraped[_pair("kldrift_kl_bits")] == 0.3
-    assert scraped[_pair("kldrift_kl_bits_debiased")] == 0.25
+    assert scraped[_pair("kldrift_kl_debiased_bits")] == 0.25
     assert scraped[_pair("kldrift_p_value")] == 3.5e-9
     assert scraped[_pair("kldrift_window_events")] == 80
     assert scraped[_pair("kldrift_window_missing_ratio")] == pytest.approx(15 / 100)
