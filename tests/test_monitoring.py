@@ -18,10 +18,13 @@ from _reports import make_report
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from kldrift.cli import build_parser
 from kldrift.exporter import DriftMetrics
 from kldrift.local import prometheus
 
-MONITORING = Path(__file__).resolve().parents[1] / "deploy" / "monitoring"
+ROOT = Path(__file__).resolve().parents[1]
+MONITORING = ROOT / "deploy" / "monitoring"
+K8S = ROOT / "deploy" / "flink" / "k8s"
 METRIC = re.compile(r"\bkldrift_[a-z_]+\b")
 
 
@@ -140,3 +143,30 @@ def test_dashboard_shows_what_an_operator_watches() -> None:
     ]
     assert len(cells) == len(set(cells)), "panels overlap"
     assert all(p["gridPos"]["x"] + p["gridPos"]["w"] <= 24 for p in panels)
+
+
+def test_the_k8s_exporter_runs_kldrift_exporter_on_the_jobs_config_and_is_scraped() -> None:
+    docs = {d["kind"]: d for d in yaml.safe_load_all((K8S / "exporter.yaml").read_text())}
+    deployment, service = docs["Deployment"], docs["Service"]
+    pod = deployment["spec"]["template"]
+    (container,) = pod["spec"]["containers"]
+    args = build_parser().parse_args([*container["command"][1:], *container["args"]])
+    assert container["command"][0] == "kldrift" and args.command == "exporter"
+    assert container["image"] == "kldrift-worker"
+    # The submitter's config: the same ConfigMap, mounted where --config points.
+    configmap = yaml.safe_load((K8S / "configmap.yaml").read_text())["metadata"]["name"]
+    volume = next(v["name"] for v in pod["spec"]["volumes"] if v["configMap"]["name"] == configmap)
+    mount = next(m for m in container["volumeMounts"] if m["name"] == volume)
+    assert str(Path(args.config).parent) == mount["mountPath"]
+    # One port everywhere: the exporter's, the container's, the Service's, the annotations'.
+    (port,) = container["ports"]
+    assert port["containerPort"] == args.port
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    assert pod["metadata"]["labels"].items() >= service["spec"]["selector"].items()
+    (service_port,) = service["spec"]["ports"]
+    assert service_port["targetPort"] == port["name"]
+    for scrape in (pod["metadata"]["annotations"], service["metadata"]["annotations"]):
+        assert scrape["prometheus.io/scrape"] == "true"
+        assert scrape["prometheus.io/port"] == str(args.port)
+        assert scrape["prometheus.io/path"] == "/metrics"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/metrics"
