@@ -1,16 +1,23 @@
 """Prometheus and promtool for the monitoring tests, from Debian's `prometheus` package.
 
 The set-up installs the package with apt-get where it is missing; its system service is never
-started (a test runs the binary itself with its own config, port and storage directory).
+started: `LocalPrometheus` runs the binary itself with a generated config, a free port and its own
+storage directory.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 PACKAGE = "prometheus"
 POLICY_RC_D = Path("/usr/sbin/policy-rc.d")
@@ -75,3 +82,121 @@ def ensure_installed() -> tuple[Path, Path]:
         if wrote_policy:
             POLICY_RC_D.unlink(missing_ok=True)
     return require()
+
+
+class LocalPrometheus:
+    """A Prometheus server on 127.0.0.1 with a generated config, a free port and its storage in
+    `data_dir`, scraping `targets` every `scrape_interval_s`; `rule_files` are loaded too.
+    Runs in its own session; `stop()` (idempotent) ends it.
+
+        with LocalPrometheus(tmp, ["127.0.0.1:9750"]) as prom:
+            prom.query("kldrift_reports_total")
+    """
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str],
+        targets: list[str],
+        *,
+        scrape_interval_s: float = 1.0,
+        rule_files: list[Path] | None = None,
+        job: str = "kldrift-exporter",
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.targets = targets
+        self.scrape_interval_s = scrape_interval_s
+        self.rule_files = rule_files or []
+        self.job = job
+        self.port = 0
+        self._process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _config(self) -> dict[str, Any]:
+        interval = f"{self.scrape_interval_s:g}s"
+        return {
+            "global": {"scrape_interval": interval, "evaluation_interval": interval},
+            "rule_files": [str(path) for path in self.rule_files],
+            "scrape_configs": [
+                {"job_name": self.job, "static_configs": [{"targets": self.targets}]}
+            ],
+        }
+
+    def start(self, timeout_s: float = 60.0) -> LocalPrometheus:
+        import json
+
+        binary = require()[0]
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        config = self.data_dir / "prometheus.yml"
+        config.write_text(json.dumps(self._config(), indent=2))  # JSON is YAML
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        log = (self.data_dir / "prometheus.log").open("wb")
+        self._process = subprocess.Popen(
+            [
+                str(binary),
+                f"--config.file={config}",
+                f"--storage.tsdb.path={self.data_dir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--web.enable-lifecycle",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                tail = (self.data_dir / "prometheus.log").read_text()[-2000:]
+                raise PrometheusSetupError(f"prometheus exited at start:\n{tail}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as answer:
+                    if answer.status == 200:
+                        return self
+            except OSError:
+                pass
+            time.sleep(0.3)
+        self.stop()
+        raise PrometheusSetupError(f"prometheus did not become ready within {timeout_s:g} s")
+
+    def api(self, path: str, **params: str) -> Any:
+        """GET /api/v1/PATH?params; the `data` of a successful answer, else RuntimeError."""
+        import json
+
+        query = urllib.parse.urlencode(params)
+        try:
+            with urllib.request.urlopen(f"{self.url}/api/v1/{path}?{query}", timeout=10) as answer:
+                body = json.loads(answer.read())
+        except urllib.error.HTTPError as err:
+            body = json.loads(err.read() or b"{}")
+        if body.get("status") != "success":
+            raise RuntimeError(f"prometheus {path} {params}: {body.get('error', body)}")
+        return body["data"]
+
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        """An instant query's result vector: [{"metric": {labels}, "value": [ts, "text"]}]."""
+        data = self.api("query", query=promql)
+        if data["resultType"] != "vector":
+            raise RuntimeError(f"{promql!r} gave a {data['resultType']}, not a vector")
+        return list(data["result"])
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+    def __enter__(self) -> LocalPrometheus:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
