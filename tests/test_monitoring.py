@@ -170,3 +170,41 @@ def test_the_k8s_exporter_runs_kldrift_exporter_on_the_jobs_config_and_is_scrape
         assert scrape["prometheus.io/port"] == str(args.port)
         assert scrape["prometheus.io/path"] == "/metrics"
     assert container["readinessProbe"]["httpGet"]["path"] == "/metrics"
+
+
+def _readme_section(heading: str) -> str:
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index(f"\n## {heading}")
+    end = readme.find("\n## ", start + 1)
+    return readme[start:end]
+
+
+def test_readme_lists_exactly_the_metrics_the_exporter_serves() -> None:
+    section = _readme_section("Monitoring and alerts")
+    documented = {
+        name
+        for line in section.splitlines()
+        if line.startswith("| `kldrift_")
+        for name in re.findall(r"`(kldrift_[a-z_]+)", line.split("|")[1])
+    }
+    families = {
+        f.name + ("_total" if f.type == "counter" else "")
+        for f in text_string_to_metric_families(_exposition())
+    }
+    assert documented == families
+
+
+def _options(command: str) -> set[str]:
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    return {
+        s for a in sub.choices[command]._actions for s in a.option_strings if s.startswith("--")
+    } - {"--help"}
+
+
+def test_readme_documents_every_watch_and_exporter_option() -> None:
+    watch = _readme_section("Acting on drift: `kldrift watch`")
+    for option in _options("watch"):
+        assert f"`{option}`" in watch, option
+    exporter = _readme_section("Monitoring and alerts")
+    for option in _options("exporter"):
+        assert f"`{option}`" in exporter, option
