@@ -300,6 +300,12 @@ def exporter(args: argparse.Namespace) -> int:
         if config.kafka is None:
             raise UserError(f"{args.config}: `kafka:` is required to export its topics")
         settings = client_settings(config.kafka, "consumer")
+    from kafka import KafkaConsumer
+
+    from kldrift.io.kafka_client import CONNECT_TIMEOUT_S
+
+    if "bootstrap_timeout_ms" in KafkaConsumer.DEFAULT_CONFIG:  # kafka-python >= 3
+        settings.setdefault("bootstrap_timeout_ms", CONNECT_TIMEOUT_S * 1000)
     try:
         lookback_s, forget_after_s, interval_s = (
             parse_duration(getattr(args, name))
@@ -316,15 +322,23 @@ def exporter(args: argparse.Namespace) -> int:
         raise UserError(str(err)) from None
     if not 0 <= args.port <= 65535:
         raise UserError(f"--port {args.port} is not a TCP port")
-    feed = TopicFeed(
-        metrics,
-        settings,
-        report_topic=config.kafka.output_topic,
-        dead_letter_topic=config.kafka.dead_letter_topic,
-        input_topic=config.kafka.input_topic,
-        job_group=group_id_of(config),
-        start_s=time.time() - lookback_s,
-    )
+    from kafka.errors import KafkaError
+
+    try:
+        feed = TopicFeed(
+            metrics,
+            settings,
+            report_topic=config.kafka.output_topic,
+            dead_letter_topic=config.kafka.dead_letter_topic,
+            input_topic=config.kafka.input_topic,
+            job_group=group_id_of(config),
+            start_s=time.time() - lookback_s,
+        )
+    except KafkaError as err:
+        raise UserError(
+            f"cannot reach Kafka at {config.kafka.bootstrap_servers} ({type(err).__name__}): "
+            "check kafka.bootstrap_servers and kafka.client"
+        ) from None
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())

@@ -22,6 +22,8 @@ from prometheus_client.registry import Collector
 from kldrift.schemas.report import DriftReport
 
 PAIR_LABELS = ("pipeline", "key", "feature")
+MAX_REASONS = 20
+"""Distinct dead-letter reasons exported (kldrift writes 6); more are counted as `other`."""
 
 # name -> (help, value of a report or None when the window had no value for it)
 _PAIR_GAUGES: dict[str, tuple[str, Callable[[DriftReport], float | None]]] = {
@@ -89,6 +91,7 @@ class DriftMetrics(Collector):
         self._other_pipelines = 0
         self._dropped = 0
         self._unreadable: dict[str, int] = {}
+        self._kafka_errors = 0
         self._dead_letters: dict[str, int] = {}
         self._newest: DriftReport | None = None
         self._last_report_s: float | None = None
@@ -118,7 +121,13 @@ class DriftMetrics(Collector):
 
     def offer_dead_letter(self, reason: str) -> None:
         with self._lock:
+            if reason not in self._dead_letters and len(self._dead_letters) >= MAX_REASONS:
+                reason = "other"  # another producer's headers must not grow the label set
             self._dead_letters[reason] = self._dead_letters.get(reason, 0) + 1
+
+    def offer_kafka_error(self) -> None:
+        with self._lock:
+            self._kafka_errors += 1
 
     def offer_unreadable(self, topic: str) -> None:
         """A record on `topic` that is not a report (or not readable): counted, not exported."""
@@ -233,6 +242,12 @@ class DriftMetrics(Collector):
             "reports of another pipeline on the report topic (not exported)",
             p,
             self._other_pipelines,
+        )
+        yield _counter(
+            "kldrift_exporter_kafka_errors",
+            "Kafka errors while reading (the exporter retries; values may be stale meanwhile)",
+            p,
+            self._kafka_errors,
         )
         unreadable = CounterMetricFamily(
             "kldrift_exporter_unreadable_records",
@@ -383,6 +398,7 @@ def run_exporter(
     stop: threading.Event,
 ) -> int:
     """Serve `metrics` on http://ADDRESS:PORT/metrics and feed it until `stop` is set."""
+    from kafka.errors import KafkaError
     from prometheus_client import CollectorRegistry, start_http_server
 
     registry = CollectorRegistry(auto_describe=False)
@@ -396,14 +412,20 @@ def run_exporter(
     next_offsets = 0.0
     try:
         while not stop.is_set():
-            if time.monotonic() >= next_offsets:
-                feed.refresh_assignment()
-                feed.refresh_input_offsets()
-                next_offsets = time.monotonic() + offsets_interval_s
-            if feed.assigned:
-                feed.poll(timeout_s=0.5)
-            else:
-                stop.wait(0.5)
+            try:
+                if time.monotonic() >= next_offsets:
+                    next_offsets = time.monotonic() + offsets_interval_s
+                    feed.refresh_assignment()
+                    feed.refresh_input_offsets()
+                if feed.assigned:
+                    feed.poll(timeout_s=0.5)
+                else:
+                    stop.wait(0.5)
+            except KafkaError as err:
+                # Kafka unavailable for a while: keep serving the last values, try again.
+                metrics.offer_kafka_error()
+                print(f"exporter: Kafka: {type(err).__name__}: {err}", file=sys.stderr, flush=True)
+                stop.wait(min(offsets_interval_s, 5.0))
     finally:
         server.shutdown()
         server.server_close()

@@ -11,7 +11,7 @@ from _reports import START, make_report
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from kldrift.exporter import DriftMetrics
+from kldrift.exporter import MAX_REASONS, DriftMetrics
 from kldrift.schemas.report import DriftReport
 
 NOW = (START + timedelta(minutes=30)).timestamp()
@@ -157,3 +157,18 @@ def test_a_key_less_pipeline_exports_an_empty_key_label() -> None:
 def test_max_pairs_must_be_positive() -> None:
     with pytest.raises(ValueError, match="max_pairs"):
         _metrics(max_pairs=0)
+
+
+def test_dead_letter_reasons_are_capped() -> None:
+    metrics = _metrics()
+    for i in range(MAX_REASONS + 5):
+        metrics.offer_dead_letter(f"reason-{i}")
+    metrics.offer_dead_letter("reason-0")
+    scraped = _scrape(metrics)
+    reasons = {
+        dict(labels)["reason"]: value
+        for (name, labels), value in scraped.items()
+        if name == "kldrift_dead_letters_total"
+    }
+    assert len(reasons) == MAX_REASONS + 1
+    assert reasons["reason-0"] == 2.0 and reasons["other"] == 5.0
