@@ -173,11 +173,14 @@ def test_prometheus_scrapes_the_exporter_and_promql_returns_the_reports_values(
         prom.targets = [exporter.address()]
         prom.start()
         with streaming_job("--config", str(config_path)) as job:
-            # 14 s of events at ~100/s stamped with the wall clock; latency and country drift
-            # from the 7th second on.
+            # About 14 s of events at ~100/s stamped with the wall clock; latency and country
+            # drift from the 7th second on. The last event falls just before a period boundary,
+            # so the newest window holds a whole period of events (~100 per key), enough to be
+            # flagged (5 values per occupied bin).
             rng = np.random.default_rng(4)
             started = time.time()
-            while (now := time.time()) < started + 14:
+            end = math.ceil((started + 14) / PERIOD_S) * PERIOD_S - 0.1
+            while (now := time.time()) < end:
                 drift = 1.5 if now >= started + 7 else 0.0
                 event = make_event(rng, now, ("model-a", "model-b")[sent % 2], drift)
                 producer.send(
