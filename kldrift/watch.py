@@ -114,6 +114,11 @@ def alert_text(trigger: Trigger) -> str:
     )
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None  # the 3xx answer is raised as an HTTPError: a failure, retried
+
+
 def webhook_action(url: str, timeout_s: float = WEBHOOK_TIMEOUT_S) -> Action:
     """POSTs the trigger's JSON plus a Slack-compatible `text` to `url`; a 2xx answer is success.
     User info in the URL becomes HTTP basic auth; nothing of the URL but its scheme, host and
@@ -131,12 +136,14 @@ def webhook_action(url: str, timeout_s: float = WEBHOOK_TIMEOUT_S) -> Action:
         netloc += f":{parts.port}" if parts.port else ""
         url = urllib.parse.urlunsplit(parts._replace(netloc=netloc))
     shown = redact_url(url)
+    # A webhook does not redirect; following one would send the credentials elsewhere.
+    opener = urllib.request.build_opener(_NoRedirect)
 
     def run(trigger: Trigger) -> None:
         body = json.dumps({"text": alert_text(trigger), **json.loads(trigger.to_json())})
         request = urllib.request.Request(url, data=body.encode(), headers=headers, method="POST")
         try:
-            with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            with opener.open(request, timeout=timeout_s) as response:
                 status = response.status
         except urllib.error.HTTPError as err:
             raise RuntimeError(f"HTTP {err.code} from {shown}") from None
