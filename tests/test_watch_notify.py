@@ -21,9 +21,10 @@ from _jobs import KLDRIFT
 from _reports import make_report
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+from kldrift.consumer import Trigger
 from kldrift.local.kafka import create_topics
 from kldrift.synthetic import demo_config
-from kldrift.watch import redact_url
+from kldrift.watch import redact_url, webhook_action
 
 SECRETS = ("alerter", "s3cr3t-pass", "T0KEN-IN-PATH", "query-secret-123")
 
@@ -79,6 +80,33 @@ def test_a_bad_notify_url_is_a_one_line_error_without_its_secrets(tmp_path: Path
     assert done.returncode == 2
     assert "--notify ftp://h/…: an http:// or https:// URL with a host" in done.stderr
     assert "s3cr3t-pass" not in done.stderr + done.stdout
+
+
+def test_a_redirect_is_a_failure_and_is_not_followed() -> None:
+    """Following it would send the basic-auth credentials to the redirect's host."""
+    paths: list[str] = []
+
+    class Redirector(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            paths.append(self.path)
+            self.send_response(302)
+            self.send_header("Location", f"http://127.0.0.1:{port}/elsewhere")
+            self.end_headers()
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Redirector)
+    port = server.server_address[1]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    trigger = Trigger("p", "k", "f", "2024-01-01T00:05:00Z", 3, 5, ["f"], 0.25)
+    try:
+        with pytest.raises(RuntimeError, match=rf"^HTTP 302 from http://127.0.0.1:{port}/…$"):
+            webhook_action(f"http://alerter:s3cr3t-pass@127.0.0.1:{port}/hook").run(trigger)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert paths == ["/hook"]
 
 
 @pytest.mark.services
