@@ -106,6 +106,12 @@ def _add_watch(sub: argparse._SubParsersAction) -> None:
     watch = sub.add_parser("watch", help="print reports; run a command when retraining is due")
     watch.add_argument("--config", required=True, help="the job's config (its kafka section)")
     watch.add_argument("--on-drift", help="shell command run with the trigger JSON on stdin")
+    watch.add_argument(
+        "--notify",
+        action="append",
+        metavar="URL",
+        help="POST the trigger as JSON with a Slack-compatible `text` (repeatable)",
+    )
     watch.add_argument("--k", type=int, default=3, help="drifted windows needed...")
     watch.add_argument("--m", type=int, default=5, help="...among the last m windows")
     watch.add_argument("--cooldown", default="30m", help="quiet time after a trigger (event time)")
@@ -115,6 +121,27 @@ def _add_watch(sub: argparse._SubParsersAction) -> None:
     watch.add_argument("--from-beginning", action="store_true", help="with no committed offset")
     watch.add_argument("--retry-backoff", type=float, default=1.0, help="first retry delay, s")
     watch.set_defaults(func=commands.watch)
+
+
+def _add_exporter(sub: argparse._SubParsersAction) -> None:
+    exporter = sub.add_parser(
+        "exporter", help="serve the job's reports, dead letters and lag as Prometheus metrics"
+    )
+    exporter.add_argument("--config", required=True, help="the job's config (its kafka section)")
+    exporter.add_argument("--port", type=int, default=9750, help="HTTP port (0: any free one)")
+    exporter.add_argument("--address", default="0.0.0.0", help="address to listen on")
+    exporter.add_argument("--bootstrap", help="override kafka.bootstrap_servers")
+    exporter.add_argument("--lookback", default="1h", help="read reports written this long ago")
+    exporter.add_argument(
+        "--max-pairs", type=int, default=1000, help="cap on (key, feature) pairs exported"
+    )
+    exporter.add_argument(
+        "--forget-after", default="6h", help="drop a pair this long after its last report"
+    )
+    exporter.add_argument(
+        "--offsets-interval", default="10s", help="how often to read the input group's offsets"
+    )
+    exporter.set_defaults(func=commands.exporter)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -129,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(sub)
     _add_report(sub)
     _add_watch(sub)
+    _add_exporter(sub)
     return parser
 
 

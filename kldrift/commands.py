@@ -254,7 +254,7 @@ def watch(args: argparse.Namespace) -> int:
     from kldrift.consumer import RetrainTrigger
     from kldrift.io.kafka_client import client_settings
     from kldrift.schemas.durations import parse_duration
-    from kldrift.watch import run_watch
+    from kldrift.watch import Action, command_action, run_watch, webhook_action
 
     with user_errors():
         config = load_config(args.config)
@@ -268,6 +268,8 @@ def watch(args: argparse.Namespace) -> int:
             scope=args.scope,
             features=set(args.features.split(",")) if args.features else None,
         )
+        actions: list[Action] = [command_action(args.on_drift)] if args.on_drift else []
+        actions += [webhook_action(url) for url in args.notify or []]
     except ValueError as err:
         raise UserError(str(err)) from None
     settings = client_settings(config.kafka, "consumer")
@@ -277,8 +279,83 @@ def watch(args: argparse.Namespace) -> int:
         config.kafka.output_topic,
         args.group or f"kldrift.{config.name}.watch",
         policy,
-        args.on_drift,
+        actions,
         from_beginning=args.from_beginning,
         backoff_s=args.retry_backoff,
         settings=settings,
     )
+
+
+def exporter(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from kldrift.exporter import DriftMetrics, TopicFeed, run_exporter
+    from kldrift.io.kafka_client import client_settings
+    from kldrift.pipeline.streaming import group_id_of
+    from kldrift.schemas.durations import parse_duration
+
+    with user_errors():
+        config = with_kafka_overrides(load_config(args.config), _bootstrap(args))
+        if config.kafka is None:
+            raise UserError(f"{args.config}: `kafka:` is required to export its topics")
+        settings = client_settings(config.kafka, "consumer")
+    from kafka import KafkaConsumer
+
+    from kldrift.io.kafka_client import CONNECT_TIMEOUT_S
+
+    if "bootstrap_timeout_ms" in KafkaConsumer.DEFAULT_CONFIG:  # kafka-python >= 3
+        settings.setdefault("bootstrap_timeout_ms", CONNECT_TIMEOUT_S * 1000)
+    try:
+        lookback_s, forget_after_s, interval_s = (
+            parse_duration(getattr(args, name))
+            for name in ("lookback", "forget_after", "offsets_interval")
+        )
+        metrics = DriftMetrics(
+            config.name,
+            window_size_s=config.window.size,
+            window_period_s=config.window.period,
+            max_pairs=args.max_pairs,
+            forget_after_s=forget_after_s,
+        )
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    if not 0 <= args.port <= 65535:
+        raise UserError(f"--port {args.port} is not a TCP port")
+    from kafka.errors import KafkaError
+
+    try:
+        feed = TopicFeed(
+            metrics,
+            settings,
+            report_topic=config.kafka.output_topic,
+            dead_letter_topic=config.kafka.dead_letter_topic,
+            input_topic=config.kafka.input_topic,
+            job_group=group_id_of(config),
+            start_s=time.time() - lookback_s,
+        )
+    except KafkaError as err:
+        raise UserError(
+            f"cannot reach Kafka at {config.kafka.bootstrap_servers} ({type(err).__name__}): "
+            "check kafka.bootstrap_servers and kafka.client"
+        ) from None
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    print(
+        f"exporter: reading {config.kafka.output_topic} and {config.kafka.dead_letter_topic} "
+        f"from {lookback_s:g} s ago; lag of group {group_id_of(config)} on "
+        f"{config.kafka.input_topic}",
+        flush=True,
+    )
+    try:
+        return run_exporter(
+            feed,
+            metrics,
+            port=args.port,
+            address=args.address,
+            offsets_interval_s=interval_s,
+            stop=stop,
+        )
+    except OSError as err:
+        raise UserError(f"cannot serve metrics on {args.address}:{args.port}: {err}") from None

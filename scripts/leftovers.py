@@ -1,4 +1,5 @@
-"""Finds service processes (Kafka broker, Prism, Flink job server) that a test run left running.
+"""Finds service processes (Kafka broker, Prism, Flink job server, Prometheus, kldrift exporter)
+that a test run left running.
 
 `snapshot` prints the pids of such processes now; `check BEFORE` waits up to 15 s for any new one
 to exit, then lists the survivors and exits 1.
@@ -10,7 +11,14 @@ import sys
 import time
 from pathlib import Path
 
-MARKERS = ("kafka.Kafka", "prism", "flink-job-server", "beam-runners-flink")
+MARKERS = (
+    "kafka.Kafka",
+    "prism",
+    "flink-job-server",
+    "beam-runners-flink",
+    "prometheus --config.file",
+    "kldrift exporter",
+)
 
 
 def _service_pids() -> dict[int, str]:
@@ -46,7 +54,7 @@ def main(argv: list[str]) -> int:
     if new:
         print(f"test: {len(new)} service process(es) left running", file=sys.stderr)
         return 1
-    print("test: no broker, Prism or Flink process left running")
+    print("test: no broker, Prism, Flink, Prometheus or exporter process left running")
     return 0
 
 

@@ -461,6 +461,8 @@ def test_every_manifest_parses_and_is_applied_by_the_kustomization() -> None:
         "ConfigMap",
         "FlinkDeployment",
         "Job",
+        "Deployment",  # the exporter (exporter.yaml, checked in test_monitoring.py)
+        "Service",
     }
 
 
@@ -556,7 +558,7 @@ def test_kustomize_renders_the_manifests_with_the_image_and_a_savepoint(tmp_path
     assert {d["metadata"]["namespace"] for d in docs} == {"kldrift"}
     text = yaml.safe_dump_all(docs)
     assert "image: kldrift-worker\n" not in text, "every worker image reference is replaced"
-    assert text.count("image: registry.example.com/kldrift-worker:0.1.0") == 3
+    assert text.count("image: registry.example.com/kldrift-worker:0.1.0") == 4
 
     # README's restore step: uncomment the kustomization's patch.
     copy = tmp_path / "k8s"
