@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -313,3 +314,9 @@ def test_a_batch_of_the_whole_battery_accounts_for_every_record() -> None:
             "future_event_time": 1,
         }
     )
+
+
+def test_readme_names_every_dead_letter_reason() -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    bins = readme[readme.index("## Bins") : readme.index("## The drift report")]
+    assert [r for r in DEAD_LETTER_REASONS if f"`{r}`" not in bins] == []
