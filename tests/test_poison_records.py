@@ -320,3 +320,24 @@ def test_readme_names_every_dead_letter_reason() -> None:
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     bins = readme[readme.index("## Bins") : readme.index("## The drift report")]
     assert [r for r in DEAD_LETTER_REASONS if f"`{r}`" not in bins] == []
+
+
+def test_a_csv_file_with_bad_bytes_or_odd_rows_replays_every_row(tmp_path: Path) -> None:
+    from kldrift.io.files import _ReadBatches
+
+    path = tmp_path / "events.csv"
+    path.write_bytes(
+        b"ts,x,c\n"
+        b"1700000000,1,a\n"
+        b"1700000001,2,\xff\xfe\n"  # not UTF-8: the row is a dead letter, the file reads on
+        b"1700000002,3,a,extra,cells\n"  # more cells than the header: kept under the key null
+        b"1700000003," + b"9" * 200_000 + b",7\n"  # past csv's 128 KiB cell limit
+    )
+    rows = list(_ReadBatches._csv_lines(str(path)))
+    assert [line for line, _ in rows] == [2, 3, 4, 5]
+    decoded = _decode([value for _, value in rows], _decoder())
+    _assert_accounted([value for _, value in rows], decoded)
+    assert [d.reason for d in decoded.dead_letters] == ["not_json"]
+    assert [e["c"] for e in decoded.events] == ["a", "a", 7]
+    assert decoded.events[1]["null"] == ["extra", "cells"]
+    assert decoded.events[2]["x"] == math.inf  # a 200,000-digit number: past every edge
