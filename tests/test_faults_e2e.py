@@ -12,6 +12,7 @@ import time
 import uuid
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -110,8 +111,50 @@ def _battery(now: float) -> tuple[list[tuple[bytes | None, str]], list[dict]]:
     return dead, binned
 
 
+def _baseline(job_files: dict) -> dict[str, dict]:
+    return {f["name"]: f for f in json.loads(job_files["baseline"].read_text())["features"]}
+
+
+def _final_reports(reports: list) -> dict[tuple, Any]:
+    """(key, feature, window start) -> the window's last revision."""
+    latest = LatestRevisions()
+    for report in reports:
+        latest.offer(report)
+    return {(r.key, r.feature, r.window_start.timestamp()): r for r in latest.by_key.values()}
+
+
+def _check_windows(
+    events: list[dict], reported: dict[tuple, Any], baseline: dict[str, dict]
+) -> tuple[dict[tuple, Counter], list[tuple]]:
+    """The windows `events` fill, and those reported wrong: the reported windows must be exactly
+    these, each with its counts as binned by README's rules and KL(P || Q) from scipy, with
+    Q = (baseline counts + smoothing) normalised."""
+    expected: dict[tuple, Counter] = {}
+    for event in events:
+        for feature in baseline:
+            for start in _windows_of(event["ts"]):
+                slots = expected.setdefault((event["model"], feature, float(start)), Counter())
+                slots[_slot(feature, _value(event, feature))] += 1
+    assert set(reported) == set(expected)
+    wrong = []
+    for window, slots in expected.items():
+        report = reported[window]
+        stored = baseline[window[1]]
+        n_bins = len(stored["counts"])
+        counts = np.array([slots[i] for i in range(n_bins)], dtype=float)
+        q = (np.array(stored["counts"]) + SMOOTHING) / (sum(stored["counts"]) + n_bins * SMOOTHING)
+        kl_bits = entropy(counts / counts.sum(), q, base=2)
+        if (report.count, report.missing, report.invalid) != (
+            int(counts.sum()),
+            slots["missing"],
+            slots["invalid"],
+        ) or report.kl_bits != pytest.approx(kl_bits, abs=1e-12, rel=1e-9):
+            wrong.append((window, report.count, int(counts.sum()), report.kl_bits, kl_bits))
+    return expected, wrong
+
+
 @pytest.fixture()
-def job_files(tmp_path: Path, kafka_bootstrap: str) -> dict:
+def job_files(tmp_path: Path, kafka_bootstrap: str, request: pytest.FixtureRequest) -> dict:
     run_id = uuid.uuid4().hex[:8]
     kafka = job_kafka(
         kafka_bootstrap, "faults", run_id, start_from="earliest", idle_timeout="3s", max_delay="1s"
@@ -134,7 +177,8 @@ def job_files(tmp_path: Path, kafka_bootstrap: str) -> dict:
         "--output", str(tmp_path / "baseline.json"),
     )  # fmt: skip
     assert built.returncode == 0, built.stderr[-3000:]
-    create_topics(kafka_bootstrap, {kafka["input_topic"]: 1})
+    partitions = getattr(request, "param", 1)
+    create_topics(kafka_bootstrap, {kafka["input_topic"]: partitions})
     return {"config": config_path, "kafka": kafka, "baseline": tmp_path / "baseline.json"}
 
 
@@ -221,33 +265,11 @@ def test_poison_records_and_bad_clocks_never_stop_the_job_nor_spoil_a_window(
     assert totals["events_too_late"] == 1
 
     # Every window of the good events: final counts as produced, KL as scipy computes it.
-    baseline = {f["name"]: f for f in json.loads(job_files["baseline"].read_text())["features"]}
-    latest = LatestRevisions()
-    for report in tail.reports:
-        latest.offer(report)
-    reported = {(r.key, r.feature, r.window_start.timestamp()): r for r in latest.by_key.values()}
-    expected: dict[tuple, Counter] = {}
-    for event in good:
-        for feature in baseline:
-            for start in _windows_of(event["ts"]):
-                slots = expected.setdefault((event["model"], feature, float(start)), Counter())
-                slots[_slot(feature, _value(event, feature))] += 1
-    good_reported = {k: r for k, r in reported.items() if k[0] != "poison"}
-    assert set(good_reported) == set(expected)
-    wrong = []
-    for window, slots in expected.items():
-        report = good_reported[window]
-        stored = baseline[window[1]]
-        n_bins = len(stored["counts"])
-        counts = np.array([slots[i] for i in range(n_bins)], dtype=float)
-        q = (np.array(stored["counts"]) + SMOOTHING) / (sum(stored["counts"]) + n_bins * SMOOTHING)
-        kl_bits = entropy(counts / counts.sum(), q, base=2)
-        if (report.count, report.missing, report.invalid) != (
-            int(counts.sum()),
-            slots["missing"],
-            slots["invalid"],
-        ) or report.kl_bits != pytest.approx(kl_bits, abs=1e-12, rel=1e-9):
-            wrong.append((window, report.count, int(counts.sum()), report.kl_bits, kl_bits))
+    baseline = _baseline(job_files)
+    reported = _final_reports(tail.reports)
+    expected, wrong = _check_windows(
+        good, {k: r for k, r in reported.items() if k[0] != "poison"}, baseline
+    )
     assert wrong == []
     after = [w for w in expected if w[2] >= battery_at - SIZE_S]
 
@@ -268,4 +290,76 @@ def test_poison_records_and_bad_clocks_never_stop_the_job_nor_spoil_a_window(
         f"faults e2e: consumed {consumed}, binned {len(good) + len(binned_poison)}, "
         f"dead-lettered {len(dead_sent)} {dict(reasons)}; windows checked {len(expected)} "
         f"({len(after)} holding or after the battery), wrong {len(wrong)}"
+    )
+
+
+LAG_S = 15
+
+
+@pytest.mark.parametrize("job_files", [3], indirect=True)
+def test_a_partition_behind_holds_windows_back_and_one_of_future_garbage_does_not(
+    job_files: dict, kafka_bootstrap: str
+) -> None:
+    """Partition 0: good events stamped with the wall clock; partition 1: good events from a
+    producer whose clock is LAG_S behind; partition 2: nothing but year-9000 events."""
+    kafka = job_files["kafka"]
+    topic = kafka["input_topic"]
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    rng = np.random.default_rng(21)
+    good: list[dict] = []
+    future_sent = 0
+    tail = ReportTail(kafka_bootstrap, kafka["output_topic"])
+    first_report_s = None
+    with streaming_job("--config", str(job_files["config"])) as job:
+        try:
+            stop_at = time.time() + 35
+            while (now := time.time()) < stop_at:
+                partition = len(good) % 2
+                stamp = now - LAG_S * partition
+                event = make_event(rng, stamp, ("model-a", "model-b")[len(good) // 2 % 2], 0.0)
+                producer.send(topic, json.dumps(event).encode(), partition=partition)
+                good.append(event)
+                if len(good) % 4 == 0:
+                    future = dict(event, ts=YEAR_9000 + len(good))
+                    producer.send(topic, json.dumps(future).encode(), partition=2)
+                    future_sent += 1
+                if first_report_s is None and tail.poll():
+                    first_report_s = time.time()
+                time.sleep(0.02)
+            producer.flush()
+            stopped_s = time.time()
+            last_window = _windows_of(max(e["ts"] for e in good))[0]
+            wait_for(lambda: any(r.window_start.timestamp() == last_window for r in tail.poll()),
+                     60, "the last window's report")  # fmt: skip
+            time.sleep(2)
+            tail.poll()
+        finally:
+            tail.close()
+            producer.close()
+    assert job.returncode == 0, job.output[-4000:]
+
+    # Nothing lost, nothing too late, every window exact; only the year-9000 events dead.
+    expected, wrong = _check_windows(good, _final_reports(tail.reports), _baseline(job_files))
+    assert wrong == []
+    totals = job.totals
+    assert totals, f"no totals line in the job's output:\n{job.output[-3000:]}"
+    assert totals["records_consumed"] == len(good) + future_sent
+    assert totals["events_binned"] == len(good)
+    assert totals["records_dead_lettered"] == future_sent
+    assert totals["events_too_late"] == 0
+
+    # The garbage-only partition went idle: windows closed while it was still being written to.
+    assert first_report_s is not None and first_report_s < stopped_s
+    # The lagging partition held the job's watermark: no window closed before the lagging
+    # producer's clock passed its end (reports' CreateTime, ms, same machine clock).
+    early = [
+        (r.window_end.timestamp(), arrived / 1000)
+        for r, arrived in zip(tail.reports, tail.arrived_ms, strict=True)
+        if r.window_end.timestamp() + LAG_S < stopped_s
+        and arrived / 1000 < r.window_end.timestamp() + LAG_S
+    ]
+    assert early == []
+    print(
+        f"clocks e2e: consumed {len(good) + future_sent}, binned {len(good)}, dead-lettered "
+        f"{future_sent} (future_event_time); windows checked {len(expected)}, wrong {len(wrong)}"
     )
