@@ -34,7 +34,7 @@ def _is_number(value: Any) -> bool:
     )
 
 
-def _as_float(value: Any) -> float:
+def as_float(value: Any) -> float:
     """A number or None as a float; an int beyond float range lies past every edge (+-inf)."""
     if value is None:
         return math.nan
@@ -102,12 +102,12 @@ class FeatureBins:
             try:
                 numbers = np.array(values, dtype=np.float64)  # None -> nan
             except OverflowError:  # an int too large for a float (valid JSON)
-                numbers = np.array([_as_float(v) for v in values], dtype=np.float64)
+                numbers = np.array([as_float(v) for v in values], dtype=np.float64)
             invalid = None
         else:
             usable = [_is_number(v) or v is None for v in values]
             numbers = np.array(
-                [_as_float(v) if ok else math.nan for v, ok in zip(values, usable, strict=True)],
+                [as_float(v) if ok else math.nan for v, ok in zip(values, usable, strict=True)],
                 dtype=np.float64,
             )
             invalid = ~np.asarray(usable, dtype=bool)

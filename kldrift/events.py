@@ -10,7 +10,7 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -18,6 +18,7 @@ import numpy as np
 from kldrift.schemas.config import PipelineConfig
 
 NO_WATERMARK = -(2**63)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # Numeric event times are accepted over the range RFC 3339 text can express (years 1-9999); beyond
 # it (e.g. microseconds sent as seconds) the record is a dead letter, not an int64 overflow.
@@ -27,13 +28,37 @@ _MAX_EVENT_TIME_US = 253_402_300_799_999_999  # 9999-12-31T23:59:59.999999Z
 # above) are valid whatever their unit and rounding: EventDecoder checks them inline.
 _FAST_EVENT_TIME_LIMIT_US = 60_000_000_000_000_000
 
+MAX_NESTING = 100
+"""The deepest JSON nesting (objects and arrays) a record may have. Deeper records are dead
+letters (`too_deep`) whatever the call stack's depth where they are parsed, so replay and
+streaming agree and no later step (a coder, a repr) can hit Python's recursion limit."""
+MAX_KEY_CHARS = 1000
+"""The longest key_field value: every report's message key carries it."""
+
+DEAD_LETTER_REASONS: dict[str, str] = {
+    "null_value": "the record has no value (a Kafka tombstone)",
+    "not_json": "not JSON: empty, invalid UTF-8, bad syntax, or an integer of over 4,300 digits",
+    "too_deep": f"JSON nested more than {MAX_NESTING} levels deep",
+    "not_object": "JSON, but not an object",
+    "missing_event_time": "no event time field (or null)",
+    "invalid_event_time": "an event time that is not epoch seconds/ms or RFC 3339, or whose "
+    "windows lie outside years 1-9999",
+    "future_event_time": "an event time more than kafka.max_future ahead of the reader's clock",
+    "missing_key": "no usable key_field value (absent, null, an object or a list)",
+    "invalid_key": f"a key_field text longer than {MAX_KEY_CHARS} characters or not valid "
+    "Unicode (a lone surrogate)",
+    "too_late": "every window holding the event had closed (watermark past end + lateness)",
+}
+"""Every reason a record is dead-lettered for, and what it means (README's "Bins" lists them)."""
+
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
     """A record that was not binned, with why. `source` is a topic or file; `offset` a Kafka offset
     or a line number."""
 
-    value: bytes
+    value: bytes | None
+    """The raw record value; None for a Kafka tombstone."""
     reason: str
     detail: str
     source: str = ""
@@ -62,13 +87,16 @@ class ResumePoint:
 class RecordBatch:
     """Raw records read together from one partition (or one file chunk), in read order."""
 
-    values: list[bytes]
+    values: Sequence[bytes | None]
     offsets: list[int]
     source: str = ""
     partition: int = -1
     watermark_us: int = NO_WATERMARK
     """The reading partition's watermark before this batch: events whose every window closed
     before it are dead-lettered as too late."""
+    max_event_time_us: int | None = None
+    """Events after this are dead-lettered as `future_event_time` (the Kafka reader sets its wall
+    clock + kafka.max_future; bounded replays set none)."""
 
 
 @dataclass(slots=True)
@@ -113,7 +141,10 @@ def field_getter(path: str):
 
 
 class EventDecoder:
-    """Decodes raw JSON records per the config's event_time_field, event_time_unit and key_field."""
+    """Decodes raw JSON records per the config's event_time_field, event_time_unit and key_field.
+
+    Never raises for a record's content: every record comes out as an event or a dead letter
+    with one of DEAD_LETTER_REASONS."""
 
     def __init__(self, config: PipelineConfig) -> None:
         self._time_field = config.event_time_field
@@ -121,6 +152,11 @@ class EventDecoder:
         self._time_scale_us = 1_000_000 if config.event_time_unit == "s" else 1_000
         self._key_field = config.key_field
         self._get_key = field_getter(config.key_field) if config.key_field else None
+        # Every window holding an accepted event must be expressible as RFC 3339 (years 1-9999).
+        self._min_time_us = _MIN_EVENT_TIME_US + config.window.size_us
+        self._max_time_us = _MAX_EVENT_TIME_US - config.window.size_us
+        self._fast_min_us = max(-_FAST_EVENT_TIME_LIMIT_US, self._min_time_us)
+        self._fast_max_us = min(_FAST_EVENT_TIME_LIMIT_US, self._max_time_us)
 
     def decode(self, batch: RecordBatch) -> EventBatch:
         events: list[dict[str, Any]] = []
@@ -128,33 +164,48 @@ class EventDecoder:
         keys: list[str | None] = []
         dead: list[DeadLetter] = []
         dead_rows: list[int] = []
-        # The common record (an object, a finite epoch time well inside the valid range, a text key
-        # or none) is checked inline; anything else takes the general path, which says why.
+        # The common record (an object, a finite epoch time well inside the valid range and not in
+        # the future, an ASCII text key of usual length or none) is checked inline; anything else
+        # takes the general path, which says why.
         loads = json.loads
         get_time = self._get_time
         get_key = self._get_key
         scale = self._time_scale_us
-        fast_limit = _FAST_EVENT_TIME_LIMIT_US / scale
+        max_time_us = batch.max_event_time_us
+        fast_max_us = self._fast_max_us
+        if max_time_us is not None:
+            fast_max_us = min(fast_max_us, max_time_us - 1_000_000)  # a second's margin: rounding
+        fast_low = self._fast_min_us / scale
+        fast_high = fast_max_us / scale
+        shallow_bytes = _SHALLOW_BYTES
         problem: tuple[str, str] | None
         for row, value in enumerate(batch.values):
             try:
-                event = loads(value)
-            except (ValueError, UnicodeDecodeError) as err:
-                event, problem = None, ("not_json", str(err)[:200])
+                event = loads(value)  # type: ignore[arg-type]  # None is a tombstone
+            except ValueError as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+                event, problem = None, ("not_json", "empty value" if not value else str(err)[:200])
+            except RecursionError:
+                event, problem = None, _too_deep_problem()
+            except TypeError:
+                event, problem = None, _not_bytes_problem(value)
             else:
                 problem = None
+                if len(value) > shallow_bytes and _nesting_exceeds(value, event):  # type: ignore[arg-type]
+                    event, problem = None, _too_deep_problem()
             if problem is None and type(event) is dict:
                 raw_time = get_time(event)
                 time_type = type(raw_time)
-                if (time_type is float or time_type is int) and -fast_limit < raw_time < fast_limit:
+                if (time_type is float or time_type is int) and fast_low < raw_time < fast_high:
                     key = None if get_key is None else get_key(event)
-                    if get_key is None or type(key) is str:
+                    if get_key is None or (
+                        type(key) is str and len(key) <= MAX_KEY_CHARS and key.isascii()
+                    ):
                         events.append(event)
                         times.append(math.floor(raw_time * scale))
                         keys.append(key)
                         continue
             if problem is None:
-                time_us, key, problem = self._check(event)
+                time_us, key, problem = self._check(event, max_time_us)
             if problem is not None:
                 reason, detail = problem
                 dead_rows.append(row)
@@ -179,7 +230,7 @@ class EventDecoder:
             events=events,
             event_time_us=np.asarray(times, dtype=np.int64),
             keys=keys,
-            values=list(values),
+            values=list(values),  # type: ignore[arg-type]  # tombstones are dead letters
             offsets=list(offsets),
             source=batch.source,
             partition=batch.partition,
@@ -187,7 +238,9 @@ class EventDecoder:
             dead_letters=dead,
         )
 
-    def _check(self, event: Any) -> tuple[int, str | None, tuple[str, str] | None]:
+    def _check(
+        self, event: Any, max_time_us: int | None
+    ) -> tuple[int, str | None, tuple[str, str] | None]:
         """A parsed record's event time and key, or why it is a dead letter."""
         if not isinstance(event, dict):
             return 0, None, ("not_object", f"a JSON {type(event).__name__}, not an object")
@@ -202,7 +255,17 @@ class EventDecoder:
                 (
                     "invalid_event_time",
                     f"field {self._time_field!r} is not epoch {self._time_unit_name} "
-                    f"or RFC 3339: {str(raw_time)[:60]!r}",
+                    f"or RFC 3339 within years 1-9999: {_excerpt(raw_time)}",
+                ),
+            )
+        if max_time_us is not None and time_us > max_time_us:
+            return (
+                0,
+                None,
+                (
+                    "future_event_time",
+                    f"event time {_rfc3339(time_us)} is after {_rfc3339(max_time_us)} "
+                    "(the reader's clock + kafka.max_future)",
                 ),
             )
         key: str | None = None
@@ -211,6 +274,25 @@ class EventDecoder:
             if raw_key is None or isinstance(raw_key, dict | list):
                 return 0, None, ("missing_key", f"no usable key field {self._key_field!r}")
             key = _key_text(raw_key)
+            if len(key) > MAX_KEY_CHARS:
+                return (
+                    0,
+                    None,
+                    (
+                        "invalid_key",
+                        f"key field {self._key_field!r} has {len(key)} characters, more than "
+                        f"{MAX_KEY_CHARS}",
+                    ),
+                )
+            if not key.isascii() and not encodable(key):
+                return (
+                    0,
+                    None,
+                    (
+                        "invalid_key",
+                        f"key field {self._key_field!r} is not valid Unicode text: {_excerpt(key)}",
+                    ),
+                )
         return time_us, key, None
 
     @property
@@ -220,14 +302,70 @@ class EventDecoder:
     def _event_time_us(self, raw: Any) -> int | None:
         if isinstance(raw, bool):
             return None
-        if isinstance(raw, int | float):
-            if not math.isfinite(raw):
-                return None
-            time_us = math.floor(raw * self._time_scale_us)
-            return time_us if _MIN_EVENT_TIME_US <= time_us <= _MAX_EVENT_TIME_US else None
-        if isinstance(raw, str):
-            return parse_rfc3339_us(raw)
-        return None
+        if isinstance(raw, int):  # exact, whatever its size (no float conversion)
+            time_us: int | None = raw * self._time_scale_us
+        elif isinstance(raw, float):
+            time_us = math.floor(raw * self._time_scale_us) if math.isfinite(raw) else None
+        elif isinstance(raw, str):
+            time_us = parse_rfc3339_us(raw)
+        else:
+            return None
+        if time_us is None or not self._min_time_us <= time_us <= self._max_time_us:
+            return None
+        return time_us
+
+
+_SHALLOW_BYTES = 2 * MAX_NESTING + 1
+"""A record this short cannot nest deeper than MAX_NESTING (each level takes two bytes)."""
+
+
+def _nesting_exceeds(value: bytes, parsed: Any) -> bool:
+    """Whether a parsed record nests objects/arrays deeper than MAX_NESTING. Counting brackets (in
+    strings too) bounds the depth from above, so the walk runs only for bracket-heavy records."""
+    if len(value) - len(value.translate(None, b"[{")) <= MAX_NESTING:
+        return False
+    level = [(parsed, 1)]
+    while level:
+        node, depth = level.pop()
+        if depth > MAX_NESTING:
+            return True
+        if isinstance(node, dict):
+            level.extend((child, depth + 1) for child in node.values() if type(child) in _NESTED)
+        elif isinstance(node, list):
+            level.extend((child, depth + 1) for child in node if type(child) in _NESTED)
+    return False
+
+
+_NESTED = frozenset({dict, list})
+
+
+def _too_deep_problem() -> tuple[str, str]:
+    return "too_deep", f"JSON nested more than {MAX_NESTING} levels deep"
+
+
+def _not_bytes_problem(value: Any) -> tuple[str, str]:
+    if value is None:
+        return "null_value", "the record has no value (a tombstone)"
+    return "not_json", f"a {type(value).__name__}, not bytes"
+
+
+def encodable(text: str) -> bool:
+    """Whether text is valid Unicode (no lone surrogate, which JSON can carry but UTF-8 cannot)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _excerpt(value: Any) -> str:
+    """A short repr of a JSON value for a dead letter's detail (ASCII, at most ~60 characters)."""
+    text = ascii(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _rfc3339(micros: int) -> str:
+    return (EPOCH + timedelta(microseconds=micros)).isoformat().replace("+00:00", "Z")
 
 
 def _key_text(raw: Any) -> str:
@@ -244,7 +382,7 @@ def parse_rfc3339_us(text: str) -> int | None:
         return None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
+    delta = moment - EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
@@ -253,7 +391,8 @@ def batch_records(values: Sequence[bytes], offsets: Sequence[int], **kwargs: Any
 
 
 def dead_letter_json(dead_letter: DeadLetter) -> bytes:
-    """A dead letter as one JSON line (the raw value as text, or base64 when it is not UTF-8)."""
+    """A dead letter as one JSON line (the raw value as text, base64 when it is not UTF-8, null for
+    a tombstone)."""
     record: dict[str, Any] = {
         "reason": dead_letter.reason,
         "detail": dead_letter.detail,
@@ -261,6 +400,9 @@ def dead_letter_json(dead_letter: DeadLetter) -> bytes:
         "partition": dead_letter.partition,
         "offset": dead_letter.offset,
     }
+    if dead_letter.value is None:
+        record["value"] = None  # a tombstone
+        return json.dumps(record).encode()
     try:
         record["value"] = dead_letter.value.decode("utf-8")
     except UnicodeDecodeError:

@@ -35,7 +35,9 @@ def require_paths(pattern: str) -> list[str]:
     return paths
 
 
-def _csv_cell(text: str) -> Any:
+def _csv_cell(text: str | list[str]) -> Any:
+    if isinstance(text, list):  # the cells past the header's, under the key null
+        return [_csv_cell(cell) for cell in text]
     if text == "":
         return None
     for convert in (int, float):
@@ -79,11 +81,20 @@ class _ReadBatches(beam.DoFn):
 
     @staticmethod
     def _csv_lines(path: str) -> Iterator[tuple[int, bytes]]:
+        """Rows as JSON objects. A row with bytes that are not UTF-8 yields its cells as read (not
+        JSON, so a `not_json` dead letter); no cell is too large (csv's default limit: 128 KiB)."""
+        csv.field_size_limit(2**31 - 1)
         with FileSystems.open(path) as handle:
-            reader = csv.DictReader(io.TextIOWrapper(handle, encoding="utf-8", newline=""))
+            text = io.TextIOWrapper(handle, encoding="utf-8", errors="surrogateescape", newline="")
+            reader = csv.DictReader(text)
             for row in reader:
                 event = {name: _csv_cell(cell or "") for name, cell in row.items()}
-                yield reader.line_num, json.dumps(event).encode()
+                try:
+                    value = json.dumps(event, ensure_ascii=False).encode("utf-8")
+                except UnicodeEncodeError:
+                    cells = (c if isinstance(c, str) else ",".join(c) for c in row.values() if c)
+                    value = ",".join(cells).encode("utf-8", "surrogateescape")
+                yield reader.line_num, value
 
 
 class ReadRecordBatches(beam.PTransform):

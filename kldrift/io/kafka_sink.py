@@ -41,7 +41,7 @@ class _KafkaWriter(beam.DoFn):
     def start_bundle(self) -> None:
         self._pending = []
 
-    def _send(self, key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> None:
+    def _send(self, key: bytes, value: bytes | None, headers: list[tuple[str, bytes]]) -> None:
         self._pending.append(
             self._producer.send(self._topic, value=value, key=key, headers=headers)
         )
@@ -73,20 +73,34 @@ class _WriteReport(_KafkaWriter):
         yield report
 
 
+DEAD_LETTER_HEADROOM = 64 * 1024
+"""Bytes of a dead-letter message kept for its key, headers and batch overhead."""
+
+
 class _WriteDeadLetter(_KafkaWriter):
+    """A dead letter's value is the raw record (None for a tombstone). A value too large for one
+    producer request (a record the broker accepted compressed, say) is cut to fit, with its full
+    size in the `value_truncated_from` header: a dead letter can never fail the job."""
+
+    def setup(self) -> None:
+        super().setup()
+        max_request = client_settings(self._spec, "producer").get("max_request_size", 1_048_576)
+        self._max_value_bytes = max(1024, int(max_request) - DEAD_LETTER_HEADROOM)
+
     def process(self, dead_letter: DeadLetter) -> Iterator[DeadLetter]:
         key = f"{dead_letter.source}|{dead_letter.partition}|{dead_letter.offset}".encode()
-        self._send(
-            key,
-            dead_letter.value,
-            [
-                ("reason", dead_letter.reason.encode()),
-                ("detail", dead_letter.detail.encode()),
-                ("source_topic", dead_letter.source.encode()),
-                ("source_partition", str(dead_letter.partition).encode()),
-                ("source_offset", str(dead_letter.offset).encode()),
-            ],
-        )
+        value = dead_letter.value
+        headers = [
+            ("reason", dead_letter.reason.encode()),
+            ("detail", dead_letter.detail.encode("utf-8", "backslashreplace")),
+            ("source_topic", dead_letter.source.encode()),
+            ("source_partition", str(dead_letter.partition).encode()),
+            ("source_offset", str(dead_letter.offset).encode()),
+        ]
+        if value is not None and len(value) > self._max_value_bytes:
+            headers.append(("value_truncated_from", str(len(value)).encode()))
+            value = value[: self._max_value_bytes]
+        self._send(key, value, headers)
         yield dead_letter
 
 

@@ -9,7 +9,9 @@ composite can dead-letter events that are too late.
 Watermark per partition: newest event time seen minus `max_delay`; after `idle_timeout` without
 records it follows wall-clock time minus `idle_timeout + max_delay`, so windows close on quiet
 topics (the policy of Beam Java KafkaIO's CustomTimestampPolicyWithLimitedDelay). A reader's
-watermark is the minimum over its partitions.
+watermark is the minimum over its partitions. Events more than `max_future` ahead of the wall
+clock are dead letters (the decoder checks the bound this reader hands it), so a bad producer
+clock never moves a watermark.
 
 Commits (restart safety, kldrift.io.resume): the reader tracks, per partition, the batches whose
 windows may still be open (in the restriction, so a runner checkpoint keeps them) and commits, when
@@ -267,6 +269,7 @@ class _ReadPartitions(beam.DoFn):
         self._group_id = group_id
         self._max_delay_us = round(self._spec.max_delay * 1_000_000)
         self._idle_s = self._spec.idle_timeout
+        self._max_future_us = round(self._spec.max_future * 1_000_000)
         self._period_us = config.window.period_us
         self._horizon_us = config.window.size_us + config.window.allowed_lateness_us
 
@@ -327,7 +330,7 @@ class _ReadPartitions(beam.DoFn):
             for tp, records in sorted(polled.items(), key=lambda item: item[0].partition):
                 if not records:
                     continue
-                batch = self._decode(element.topic, tp.partition, records, watermark)
+                batch = self._decode(element.topic, tp.partition, records, watermark, now)
                 newest_us = int(batch.event_time_us.max()) if len(batch.event_time_us) else None
                 claim = Claim(
                     tp.partition,
@@ -357,7 +360,9 @@ class _ReadPartitions(beam.DoFn):
             now, self._idle_s, round(now * 1_000_000) - idle_us - self._max_delay_us
         )
 
-    def _decode(self, topic: str, partition: int, records: list[Any], watermark: Any) -> EventBatch:
+    def _decode(
+        self, topic: str, partition: int, records: list[Any], watermark: Any, now: float
+    ) -> EventBatch:
         return self._decoder.decode(
             RecordBatch(
                 [r.value for r in records],
@@ -365,6 +370,7 @@ class _ReadPartitions(beam.DoFn):
                 source=topic,
                 partition=partition,
                 watermark_us=watermark.partition_watermark(partition),
+                max_event_time_us=round(now * 1_000_000) + self._max_future_us,
             )
         )
 
@@ -378,11 +384,12 @@ class _ReadPartitions(beam.DoFn):
     def _observed(
         self, batch: EventBatch, newest_us: int | None, watermark: Any, now: float
     ) -> TimestampedValue:
-        """The claimed batch moves its partition's watermark and is stamped at its earliest event."""
+        """The claimed batch moves its partition's watermark and is stamped at its earliest event.
+        A batch of dead letters only is not activity: a partition that receives nothing but
+        undecodable or future-stamped records still goes idle and lets the job's watermark on."""
         if newest_us is not None:
             watermark.records_seen(batch.partition, newest_us - self._max_delay_us, now)
             return TimestampedValue(batch, Timestamp(micros=int(batch.event_time_us.min())))
-        watermark.records_seen(batch.partition, NO_WATERMARK, now)
         return TimestampedValue(batch, watermark.current_watermark())
 
     def _job_floor(

@@ -3,6 +3,7 @@ training data with the same binning code as streaming."""
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
@@ -12,8 +13,8 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
-from kldrift.binning import FeatureBins, bins_from_spec
-from kldrift.events import EventBatch, field_getter
+from kldrift.binning import FeatureBins, as_float, bins_from_spec
+from kldrift.events import EventBatch, encodable, field_getter
 from kldrift.io.baselines import read_baseline
 from kldrift.io.files import ReadRecordBatches, require_paths
 from kldrift.pipeline.options import pipeline_options
@@ -63,8 +64,9 @@ def _numeric_samples(batch: EventBatch, names: list[str]) -> Iterator[tuple[str,
         codes = codes_source.codes(values)
         usable = codes < codes_source.missing_slot
         for value, ok in zip(values, usable, strict=True):
-            if ok:
-                yield name, float(value)
+            # Values past every float (1e400, 10**400) lie in the outer bins whatever the edges.
+            if ok and math.isfinite(number := as_float(value)):
+                yield name, number
 
 
 def _category_counts(batch: EventBatch, names: list[str]) -> Iterator[tuple[str, Counter]]:
@@ -74,7 +76,8 @@ def _category_counts(batch: EventBatch, names: list[str]) -> Iterator[tuple[str,
         for event in batch.events:
             value = get(event)
             if isinstance(value, str):
-                counts[value] += 1
+                if value.isascii() or encodable(value):  # a lone surrogate cannot be a category
+                    counts[value] += 1
             elif isinstance(value, bool):
                 counts["true" if value else "false"] += 1
             elif isinstance(value, int):

@@ -176,6 +176,13 @@ class KafkaSpec(_Frozen):
         description="a partition with no new records for this long lets its watermark follow "
         "wall-clock time minus (idle_timeout + max_delay)",
     )
+    max_future: Duration = Field(
+        default=3600.0,
+        gt=0,
+        description="an event time more than this ahead of the reader's wall clock is "
+        "dead-lettered (`future_event_time`) and never moves the watermark: a producer's bad "
+        "clock cannot close every window early",
+    )
     poll_max_records: int = Field(default=2000, ge=1, description="records per poll (a batch)")
     readers: int = Field(
         default=1,
