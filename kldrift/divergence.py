@@ -12,8 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.special import chdtrc, entr, rel_entr, xlogy
+from scipy.stats import ncx2
 
 __all__ = [
+    "DECISIONS",
     "Divergence",
     "TopBin",
     "baseline_probabilities",
@@ -23,11 +25,18 @@ __all__ = [
     "g_test_p_value",
     "js_bits",
     "kl_bits",
+    "missing_share_p_value",
+    "p_value_above_threshold",
     "psi",
     "score",
 ]
 
 _LN2 = math.log(2.0)
+
+DECISIONS = ("estimate", "confident")
+"""How `drift` is decided: `estimate` = debiased KL above the threshold and G-test p below the
+significance; `confident` = the minimum-effect test's p (H0: KL <= threshold) below the
+significance."""
 
 Counts = NDArray[np.float64]
 
@@ -77,11 +86,18 @@ class Divergence:
     psi : float or None
         Population stability index (natural log, unitless).
     p_value : float or None
-        G-test of homogeneity of the window and baseline counts.
+        G-test of homogeneity of the window and baseline counts (Williams-corrected).
     drift : bool
-        ``kl_bits_debiased > threshold_bits and p_value < significance``.
+        The decision rule's verdict (``decision``; see ``score``).
     top_bins : tuple of TopBin
         Bins contributing most to ``kl_bits``, largest first.
+    p_value_above_threshold : float or None
+        Minimum-effect test of H0: ``KL <= threshold_bits`` (see ``p_value_above_threshold``).
+    missing_p_value : float or None
+        Two-proportion test of the window's share of missing or invalid values against the
+        baseline's; None when unknown.
+    missing_drift : bool
+        The share of missing or invalid values rose with ``missing_p_value < significance``.
     """
 
     count: int
@@ -94,6 +110,9 @@ class Divergence:
     p_value: float | None
     drift: bool
     top_bins: tuple[TopBin, ...]
+    p_value_above_threshold: float | None = None
+    missing_p_value: float | None = None
+    missing_drift: bool = False
 
 
 # --- validation -------------------------------------------------------------------------------
@@ -376,12 +395,114 @@ def _g_statistic(table: Counts) -> float:
     return float(2.0 * np.sum(terms))
 
 
+def _williams_q(table: Counts) -> float:
+    """Williams' correction ``q`` of an ``R x C`` table: ``G / q`` follows chi-square more closely
+    when expected counts are small (Williams 1976; Sokal and Rohlf, Biometry, 17.2):
+    ``q = 1 + (T sum 1/r_i - 1)(T sum 1/c_j - 1) / (6 T (R - 1)(C - 1))``, T the table total,
+    r, c the row and column totals (all positive here). It tends to 1 as counts grow."""
+    total = float(table.sum())
+    rows, columns = table.shape
+    row_term = total * float(np.sum(1.0 / table.sum(axis=1))) - 1.0
+    column_term = total * float(np.sum(1.0 / table.sum(axis=0))) - 1.0
+    return 1.0 + row_term * column_term / (6.0 * total * (rows - 1) * (columns - 1))
+
+
+def _corrected_g(window: Counts, baseline: Counts, occupied: NDArray[np.bool_]) -> float:
+    """Williams-corrected G of the ``2 x B_eff`` table ``[c; b]`` over the occupied bins."""
+    table = np.vstack((window[occupied], baseline[occupied]))
+    return _g_statistic(table) / _williams_q(table)
+
+
 def _g_test_p_value(window: Counts, baseline: Counts, occupied: NDArray[np.bool_]) -> float:
     degrees_of_freedom = int(np.count_nonzero(occupied)) - 1
     if degrees_of_freedom < 1:
         return 1.0
-    table = np.vstack((window[occupied], baseline[occupied]))
-    return float(chdtrc(degrees_of_freedom, _g_statistic(table)))
+    return float(chdtrc(degrees_of_freedom, _corrected_g(window, baseline, occupied)))
+
+
+def _noncentrality(threshold_bits: float, window_total: float, baseline_total: float) -> float:
+    """``2 ln2 N_eff threshold``, ``N_eff = N M / (N + M)``: the mean excess of G over its degrees
+    of freedom when the true KL equals the threshold (G ~ 2 ln2 N_eff KL to second order)."""
+    effective = window_total * baseline_total / (window_total + baseline_total)
+    return 2.0 * _LN2 * effective * max(threshold_bits, 0.0)
+
+
+def _p_above_threshold(
+    window: Counts, baseline: Counts, occupied: NDArray[np.bool_], threshold_bits: float
+) -> float:
+    degrees_of_freedom = int(np.count_nonzero(occupied)) - 1
+    if degrees_of_freedom < 1 or threshold_bits == math.inf:
+        return 1.0
+    g = _corrected_g(window, baseline, occupied)
+    nc = _noncentrality(threshold_bits, float(window.sum()), float(baseline.sum()))
+    if nc == 0.0:
+        return float(chdtrc(degrees_of_freedom, g))
+    return float(ncx2.sf(g, degrees_of_freedom, nc))
+
+
+def p_value_above_threshold(
+    window_counts: ArrayLike, baseline_counts: ArrayLike, threshold_bits: float
+) -> float:
+    """P-value of the minimum-effect test H0: ``KL(P || Q) <= threshold_bits``.
+
+    The Williams-corrected G of the ``2 x B_eff`` table ``[c; b]`` is compared with a
+    noncentral chi-square of ``B_eff - 1`` degrees of freedom and noncentrality
+    ``2 ln2 N_eff threshold_bits``, ``N_eff = N M / (N + M)``: the distribution of G when the
+    true divergence equals the threshold (to second order in the difference of P and Q, the
+    least favourable point of H0). A small value says the window's divergence is above the
+    threshold, not merely above 0. With ``threshold_bits == 0`` it equals ``g_test_p_value``.
+
+    Parameters
+    ----------
+    window_counts, baseline_counts : array_like
+        Counts over the same bins; both must have a positive total.
+    threshold_bits : float
+        The divergence H0 allows, bits (>= 0).
+
+    Returns
+    -------
+    float
+        The p-value; 1.0 when fewer than two bins are occupied.
+    """
+    window, baseline = _as_counts(window_counts, baseline_counts)
+    _check_window_total(window)
+    if not (math.isfinite(threshold_bits) and threshold_bits >= 0):
+        raise ValueError(f"threshold_bits must be a finite number >= 0, got {threshold_bits!r}")
+    return _p_above_threshold(window, baseline, _occupied_bins(window, baseline), threshold_bits)
+
+
+def missing_share_p_value(
+    window_unusable: int, window_events: int, baseline_unusable: int, baseline_events: int
+) -> float:
+    """Two-proportion test (Williams-corrected G-test of the 2 x 2 table) of the share of
+    missing or invalid values in the window against the baseline's; 1.0 when neither has any.
+
+    Parameters
+    ----------
+    window_unusable, baseline_unusable : int
+        Missing plus invalid values.
+    window_events, baseline_events : int
+        All events (binned + missing + invalid); both positive.
+    """
+    for name, value in (("window_events", window_events), ("baseline_events", baseline_events)):
+        if value <= 0:
+            raise ValueError(f"{name} must be positive, got {value!r}")
+    for name, part, whole in (
+        ("window_unusable", window_unusable, window_events),
+        ("baseline_unusable", baseline_unusable, baseline_events),
+    ):
+        if not 0 <= part <= whole:
+            raise ValueError(f"{name} must be between 0 and its events, got {part!r}")
+    table = np.array(
+        [
+            [window_events - window_unusable, window_unusable],
+            [baseline_events - baseline_unusable, baseline_unusable],
+        ],
+        dtype=np.float64,
+    )
+    if table[:, 0].sum() == 0 or table[:, 1].sum() == 0:
+        return 1.0
+    return float(chdtrc(1, _g_statistic(table) / _williams_q(table)))
 
 
 MIN_MEAN_EXPECTED = 5.0
@@ -407,8 +528,9 @@ def g_test_p_value(window_counts: ArrayLike, baseline_counts: ArrayLike) -> floa
     """P-value of the G-test of homogeneity of window and baseline counts.
 
     The test runs on the ``2 x B_eff`` table ``[c; b]`` of the bins with ``c + b > 0``, with
-    ``B_eff - 1`` degrees of freedom and no continuity correction. It agrees with
-    ``scipy.stats.chi2_contingency(table, correction=False, lambda_="log-likelihood")``.
+    ``B_eff - 1`` degrees of freedom. G is divided by Williams' correction ``q`` (``_williams_q``),
+    which keeps the p-value calibrated when expected counts are small (N ~ 80); without it,
+    ``scipy.stats.chi2_contingency(table, correction=False, lambda_="log-likelihood")`` gives G.
 
     Parameters
     ----------
@@ -458,10 +580,17 @@ def _top_bins(
 
 
 def _check_score_options(
-    bins: int, threshold_bits: float, significance: float, labels: Sequence[str], top_n: int
+    bins: int,
+    threshold_bits: float,
+    significance: float,
+    labels: Sequence[str],
+    top_n: int,
+    decision: str,
 ) -> None:
     if math.isnan(threshold_bits):
         raise ValueError("threshold_bits must not be NaN")
+    if decision not in DECISIONS:
+        raise ValueError(f"decision must be one of {', '.join(DECISIONS)}, got {decision!r}")
     if not 0.0 <= significance <= 1.0:
         raise ValueError(f"significance must be in [0, 1], got {significance!r}")
     if len(labels) != bins:
@@ -470,7 +599,7 @@ def _check_score_options(
         raise ValueError(f"top_n must be >= 0, got {top_n!r}")
 
 
-def _empty_window() -> Divergence:
+def _empty_window(missing_p: float | None, missing_drift: bool) -> Divergence:
     return Divergence(
         count=0,
         kl_bits=None,
@@ -482,7 +611,26 @@ def _empty_window() -> Divergence:
         p_value=None,
         drift=False,
         top_bins=(),
+        missing_p_value=missing_p,
+        missing_drift=missing_drift,
     )
+
+
+def _missing_test(
+    window_unusable: int,
+    window_total: float,
+    baseline_unusable: int | None,
+    baseline_total: float,
+    significance: float,
+) -> tuple[float | None, bool]:
+    """(p-value, flag) of the missing-or-invalid share against the baseline's."""
+    window_events = round(window_total) + window_unusable
+    if baseline_unusable is None or window_events == 0:
+        return None, False
+    baseline_events = round(baseline_total) + baseline_unusable
+    p = missing_share_p_value(window_unusable, window_events, baseline_unusable, baseline_events)
+    rose = window_unusable * baseline_events > baseline_unusable * window_events
+    return p, bool(rose and p < significance)
 
 
 def score(
@@ -494,6 +642,9 @@ def score(
     significance: float,
     labels: Sequence[str],
     top_n: int = 5,
+    decision: str = "estimate",
+    window_unusable: int = 0,
+    baseline_unusable: int | None = None,
 ) -> Divergence:
     """Score a window histogram against a baseline histogram.
 
@@ -509,12 +660,20 @@ def score(
     threshold_bits : float
         Drift needs ``kl_bits_debiased`` above this.
     significance : float
-        Drift needs the G-test p-value below this, and the test's approximation to hold
+        Drift needs the decision's p-value below this, and the test's approximation to hold
         (``g_test_is_reliable``: at least 5 values per occupied bin on average).
     labels : sequence of str
         One label per bin, used in ``top_bins``.
     top_n : int, default 5
         Maximum number of ``top_bins``.
+    decision : {"estimate", "confident"}, default "estimate"
+        ``estimate``: drift when ``kl_bits_debiased > threshold_bits`` and
+        ``p_value < significance``; ``confident``: drift when
+        ``p_value_above_threshold < significance`` (H0: KL <= threshold rejected).
+    window_unusable : int, default 0
+        The window's missing plus invalid values (not in ``window_counts``).
+    baseline_unusable : int or None, default None
+        The baseline's missing plus invalid values; None skips the missing-share test.
 
     Returns
     -------
@@ -538,10 +697,13 @@ def score(
     """
     window, baseline = _as_counts(window_counts, baseline_counts)
     _check_smoothing(smoothing)
-    _check_score_options(window.size, threshold_bits, significance, labels, top_n)
+    _check_score_options(window.size, threshold_bits, significance, labels, top_n, decision)
     window_total = float(window.sum())
+    missing_p, missing_drift = _missing_test(
+        window_unusable, window_total, baseline_unusable, float(baseline.sum()), significance
+    )
     if window_total == 0:
-        return _empty_window()
+        return _empty_window(missing_p, missing_drift)
 
     p = window / window_total
     q = _smoothed_probabilities(baseline, smoothing)
@@ -550,6 +712,11 @@ def score(
     occupied = _occupied_bins(window, baseline)
     debiased = _debias(kl, int(np.count_nonzero(occupied)), window_total, float(baseline.sum()))
     p_value = _g_test_p_value(window, baseline, occupied)
+    p_above = _p_above_threshold(window, baseline, occupied, threshold_bits)
+    if decision == "confident":
+        decided = p_above < significance
+    else:
+        decided = debiased > threshold_bits and p_value < significance
     return Divergence(
         count=round(window_total),
         kl_bits=kl,
@@ -559,10 +726,9 @@ def score(
         js_bits=_js_bits(p, q),
         psi=_psi(window, q, smoothing),
         p_value=p_value,
-        drift=(
-            debiased > threshold_bits
-            and p_value < significance
-            and _g_test_reliable(window, baseline, occupied)
-        ),
+        drift=decided and _g_test_reliable(window, baseline, occupied),
         top_bins=_top_bins(p, q, contributions, labels, top_n),
+        p_value_above_threshold=p_above,
+        missing_p_value=missing_p,
+        missing_drift=missing_drift,
     )

@@ -11,9 +11,10 @@ Steps (stable labels, so a Dataflow `--update` keeps state):
                       sum of pane sums (deltas)
   ReviseStamp         restamped at window end + allowed_lateness - 1 ms, and
   ReviseWindows       FixedWindows(period, offset) ending there: the revision state's lifetime
-  Revise              running total per window, numbered revisions 0, 1, 2...; split per feature
+  Revise              running total per window, numbered revisions 0, 1, 2...
   Score               divergence against the baseline side input (or a newer one with the same
-                      bins from `baseline_updates`, e.g. a kafka:// topic) -> DriftReport
+                      bins from `baseline_updates`, e.g. a kafka:// topic) -> a DriftReport per
+                      feature, q-values across the features of one (key, window, revision)
 Each event is counted once, whatever size/period is: the sliding step costs windows x bins.
 Only standard WindowFns are used: Flink's and Dataflow's Java side reject pickled Python ones.
 """
@@ -34,7 +35,6 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Duration, Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
-from kldrift import divergence
 from kldrift.binning import BaselineMismatch, FeatureBins, bins_differ, resolve_bins
 from kldrift.events import (
     NO_WATERMARK,
@@ -47,7 +47,8 @@ from kldrift.events import (
 from kldrift.events import field_getter as _field_getter
 from kldrift.schemas.baseline import Baseline, BaselineError
 from kldrift.schemas.config import PipelineConfig
-from kldrift.schemas.report import DriftReport, TopBinReport
+from kldrift.schemas.report import DriftReport
+from kldrift.scoring import FeatureReference, feature_references, window_reports
 
 REPORTS = "reports"
 DEAD_LETTERS = "dead_letters"
@@ -58,8 +59,6 @@ PaneKey = str | None
 """The value of key_field (None without one): the grouping key of pane histograms."""
 SlideKey = tuple[str | None, int]
 """(key, window start in microseconds): the grouping key of sliding-window histograms."""
-WindowKey = tuple[str | None, str, int]
-"""(key, feature, window start in microseconds): what one report is about."""
 FeatureSlots = tuple[tuple[str, int, int], ...]
 """(feature, first slot, end slot) per feature: where its counts lie in a (key, pane) array."""
 
@@ -325,8 +324,8 @@ class _Revise(beam.DoFn):
     """Turns a window's discarding firings (deltas) into revisions: running totals numbered 0, 1, 2...
 
     State is per (key, window), all features in one array: each event adds one to every feature's
-    slots (a bin, missing or invalid), so a window's revisions are the same for all its features,
-    and its totals are split per feature on the way out. Its input is re-windowed (ReviseStamp,
+    slots (a bin, missing or invalid), so a window's revisions are the same for all its features;
+    Score splits its totals per feature. Its input is re-windowed (ReviseStamp,
     ReviseWindows) into a window ending at the sliding window's end + allowed_lateness, so the state lives exactly as
     long as the sliding window accepts late data on every runner: Prism (2.77) drops a stateful
     DoFn's state as soon as the watermark passes its window's end, ignoring allowed lateness, which
@@ -343,7 +342,7 @@ class _Revise(beam.DoFn):
         self,
         element: tuple[SlideKey, np.ndarray | None],
         total_state: Any = beam.DoFn.StateParam(TOTAL),
-    ) -> Iterator[tuple[WindowKey, np.ndarray, int]]:
+    ) -> Iterator[tuple[SlideKey, np.ndarray, int]]:
         (key, window_start), delta = element
         if delta is None or not delta.any():
             return
@@ -353,8 +352,8 @@ class _Revise(beam.DoFn):
         else:
             total, revision = previous[0] + delta, previous[1] + 1
         total_state.write((total, revision))
-        for feature, start, end in self._slots:
-            yield (key, feature, window_start), total[start:end], revision
+        # All features together: Score splits them and computes q-values across them.
+        yield (key, window_start), total, revision
 
 
 class _StampAtReviseEnd(beam.DoFn):
@@ -383,7 +382,7 @@ class BaselineUpdates(Protocol):
 
 
 class _Score(beam.DoFn):
-    """A window's counts against the baseline -> DriftReport.
+    """A window's counts against the baseline -> one DriftReport per feature, q-values across them.
 
     The baseline is the side input, or the newest one `updates` handed out that has the job's
     bins (panes are binned with them); one with other bins is rejected and logged.
@@ -399,7 +398,8 @@ class _Score(beam.DoFn):
         self._feature_bins = feature_bins
         self._updates = updates
         self._size_us = config.window.size_us
-        self._by_baseline: dict[str, tuple[dict[str, np.ndarray], dict[str, tuple[str, ...]]]] = {}
+        self._slots = feature_slots(feature_bins)
+        self._by_baseline: dict[str, list[FeatureReference]] = {}
 
     def setup(self) -> None:
         self._reports = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "reports")
@@ -435,73 +435,38 @@ class _Score(beam.DoFn):
         self._current = candidate
         return candidate
 
-    def _baseline_arrays(
-        self, baseline: Baseline
-    ) -> tuple[dict[str, np.ndarray], dict[str, tuple[str, ...]]]:
+    def _references(self, baseline: Baseline) -> list[FeatureReference]:
         cached = self._by_baseline.get(baseline.id)
         if cached is None:
             bins = resolve_bins(self._config, baseline)
-            counts = {
-                b.name: np.asarray(baseline.feature(b.name).counts, dtype=np.float64) for b in bins
-            }
-            labels = {b.name: b.labels for b in bins}
-            cached = (counts, labels)
+            cached = feature_references(bins, baseline, self._config.drift.smoothing)
             self._by_baseline = {baseline.id: cached}
         return cached
 
     def process(
         self,
-        element: tuple[WindowKey, np.ndarray, int],
+        element: tuple[SlideKey, np.ndarray, int],
         baseline: Baseline,
     ) -> Iterator[DriftReport]:
-        (key, feature, window_start_us), counts, revision = element
+        (key, window_start_us), counts, revision = element
         baseline = self._baseline(baseline)
-        baseline_counts, labels = self._baseline_arrays(baseline)
-        reference = baseline_counts[feature]
-        n_bins = len(reference)
-        drift_spec = self._config.drift
-        result = divergence.score(
-            counts[:n_bins],
-            reference,
-            smoothing=drift_spec.smoothing,
-            threshold_bits=drift_spec.threshold_bits,
-            significance=drift_spec.significance,
-            labels=labels[feature],
-        )
-        self._reports.inc()
-        if result.drift:
-            self._drift.inc()
-        yield DriftReport(
+        reports = window_reports(
             pipeline=self._config.name,
             key=key,
-            feature=feature,
             window_start=_datetime(Timestamp(micros=window_start_us)),
             window_end=_datetime(Timestamp(micros=window_start_us + self._size_us)),
             revision=revision,
-            count=result.count,
-            missing=int(counts[n_bins]),
-            invalid=int(counts[n_bins + 1]),
-            kl_bits=result.kl_bits,
-            kl_bits_debiased=result.kl_bits_debiased,
-            entropy_bits=result.entropy_bits,
-            cross_entropy_bits=result.cross_entropy_bits,
-            js_bits=result.js_bits,
-            psi=result.psi,
-            p_value=result.p_value,
-            threshold_bits=drift_spec.threshold_bits,
-            significance=drift_spec.significance,
-            drift=result.drift,
-            top_bins=[
-                TopBinReport(
-                    bin=top.label,
-                    window_p=top.window_p,
-                    baseline_q=top.baseline_q,
-                    contribution_bits=top.contribution_bits,
-                )
-                for top in result.top_bins
-            ],
+            counts=counts,
+            slots=self._slots,
+            references=self._references(baseline),
+            drift_spec=self._config.drift,
             baseline_id=baseline.id,
         )
+        for report in reports:
+            self._reports.inc()
+            if report.drift:
+                self._drift.inc()
+            yield report
 
 
 def _datetime(moment: Timestamp) -> datetime:
