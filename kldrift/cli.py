@@ -102,6 +102,28 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     report.set_defaults(func=commands.report)
 
 
+def _add_report_schema(sub: argparse._SubParsersAction) -> None:
+    schema = sub.add_parser("report-schema", help="print the drift report's JSON Schema")
+    schema.set_defaults(func=lambda args: commands.report_schema())
+
+
+def _add_power(sub: argparse._SubParsersAction) -> None:
+    power = sub.add_parser(
+        "power",
+        help="simulated flag rates per feature for your baseline (operating characteristic)",
+    )
+    power.add_argument("--config", required=True, help="pipeline config (drift rule, window size)")
+    power.add_argument("--baseline", help="baseline file (default: the config's baseline)")
+    events = power.add_mutually_exclusive_group(required=True)
+    events.add_argument("--window-events", type=int, help="expected events per window (N)")
+    events.add_argument(
+        "--events-per-second", type=float, help="expected events/s per key: N = rate x window.size"
+    )
+    power.add_argument("--windows", type=int, default=2000, help="simulated windows per cell")
+    power.add_argument("--seed", type=int, default=0)
+    power.set_defaults(func=commands.power)
+
+
 def _add_watch(sub: argparse._SubParsersAction) -> None:
     watch = sub.add_parser("watch", help="print reports; run a command when retraining is due")
     watch.add_argument("--config", required=True, help="the job's config (its kafka section)")
@@ -129,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(sub)
     _add_report(sub)
     _add_watch(sub)
+    _add_report_schema(sub)
+    _add_power(sub)
     return parser
 
 
