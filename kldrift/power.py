@@ -13,7 +13,12 @@ from scipy.optimize import brentq
 from scipy.special import chdtrc, rel_entr
 from scipy.stats import ncx2
 
-from kldrift.divergence import DECISIONS, MIN_MEAN_EXPECTED, baseline_probabilities
+from kldrift.divergence import (
+    DECISIONS,
+    MIN_MEAN_EXPECTED,
+    above_threshold_null,
+    baseline_probabilities,
+)
 from kldrift.schemas.baseline import Baseline
 from kldrift.schemas.config import DriftSpec, PipelineConfig
 
@@ -114,9 +119,12 @@ def flag_rates(
     williams = 1.0 + row_part * column_part / (6.0 * total * np.maximum(dof, 1))
     g = g / williams
     p_value = np.where(dof >= 1, chdtrc(np.maximum(dof, 1), g), 1.0)
-    effective = n[:, 0] * m / total
-    noncentrality = 2.0 * _LN2 * effective * drift.threshold_bits
-    p_above = np.where(dof >= 1, ncx2.sf(g, np.maximum(dof, 1), noncentrality), 1.0)
+    if drift.threshold_bits > 0:
+        scale, noncentrality = above_threshold_null(c, baseline_counts, drift.threshold_bits)
+        p_above = ncx2.sf(g / scale, np.maximum(dof, 1), noncentrality)
+    else:
+        p_above = chdtrc(np.maximum(dof, 1), g)
+    p_above = np.where(dof >= 1, p_above, 1.0)
 
     q = baseline_probabilities(baseline_counts, drift.smoothing)
     p = c / n
