@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from scipy.stats import chi2, chi2_contingency, ncx2
+from scipy.optimize import brentq
+from scipy.stats import chi2, chi2_contingency, entropy, ncx2
 
 from kldrift.pipeline.replay import run_replay
 from kldrift.schemas import Baseline, FeatureBaseline, PipelineConfig
@@ -131,6 +132,26 @@ def _williams(table: np.ndarray) -> float:
     return 1 + row_part * column_part / (6 * n * (rows - 1) * (columns - 1))
 
 
+def _p_above_threshold(counts: np.ndarray, b: np.ndarray, g: float) -> float:
+    """README's minimum-effect test written out: G against scale x chi'^2(df, nc), matching G's
+    mean and variance at the boundary point (1 - s) q + s p_hat with KL = threshold (brentq)."""
+    n, m, dof = counts.sum(), b.sum(), len(b) - 1
+    n_eff, tau = n * m / (n + m), THRESHOLD * math.log(2)
+    q = (b + 0.5) / (m + 0.5 * len(b))
+    p_hat = counts / n
+    mean = dof + 2 * n_eff * tau
+    if entropy(p_hat, q) <= tau:
+        return float(ncx2.sf(g, dof, 2 * n_eff * tau))
+    s = brentq(lambda s: entropy((1 - s) * q + s * p_hat, q) - tau, 0, 1, xtol=1e-15)
+    boundary = (1 - s) * q + s * p_hat
+    log_ratio = np.log(boundary / q, where=boundary > 0, out=np.zeros_like(q))
+    v = (boundary * log_ratio**2).sum() - (boundary * log_ratio).sum() ** 2
+    variance = 2 * dof + 4 * n_eff * v
+    roots = np.roots([2 * dof, -4 * mean, variance])
+    scale = max(1.0, float(np.min(roots.real)))
+    return float(ncx2.sf(g / scale, dof, max(mean / scale - dof, 0.0)))
+
+
 def _benjamini_hochberg(p_values: list[float]) -> list[float]:
     """q_(i) = min over j >= i of p_(j) m / j, capped at 1 (sorted ascending, 1-based ranks)."""
     order = np.argsort(p_values)
@@ -183,9 +204,7 @@ def test_every_new_field_matches_an_independent_computation(
         table = np.array([counts[occupied], b[occupied]], dtype=float)
         g = chi2_contingency(table, correction=False, lambda_="log-likelihood").statistic
         g /= _williams(table)
-        n, m = counts.sum(), b.sum()
-        noncentrality = 2 * math.log(2) * (n * m / (n + m)) * THRESHOLD
-        expected_above = ncx2.sf(g, occupied.sum() - 1, noncentrality)
+        expected_above = _p_above_threshold(counts[occupied], b[occupied], g)
         assert report["p_value"] == pytest.approx(chi2.sf(g, occupied.sum() - 1), rel=1e-9)
         assert report["p_value_above_threshold"] == pytest.approx(expected_above, rel=1e-7)
         assert report["decision"] == "estimate"
