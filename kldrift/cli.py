@@ -133,6 +133,11 @@ def _add_watch(sub: argparse._SubParsersAction) -> None:
     watch.add_argument("--cooldown", default="30m", help="quiet time after a trigger (event time)")
     watch.add_argument("--scope", choices=["feature", "key"], default="feature")
     watch.add_argument("--features", help="only these features (comma-separated)")
+    watch.add_argument(
+        "--fdr",
+        type=float,
+        help="count a flagged window only if its q_value is below this (false discovery rate)",
+    )
     watch.add_argument("--group", help="consumer group (default: kldrift.NAME.watch)")
     watch.add_argument("--from-beginning", action="store_true", help="with no committed offset")
     watch.add_argument("--retry-backoff", type=float, default=1.0, help="first retry delay, s")

@@ -297,6 +297,7 @@ def watch(args: argparse.Namespace) -> int:
             cooldown_s=parse_duration(args.cooldown),
             scope=args.scope,
             features=set(args.features.split(",")) if args.features else None,
+            fdr=args.fdr,
         )
     except ValueError as err:
         raise UserError(str(err)) from None

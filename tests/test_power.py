@@ -143,3 +143,35 @@ def test_power_command_prints_the_table_for_a_rate(tmp_path: Path) -> None:
         timeout=120,
     )
     assert bad.returncode == 2 and "--window-events" in bad.stderr
+
+
+def test_simulated_triggers_count_as_the_watch_policy_fires() -> None:
+    from _reports import make_report
+
+    from kldrift.consumer import RetrainTrigger
+    from kldrift.power import _k_of_m_triggers
+
+    rng = np.random.default_rng(3)
+    flags = rng.random(600) < 0.25
+    policy = RetrainTrigger(k=3, m=5, cooldown_s=10 * 60)
+    fired = sum(
+        policy.offer(make_report(minute, bool(flag))) is not None
+        for minute, flag in enumerate(flags, start=1)
+    )
+    # windows one minute apart: a 10-minute cooldown is 10 windows
+    assert _k_of_m_triggers(flags, 3, 5, 10) == fired > 5
+
+
+def test_false_triggers_per_day_on_a_stationary_stream() -> None:
+    from kldrift.power import false_triggers_per_day
+
+    config = PipelineConfig.model_validate(CONFIG)  # 2-minute windows every 30 s
+    rows = false_triggers_per_day(config, BASELINE, 0.7, days=2, seed=4)
+    assert {(r.feature, r.rule) for r in rows} == {
+        (f, rule) for f in ("latency_ms", "device") for rule in ("estimate", "confident")
+    }
+    for row in rows:
+        assert row.windows_per_day == 2880
+        assert row.flags_per_day == pytest.approx(row.window_flag_rate * 2880)
+        assert row.triggers_per_day <= row.flags_per_day / 3  # each trigger needs 3 flags
+        assert row.window_flag_rate <= 0.02  # stationary: about `significance` at most
