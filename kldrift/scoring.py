@@ -32,6 +32,7 @@ class FeatureReference:
     """smoothed share per bin"""
     unusable: int
     """missing + invalid values of the baseline"""
+    categorical: bool
 
 
 def feature_references(
@@ -49,6 +50,7 @@ def feature_references(
                 counts=counts,
                 q=divergence.baseline_probabilities(counts, smoothing),
                 unusable=stored.missing + stored.invalid,
+                categorical=bins.categories is not None,
             )
         )
     return references
@@ -110,7 +112,7 @@ def window_reports(
         )
         events = result.count + missing + invalid
         baseline_events = float(reference.counts.sum()) + reference.unusable
-        others = (other_values or {}).get(feature)
+        others = (other_values or {}).get(feature, {}) if reference.categorical else None
         reports.append(
             DriftReport(
                 pipeline=pipeline,

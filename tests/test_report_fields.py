@@ -9,6 +9,7 @@ import json
 import math
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +69,7 @@ def _histogram(events: list[dict], name: str) -> tuple[np.ndarray, int, int]:
         bins = np.searchsorted(edges, numbers, side="right")
         return np.bincount(bins, minlength=len(edges) + 1), missing, invalid
     categories = list(spec.categories or [])
-    texts = [v for v in values if isinstance(v, str)]
+    texts = [_text(v) for v in values if isinstance(v, str | int)]  # bool is an int
     invalid = len(values) - missing - len(texts)
     index = [categories.index(v) if v in categories else len(categories) for v in texts]
     return np.bincount(index, minlength=len(categories) + 1), missing, invalid
@@ -84,6 +85,26 @@ def _labels(name: str) -> list[str]:
     return [f"(-inf, {edges[0]})", *inner, f"[{edges[-1]}, +inf)"]
 
 
+def _text(value: str | int) -> str:
+    """README: integers and booleans are compared as text (7 -> "7", true -> "true")."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _other_values(events: list[dict], name: str) -> list[dict] | None:
+    """README: categorical features name the 5 most frequent raw values in __other__ (ties by
+    value), integers and booleans as text; numeric features have none."""
+    spec = CONFIG.feature(name)
+    if spec.kind == "numeric":
+        return None
+    values = [_value(event, name) for event in events]
+    texts = [_text(v) for v in values if isinstance(v, str | int)]
+    texts = [t for t in texts if t not in (spec.categories or [])]
+    ranked = sorted(Counter(texts).items(), key=lambda item: (-item[1], item[0]))
+    return [{"value": v, "count": c} for v, c in ranked[:5]]
+
+
 def _events(count: int, seed: int, drift_at: float | None) -> list[dict]:
     stream = SyntheticStream(start=T0, duration=count / 10, rate=10, drift_at=drift_at, seed=seed)
     events = list(stream.events())
@@ -94,6 +115,10 @@ def _events(count: int, seed: int, drift_at: float | None) -> list[dict]:
             event["latency_ms"] = None
         if rng.random() < 0.02:
             event["amount"] = "n/a"
+        if rng.random() < 0.05:  # countries not listed: __other__, named in the report
+            event["payload"]["country"] = str(rng.choice(["MX", "JP", "IN", "KR", "ZA", "AR"]))
+        if rng.random() < 0.02:  # an integer and a boolean are compared as text
+            event["device"] = [7, True][int(rng.integers(2))]
     return events
 
 
@@ -182,6 +207,7 @@ def test_every_new_field_matches_an_independent_computation(
         assert report["counts"] == [int(c) for c in counts]
         assert (report["missing"], report["invalid"]) == (missing, invalid)
         assert report["bins"] == _labels(report["feature"])
+        assert report["other_values"] == _other_values(in_window, report["feature"])
         q = (b + SMOOTHING) / (b.sum() + len(b) * SMOOTHING)
         assert report["baseline_q"] == pytest.approx(list(q), rel=1e-12)
         events_total = counts.sum() + missing + invalid
@@ -210,6 +236,10 @@ def test_every_new_field_matches_an_independent_computation(
         assert report["decision"] == "estimate"
         checked_above += expected_above < 0.5
     assert checked_above > 5  # some windows well above the threshold were among them
+    countries = [r["other_values"] for r in reports if r["feature"] == "payload.country"]
+    assert any(len(named) == 5 for named in countries)  # more than 5 raw values: the top 5
+    devices = [v["value"] for r in reports if r["feature"] == "device" for v in r["other_values"]]
+    assert {"7", "true", "web"} <= set(devices)
     # The drift put latency values out (missing) more often: the missing-share test sees it.
     assert any(r["missing_drift"] for r in reports if r["feature"] == "latency_ms")
     assert not any(r["missing_drift"] for r in reports if _epoch(r["window_end"]) <= T0 + 150)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -45,6 +46,15 @@ from kldrift.events import (
     ResumePoint,
 )
 from kldrift.events import field_getter as _field_getter
+from kldrift.other_values import (
+    CountsWithOthers,
+    Histogram,
+    add_into,
+    copy_histogram,
+    count_other_values,
+    counts_of,
+    others_of,
+)
 from kldrift.schemas.baseline import Baseline, BaselineError
 from kldrift.schemas.config import PipelineConfig
 from kldrift.schemas.report import DriftReport
@@ -75,33 +85,31 @@ def feature_slots(feature_bins: list[FeatureBins]) -> FeatureSlots:
 
 
 class SumCounts(beam.CombineFn):
-    """Sums count arrays (bins, missing, invalid). The accumulator is an int64 array, or None."""
+    """Sums count arrays (bins, missing, invalid), with the raw `__other__` values some carry
+    (kldrift.other_values). The accumulator is an int64 array, a CountsWithOthers, or None."""
 
-    def create_accumulator(self) -> np.ndarray | None:
+    def create_accumulator(self) -> Histogram | None:
         return None
 
     def add_input(
-        self, accumulator: np.ndarray | None, counts: np.ndarray | None
-    ) -> np.ndarray | None:
+        self, accumulator: Histogram | None, counts: Histogram | None
+    ) -> Histogram | None:
         if counts is None:  # an empty pane's sum
             return accumulator
         if accumulator is None:
-            return np.array(counts, dtype=np.int64, copy=True)
-        accumulator += counts
-        return accumulator
+            return copy_histogram(counts)
+        return add_into(accumulator, counts)
 
-    def merge_accumulators(self, accumulators: Iterable[np.ndarray | None]) -> np.ndarray | None:
-        merged: np.ndarray | None = None
+    def merge_accumulators(self, accumulators: Iterable[Histogram | None]) -> Histogram | None:
+        merged: Histogram | None = None
         for accumulator in accumulators:
             if accumulator is None:
                 continue
-            if merged is None:
-                merged = accumulator  # reusing the first accumulator is allowed by the contract
-            else:
-                merged += accumulator
+            # Reusing the first accumulator is allowed by the contract.
+            merged = accumulator if merged is None else add_into(merged, accumulator)
         return merged
 
-    def extract_output(self, accumulator: np.ndarray | None) -> np.ndarray | None:
+    def extract_output(self, accumulator: Histogram | None) -> Histogram | None:
         return accumulator
 
 
@@ -236,16 +244,26 @@ class _BinBatch(beam.DoFn):
         group_of_event = group_of_event.reshape(-1)
         n_groups = groups.shape[1]
         input_us = timestamp.micros
-        counts = np.hstack(
-            [
-                feature_bins.count_groups([get(e) for e in events], group_of_event, n_groups)
-                for feature_bins, get in zip(self._feature_bins, self._getters, strict=True)
-            ]
-        )
+        blocks = []
+        others: dict[int, dict[str, Counter[str]]] = {}
+        for feature_bins, get in zip(self._feature_bins, self._getters, strict=True):
+            values = [get(e) for e in events]
+            block = feature_bins.count_groups(values, group_of_event, n_groups)
+            blocks.append(block)
+            other = feature_bins.n_bins - 1
+            # Only a categorical feature with values in __other__ pays for naming them.
+            if feature_bins.categories is not None and block[:, other].any():
+                codes = feature_bins.codes(values)
+                for g, named in count_other_values(values, codes, other, group_of_event).items():
+                    others.setdefault(g, {})[feature_bins.name] = named
+        counts = np.hstack(blocks)
         for g in range(n_groups):
             stamp_us = max(int(groups[1, g]), input_us)
+            histogram: Histogram = counts[g]
+            if g in others:
+                histogram = CountsWithOthers(counts[g], others[g])
             yield TimestampedValue(
-                (distinct_keys[groups[0, g]], counts[g]), Timestamp(micros=stamp_us)
+                (distinct_keys[groups[0, g]], histogram), Timestamp(micros=stamp_us)
             )
 
 
@@ -276,10 +294,10 @@ class _PaneToWindows(beam.DoFn):
         self._reported_until_us = reported_until_us
 
     def start_bundle(self) -> None:
-        self._parts: dict[SlideKey, list[np.ndarray]] = {}
+        self._parts: dict[SlideKey, list[Histogram]] = {}
 
     def process(
-        self, element: tuple[PaneKey, np.ndarray | None], pane: Any = beam.DoFn.WindowParam
+        self, element: tuple[PaneKey, Histogram | None], pane: Any = beam.DoFn.WindowParam
     ) -> None:
         key, counts = element
         if counts is None:
@@ -300,7 +318,7 @@ class _PaneToWindows(beam.DoFn):
     def finish_bundle(self) -> Iterator[WindowedValue]:
         parts, self._parts = self._parts, {}
         for (key, window_start), window_parts in parts.items():
-            total = window_parts[0] if len(window_parts) == 1 else np.sum(window_parts, axis=0)
+            total = window_parts[0] if len(window_parts) == 1 else _sum_parts(window_parts)
             end_us = window_start + self._size_us
             # In the window SlidingHistograms will assign it to (by this timestamp) anyway.
             yield WindowedValue(
@@ -318,6 +336,15 @@ class _PaneToWindows(beam.DoFn):
         unreported = self._reported_until_us - self._size_us + 1  # window end > reported_until
         steps = max(0, -(-(unreported - first) // self._period_us))
         return first + steps * self._period_us
+
+
+def _sum_parts(parts: list[Histogram]) -> Histogram:
+    if not any(isinstance(part, CountsWithOthers) for part in parts):
+        return np.sum([counts_of(part) for part in parts], axis=0)
+    total = copy_histogram(parts[0])
+    for part in parts[1:]:
+        total = add_into(total, part)
+    return total
 
 
 class _Revise(beam.DoFn):
@@ -340,17 +367,17 @@ class _Revise(beam.DoFn):
 
     def process(
         self,
-        element: tuple[SlideKey, np.ndarray | None],
+        element: tuple[SlideKey, Histogram | None],
         total_state: Any = beam.DoFn.StateParam(TOTAL),
-    ) -> Iterator[tuple[SlideKey, np.ndarray, int]]:
+    ) -> Iterator[tuple[SlideKey, Histogram, int]]:
         (key, window_start), delta = element
-        if delta is None or not delta.any():
+        if delta is None or not counts_of(delta).any():
             return
         previous = total_state.read()
         if previous is None:
-            total, revision = np.array(delta, dtype=np.int64, copy=True), 0
+            total, revision = copy_histogram(delta), 0
         else:
-            total, revision = previous[0] + delta, previous[1] + 1
+            total, revision = add_into(copy_histogram(previous[0]), delta), previous[1] + 1
         total_state.write((total, revision))
         # All features together: Score splits them and computes q-values across them.
         yield (key, window_start), total, revision
@@ -445,10 +472,10 @@ class _Score(beam.DoFn):
 
     def process(
         self,
-        element: tuple[SlideKey, np.ndarray, int],
+        element: tuple[SlideKey, Histogram, int],
         baseline: Baseline,
     ) -> Iterator[DriftReport]:
-        (key, window_start_us), counts, revision = element
+        (key, window_start_us), histogram, revision = element
         baseline = self._baseline(baseline)
         reports = window_reports(
             pipeline=self._config.name,
@@ -456,11 +483,12 @@ class _Score(beam.DoFn):
             window_start=_datetime(Timestamp(micros=window_start_us)),
             window_end=_datetime(Timestamp(micros=window_start_us + self._size_us)),
             revision=revision,
-            counts=counts,
+            counts=counts_of(histogram),
             slots=self._slots,
             references=self._references(baseline),
             drift_spec=self._config.drift,
             baseline_id=baseline.id,
+            other_values=others_of(histogram),
         )
         for report in reports:
             self._reports.inc()
