@@ -124,7 +124,10 @@ def plot_top_bins(report: DriftReport, path: Path) -> Path:
                 va="bottom",
                 fontsize="x-small",
             )
-    ax.set_xticks(list(positions), labels, rotation=30 if len(labels) > 6 else 0, ha="right")
+    if len(labels) > 6:
+        ax.set_xticks(list(positions), labels, rotation=30, ha="right")
+    else:
+        ax.set_xticks(list(positions), labels)
     ax.set_ylabel("share of the window / baseline")
     title = (
         f"{report.feature} ({report.key or 'all'}), window ending "

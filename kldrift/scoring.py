@@ -30,8 +30,8 @@ class FeatureReference:
     """float64 count per bin"""
     q: np.ndarray
     """smoothed share per bin"""
-    unusable: int
-    """missing + invalid values of the baseline"""
+    unusable: int | None
+    """missing + invalid values of the baseline; None for a baseline file that does not say"""
     categorical: bool
 
 
@@ -49,7 +49,11 @@ def feature_references(
                 labels=bins.labels,
                 counts=counts,
                 q=divergence.baseline_probabilities(counts, smoothing),
-                unusable=stored.missing + stored.invalid,
+                unusable=(
+                    stored.missing + stored.invalid
+                    if {"missing", "invalid"} & stored.model_fields_set
+                    else None
+                ),
                 categorical=bins.categories is not None,
             )
         )
@@ -111,7 +115,6 @@ def window_reports(
             baseline_unusable=reference.unusable,
         )
         events = result.count + missing + invalid
-        baseline_events = float(reference.counts.sum()) + reference.unusable
         others = (other_values or {}).get(feature, {}) if reference.categorical else None
         reports.append(
             DriftReport(
@@ -151,12 +154,16 @@ def window_reports(
                 baseline_q=[float(x) for x in reference.q],
                 other_values=_top_other_values(others) if others is not None else None,
                 missing_share=(missing + invalid) / events if events else None,
-                baseline_missing_share=reference.unusable / baseline_events,
+                baseline_missing_share=_share(reference.unusable, float(reference.counts.sum())),
                 missing_p_value=result.missing_p_value,
                 missing_drift=result.missing_drift,
             )
         )
     return with_q_values(reports)
+
+
+def _share(unusable: int | None, binned: float) -> float | None:
+    return None if unusable is None else unusable / (binned + unusable)
 
 
 def _top_other_values(counts: Mapping[str, int]) -> list[OtherValue]:

@@ -303,3 +303,48 @@ def _epoch(text: str) -> float:
     from datetime import datetime
 
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def test_a_baseline_that_does_not_count_missing_values_gives_null_missing_fields() -> None:
+    from datetime import UTC, datetime
+
+    from kldrift.binning import resolve_bins
+    from kldrift.schemas.baseline import parse_baseline
+    from kldrift.scoring import feature_references, window_reports
+
+    config = PipelineConfig.model_validate(
+        {**CONFIG.model_dump(mode="json"), "features": [CONFIG.features[0].model_dump()]}
+    )
+    feature = {"name": "latency_ms", "kind": "numeric", "edges": LATENCY_EDGES}
+    counts = [1, 10, 20, 30, 20, 10, 5, 3, 1]
+    from kldrift.schemas.baseline import content_id
+
+    id_ = content_id([FeatureBaseline(**feature, counts=counts)])
+    # Written by hand, without `missing` and `invalid`: it loads (its id is that of zeros)...
+    text = json.dumps(
+        {
+            "id": id_,
+            "created_at": "x",
+            "source": "hand",
+            "features": [{**feature, "counts": counts}],
+        }
+    )
+    baseline = parse_baseline(text, "hand.json")
+    references = feature_references(resolve_bins(config, baseline), baseline, SMOOTHING)
+    window = np.array([*counts, 40, 0])  # 40 missing values in the window
+    (report,) = window_reports(
+        pipeline="p",
+        key=None,
+        window_start=datetime(2026, 1, 1, tzinfo=UTC),
+        window_end=datetime(2026, 1, 1, 0, 2, tzinfo=UTC),
+        revision=0,
+        counts=window,
+        slots=[("latency_ms", 0, 11)],
+        references=references,
+        drift_spec=config.drift,
+        baseline_id=baseline.id,
+    )
+    # ...but its missing share is unknown: no test, no flag.
+    assert report.missing_share == pytest.approx(40 / 140)
+    assert report.baseline_missing_share is None and report.missing_p_value is None
+    assert report.missing_drift is False
