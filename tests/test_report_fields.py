@@ -348,3 +348,49 @@ def test_a_baseline_that_does_not_count_missing_values_gives_null_missing_fields
     assert report.missing_share == pytest.approx(40 / 140)
     assert report.baseline_missing_share is None and report.missing_p_value is None
     assert report.missing_drift is False
+
+
+def test_decision_confident_sets_drift_from_the_minimum_effect_test() -> None:
+    from datetime import UTC, datetime
+
+    from kldrift.schemas.config import DriftSpec
+    from kldrift.scoring import FeatureReference, window_reports
+
+    b = np.array([500.0, 300.0, 200.0])
+    reference = FeatureReference(
+        name="x",
+        labels=("a", "b", "__other__"),
+        counts=b,
+        q=(b + 0.5) / (b.sum() + 1.5),
+        unusable=0,
+        categorical=True,
+    )
+    reports = {}
+    # The same shares, KL = 0.7 log2(1.4) + 0.1 log2(1/3) = 0.18 bits (3.6 x threshold): N decides.
+    for window in ([70, 10, 20], [700, 100, 200]):
+        for decision in ("estimate", "confident"):
+            (report,) = window_reports(
+                pipeline="p",
+                key="k",
+                window_start=datetime(2026, 1, 1, tzinfo=UTC),
+                window_end=datetime(2026, 1, 1, 0, 2, tzinfo=UTC),
+                revision=0,
+                counts=np.array([*window, 0, 0]),
+                slots=[("x", 0, 5)],
+                references=[reference],
+                drift_spec=DriftSpec(decision=decision),  # type: ignore[arg-type]
+                baseline_id="b",
+            )
+            assert report.decision == decision
+            if decision == "confident":
+                assert report.drift == (report.p_value_above_threshold < 0.01)
+            else:
+                assert report.drift == (report.kl_bits_debiased > 0.05 and report.p_value < 0.01)
+            reports[sum(window), decision] = report.drift
+    # 100 events: the estimate flags, the minimum-effect test cannot yet; 1,000 events: both flag.
+    assert reports == {
+        (100, "estimate"): True,
+        (100, "confident"): False,
+        (1000, "estimate"): True,
+        (1000, "confident"): True,
+    }
