@@ -102,6 +102,28 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     report.set_defaults(func=commands.report)
 
 
+def _add_report_schema(sub: argparse._SubParsersAction) -> None:
+    schema = sub.add_parser("report-schema", help="print the drift report's JSON Schema")
+    schema.set_defaults(func=lambda args: commands.report_schema())
+
+
+def _add_power(sub: argparse._SubParsersAction) -> None:
+    power = sub.add_parser(
+        "power",
+        help="simulated flag rates per feature for your baseline (operating characteristic)",
+    )
+    power.add_argument("--config", required=True, help="pipeline config (drift rule, window size)")
+    power.add_argument("--baseline", help="baseline file (default: the config's baseline)")
+    events = power.add_mutually_exclusive_group(required=True)
+    events.add_argument("--window-events", type=int, help="expected events per window (N)")
+    events.add_argument(
+        "--events-per-second", type=float, help="expected events/s per key: N = rate x window.size"
+    )
+    power.add_argument("--windows", type=int, default=2000, help="simulated windows per cell")
+    power.add_argument("--seed", type=int, default=0)
+    power.set_defaults(func=commands.power)
+
+
 def _add_watch(sub: argparse._SubParsersAction) -> None:
     watch = sub.add_parser("watch", help="print reports; run a command when retraining is due")
     watch.add_argument("--config", required=True, help="the job's config (its kafka section)")
@@ -117,6 +139,11 @@ def _add_watch(sub: argparse._SubParsersAction) -> None:
     watch.add_argument("--cooldown", default="30m", help="quiet time after a trigger (event time)")
     watch.add_argument("--scope", choices=["feature", "key"], default="feature")
     watch.add_argument("--features", help="only these features (comma-separated)")
+    watch.add_argument(
+        "--fdr",
+        type=float,
+        help="count a flagged window only if its q_value is below this (false discovery rate)",
+    )
     watch.add_argument("--group", help="consumer group (default: kldrift.NAME.watch)")
     watch.add_argument("--from-beginning", action="store_true", help="with no committed offset")
     watch.add_argument("--retry-backoff", type=float, default=1.0, help="first retry delay, s")
@@ -157,6 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_report(sub)
     _add_watch(sub)
     _add_exporter(sub)
+    _add_report_schema(sub)
+    _add_power(sub)
     return parser
 
 

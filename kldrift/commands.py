@@ -107,6 +107,36 @@ def config_schema() -> int:
     return 0
 
 
+def report_schema() -> int:
+    from kldrift.schemas.report import report_json_schema
+
+    print(json.dumps(report_json_schema(), indent=2))
+    return 0
+
+
+def power(args: argparse.Namespace) -> int:
+    from kldrift.power import format_power_table, operating_characteristic
+
+    config, baseline_ = load_job(args.config, args.baseline)
+    if args.window_events is not None:
+        if args.window_events < 1:
+            raise UserError("--window-events must be at least 1")
+        window_events = args.window_events
+    else:
+        if not args.events_per_second > 0:
+            raise UserError("--events-per-second must be positive")
+        window_events = max(1, round(args.events_per_second * config.window.size))
+    if args.windows < 100:
+        raise UserError("--windows must be at least 100")
+    started = time.monotonic()
+    table = operating_characteristic(
+        config, baseline_, window_events, windows=args.windows, seed=args.seed
+    )
+    print(format_power_table(table))
+    print(f"kldrift: simulated in {time.monotonic() - started:.1f} s", file=sys.stderr)
+    return 0
+
+
 def config_check(path: str) -> int:
     with user_errors():
         config = load_config(path)
@@ -267,6 +297,7 @@ def watch(args: argparse.Namespace) -> int:
             cooldown_s=parse_duration(args.cooldown),
             scope=args.scope,
             features=set(args.features.split(",")) if args.features else None,
+            fdr=args.fdr,
         )
         actions: list[Action] = [command_action(args.on_drift)] if args.on_drift else []
         actions += [webhook_action(url) for url in args.notify or []]

@@ -98,6 +98,10 @@ class RetrainTrigger:
     After firing, a scope is quiet for `cooldown_s` seconds of event time (window ends), so one
     drift episode yields one retraining. State lives in memory: after a restart the policy needs
     m windows again (or start the consumer from earlier offsets).
+
+    With `fdr` a window counts as drifted only if its report is flagged and its `q_value`
+    (Benjamini-Hochberg over the features of its key, window and revision) is below `fdr`; a
+    report without a q-value (report schema 1) counts by its flag alone.
     """
 
     def __init__(
@@ -107,7 +111,10 @@ class RetrainTrigger:
         cooldown_s: float = 1800.0,
         scope: str = "feature",
         features: set[str] | None = None,
+        fdr: float | None = None,
     ) -> None:
+        if fdr is not None and not 0 < fdr <= 1:
+            raise ValueError(f"fdr must be in (0, 1], got {fdr!r}")
         if not 1 <= k <= m:
             raise ValueError(f"k ({k}) must be between 1 and m ({m})")
         if scope not in ("feature", "key"):
@@ -116,6 +123,7 @@ class RetrainTrigger:
             raise ValueError("cooldown must not be negative")
         self.k, self.m, self.cooldown_s, self.scope = k, m, cooldown_s, scope
         self.features = features
+        self.fdr = fdr
         # scope -> window end (epoch s) -> feature -> latest report of that window
         self._windows: dict[tuple, dict[float, dict[str, DriftReport]]] = {}
         self._last_fired: dict[tuple, float] = {}
@@ -125,9 +133,15 @@ class RetrainTrigger:
         for scope, windows in self._windows.items():
             fired = self._last_fired.get(scope, float("-inf"))
             for end, by_feature in windows.items():
-                if end > fired and any(r.drift for r in by_feature.values()):
+                if end > fired and any(self.drifted(r) for r in by_feature.values()):
                     return True
         return False
+
+    def drifted(self, report: DriftReport) -> bool:
+        """Whether the report counts as a drifted window for this policy."""
+        if not report.drift:
+            return False
+        return self.fdr is None or report.q_value is None or report.q_value < self.fdr
 
     def _scope_of(self, report: DriftReport) -> tuple:
         if self.scope == "key":
@@ -156,10 +170,11 @@ class RetrainTrigger:
         windows: dict[float, dict[str, DriftReport]],
         end: float,
     ) -> Trigger | None:
-        if end != max(windows) or not report.drift:
+        if end != max(windows) or not self.drifted(report):
             return None  # only the newest window, drifting itself, completes a condition
         drifted = [
-            [r for r in by_feature.values() if r.drift] for _, by_feature in sorted(windows.items())
+            [r for r in by_feature.values() if self.drifted(r)]
+            for _, by_feature in sorted(windows.items())
         ]
         count = sum(1 for reports in drifted if reports)
         if count < self.k:

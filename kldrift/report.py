@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import html
+import math
 from collections import defaultdict
 from collections.abc import Iterable
 from datetime import datetime
@@ -90,38 +91,53 @@ def plot_feature(feature: str, reports: list[DriftReport], path: Path) -> Path:
     return path
 
 
+def window_bars(report: DriftReport) -> tuple[list[str], list[float], list[float]]:
+    """(bin labels, window shares p, baseline shares q) to draw for one window: every bin of the
+    window when the report carries its histogram (schema 2), else its top bins (schema 1)."""
+    if report.bins is not None and report.counts is not None and report.baseline_q is not None:
+        total = sum(report.counts)
+        shares = [c / total if total else 0.0 for c in report.counts]
+        return list(report.bins), shares, list(report.baseline_q)
+    return (
+        [top.bin for top in report.top_bins],
+        [top.window_p for top in report.top_bins],
+        [top.baseline_q for top in report.top_bins],
+    )
+
+
 def plot_top_bins(report: DriftReport, path: Path) -> Path:
-    """One window's top contributing bins: window share p against baseline share q."""
+    """One window against the baseline: every bin's window share p beside the baseline's q (only
+    the top bins for a schema-1 report), each bar pair labelled with its p log2(p/q) in bits;
+    the raw values behind `__other__` in the title."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 4))
-    labels = [top.bin for top in report.top_bins]
+    labels, window_p, baseline_q = window_bars(report)
+    fig, ax = plt.subplots(figsize=(max(8, 0.7 * len(labels) + 2), 4.5))
     positions = range(len(labels))
-    ax.bar(
-        [i - 0.2 for i in positions],
-        [t.window_p for t in report.top_bins],
-        width=0.4,
-        label="window p",
-    )
-    ax.bar(
-        [i + 0.2 for i in positions],
-        [t.baseline_q for t in report.top_bins],
-        width=0.4,
-        label="baseline q",
-    )
-    for i, top in enumerate(report.top_bins):
-        ax.annotate(
-            f"{top.contribution_bits:+.3f} bits",
-            (i, max(top.window_p, top.baseline_q)),
-            ha="center",
-            va="bottom",
-            fontsize="small",
-        )
-    ax.set_xticks(list(positions), labels)
+    ax.bar([i - 0.2 for i in positions], window_p, width=0.4, label="window p")
+    ax.bar([i + 0.2 for i in positions], baseline_q, width=0.4, label="baseline q")
+    for i, (p, q) in enumerate(zip(window_p, baseline_q, strict=True)):
+        if p > 0 and q > 0:
+            ax.annotate(
+                f"{p * math.log2(p / q):+.3f} bits",
+                (i, max(p, q)),
+                ha="center",
+                va="bottom",
+                fontsize="x-small",
+            )
+    if len(labels) > 6:
+        ax.set_xticks(list(positions), labels, rotation=30, ha="right")
+    else:
+        ax.set_xticks(list(positions), labels)
     ax.set_ylabel("share of the window / baseline")
-    ax.set_title(
+    title = (
         f"{report.feature} ({report.key or 'all'}), window ending "
-        f"{report.window_end:%Y-%m-%d %H:%M:%S}: KL {report.kl_bits or 0:.3f} bits"
+        f"{report.window_end:%Y-%m-%d %H:%M:%S}: KL {report.kl_bits or 0:.3f} bits, "
+        f"N = {report.count} events"
     )
+    if report.other_values:
+        named = ", ".join(f"{o.value} ({o.count})" for o in report.other_values)
+        title += f"\n__other__ holds: {named}"
+    ax.set_title(title, fontsize="medium")
     ax.legend(fontsize="small")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -131,7 +147,7 @@ def plot_top_bins(report: DriftReport, path: Path) -> Path:
 
 def _chosen_window(reports: list[DriftReport]) -> DriftReport | None:
     """The window with the largest debiased KL: where a reader looks first."""
-    scored = [r for r in reports if r.kl_bits_debiased is not None and r.top_bins]
+    scored = [r for r in reports if r.kl_bits_debiased is not None and (r.top_bins or r.counts)]
     return max(scored, key=lambda r: r.kl_bits_debiased or 0.0) if scored else None
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from scipy.spatial.distance import jensenshannon
-from scipy.stats import chi2_contingency, entropy
+from scipy.stats import chi2, chi2_contingency, entropy, ncx2
 
 from kldrift.docs import readme_block
 from kldrift.schemas.config import load_config
@@ -64,13 +64,20 @@ def test_worked_example_values_match_scipy() -> None:
     bias = (2 - 1) * (1 / 40 + 1 / 100) / (2 * math.log(2))
     assert report.kl_bits_debiased == pytest.approx(entropy(p, q, base=2) - bias, abs=1e-12)
     table = np.array([window, baseline])
-    expected_p = chi2_contingency(table, correction=False, lambda_="log-likelihood").pvalue
-    assert report.p_value == pytest.approx(expected_p, rel=1e-9, abs=0)
+    g = chi2_contingency(table, correction=False, lambda_="log-likelihood").statistic
+    williams = 1 + (140 * (1 / 40 + 1 / 100) - 1) * (140 * (1 / 80 + 1 / 60) - 1) / (6 * 140)
+    assert report.p_value == pytest.approx(chi2.sf(g / williams, 1), rel=1e-9, abs=0)
+    noncentrality = 2 * math.log(2) * (40 * 100 / 140) * 0.05
+    assert report.p_value_above_threshold == pytest.approx(
+        ncx2.sf(g / williams, 1, noncentrality), rel=1e-9
+    )
+    assert report.q_value == pytest.approx(report.p_value, rel=1e-12)  # one test: q = p
+    assert report.counts == [30, 10] and report.baseline_q == pytest.approx(list(q), abs=1e-15)
     assert report.js_bits == pytest.approx(jensenshannon(p, q, base=2) ** 2, abs=1e-12)
     p_smoothed = (window + smoothing) / (window.sum() + 2 * smoothing)
     assert report.psi == pytest.approx(((p_smoothed - q) * np.log(p_smoothed / q)).sum(), abs=1e-12)
     assert report.drift is True
     assert report.top_bins[0].contribution_bits == pytest.approx(0.75 * math.log2(1.5), abs=1e-12)
     # The prose states the same numbers, rounded.
-    for figure in ("0.188722", "0.811278", "0.163475", "0.005843", "0.438722"):
+    for figure in ("0.188722", "0.811278", "0.163475", "0.006202", "0.438722", "0.091833"):
         assert figure in README

@@ -56,3 +56,27 @@ def test_report_needs_exactly_one_source(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "give exactly one of --input FILE or --topic TOPIC" in result.stderr
+
+
+def test_the_window_plot_shows_every_bin_of_a_version_2_report() -> None:
+    from kldrift.report import window_bars
+
+    report = make_report(3, True).model_copy(
+        update={
+            "bins": ["US", "DE", "__other__"],
+            "counts": [30, 10, 60],
+            "baseline_q": [0.6, 0.35, 0.05],
+            "top_bins": [
+                TopBinReport(bin="__other__", window_p=0.6, baseline_q=0.05, contribution_bits=2.15)
+            ],
+        }
+    )
+    labels, window_p, baseline_q = window_bars(report)
+    assert labels == ["US", "DE", "__other__"]  # all three, not only the one top bin
+    assert window_p == [0.3, 0.1, 0.6] and baseline_q == [0.6, 0.35, 0.05]
+    # A version-1 report has only its top bins to show.
+    assert window_bars(make_report(3, True).model_copy(update={"top_bins": report.top_bins})) == (
+        ["__other__"],
+        [0.6],
+        [0.05],
+    )

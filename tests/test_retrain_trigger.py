@@ -75,3 +75,20 @@ def test_latest_revisions_keeps_the_highest_revision_per_window() -> None:
     assert latest.offer(_report(1, True, revision=2))
     assert not latest.offer(_report(1, False, revision=1))
     assert [r.revision for r in latest.by_key.values()] == [2]
+
+
+def test_with_fdr_a_flagged_window_counts_only_below_the_q_value() -> None:
+    policy = RetrainTrigger(k=2, m=3, cooldown_s=0, fdr=0.05)
+
+    def flagged(minute: int, q_value: float | None) -> DriftReport:
+        return _report(minute, True).model_copy(update={"q_value": q_value})
+
+    assert policy.offer(flagged(1, 0.2)) is None  # flagged, but q = 0.2: not counted
+    assert policy.offer(flagged(2, 0.01)) is None  # first counted window
+    trigger = policy.offer(flagged(3, None))  # a version-1 report counts by its flag
+    assert trigger is not None and trigger.drifted_windows == 2
+    assert not RetrainTrigger(fdr=0.05).drifted(
+        _report(1, False).model_copy(update={"q_value": 0.001})
+    )
+    with pytest.raises(ValueError, match="fdr"):
+        RetrainTrigger(fdr=0)

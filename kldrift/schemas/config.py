@@ -143,6 +143,11 @@ class DriftSpec(_Frozen):
     )
     threshold_bits: float = Field(default=0.05, ge=0, description="debiased KL threshold, bits")
     significance: float = Field(default=0.01, gt=0, le=1, description="G-test p-value threshold")
+    decision: Literal["estimate", "confident"] = Field(
+        default="estimate",
+        description="what sets `drift`: estimate = debiased KL > threshold and p_value < "
+        "significance; confident = p_value_above_threshold < significance (see README)",
+    )
 
 
 class KafkaSpec(_Frozen):

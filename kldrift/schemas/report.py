@@ -4,10 +4,13 @@ share this model."""
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2 added the whole histogram, the minimum-effect and missing-share tests, q_value and the raw
+values behind `__other__`; reports of version 1 still parse (the new fields are null)."""
 
 
 class TopBinReport(BaseModel):
@@ -19,6 +22,15 @@ class TopBinReport(BaseModel):
     window_p: float
     baseline_q: float
     contribution_bits: float
+
+
+class OtherValue(BaseModel):
+    """A raw value that fell into a categorical feature's `__other__` bin, and how often."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    value: str
+    count: int = Field(ge=1)
 
 
 class DriftReport(BaseModel):
@@ -48,6 +60,40 @@ class DriftReport(BaseModel):
     drift: bool
     top_bins: list[TopBinReport]
     baseline_id: str
+    # Version 2: null in reports of version 1.
+    decision: Literal["estimate", "confident"] | None = Field(
+        default=None, description="the rule that set `drift` (config drift.decision)"
+    )
+    p_value_above_threshold: float | None = Field(
+        default=None,
+        description="minimum-effect test of H0: KL <= threshold_bits (noncentral chi-square)",
+    )
+    q_value: float | None = Field(
+        default=None,
+        description="Benjamini-Hochberg q-value of the decision's p-value over the features of "
+        "this (key, window, revision)",
+    )
+    bins: list[str] | None = Field(default=None, description="every bin's label, in bin order")
+    counts: list[int] | None = Field(default=None, description="the window's count per bin")
+    baseline_q: list[float] | None = Field(
+        default=None, description="the baseline's smoothed share per bin"
+    )
+    other_values: list[OtherValue] | None = Field(
+        default=None,
+        description="categorical: the most frequent raw values counted in __other__ (up to 5)",
+    )
+    missing_share: float | None = Field(
+        default=None, description="(missing + invalid) / all events of the window"
+    )
+    baseline_missing_share: float | None = Field(
+        default=None, description="(missing + invalid) / all events of the baseline"
+    )
+    missing_p_value: float | None = Field(
+        default=None, description="two-proportion test of missing_share vs baseline_missing_share"
+    )
+    missing_drift: bool | None = Field(
+        default=None, description="missing_share rose with missing_p_value < significance"
+    )
 
     @property
     def message_key(self) -> str:
@@ -68,6 +114,13 @@ class DriftReport(BaseModel):
     @classmethod
     def from_json_bytes(cls, data: bytes | str) -> DriftReport:
         return cls.model_validate_json(data)
+
+
+def report_json_schema() -> dict[str, Any]:
+    """The report's JSON Schema (draft 2020-12), for consumers in other languages."""
+    schema = DriftReport.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    return schema
 
 
 def _rfc3339(moment: datetime) -> str:

@@ -11,10 +11,11 @@ Steps (stable labels, so a Dataflow `--update` keeps state):
                       sum of pane sums (deltas)
   ReviseStamp         restamped at window end + allowed_lateness - 1 ms, and
   ReviseWindows       FixedWindows(period, offset) ending there: the revision state's lifetime
-  Revise              running total per window, numbered revisions 0, 1, 2...; split per feature
+  Revise              running total per window, numbered revisions 0, 1, 2...
   Score               divergence against the baseline (a construction argument, or a newer one
-                      with the same bins from `baseline_updates`, e.g. a kafka:// topic)
-                      -> DriftReport
+                      with the same bins from `baseline_updates`, e.g. a kafka:// topic) -> a
+                      DriftReport per feature, q-values across the features of one (key,
+                      window, revision)
 Each event is counted once, whatever size/period is: the sliding step costs windows x bins.
 Only standard WindowFns are used: Flink's and Dataflow's Java side reject pickled Python ones.
 """
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -35,7 +37,6 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Duration, Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
-from kldrift import divergence
 from kldrift.binning import BaselineMismatch, FeatureBins, bins_differ, resolve_bins
 from kldrift.events import (
     NO_WATERMARK,
@@ -46,9 +47,19 @@ from kldrift.events import (
     ResumePoint,
 )
 from kldrift.events import field_getter as _field_getter
+from kldrift.other_values import (
+    CountsWithOthers,
+    Histogram,
+    add_into,
+    copy_histogram,
+    count_other_values,
+    counts_of,
+    others_of,
+)
 from kldrift.schemas.baseline import Baseline, BaselineError
 from kldrift.schemas.config import PipelineConfig
-from kldrift.schemas.report import DriftReport, TopBinReport
+from kldrift.schemas.report import DriftReport
+from kldrift.scoring import FeatureReference, feature_references, window_reports
 
 REPORTS = "reports"
 DEAD_LETTERS = "dead_letters"
@@ -59,8 +70,6 @@ PaneKey = str | None
 """The value of key_field (None without one): the grouping key of pane histograms."""
 SlideKey = tuple[str | None, int]
 """(key, window start in microseconds): the grouping key of sliding-window histograms."""
-WindowKey = tuple[str | None, str, int]
-"""(key, feature, window start in microseconds): what one report is about."""
 FeatureSlots = tuple[tuple[str, int, int], ...]
 """(feature, first slot, end slot) per feature: where its counts lie in a (key, pane) array."""
 
@@ -77,33 +86,31 @@ def feature_slots(feature_bins: list[FeatureBins]) -> FeatureSlots:
 
 
 class SumCounts(beam.CombineFn):
-    """Sums count arrays (bins, missing, invalid). The accumulator is an int64 array, or None."""
+    """Sums count arrays (bins, missing, invalid), with the raw `__other__` values some carry
+    (kldrift.other_values). The accumulator is an int64 array, a CountsWithOthers, or None."""
 
-    def create_accumulator(self) -> np.ndarray | None:
+    def create_accumulator(self) -> Histogram | None:
         return None
 
     def add_input(
-        self, accumulator: np.ndarray | None, counts: np.ndarray | None
-    ) -> np.ndarray | None:
+        self, accumulator: Histogram | None, counts: Histogram | None
+    ) -> Histogram | None:
         if counts is None:  # an empty pane's sum
             return accumulator
         if accumulator is None:
-            return np.array(counts, dtype=np.int64, copy=True)
-        accumulator += counts
-        return accumulator
+            return copy_histogram(counts)
+        return add_into(accumulator, counts)
 
-    def merge_accumulators(self, accumulators: Iterable[np.ndarray | None]) -> np.ndarray | None:
-        merged: np.ndarray | None = None
+    def merge_accumulators(self, accumulators: Iterable[Histogram | None]) -> Histogram | None:
+        merged: Histogram | None = None
         for accumulator in accumulators:
             if accumulator is None:
                 continue
-            if merged is None:
-                merged = accumulator  # reusing the first accumulator is allowed by the contract
-            else:
-                merged += accumulator
+            # Reusing the first accumulator is allowed by the contract.
+            merged = accumulator if merged is None else add_into(merged, accumulator)
         return merged
 
-    def extract_output(self, accumulator: np.ndarray | None) -> np.ndarray | None:
+    def extract_output(self, accumulator: Histogram | None) -> Histogram | None:
         return accumulator
 
 
@@ -238,16 +245,26 @@ class _BinBatch(beam.DoFn):
         group_of_event = group_of_event.reshape(-1)
         n_groups = groups.shape[1]
         input_us = timestamp.micros
-        counts = np.hstack(
-            [
-                feature_bins.count_groups([get(e) for e in events], group_of_event, n_groups)
-                for feature_bins, get in zip(self._feature_bins, self._getters, strict=True)
-            ]
-        )
+        blocks = []
+        others: dict[int, dict[str, Counter[str]]] = {}
+        for feature_bins, get in zip(self._feature_bins, self._getters, strict=True):
+            values = [get(e) for e in events]
+            block = feature_bins.count_groups(values, group_of_event, n_groups)
+            blocks.append(block)
+            other = feature_bins.n_bins - 1
+            # Only a categorical feature with values in __other__ pays for naming them.
+            if feature_bins.categories is not None and block[:, other].any():
+                codes = feature_bins.codes(values)
+                for g, named in count_other_values(values, codes, other, group_of_event).items():
+                    others.setdefault(g, {})[feature_bins.name] = named
+        counts = np.hstack(blocks)
         for g in range(n_groups):
             stamp_us = max(int(groups[1, g]), input_us)
+            histogram: Histogram = counts[g]
+            if g in others:
+                histogram = CountsWithOthers(counts[g], others[g])
             yield TimestampedValue(
-                (distinct_keys[groups[0, g]], counts[g]), Timestamp(micros=stamp_us)
+                (distinct_keys[groups[0, g]], histogram), Timestamp(micros=stamp_us)
             )
 
 
@@ -278,10 +295,10 @@ class _PaneToWindows(beam.DoFn):
         self._reported_until_us = reported_until_us
 
     def start_bundle(self) -> None:
-        self._parts: dict[SlideKey, list[np.ndarray]] = {}
+        self._parts: dict[SlideKey, list[Histogram]] = {}
 
     def process(
-        self, element: tuple[PaneKey, np.ndarray | None], pane: Any = beam.DoFn.WindowParam
+        self, element: tuple[PaneKey, Histogram | None], pane: Any = beam.DoFn.WindowParam
     ) -> None:
         key, counts = element
         if counts is None:
@@ -302,7 +319,7 @@ class _PaneToWindows(beam.DoFn):
     def finish_bundle(self) -> Iterator[WindowedValue]:
         parts, self._parts = self._parts, {}
         for (key, window_start), window_parts in parts.items():
-            total = window_parts[0] if len(window_parts) == 1 else np.sum(window_parts, axis=0)
+            total = window_parts[0] if len(window_parts) == 1 else _sum_parts(window_parts)
             end_us = window_start + self._size_us
             # In the window SlidingHistograms will assign it to (by this timestamp) anyway.
             yield WindowedValue(
@@ -322,12 +339,21 @@ class _PaneToWindows(beam.DoFn):
         return first + steps * self._period_us
 
 
+def _sum_parts(parts: list[Histogram]) -> Histogram:
+    if not any(isinstance(part, CountsWithOthers) for part in parts):
+        return np.sum([counts_of(part) for part in parts], axis=0)
+    total = copy_histogram(parts[0])
+    for part in parts[1:]:
+        total = add_into(total, part)
+    return total
+
+
 class _Revise(beam.DoFn):
     """Turns a window's discarding firings (deltas) into revisions: running totals numbered 0, 1, 2...
 
     State is per (key, window), all features in one array: each event adds one to every feature's
-    slots (a bin, missing or invalid), so a window's revisions are the same for all its features,
-    and its totals are split per feature on the way out. Its input is re-windowed (ReviseStamp,
+    slots (a bin, missing or invalid), so a window's revisions are the same for all its features;
+    Score splits its totals per feature. Its input is re-windowed (ReviseStamp,
     ReviseWindows) into a window ending at the sliding window's end + allowed_lateness, so the state lives exactly as
     long as the sliding window accepts late data on every runner: Prism (2.77) drops a stateful
     DoFn's state as soon as the watermark passes its window's end, ignoring allowed lateness, which
@@ -342,20 +368,20 @@ class _Revise(beam.DoFn):
 
     def process(
         self,
-        element: tuple[SlideKey, np.ndarray | None],
+        element: tuple[SlideKey, Histogram | None],
         total_state: Any = beam.DoFn.StateParam(TOTAL),
-    ) -> Iterator[tuple[WindowKey, np.ndarray, int]]:
+    ) -> Iterator[tuple[SlideKey, Histogram, int]]:
         (key, window_start), delta = element
-        if delta is None or not delta.any():
+        if delta is None or not counts_of(delta).any():
             return
         previous = total_state.read()
         if previous is None:
-            total, revision = np.array(delta, dtype=np.int64, copy=True), 0
+            total, revision = copy_histogram(delta), 0
         else:
-            total, revision = previous[0] + delta, previous[1] + 1
+            total, revision = add_into(copy_histogram(previous[0]), delta), previous[1] + 1
         total_state.write((total, revision))
-        for feature, start, end in self._slots:
-            yield (key, feature, window_start), total[start:end], revision
+        # All features together: Score splits them and computes q-values across them.
+        yield (key, window_start), total, revision
 
 
 class _StampAtReviseEnd(beam.DoFn):
@@ -384,7 +410,7 @@ class BaselineUpdates(Protocol):
 
 
 class _Score(beam.DoFn):
-    """A window's counts against the baseline -> DriftReport.
+    """A window's counts against the baseline -> one DriftReport per feature, q-values across them.
 
     The baseline is the one given at construction, or the newest one `updates` handed out that
     has the job's bins (panes are binned with them); one with other bins is rejected and logged.
@@ -404,7 +430,8 @@ class _Score(beam.DoFn):
         self._initial = baseline
         self._updates = updates
         self._size_us = config.window.size_us
-        self._by_baseline: dict[str, tuple[dict[str, np.ndarray], dict[str, tuple[str, ...]]]] = {}
+        self._slots = feature_slots(feature_bins)
+        self._by_baseline: dict[str, list[FeatureReference]] = {}
 
     def setup(self) -> None:
         self._reports = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "reports")
@@ -440,72 +467,38 @@ class _Score(beam.DoFn):
         self._current = candidate
         return candidate
 
-    def _baseline_arrays(
-        self, baseline: Baseline
-    ) -> tuple[dict[str, np.ndarray], dict[str, tuple[str, ...]]]:
+    def _references(self, baseline: Baseline) -> list[FeatureReference]:
         cached = self._by_baseline.get(baseline.id)
         if cached is None:
             bins = resolve_bins(self._config, baseline)
-            counts = {
-                b.name: np.asarray(baseline.feature(b.name).counts, dtype=np.float64) for b in bins
-            }
-            labels = {b.name: b.labels for b in bins}
-            cached = (counts, labels)
+            cached = feature_references(bins, baseline, self._config.drift.smoothing)
             self._by_baseline = {baseline.id: cached}
         return cached
 
     def process(
         self,
-        element: tuple[WindowKey, np.ndarray, int],
+        element: tuple[SlideKey, Histogram, int],
     ) -> Iterator[DriftReport]:
-        (key, feature, window_start_us), counts, revision = element
+        (key, window_start_us), histogram, revision = element
         baseline = self._baseline()
-        baseline_counts, labels = self._baseline_arrays(baseline)
-        reference = baseline_counts[feature]
-        n_bins = len(reference)
-        drift_spec = self._config.drift
-        result = divergence.score(
-            counts[:n_bins],
-            reference,
-            smoothing=drift_spec.smoothing,
-            threshold_bits=drift_spec.threshold_bits,
-            significance=drift_spec.significance,
-            labels=labels[feature],
-        )
-        self._reports.inc()
-        if result.drift:
-            self._drift.inc()
-        yield DriftReport(
+        reports = window_reports(
             pipeline=self._config.name,
             key=key,
-            feature=feature,
             window_start=_datetime(Timestamp(micros=window_start_us)),
             window_end=_datetime(Timestamp(micros=window_start_us + self._size_us)),
             revision=revision,
-            count=result.count,
-            missing=int(counts[n_bins]),
-            invalid=int(counts[n_bins + 1]),
-            kl_bits=result.kl_bits,
-            kl_bits_debiased=result.kl_bits_debiased,
-            entropy_bits=result.entropy_bits,
-            cross_entropy_bits=result.cross_entropy_bits,
-            js_bits=result.js_bits,
-            psi=result.psi,
-            p_value=result.p_value,
-            threshold_bits=drift_spec.threshold_bits,
-            significance=drift_spec.significance,
-            drift=result.drift,
-            top_bins=[
-                TopBinReport(
-                    bin=top.label,
-                    window_p=top.window_p,
-                    baseline_q=top.baseline_q,
-                    contribution_bits=top.contribution_bits,
-                )
-                for top in result.top_bins
-            ],
+            counts=counts_of(histogram),
+            slots=self._slots,
+            references=self._references(baseline),
+            drift_spec=self._config.drift,
             baseline_id=baseline.id,
+            other_values=others_of(histogram),
         )
+        for report in reports:
+            self._reports.inc()
+            if report.drift:
+                self._drift.inc()
+            yield report
 
 
 def _datetime(moment: Timestamp) -> datetime:
