@@ -87,9 +87,16 @@ def add_into(total: Histogram, part: Histogram) -> Histogram:
 
 
 def category_text(value: Any) -> str:
-    """A raw categorical value as binning compares it: text as is, integers and booleans as text."""
+    """A raw categorical value as binning compares it (text as is, integers and booleans as text),
+    cut to MAX_VALUE_CHARS; a lone surrogate (JSON allows one, UTF-8 cannot carry it) is shown
+    escaped, so the report stays encodable."""
     text = ("true" if value else "false") if isinstance(value, bool) else str(value)
-    return text[:MAX_VALUE_CHARS]
+    text = text[:MAX_VALUE_CHARS]
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 def count_other_values(

@@ -98,3 +98,17 @@ def test_count_other_values_names_raw_values_per_group_as_text() -> None:
         0: Counter({"BR": 2, "7": 1}),
         1: Counter({"true": 1, "BR": 1, "MX": 1}),
     }
+
+
+def test_a_lone_surrogate_value_is_named_escaped_so_the_report_encodes() -> None:
+    """JSON may carry "\\ud800" (json.loads accepts it) but UTF-8 cannot: the report names it
+    escaped instead of failing to serialise (which failed `kldrift replay` on such a record)."""
+    import json
+
+    from kldrift.other_values import category_text
+
+    raw = json.loads('"BR\\ud800"')
+    named = category_text(raw)
+    assert named == "BR\\ud800"
+    named.encode("utf-8")  # would raise for the raw value
+    assert category_text("BR") == "BR" and category_text(True) == "true"
