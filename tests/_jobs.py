@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -115,8 +116,9 @@ def parse_totals(output: str) -> dict[str, int]:
     line = next((line for line in output.splitlines() if "totals:" in line), None)
     if line is None:
         return {}
-    parts = (part.strip().rsplit(" ", 1) for part in line.split("totals:")[1].split(","))
-    return {name: int(value) for name, value in parts}
+    # "name number" pairs; none when the runner serves no metrics ("not available from ...").
+    pairs = re.findall(r"([a-z_]+) (\d+)", line.split("totals:")[1])
+    return {name: int(value) for name, value in pairs}
 
 
 def job_kafka(bootstrap: str, prefix: str, run_id: str, **settings: str) -> dict[str, str]:

@@ -172,7 +172,9 @@ def run_streaming(config: PipelineConfig, baseline: Baseline, beam_args: Sequenc
     pipeline = beam.Pipeline(options=options)
     build_streaming(pipeline, config, baseline, starts, resume)
     result = pipeline.run()
-    return _wait_or_cancel(result)
+    from kldrift.local.flink import is_flink_runner
+
+    return _wait_or_cancel(result, metrics_served=not is_flink_runner(runner_name(beam_args)))
 
 
 def _restore_embedded_flink(savepoint: str, beam_args: Sequence[str]) -> None:
@@ -210,7 +212,7 @@ def _job_state(result: Any) -> str:
         return f"UNKNOWN ({type(err).__name__})"
 
 
-def _wait_or_cancel(result: Any) -> int:
+def _wait_or_cancel(result: Any, metrics_served: bool = True) -> int:
     """Wait until the job ends or SIGINT/SIGTERM asks to stop; then cancel it cleanly."""
     from apache_beam.runners.runner import PipelineState
 
@@ -229,14 +231,14 @@ def _wait_or_cancel(result: Any) -> int:
             print(f"kldrift run: job ended ({state})", file=sys.stderr)
             if "DONE" not in state:
                 _print_failure(result)
-            _print_totals(result)
+            _print_totals(result, metrics_served)
             return 0 if "DONE" in state else 1
         print("kldrift run: stopping (cancelling the job)", file=sys.stderr, flush=True)
         try:
             result.cancel()
         except Exception as err:  # a job that is already ending may refuse the cancel
             print(f"kldrift run: cancel: {type(err).__name__}: {err}", file=sys.stderr)
-        _print_totals(result)
+        _print_totals(result, metrics_served)
         print("kldrift run: stopped", file=sys.stderr)
         return 0
     finally:
@@ -283,8 +285,18 @@ def job_totals(result: Any) -> dict[str, int]:
     return totals
 
 
-def _print_totals(result: Any) -> None:
+def _print_totals(result: Any, metrics_served: bool = True) -> None:
     totals = job_totals(result)
+    if not metrics_served and not any(totals.values()):
+        # Beam's Flink job service answers metrics only for a finished job; a streaming job is
+        # cancelled, never finished: all zeros would be a lie.
+        print(
+            "kldrift run: totals: not available from FlinkRunner (its job service serves a job's "
+            "metrics only once the job has finished); see Flink's web UI or metrics reporters",
+            file=sys.stderr,
+            flush=True,
+        )
+        return
     print(
         "kldrift run: totals: " + ", ".join(f"{name} {value}" for name, value in totals.items()),
         file=sys.stderr,
