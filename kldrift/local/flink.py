@@ -15,8 +15,9 @@ Without ``--flink_job_server_jar`` Beam would download the shaded job server jar
 
 Why not the shaded ``beam-runners-flink-<flink>-job-server`` jar of the installed Beam (2.77)?
 The Maven Central that kldrift's machines reach serves no version of it and no Beam Java artifact
-at 2.77.0; 2.62.0 is the newest Flink runner whose dependencies it serves in full (see
-``flink-pom.xml``). The Python SDK (2.77) talks to it through Beam's portable job API.
+at 2.77.0. It serves the unshaded Flink runner at 2.70.0 but not 2.70.0's job-service module, so
+``flink-pom.xml`` pairs the 2.70.0 runner with job-service 2.65.0 (see there). The Python SDK
+(2.77) talks to it through Beam's portable job API.
 """
 
 from __future__ import annotations
@@ -34,8 +35,10 @@ from kldrift.local.paths import cache_dir
 
 FLINK_VERSION = "1.19"
 """The Flink minor version of the embedded cluster (Flink 1.19.0; must match ``flink-pom.xml``)."""
-BEAM_JAVA_VERSION = "2.62.0"
+BEAM_JAVA_VERSION = "2.70.0"
 """The version of Beam's Java Flink runner / job server (must match ``flink-pom.xml``)."""
+BEAM_JOB_SERVICE_VERSION = "2.65.0"
+"""The job-service module's version (2.70.0's is not served; must match ``flink-pom.xml``)."""
 JOB_SERVER_MAIN = "org.apache.beam.runners.flink.FlinkJobServerDriver"
 JAR_NAME = "kldrift-flink-job-server.jar"
 """The launcher jar's file name; also how to recognise a running job server (`ps`)."""
@@ -140,7 +143,8 @@ def _required_jars_present(lib: Path) -> bool:
     names = {p.name for p in lib.glob("*.jar")}
     return (
         f"beam-runners-flink-{FLINK_VERSION}-{BEAM_JAVA_VERSION}.jar" in names
-        and f"beam-runners-java-job-service-{BEAM_JAVA_VERSION}.jar" in names
+        and f"beam-runners-java-job-service-{BEAM_JOB_SERVICE_VERSION}.jar" in names
+        and f"beam-sdks-java-expansion-service-{BEAM_JAVA_VERSION}.jar" in names
         and any(n.startswith(f"flink-runtime-{FLINK_VERSION}.") for n in names)
         and any(n.startswith("slf4j-simple-") for n in names)
     )
