@@ -256,6 +256,10 @@ class Job:
     config: dict[str, Any]
     proc: subprocess.Popen | None = None
     kafka: dict[str, Any] = field(default_factory=dict)
+    runner_args: tuple[str, ...] = ()
+    """Beam flags after `--` (another runner than Prism)."""
+    kafka_extra: dict[str, Any] = field(default_factory=dict)
+    """More `kafka:` settings (e.g. readers)."""
 
     def start(self, baseline: Path) -> None:
         run_id = uuid.uuid4().hex[:8]
@@ -268,6 +272,7 @@ class Job:
             "start_from": "earliest",
             "max_delay": f"{data.MAX_DELAY_S}s",
             "idle_timeout": f"{data.IDLE_TIMEOUT_S}s",
+            **self.kafka_extra,
         }
         create_topics(self.bootstrap, {self.kafka["output_topic"]: 1})
         create_topics(self.bootstrap, {self.kafka["dead_letter_topic"]: 1})
@@ -278,7 +283,8 @@ class Job:
         self.started_at = time.time()
         with self.log_path.open("w") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "kldrift.cli", "run", "--config", str(path)],
+                [sys.executable, "-m", "kldrift.cli", "run", "--config", str(path)]
+                + (["--", *self.runner_args] if self.runner_args else []),
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -361,6 +367,8 @@ def streaming_trial(
     input_topic: str,
     expected: set[tuple[str, float]],
     events: int,
+    runner_args: tuple[str, ...] = (),
+    kafka_extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """`kldrift run` over the pre-loaded topic; events/s from its first read (first offset commit
     seen) to the arrival of the last data window's first report. The topic ends with a sentinel
@@ -368,7 +376,15 @@ def streaming_trial(
     as it is read: no idle-timeout wait is included."""
     features = [f["name"] for f in config["features"]]
     wanted = {(k, f, float(s)) for k, s in expected for f in features}
-    job = Job(bootstrap, workdir, "stream", input_topic, config)
+    job = Job(
+        bootstrap,
+        workdir,
+        "stream",
+        input_topic,
+        config,
+        runner_args=runner_args,
+        kafka_extra=dict(kafka_extra or {}),
+    )
     job.start(baseline)
     tail = ReportTail(bootstrap, job.kafka["output_topic"])
     watcher = CommitWatcher(bootstrap, job.kafka["group_id"])

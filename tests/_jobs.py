@@ -4,6 +4,7 @@ streaming job that is always stopped (SIGINT, then the process group killed) wit
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import signal
@@ -19,10 +20,32 @@ from pathlib import Path
 import numpy as np
 from kafka import KafkaConsumer
 
+from kldrift.schemas.baseline import Baseline, FeatureBaseline
 from kldrift.schemas.report import DriftReport
-from kldrift.synthetic import make_event
+from kldrift.synthetic import LATENCY_EDGES, make_event
 
 KLDRIFT = str(Path(sys.executable).with_name("kldrift"))
+
+LATENCY_BASELINE = Baseline.create(
+    [
+        FeatureBaseline(
+            name="latency_ms",
+            kind="numeric",
+            edges=LATENCY_EDGES,
+            counts=[5, 60, 120, 200, 350, 200, 50, 15, 1],
+        )
+    ],
+    source="test",
+    created_at="2026-11-25T00:00:00Z",
+)
+"""A one-feature baseline (the synthetic events' latency_ms) for the restart tests."""
+LATENCY_FEATURES = [{"name": "latency_ms", "kind": "numeric", "edges": LATENCY_EDGES}]
+
+
+def window_starts(t: float, size_s: int, period_s: int) -> list[float]:
+    """The starts of the sliding windows holding event time `t`."""
+    last = math.floor(t / period_s) * period_s
+    return [float(last - i * period_s) for i in range(size_s // period_s)]
 
 
 def run_cli(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:

@@ -6,7 +6,6 @@ flowing while no job runs."""
 
 from __future__ import annotations
 
-import math
 import re
 import time
 import uuid
@@ -15,13 +14,21 @@ from pathlib import Path
 
 import pytest
 import yaml
-from _jobs import LiveEvents, ReportTail, job_kafka, streaming_job, wait_for
+from _jobs import (
+    LATENCY_BASELINE,
+    LATENCY_FEATURES,
+    LiveEvents,
+    ReportTail,
+    job_kafka,
+    streaming_job,
+    wait_for,
+    window_starts,
+)
 
 from kldrift.local import flink
 from kldrift.local.kafka import create_topics
-from kldrift.schemas.baseline import Baseline, FeatureBaseline
 from kldrift.schemas.report import DriftReport
-from kldrift.synthetic import LATENCY_EDGES, demo_config
+from kldrift.synthetic import demo_config
 
 pytestmark = pytest.mark.services
 
@@ -29,23 +36,6 @@ SIZE_S, PERIOD_S, LATENESS_S, MAX_DELAY_S = 10, 5, 5, 0.5
 PARTITIONS = 3
 CHECKPOINT_MS = 2000
 LIVE_S = 75  # the first run's live span after its first report
-BASELINE = Baseline.create(
-    [
-        FeatureBaseline(
-            name="latency_ms",
-            kind="numeric",
-            edges=LATENCY_EDGES,
-            counts=[5, 60, 120, 200, 350, 200, 50, 15, 1],
-        )
-    ],
-    source="test",
-    created_at="2026-11-25T00:00:00Z",
-)
-
-
-def _window_starts(t: float) -> list[float]:
-    last = math.floor(t / PERIOD_S) * PERIOD_S
-    return [float(last - i * PERIOD_S) for i in range(SIZE_S // PERIOD_S)]
 
 
 def _flink_args(checkpoints: Path, log: Path) -> tuple[str, ...]:
@@ -91,7 +81,7 @@ def test_checkpointed_flink_job_reports_promptly_and_restores_exactly(
         max_delay=f"{MAX_DELAY_S}s",
         idle_timeout="2s",
     )
-    (tmp_path / "baseline.json").write_text(BASELINE.model_dump_json())
+    (tmp_path / "baseline.json").write_text(LATENCY_BASELINE.model_dump_json())
     config = demo_config(
         name=f"checkpoints-{run_id}",
         size=f"{SIZE_S}s",
@@ -99,7 +89,7 @@ def test_checkpointed_flink_job_reports_promptly_and_restores_exactly(
         allowed_lateness=f"{LATENESS_S}s",
         kafka=kafka,
         baseline=str(tmp_path / "baseline.json"),
-        features=[{"name": "latency_ms", "kind": "numeric", "edges": LATENCY_EDGES}],
+        features=LATENCY_FEATURES,
     )
     config_path = tmp_path / "config.yaml"
     config_path.write_text(yaml.safe_dump(config))
@@ -133,7 +123,7 @@ def test_checkpointed_flink_job_reports_promptly_and_restores_exactly(
                 "the restored run to report windows after the stop",
             )
             events.stop()
-            last_start = _window_starts(events.sent[-1]["ts"])[0]
+            last_start = window_starts(events.sent[-1]["ts"], SIZE_S, PERIOD_S)[0]
             wait_for(lambda: tail.has(last_start), 60, "the last window's report")
             time.sleep(2)
             tail.poll()
@@ -172,7 +162,7 @@ def test_checkpointed_flink_job_reports_promptly_and_restores_exactly(
     # both runs (it closed after the checkpoint) is reported identically.
     expected: Counter = Counter()
     for event in events.sent:
-        for start in _window_starts(event["ts"]):
+        for start in window_starts(event["ts"], SIZE_S, PERIOD_S):
             expected[(event["model"], start)] += 1
     reports: list[DriftReport] = tail.reports
     wrong = [

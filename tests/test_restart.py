@@ -7,7 +7,6 @@ Real broker, Prism, a live stream that keeps flowing while the job is down."""
 from __future__ import annotations
 
 import json
-import math
 import time
 import uuid
 from collections import Counter
@@ -15,36 +14,27 @@ from pathlib import Path
 
 import pytest
 import yaml
-from _jobs import LiveEvents, ReportTail, job_kafka, streaming_job, wait_for
+from _jobs import (
+    LATENCY_BASELINE,
+    LATENCY_FEATURES,
+    LiveEvents,
+    ReportTail,
+    job_kafka,
+    streaming_job,
+    wait_for,
+    window_starts,
+)
 from kafka import KafkaConsumer, TopicPartition
 
 from kldrift.io.kafka_source import COMMIT_DELAY_S
 from kldrift.local import flink
 from kldrift.local.kafka import create_topics
-from kldrift.schemas.baseline import Baseline, FeatureBaseline
 from kldrift.schemas.report import DriftReport
-from kldrift.synthetic import LATENCY_EDGES, demo_config
+from kldrift.synthetic import demo_config
 
 pytestmark = pytest.mark.services
 
 SIZE_S, PERIOD_S, LATENESS_S = 6, 2, 2
-BASELINE = Baseline.create(
-    [
-        FeatureBaseline(
-            name="latency_ms",
-            kind="numeric",
-            edges=LATENCY_EDGES,
-            counts=[5, 60, 120, 200, 350, 200, 50, 15, 1],
-        )
-    ],
-    source="test",
-    created_at="2026-11-25T00:00:00Z",
-)
-
-
-def _window_starts(t: float) -> list[float]:
-    last = math.floor(t / PERIOD_S) * PERIOD_S
-    return [float(last - i * PERIOD_S) for i in range(SIZE_S // PERIOD_S)]
 
 
 def _committed(bootstrap: str, topic: str, group: str, partitions: int) -> list:
@@ -86,7 +76,7 @@ def test_restart_from_committed_offsets_loses_no_window_and_counts_each_event_on
         idle_timeout="2s",
         readers=readers,
     )
-    (tmp_path / "baseline.json").write_text(BASELINE.model_dump_json())
+    (tmp_path / "baseline.json").write_text(LATENCY_BASELINE.model_dump_json())
     config = demo_config(
         name=f"restart-{run_id}",
         size=f"{SIZE_S}s",
@@ -94,7 +84,7 @@ def test_restart_from_committed_offsets_loses_no_window_and_counts_each_event_on
         allowed_lateness=f"{LATENESS_S}s",
         kafka=kafka,
         baseline=str(tmp_path / "baseline.json"),
-        features=[{"name": "latency_ms", "kind": "numeric", "edges": LATENCY_EDGES}],
+        features=LATENCY_FEATURES,
     )
     config_path = tmp_path / "config.yaml"
     config_path.write_text(yaml.safe_dump(config))
@@ -120,7 +110,7 @@ def test_restart_from_committed_offsets_loses_no_window_and_counts_each_event_on
                 "the second run to report windows after the stop",
             )
             events.stop()
-            last_start = _window_starts(events.sent[-1]["ts"])[0]
+            last_start = window_starts(events.sent[-1]["ts"], SIZE_S, PERIOD_S)[0]
             wait_for(lambda: second.has(last_start), 60, "the last window's report")
             time.sleep(2)
         second.poll()
@@ -146,7 +136,7 @@ def test_restart_from_committed_offsets_loses_no_window_and_counts_each_event_on
     # Expected, counted here: every (key, window) holding an event, with its event count.
     expected: Counter = Counter()
     for event in events.sent:
-        for start in _window_starts(event["ts"]):
+        for start in window_starts(event["ts"], SIZE_S, PERIOD_S):
             expected[(event["model"], start)] += 1
 
     # Every report of either run has its window's complete count: none is partial.

@@ -213,16 +213,6 @@ EMBEDDED_MASTERS = ("[local]", "[auto]")
 _SAVEPOINT_KEY = "execution.savepoint.path"
 
 
-def flink_master_of(beam_args: Sequence[str]) -> str:
-    """The `--flink_master` among Beam flags ("[auto]", Beam's default, when absent)."""
-    for i, arg in enumerate(beam_args):
-        if arg.startswith("--flink_master="):
-            return arg.split("=", 1)[1]
-        if arg == "--flink_master" and i + 1 < len(beam_args):
-            return beam_args[i + 1]
-    return "[auto]"
-
-
 def restore_conf_dir(savepoint: str, into: Path) -> Path:
     """A Flink configuration directory that makes the embedded cluster restore `savepoint`.
 

@@ -51,10 +51,15 @@ def pipeline_options(extra_args: Sequence[str] = (), *, streaming: bool) -> Pipe
     return PipelineOptions(args)
 
 
-def runner_name(args: Sequence[str]) -> str:
+def flag_value(args: Sequence[str], name: str) -> str | None:
+    """The value of flag `name` in `args` (`--name=value` or `--name value`); None if absent."""
     for i, arg in enumerate(args):
-        if arg.startswith("--runner="):
+        if arg.startswith(name + "="):
             return arg.split("=", 1)[1]
-        if arg == "--runner" and i + 1 < len(args):
+        if arg == name and i + 1 < len(args):
             return args[i + 1]
-    return ""
+    return None
+
+
+def runner_name(args: Sequence[str]) -> str:
+    return flag_value(args, "--runner") or ""

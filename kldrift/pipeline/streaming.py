@@ -30,7 +30,7 @@ from kldrift.io.kafka_client import (
 from kldrift.io.kafka_sink import WriteDeadLetters, WriteReports
 from kldrift.io.kafka_source import ReaderStart, ReadFromKafka, reader_starts
 from kldrift.local.children import stop_leftover_children
-from kldrift.pipeline.options import pipeline_options, runner_name
+from kldrift.pipeline.options import flag_value, pipeline_options, runner_name
 from kldrift.schemas.baseline import Baseline
 from kldrift.schemas.config import KafkaSpec, PipelineConfig
 from kldrift.transforms import DEAD_LETTERS, REPORTS, SlidingKLDivergence
@@ -181,9 +181,8 @@ def _restore_embedded_flink(savepoint: str, beam_args: Sequence[str]) -> None:
     """Make Beam's embedded Flink cluster restore `savepoint` (see flink.restore_conf_dir)."""
     from kldrift.local import flink
 
-    if not flink.is_flink_runner(runner_name(beam_args)) or flink.flink_master_of(
-        beam_args
-    ) not in (flink.EMBEDDED_MASTERS):
+    master = flag_value(beam_args, "--flink_master") or "[auto]"  # Beam's default
+    if not flink.is_flink_runner(runner_name(beam_args)) or master not in flink.EMBEDDED_MASTERS:
         return  # a remote Flink cluster restores --savepoint_path itself
     conf_dir = flink.restore_conf_dir(savepoint, Path(tempfile.mkdtemp(prefix="kldrift-flink-")))
     atexit.register(shutil.rmtree, conf_dir, True)
@@ -192,12 +191,7 @@ def _restore_embedded_flink(savepoint: str, beam_args: Sequence[str]) -> None:
 
 def savepoint_of(beam_args: Sequence[str]) -> str | None:
     """The Flink checkpoint or savepoint a job restores from (`--savepoint_path`), if any."""
-    for i, arg in enumerate(beam_args):
-        if arg.startswith("--savepoint_path="):
-            return arg.split("=", 1)[1]
-        if arg == "--savepoint_path" and i + 1 < len(beam_args):
-            return beam_args[i + 1]
-    return None
+    return flag_value(beam_args, "--savepoint_path")
 
 
 STATE_POLL_S = 1.0

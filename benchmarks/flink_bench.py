@@ -1,0 +1,165 @@
+"""Flink figures: `kldrift run` events/s on the embedded Flink cluster (parallelism 1 and 2) against
+Prism on the same pre-loaded topic, and the checkpoint sizes and report lag of a live checkpointed
+Flink job over a long run.
+
+    python -m benchmarks.flink_bench [--events N] [--live-s S] [--json OUT]
+
+Same data and measurement as the `kafka` section of benchmarks.run (events/s from the job's first
+read to the last data window's first report), one trial per runner, back to back; compare the
+ratios within one run only (the machine is shared).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from benchmarks import data
+from benchmarks.kafka_bench import (
+    PARTITIONS,
+    Job,
+    LiveProducer,
+    ReportTail,
+    log,
+    produce,
+    streaming_trial,
+)
+from kldrift.local.kafka import LocalKafka, create_topics
+
+FLINK = ("--runner", "FlinkRunner", "--flink_master=[local]")
+CHECKPOINT_S = 10
+_COMPLETED = re.compile(
+    r"^(\d\d):(\d\d):(\d\d)\.\d+ .*Completed checkpoint (\d+) for job \w+ \((\d+) bytes"
+)
+
+
+def throughput(bootstrap: str, work: Path, events: int) -> dict[str, Any]:
+    """One streaming trial per runner over one pre-loaded topic."""
+    workload = replace(data.QUICK, events=events)
+    lines = list(data.stream(workload).lines())
+    times, keys = data.event_keys_and_times(lines)
+    features = data.base_features()
+    baseline = data.write_baseline(work / "baseline.json", features, data.training_events())
+    config = data.config(name="bench-flink", features=features)
+    topic = "bench.flink.events"
+    create_topics(bootstrap, {topic: PARTITIONS})
+    produce(bootstrap, topic, lines, tail=[data.sentinel(workload)])
+    expected = data.data_windows(times, keys, data.SIZE_S, data.PERIOD_S)
+    runs = {
+        "prism": ((), {}),
+        "flink_p1": ((*FLINK, "--parallelism=1"), {}),
+        "flink_p2_readers3": ((*FLINK, "--parallelism=2"), {"readers": PARTITIONS}),
+    }
+    out: dict[str, Any] = {"events": events}
+    for name, (runner_args, kafka_extra) in runs.items():
+        log(f"flink bench: {name} over {events:,} pre-loaded events")
+        result = streaming_trial(
+            bootstrap, work, config, baseline, topic, expected, events, runner_args, kafka_extra
+        )
+        out[name] = {
+            "eps": result["eps"],
+            "seconds": result["seconds"],
+            "startup_s": result["startup_s"],
+        }
+        log(f"flink bench: {name}: {result['eps']:,.0f} events/s ({result['seconds']:.1f} s)")
+    prism = out["prism"]["eps"]
+    for name in ("flink_p1", "flink_p2_readers3"):
+        out[name]["vs_prism"] = out[name]["eps"] / prism
+    return out
+
+
+def checkpoints(bootstrap: str, work: Path, live_s: float) -> dict[str, Any]:
+    """A live checkpointed Flink job for `live_s`: sizes of its checkpoints over time, report lag."""
+    topic = "bench.flink.live"
+    create_topics(bootstrap, {topic: PARTITIONS})
+    features = data.base_features()
+    baseline = data.write_baseline(work / "baseline-live.json", features, data.training_events())
+    config = data.config(name="bench-flink-live", features=features, size_s=60, period_s=10)
+    server_log = work / "job-server-live.log"
+    runner_args = (
+        *FLINK,
+        "--parallelism=1",
+        f"--checkpointing_interval={CHECKPOINT_S * 1000}",
+        "--state_backend=filesystem",
+        f"--state_backend_storage_path=file://{work / 'checkpoints'}",
+        f"--job_server_jvm_property=-Dorg.slf4j.simpleLogger.logFile={server_log}",
+        "--job_server_jvm_property=-Dorg.slf4j.simpleLogger.log.org.apache.flink.runtime"
+        ".checkpoint=info",
+    )
+    job = Job(bootstrap, work, "live", topic, config, runner_args=runner_args)
+    producer = LiveProducer(bootstrap, topic, rate=100.0, drift_at=time.time() + live_s / 2)
+    producer.start()
+    job.start(baseline)
+    tail = ReportTail(bootstrap, job.kafka["output_topic"])
+    tail.start()
+    began = time.time()
+    try:
+        while time.time() - began < live_s:
+            if not job.alive():
+                raise RuntimeError(f"the live Flink job ended: {job.failure()}")
+            time.sleep(1)
+    finally:
+        producer.stop.set()
+        job.stop()
+        tail.stop.set()
+        tail.join(10)
+    sizes = [
+        (int(m[4]), int(m[5]))
+        for m in map(_COMPLETED.match, server_log.read_text().splitlines())
+        if m
+    ]
+    lags = [
+        arrived - r["window_end"] for arrived, r in tail.reports if r["window_end"] > began + 60
+    ]
+    tenth = max(1, len(sizes) // 10)
+    return {
+        "live_s": live_s,
+        "checkpoint_interval_s": CHECKPOINT_S,
+        "checkpoints": len(sizes),
+        "checkpoint_bytes_first_tenth_median": statistics.median(b for _, b in sizes[:tenth]),
+        "checkpoint_bytes_last_tenth_median": statistics.median(b for _, b in sizes[-tenth:]),
+        "checkpoint_bytes_max": max(b for _, b in sizes),
+        "reports": len(tail.reports),
+        "report_lag_s_p50": statistics.median(lags) if lags else None,
+        "report_lag_s_max": max(lags) if lags else None,
+        "failed_tasks": server_log.read_text().count("switched from RUNNING to FAILED"),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--live-s", type=float, default=600.0)
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    args = parser.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="kldrift-flink-bench-"))
+    broker = LocalKafka(data_dir=work / "kafka")
+    broker.start()
+    try:
+        import os
+
+        result = {
+            "load_average": os.getloadavg(),
+            "throughput": throughput(broker.bootstrap, work, args.events),
+        }
+        if args.live_s > 0:
+            result["checkpoints"] = checkpoints(broker.bootstrap, work, args.live_s)
+        result["load_average_after"] = os.getloadavg()
+    finally:
+        broker.stop()
+    if args.json is not None:
+        args.json.write_text(json.dumps(result, indent=1))
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
