@@ -17,12 +17,20 @@ def _add_local(sub: argparse._SubParsersAction) -> None:
     kafka = local_sub.add_parser(
         "kafka", help="a real single-node Kafka broker (KRaft) on 127.0.0.1"
     )
-    kafka.add_argument("action", choices=["start", "stop", "status"])
+    kafka.add_argument("action", choices=["start", "stop", "restart", "status"])
+    kafka.add_argument("--port", type=int, help="client port (default: a free one, kept after)")
+    kafka.add_argument("--data-dir", help="where the cluster lives (default: under KLDRIFT_HOME)")
+    kafka.add_argument(
+        "--security",
+        choices=["plaintext", "sasl_plaintext", "ssl"],
+        help="the client listener: none (default), SASL/PLAIN, or TLS with a generated CA",
+    )
 
     def run(args: argparse.Namespace) -> int:
         from kldrift.local import kafka as local_kafka
 
-        return local_kafka.cli(args.action)
+        options = local_kafka.CliOptions(args.port, args.data_dir, args.security)
+        return local_kafka.cli(args.action, options)
 
     kafka.set_defaults(func=run)
 
