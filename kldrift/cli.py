@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from kldrift import commands
 from kldrift.commands import UserError
+from kldrift.io import kafka_log
 
 
 def _add_local(sub: argparse._SubParsersAction) -> None:
@@ -148,6 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # tick) as warnings; errors still show.
     for name in ("kafka.coordinator", "kafka.net.selector"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    # Connection retries: one line when a broker is lost, one when it is back.
+    kafka_log.install()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

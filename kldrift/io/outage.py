@@ -1,0 +1,83 @@
+"""Riding out a Kafka outage: which errors mean "the cluster is unreachable", how long to back
+off, and when an outage has lasted longer than `kafka.outage_timeout` (the job then stops)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+FIRST_BACKOFF_S = 0.5
+MAX_BACKOFF_S = 5.0
+_LOG = logging.getLogger(__name__)
+
+
+class KafkaOutageError(RuntimeError):
+    """Kafka stayed unreachable longer than kafka.outage_timeout (one line, no secrets)."""
+
+
+def is_unreachable(err: BaseException) -> bool:
+    """Whether `err` is kafka-python saying the cluster (or a broker of it) cannot be reached now:
+    worth retrying, unlike a bad setting or a refused authentication."""
+    from kafka.errors import KafkaError
+
+    if not isinstance(err, KafkaError):
+        return False
+    return bool(getattr(err, "retriable", False)) or type(err).__name__ == "NoBrokersAvailable"
+
+
+class Outage:
+    """How long `bootstrap` has been unreachable, for one client. `reached()` after any answer;
+    `failed()` after an unreachable error: the seconds to wait before trying again, or
+    KafkaOutageError once the outage is older than `timeout_s`."""
+
+    def __init__(self, bootstrap: str, timeout_s: float, what: str) -> None:
+        self.bootstrap = bootstrap
+        self.timeout_s = timeout_s
+        self.what = what
+        self.since: float | None = None  # wall-clock s of the last answer before the failures
+        self._last_answer = time.time()
+        self._failures = 0
+
+    def reached(self, at: float | None = None) -> None:
+        if self.since is not None:
+            _LOG.info(
+                "%s: Kafka at %s answers again after %.0f s",
+                self.what,
+                self.bootstrap,
+                time.time() - self.since,
+            )
+        self.since = None
+        self._failures = 0
+        self._last_answer = time.time() if at is None else at
+
+    def failed(self, err: BaseException) -> float:
+        now = time.time()
+        if self.since is None:
+            self.since = self._last_answer
+            _LOG.info("%s: Kafka at %s unreachable (%s); retrying", self.what, self.bootstrap, err)
+        if now - self.since > self.timeout_s:
+            raise KafkaOutageError(
+                f"Kafka at {self.bootstrap} unreachable for {now - self.since:.0f} s, longer than "
+                f"kafka.outage_timeout ({self.timeout_s:g} s): {self.what} stopped "
+                f"({type(err).__name__})"
+            )
+        self._failures += 1
+        return min(MAX_BACKOFF_S, FIRST_BACKOFF_S * 2 ** (self._failures - 1))
+
+    def retry(self, call: Callable[[], T]) -> T:
+        """`call()` until it answers, sleeping with backoff while Kafka is unreachable (blocking:
+        for sinks and the baseline watcher, not for a reader's process())."""
+        while True:
+            try:
+                result = call()
+            except Exception as err:
+                if not is_unreachable(err):
+                    raise
+                time.sleep(self.failed(err))
+                continue
+            self.reached()
+            return result
