@@ -203,7 +203,11 @@ def test_broker_outage_under_a_live_stream_loses_no_window_and_counts_each_event
         assert previous == report.count, f"{window} revision {report.revision} differs"
         if window not in latest or latest[window][0] < report.revision:
             latest[window] = (report.revision, report.count)
-    wrong = {w: (latest.get(w, (None, 0))[1], n) for w, n in expected.items() if latest.get(w, (0, -1))[1] != n}
+    wrong = {
+        w: (latest.get(w, (None, 0))[1], n)
+        for w, n in expected.items()
+        if latest.get(w, (0, -1))[1] != n
+    }
     assert not wrong, f"{len(wrong)} of {len(expected)} windows wrong: {sorted(wrong.items())[:5]}"
     assert set(latest) == set(expected)
 
@@ -253,4 +257,6 @@ def test_outage_longer_than_outage_timeout_stops_the_job_with_one_clear_line(
     assert f"Kafka at {bootstrap} unreachable" in lines[0]
     assert "Traceback" not in job.output, job.output[-5000:]
     assert gave_up_after >= 10
-    print(f"outage timeout 10 s: the job exited {job.returncode} after {gave_up_after:.0f} s: {lines[0]}")
+    print(
+        f"outage timeout 10 s: the job exited {job.returncode} after {gave_up_after:.0f} s: {lines[0]}"
+    )
