@@ -20,6 +20,8 @@ _LOST = re.compile(r"Connection lost: (.*)$")
 _DIGITS = re.compile(r"\d+(\.\d+)?")
 _CHATTER = (
     "Connection failed",
+    "Error receiving network data",
+    "<KafkaTCPTransport",
     "socket disconnected",
     "Abort (",
     "Bootstrap",
