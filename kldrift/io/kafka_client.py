@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from kldrift.events import ResumePoint
+from kldrift.io.kafka_log import last_problem
 from kldrift.schemas.config import KafkaSpec
 
 CONNECT_TIMEOUT_S = 10
@@ -79,7 +80,8 @@ def ensure_topics(
     except KafkaError as err:
         raise KafkaSetupError(
             f"cannot reach Kafka at {spec.bootstrap_servers} within {CONNECT_TIMEOUT_S} s "
-            f"({type(err).__name__}): check kafka.bootstrap_servers and kafka.client"
+            f"({last_problem() or type(err).__name__}): check kafka.bootstrap_servers and "
+            "kafka.client"
         ) from None
     try:
         existing = set(admin.list_topics())

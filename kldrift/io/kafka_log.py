@@ -40,6 +40,18 @@ _CHATTER = (
 the lost/back lines."""
 
 
+_last_problem: list[str] = []
+
+
+def last_problem() -> str | None:
+    """Why the last connection failed, as kafka-python said it (for a fatal error's one line)."""
+    return _last_problem[-1] if _last_problem else None
+
+
+def _remember(problem: str) -> None:
+    _last_problem[:] = [problem]
+
+
 class KafkaStateLog(logging.Handler):
     """Turns kafka-python's records into state-change lines on stderr ("kafka: connection to
     HOST lost (...); retrying", "kafka: connection to HOST back after N s"); other warnings and
@@ -76,6 +88,7 @@ class KafkaStateLog(logging.Handler):
             return f"kafka: connection to {host} back after {time.monotonic() - since:.0f} s"
         lost = _LOST.search(message)
         if lost:
+            _remember(lost.group(1))
             host = self._host_of(message)
             if host in self._lost:
                 return None
@@ -85,6 +98,7 @@ class KafkaStateLog(logging.Handler):
             return f"kafka: cannot connect to {host} ({lost.group(1)}); retrying"
         if level < logging.WARNING or any(phrase in message for phrase in _CHATTER):
             return None
+        _remember(message.rsplit(">: ", 1)[-1])
         key = _DIGITS.sub("N", message)
         if key in self._said:
             return None
