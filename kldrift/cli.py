@@ -158,6 +158,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as err:
         print(f"kldrift: error: {err}", file=sys.stderr)
         return 2
+    except Exception as err:  # kafka-python's own error (unreachable, refused): one line
+        line = kafka_log.kafka_error_line(err)
+        if line is None:
+            raise
+        print(f"kldrift: error: {line}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("kldrift: interrupted", file=sys.stderr)
         return 130

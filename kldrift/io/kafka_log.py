@@ -121,3 +121,15 @@ def install() -> None:
     kafka.setLevel(logging.INFO)  # "Connected" and "Initializing connection" are INFO
     kafka.propagate = False
     kafka.addHandler(KafkaStateLog())
+
+
+def kafka_error_line(err: BaseException) -> str | None:
+    """One line for a kafka-python error that reached the CLI (None if `err` is not one)."""
+    from kafka.errors import KafkaError
+
+    if not isinstance(err, KafkaError):
+        return None
+    said = str(err).removeprefix(f"{type(err).__name__}: ") or type(err).__name__
+    problem = last_problem()
+    cause = f"{said} ({problem})" if problem else said
+    return f"Kafka: {cause}: check the bootstrap address and kafka.client settings"
