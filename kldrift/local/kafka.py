@@ -6,12 +6,13 @@ controller in one JVM) listening on 127.0.0.1 only:
 
 * `ensure_installed()` fetches the broker jars once from Maven Central with `mvn` (the packaged
   ``kafka-pom.xml``) into ``cache_dir()/kafka-<KAFKA_VERSION>/lib``; later calls are offline.
-* `LocalKafka` formats a fresh data dir, starts the broker on free ports, waits until it answers
-  and stops it (process group SIGTERM, then SIGKILL). It is a context manager; the test suite's
+* `LocalKafka` formats a fresh data dir (or restarts the cluster already in it, same ports), starts
+  the broker, waits until it answers and stops it (process group SIGTERM, then SIGKILL); its client
+  listener is plaintext, SASL/PLAIN or TLS (`security`). It is a context manager; the test suite's
   session fixture ``kafka_bootstrap`` uses it.
 * `create_topics()` creates topics idempotently (the broker has auto topic creation disabled).
-* `cli()` backs ``kldrift local kafka start|stop|status``: one persistent background broker whose
-  state lives under ``cache_dir()/run/kafka/``.
+* `cli()` backs ``kldrift local kafka start|stop|restart|status``: one persistent background
+  broker whose state lives under ``cache_dir()/run/kafka/``.
 
 Needs Java 17+ on PATH (or $JAVA_HOME) and, for the first install only, Maven.
 """
@@ -431,6 +432,35 @@ def _write_private(path: Path, text: str) -> None:
         handle.write(text)
 
 
+def _formatted(data_dir: Path) -> dict[str, Any] | None:
+    """What broker.json records about a cluster formatted in `data_dir`, or None."""
+    if not (data_dir / "kraft-logs" / "meta.properties").is_file():
+        return None
+    try:
+        recorded = json.loads((data_dir / _BROKER_FILE).read_text())
+        return {
+            "port": int(recorded["port"]),
+            "controller_port": int(recorded["controller_port"]),
+            "security": str(recorded["security"]),
+            "secret": str(recorded["secret"]),
+        }
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _client_settings(security: str, secret: str, data_dir: Path) -> dict[str, Any]:
+    if security == "sasl_plaintext":
+        return {
+            "security_protocol": "SASL_PLAINTEXT",
+            "sasl_mechanism": "PLAIN",
+            "sasl_plain_username": SASL_USER,
+            "sasl_plain_password": secret,
+        }
+    if security == "ssl":
+        return {"security_protocol": "SSL", "ssl_cafile": str(data_dir / "ssl" / "ca.pem")}
+    return {}
+
+
 def _require_free(port: int, controller_port: int, data_dir: Path) -> None:
     """LocalKafkaError naming the port if another process listens on it."""
     for name, number in (("port", port), ("controller port", controller_port)):
@@ -681,16 +711,7 @@ class LocalKafka:
     def client_settings(self) -> dict[str, Any]:
         """kafka-python settings (besides bootstrap_servers) for this broker's security mode: what a
         job's `kafka.client` needs. Holds the SASL password in sasl_plaintext mode."""
-        if self._security == "sasl_plaintext":
-            return {
-                "security_protocol": "SASL_PLAINTEXT",
-                "sasl_mechanism": "PLAIN",
-                "sasl_plain_username": SASL_USER,
-                "sasl_plain_password": self._secret,
-            }
-        if self._security == "ssl":
-            return {"security_protocol": "SSL", "ssl_cafile": str(self.data_dir / "ssl" / "ca.pem")}
-        return {}
+        return _client_settings(self._security, self._secret, self.data_dir)
 
     def start(self) -> LocalKafka:
         """Launch the broker (formatting a fresh cluster unless the data dir holds one) and wait
@@ -728,28 +749,13 @@ class LocalKafka:
             _signal_group(proc.pid, signal.SIGKILL)
             proc.wait(10)
 
-    def _formatted(self) -> dict[str, Any] | None:
-        """What broker.json records about a cluster formatted in the data dir, or None."""
-        if not (self.data_dir / "kraft-logs" / "meta.properties").is_file():
-            return None
-        try:
-            recorded = json.loads((self.data_dir / _BROKER_FILE).read_text())
-            return {
-                "port": int(recorded["port"]),
-                "controller_port": int(recorded["controller_port"]),
-                "security": str(recorded["security"]),
-                "secret": str(recorded["secret"]),
-            }
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-
     def _start_once(self, lib: Path, java: str) -> None:
         if self._data_dir is None:
             self._data_dir = Path(tempfile.mkdtemp(prefix="kldrift-kafka-"))
         data_dir = self._data_dir.resolve()
         self._data_dir = data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
-        formatted = self._formatted()
+        formatted = _formatted(data_dir)
         self.reused = formatted is not None
         if formatted is None:
             shutil.rmtree(data_dir / "kraft-logs", ignore_errors=True)
@@ -1126,12 +1132,10 @@ def _cli_start(options: CliOptions) -> int:
 
 def _recorded_client(data_dir: str) -> dict[str, Any]:
     """The client settings of the cluster formatted in `data_dir` ({} if none is recorded)."""
-    broker = LocalKafka(data_dir=data_dir)
-    recorded = broker._formatted()
+    recorded = _formatted(Path(data_dir))
     if recorded is None:
         return {}
-    broker._security, broker._secret = recorded["security"], recorded["secret"]
-    return broker.client_settings
+    return _client_settings(recorded["security"], recorded["secret"], Path(data_dir))
 
 
 def _cli_restart(options: CliOptions) -> int:
