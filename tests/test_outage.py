@@ -13,6 +13,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -63,7 +64,7 @@ class _AckedEvents:
             reconnect_backoff_max_ms=1000,  # back soon after the broker: the job's resume is timed
         )
         self.topic = topic
-        self.sent: list[tuple[dict, object]] = []
+        self.sent: list[tuple[dict, Any]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -90,10 +91,10 @@ class _AckedEvents:
             self.producer.close(timeout=10)
 
     def acked(self) -> list[dict]:
-        return [event for event, future in self.sent if future.succeeded()]  # type: ignore[attr-defined]
+        return [event for event, future in self.sent if future.succeeded()]
 
     def failed(self) -> int:
-        return sum(1 for _, future in self.sent if not future.succeeded())  # type: ignore[attr-defined]
+        return sum(1 for _, future in self.sent if not future.succeeded())
 
 
 @pytest.fixture()
