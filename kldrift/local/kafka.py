@@ -735,6 +735,8 @@ class LocalKafka:
                 if attempt == 2 or fixed or "Address already in use" not in str(err):
                     raise
                 log.warning("Kafka broker port was taken meanwhile; retrying on new ports")
+                # The cluster just formatted has the taken ports: format a new one.
+                shutil.rmtree(self.data_dir / "kraft-logs", ignore_errors=True)
         raise AssertionError("unreachable")
 
     def restart(self) -> LocalKafka:
