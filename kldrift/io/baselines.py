@@ -4,9 +4,8 @@ compacted Kafka topic (`kafka://TOPIC`), whose newest record is the baseline in 
 A running job watches a `kafka://` baseline with `BaselineTopic.poll()`: every `refresh` seconds
 it reads the newest record and hands back a baseline it has not seen yet; while Kafka is
 unreachable it keeps the baseline it has and tries again at each refresh, for up to
-`kafka.outage_timeout`. Publishing is
-`publish_baseline()` (`kldrift baseline publish`). Records are keyed `baseline`, so compaction keeps
-the newest one.
+`kafka.outage_timeout`. Publishing is `publish_baseline()` (`kldrift baseline publish`). Records
+are keyed `baseline`, so compaction keeps the newest one.
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 Each bundle flushes before it completes. A send that fails because the cluster is unreachable is
 sent again (same key) until it is acknowledged or the outage outlasts `kafka.outage_timeout`; any
 other failure fails the bundle, so the runner retries it: at-least-once delivery, never a silent
-drop. Report keys are stable per window, so consumers
-dedupe revisions and a compacted topic keeps the latest one.
+drop. Report keys are stable per window, so consumers dedupe revisions and a compacted topic keeps
+the latest one.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ class _KafkaWriter(beam.DoFn):
     def _send(self, key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> None:
         message = (key, value, headers)
         # send() blocks (max_block_ms) while it has no metadata: retried during an outage.
-        future = self._outage().retry(lambda: self._send_once(message))
+        future = self._outage().retry(partial(self._send_once, message))
         self._pending.append((message, future))
 
     def _send_once(self, message: tuple[bytes, bytes, list[tuple[str, bytes]]]) -> Any:

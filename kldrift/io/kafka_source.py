@@ -9,7 +9,10 @@ composite can dead-letter events that are too late.
 Watermark per partition: newest event time seen minus `max_delay`; after `idle_timeout` without
 records it follows wall-clock time minus `idle_timeout + max_delay`, so windows close on quiet
 topics (the policy of Beam Java KafkaIO's CustomTimestampPolicyWithLimitedDelay). A reader's
-watermark is the minimum over its partitions.
+watermark is the minimum over its partitions. Idle means the broker answered that the partition
+is read to its end: while it does not answer (an outage) the watermark stays, so the events
+produced meanwhile are not too late; the reader backs off between read slices and fails after
+`kafka.outage_timeout`.
 
 Commits (restart safety): the reader tracks, per partition, the batches whose windows may still be
 open (in the restriction, so a runner checkpoint keeps them) and commits, when it resumes from a
@@ -59,10 +62,10 @@ IDLE_RESUME_S = 0.2
 PROBE_INTERVAL_S = 1.0
 """How often, at most, a reader with idle partitions asks the broker for their end offsets."""
 PROBE_TIMEOUT_MS = 2000
-OUTAGE_PROBE_S = 5.0
-"""A reader without records for this long asks the broker whether it is caught up."""
 """How long a reader waits for the broker's answer (end offsets, commits) before counting it as
 unreachable: the watermark then stays where the last answer left it."""
+OUTAGE_PROBE_S = 5.0
+"""A reader without records for this long asks the broker whether it is caught up."""
 
 Offsets = tuple[tuple[int, int], ...]
 """((partition, next offset to read), ...), sorted by partition."""
