@@ -169,11 +169,14 @@ def test_broker_outage_under_a_live_stream_loses_no_window_and_counts_each_event
                 "reports of windows inside the outage",
             )
             first_after = min(
-                ms / 1000
-                for r, ms in zip(tail.reports, tail.arrived_ms, strict=True)
-                if r.window_end.timestamp() > outage_start
-                and r.window_start.timestamp() < back_at
-                and ms / 1000 > back_at
+                (
+                    ms / 1000
+                    for r, ms in zip(tail.reports, tail.arrived_ms, strict=True)
+                    if r.window_end.timestamp() > outage_start
+                    and r.window_start.timestamp() < back_at
+                    and ms / 1000 > back_at
+                ),
+                default=math.nan,
             )
             time.sleep(3)
             events.stop()
