@@ -264,3 +264,89 @@ def test_outage_longer_than_outage_timeout_stops_the_job_with_one_clear_line(
     print(
         f"outage timeout 10 s: the job exited {job.returncode} after {gave_up_after:.0f} s: {lines[0]}"
     )
+
+
+def _report_sink(bootstrap: str, topic: str, outage_timeout: str) -> Any:
+    """The report sink's DoFn, run by hand (setup, bundle): sends expire after 3 s, well inside the
+    outage, so only its own resend keeps them."""
+    from kldrift.io.kafka_sink import _WriteReport
+    from kldrift.schemas.config import KafkaSpec
+
+    spec = KafkaSpec(
+        bootstrap_servers=bootstrap,
+        input_topic="unused",
+        output_topic=topic,
+        dead_letter_topic="unused",
+        outage_timeout=outage_timeout,  # type: ignore[arg-type]
+        client={"request_timeout_ms": 2000, "delivery_timeout_ms": 3000},
+    )
+    sink = _WriteReport(spec, topic)
+    sink.setup()
+    return sink
+
+
+def test_report_sink_resends_what_failed_during_an_outage_and_loses_nothing(
+    own_broker: LocalKafka,
+) -> None:
+    from _reports import make_report
+
+    bootstrap = own_broker.bootstrap
+    topic = f"outage-sink-{uuid.uuid4().hex[:8]}"
+    create_topics(bootstrap, {topic: 1})
+    sink = _report_sink(bootstrap, topic, "120s")
+    reports = [make_report(minute, minute % 3 == 0) for minute in range(10, 40)]
+    try:
+        sink.start_bundle()
+        for report in reports[:10]:
+            list(sink.process(report))
+        sink.finish_bundle()  # the broker is up: acknowledged
+        own_broker.kill()
+        sink.start_bundle()
+        for report in reports[10:]:
+            list(sink.process(report))
+        restart = threading.Timer(10.0, own_broker.start)  # sends expire (3 s) meanwhile
+        restart.start()
+        began = time.monotonic()
+        sink.finish_bundle()  # returns once every send of the bundle is acknowledged
+        waited = time.monotonic() - began
+        restart.join()
+    finally:
+        sink.teardown()
+    assert waited >= 10  # it did wait for the broker
+
+    consumer = KafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", consumer_timeout_ms=3000
+    )
+    try:
+        keys = Counter(m.key.decode() for m in consumer)
+    finally:
+        consumer.close()
+    # Every report is on the topic; a repeat (a resend of one that had arrived) has the same key.
+    assert set(keys) == {r.message_key for r in reports}
+    print(
+        f"sink: 20 reports sent into an outage, all on the topic after {waited:.0f} s; repeats "
+        f"{sum(keys.values()) - len(keys)}"
+    )
+
+
+def test_report_sink_gives_up_past_the_outage_timeout(own_broker: LocalKafka) -> None:
+    from _reports import make_report
+
+    from kldrift.io.outage import KafkaOutageError
+
+    topic = f"outage-sink-{uuid.uuid4().hex[:8]}"
+    create_topics(own_broker.bootstrap, {topic: 1})
+    sink = _report_sink(own_broker.bootstrap, topic, "5s")
+    try:
+        sink.start_bundle()
+        list(sink.process(make_report(10, False)))
+        sink.finish_bundle()
+        own_broker.kill()
+        sink.start_bundle()
+        list(sink.process(make_report(11, False)))
+        began = time.monotonic()
+        with pytest.raises(KafkaOutageError, match=r"longer than kafka.outage_timeout \(5 s\)"):
+            sink.finish_bundle()  # fails the bundle: the runner retries it, nothing is dropped
+        assert time.monotonic() - began >= 5
+    finally:
+        sink.teardown()

@@ -9,8 +9,8 @@ the latest one.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
-from functools import partial
 from typing import Any
 
 import apache_beam as beam
@@ -23,6 +23,7 @@ from kldrift.schemas.report import SCHEMA_VERSION, DriftReport
 
 SEND_TIMEOUT_S = 60.0
 FLUSH_SLICE_S = 5.0
+MAX_BLOCK_MS = 5000
 
 
 class _KafkaWriter(beam.DoFn):
@@ -40,6 +41,8 @@ class _KafkaWriter(beam.DoFn):
         settings.setdefault("acks", "all")
         settings.setdefault("enable_idempotence", True)
         settings.setdefault("linger_ms", 5)
+        # send() blocks this long without metadata; an outage retries it until outage_timeout.
+        settings.setdefault("max_block_ms", MAX_BLOCK_MS)
         self._producer = KafkaProducer(**settings)
         self._pending: list[tuple[Any, Any]] = []
 
@@ -53,13 +56,21 @@ class _KafkaWriter(beam.DoFn):
 
     def _send(self, key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> None:
         message = (key, value, headers)
-        # send() blocks (max_block_ms) while it has no metadata: retried during an outage.
-        future = self._outage().retry(partial(self._send_once, message))
-        self._pending.append((message, future))
+        self._pending.append((message, self._enqueue(message, self._outage())))
 
-    def _send_once(self, message: tuple[bytes, bytes, list[tuple[str, bytes]]]) -> Any:
+    def _enqueue(
+        self, message: tuple[bytes, bytes, list[tuple[str, bytes]]], outage: Outage
+    ) -> Any:
+        """The producer's future for `message`. send() blocks (max_block_ms) while it has no
+        metadata: tried again during an outage (KafkaOutageError past the timeout)."""
         key, value, headers = message
-        return self._producer.send(self._topic, value=value, key=key, headers=headers)
+        while True:
+            try:
+                return self._producer.send(self._topic, value=value, key=key, headers=headers)
+            except Exception as err:
+                if not is_unreachable(err):
+                    raise
+                time.sleep(outage.failed(err))
 
     def finish_bundle(self) -> None:
         """Every send of the bundle acknowledged; sends that failed because Kafka was unreachable
@@ -81,7 +92,7 @@ class _KafkaWriter(beam.DoFn):
                     if not is_unreachable(future.exception):
                         raise future.exception
                     outage.failed(future.exception)  # raises past the outage timeout
-                    still.append((message, outage.retry(partial(self._send_once, message))))
+                    still.append((message, self._enqueue(message, outage)))
             if still and all(not f.is_done for _, f in still):
                 outage.failed(TimeoutError(f"{len(still)} sends unacknowledged"))
             pending = still

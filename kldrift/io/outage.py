@@ -6,9 +6,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import TypeVar
-
-T = TypeVar("T")
 
 FIRST_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 5.0
@@ -109,17 +106,3 @@ class Outage:
             raise gave_up from None
         self._failures += 1
         return min(MAX_BACKOFF_S, FIRST_BACKOFF_S * 2 ** (self._failures - 1))
-
-    def retry(self, call: Callable[[], T]) -> T:
-        """`call()` until it answers, sleeping with backoff while Kafka is unreachable (blocking:
-        for sinks and the baseline watcher, not for a reader's process())."""
-        while True:
-            try:
-                result = call()
-            except Exception as err:
-                if not is_unreachable(err):
-                    raise
-                time.sleep(self.failed(err))
-                continue
-            self.reached()
-            return result
