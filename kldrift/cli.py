@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from kldrift import commands
 from kldrift.commands import UserError
+from kldrift.io import kafka_log
 
 
 def _add_local(sub: argparse._SubParsersAction) -> None:
@@ -17,12 +18,20 @@ def _add_local(sub: argparse._SubParsersAction) -> None:
     kafka = local_sub.add_parser(
         "kafka", help="a real single-node Kafka broker (KRaft) on 127.0.0.1"
     )
-    kafka.add_argument("action", choices=["start", "stop", "status"])
+    kafka.add_argument("action", choices=["start", "stop", "restart", "status"])
+    kafka.add_argument("--port", type=int, help="client port (default: a free one, kept after)")
+    kafka.add_argument("--data-dir", help="where the cluster lives (default: under KLDRIFT_HOME)")
+    kafka.add_argument(
+        "--security",
+        choices=["plaintext", "sasl_plaintext", "ssl"],
+        help="the client listener: none (default), SASL/PLAIN, or TLS with a generated CA",
+    )
 
     def run(args: argparse.Namespace) -> int:
         from kldrift.local import kafka as local_kafka
 
-        return local_kafka.cli(args.action)
+        options = local_kafka.CliOptions(args.port, args.data_dir, args.security)
+        return local_kafka.cli(args.action, options)
 
     kafka.set_defaults(func=run)
 
@@ -197,12 +206,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     # tick) as warnings; errors still show.
     for name in ("kafka.coordinator", "kafka.net.selector"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    # Connection retries: one line when a broker is lost, one when it is back.
+    kafka_log.install()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except UserError as err:
         print(f"kldrift: error: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:  # kafka-python's own error (unreachable, refused): one line
+        line = kafka_log.kafka_error_line(err)
+        if line is None:
+            raise
+        print(f"kldrift: error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("kldrift: interrupted", file=sys.stderr)

@@ -251,3 +251,135 @@ def test_missing_maven_or_java_is_a_clear_error(
     finally:
         local_kafka.java_executable.cache_clear()
     assert not (tmp_path / "empty-home" / f"kafka-{KAFKA_VERSION}").exists()
+
+
+def test_restart_in_place_keeps_data_port_and_topics(tmp_path: Path) -> None:
+    data_dir = tmp_path / "broker"
+    broker = LocalKafka(data_dir=data_dir)
+    try:
+        broker.start()
+        bootstrap, first_pid = broker.bootstrap, broker.pid
+        assert not broker.reused
+        topic = _topic("inplace")
+        create_topics(bootstrap, {topic: 2})
+        sent = [(f"k{i}".encode(), f"before the crash {i}".encode()) for i in range(20)]
+        _produce(bootstrap, topic, sent)
+
+        broker.kill()  # a crash: SIGKILL, nothing cleaned up
+        assert first_pid is not None and not pid_alive(first_pid)
+        broker.start()
+        assert broker.reused and broker.bootstrap == bootstrap and broker.pid != first_pid
+        _produce(bootstrap, topic, [(b"k", b"after the crash")])
+
+        broker.restart()  # a clean stop keeping the data, then a start in place
+        assert broker.reused and broker.bootstrap == bootstrap
+        records = _consume_assigned(bootstrap, topic, 2, len(sent) + 1)
+        assert sorted((r.key, r.value) for r in records) == sorted(
+            [*sent, (b"k", b"after the crash")]
+        )
+        # The previous run's log is kept beside the new one.
+        assert (data_dir / "server.log.previous").is_file()
+    finally:
+        broker.stop()
+    assert _java_processes_mentioning(str(data_dir)) == []
+
+
+def test_restart_in_place_says_which_port_is_taken(tmp_path: Path) -> None:
+    data_dir = tmp_path / "broker"
+    broker = LocalKafka(data_dir=data_dir)
+    try:
+        broker.start()
+        port = broker.port
+        broker.kill()
+        with socket.socket() as squatter:  # another process now listens on the broker's port
+            squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            squatter.bind(("127.0.0.1", port))
+            squatter.listen()
+            with pytest.raises(LocalKafkaError) as failure:
+                broker.start()
+        message = str(failure.value)
+        assert f"127.0.0.1:{port}" in message and "taken by another process" in message
+        assert "--port" in message
+        assert not broker.is_running()
+        broker.start()  # free again: it restarts in place
+        assert broker.reused and broker.port == port
+    finally:
+        broker.stop()
+
+
+def test_cli_start_after_a_crash_restarts_in_place_and_restart_keeps_data(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / f"kafka-{KAFKA_VERSION}").symlink_to(local_kafka.ensure_installed().parent)
+    env = dict(os.environ, KLDRIFT_HOME=str(home))
+    data_dir = tmp_path / "my-kafka"
+    port = local_kafka._free_ports(1)[0]
+    try:
+        first = _kldrift(env, "start", "--port", str(port), "--data-dir", str(data_dir))
+        assert first.returncode == 0, first.stdout + first.stderr
+        bootstrap = first.stdout.strip().splitlines()[-1]
+        assert bootstrap == f"127.0.0.1:{port}"
+        topic = _topic("cli-crash")
+        create_topics(bootstrap, {topic: 1})
+        _produce(bootstrap, topic, [(b"k", b"kept")])
+        pid = int(_kldrift(env, "status").stdout.rsplit("(pid ", 1)[1].rstrip(")\n"))
+
+        os.kill(pid, 9)  # the broker dies
+        wait = time.monotonic() + 10
+        while pid_alive(pid) and time.monotonic() < wait:
+            time.sleep(0.1)
+        assert _kldrift(env, "status").returncode == 3
+
+        again = _kldrift(env, "start")  # no options: the recorded data dir and port
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert "restarted in place" in again.stdout
+        assert again.stdout.strip().splitlines()[-1] == bootstrap
+        assert [r.value for r in _consume_assigned(bootstrap, topic, 1, 1)] == [b"kept"]
+
+        restarted = _kldrift(env, "restart")
+        assert restarted.returncode == 0, restarted.stdout + restarted.stderr
+        assert restarted.stdout.strip().splitlines()[-1] == bootstrap
+        new_pid = int(_kldrift(env, "status").stdout.rsplit("(pid ", 1)[1].rstrip(")\n"))
+        assert new_pid != pid
+        assert [r.value for r in _consume_assigned(bootstrap, topic, 1, 1)] == [b"kept"]
+
+        other = _kldrift(env, "start", "--security", "ssl")  # it runs plaintext: refused
+        assert other.returncode == 2
+        assert "already running" in other.stderr and "plaintext" in other.stderr
+    finally:
+        stop = _kldrift(env, "stop")
+    assert stop.returncode == 0, stop.stdout + stop.stderr
+    assert f"data kept in {data_dir}" in stop.stdout  # a --data-dir is the user's
+    assert (data_dir / "kraft-logs").is_dir()
+    assert _java_processes_mentioning(str(data_dir)) == []
+
+
+def test_cli_start_with_sasl_writes_client_settings_without_printing_the_password(
+    tmp_path: Path,
+) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / f"kafka-{KAFKA_VERSION}").symlink_to(local_kafka.ensure_installed().parent)
+    env = dict(os.environ, KLDRIFT_HOME=str(home))
+    try:
+        started = _kldrift(env, "start", "--security", "sasl_plaintext")
+        assert started.returncode == 0, started.stdout + started.stderr
+        bootstrap = started.stdout.strip().splitlines()[-1]
+        client_file = home / "run" / "kafka" / "data" / "client.yaml"
+        assert str(client_file) in started.stdout
+        assert client_file.stat().st_mode & 0o077 == 0  # only its owner reads it
+        import yaml
+
+        client = yaml.safe_load(client_file.read_text())
+        assert client["security_protocol"] == "SASL_PLAINTEXT"
+        password = client["sasl_plain_password"]
+        assert len(password) >= 16
+        assert password not in started.stdout + started.stderr
+        # The settings reach the broker; without them it refuses the client.
+        topic = _topic("sasl-cli")
+        create_topics(bootstrap, {topic: 1}, client=client)
+        with pytest.raises(Exception):  # noqa: B017 - kafka-python's error type varies
+            create_topics(bootstrap, {_topic("plain"): 1}, timeout=5.0)
+    finally:
+        stop = _kldrift(env, "stop")
+    assert stop.returncode == 0, stop.stdout + stop.stderr

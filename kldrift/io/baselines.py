@@ -2,9 +2,10 @@
 compacted Kafka topic (`kafka://TOPIC`), whose newest record is the baseline in force.
 
 A running job watches a `kafka://` baseline with `BaselineTopic.poll()`: every `refresh` seconds
-it reads the newest record and hands back a baseline it has not seen yet. Publishing is
-`publish_baseline()` (`kldrift baseline publish`). Records are keyed `baseline`, so compaction keeps
-the newest one.
+it reads the newest record and hands back a baseline it has not seen yet; while Kafka is
+unreachable it keeps the baseline it has and tries again at each refresh, for up to
+`kafka.outage_timeout`. Publishing is `publish_baseline()` (`kldrift baseline publish`). Records
+are keyed `baseline`, so compaction keeps the newest one.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import time
 from typing import Any
 
 from kldrift.io.kafka_client import KafkaSetupError, client_settings, ensure_topics
+from kldrift.io.outage import Outage, is_unreachable
 from kldrift.schemas.baseline import Baseline, BaselineError, load_baseline, parse_baseline
 from kldrift.schemas.config import KafkaSpec
 
@@ -77,6 +79,7 @@ class BaselineTopic:
         self._last_check = -float("inf")
         self._last_position: tuple[int, int] | None = None
         self._consumer: Any = None
+        self._unreachable: Outage | None = None
 
     @property
     def location(self) -> str:
@@ -94,13 +97,28 @@ class BaselineTopic:
         self._last_check = now
         try:
             found = self._newest_record()
-        except Exception as err:  # Kafka unreachable for a while: keep the current baseline
-            _LOG.warning("baseline %s: cannot read the topic (%s); retrying", self.location, err)
+        except Exception as err:  # keep the current baseline; retried at the next refresh
             self.close()
+            if is_unreachable(err):  # said once by the kafka connection log; fails when too long
+                self._outage().failed(err)
+            else:
+                _LOG.warning(
+                    "baseline %s: cannot read the topic (%s); retrying", self.location, err
+                )
             return None
+        self._outage().reached()
         if found is None or found[0] == self._last_position:
             return None
         return self._parse(found)
+
+    def _outage(self) -> Outage:
+        if self._unreachable is None:
+            self._unreachable = Outage(
+                self.kafka.bootstrap_servers,
+                self.kafka.outage_timeout,
+                f"watching the baseline {self.location}",
+            )
+        return self._unreachable
 
     def newest(self) -> Baseline | None:
         """The newest baseline on the topic now (None if it is empty); BaselineError if invalid."""

@@ -8,9 +8,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from kldrift.events import ResumePoint
+from kldrift.io.kafka_log import last_problem
 from kldrift.schemas.config import KafkaSpec
 
 CONNECT_TIMEOUT_S = 10
+RECONNECT_BACKOFF_MAX_MS = 2000
 _SECRET = re.compile(r"password|secret|token|sasl_oauth|ssl_context", re.IGNORECASE)
 
 
@@ -30,7 +32,12 @@ def client_settings(spec: KafkaSpec, client: str) -> dict[str, Any]:
     one mapping can carry consumer and producer settings together.
     """
     known = _known_keys(client)
-    settings: dict[str, Any] = {"bootstrap_servers": spec.bootstrap_servers.split(",")}
+    settings: dict[str, Any] = {
+        "bootstrap_servers": spec.bootstrap_servers.split(","),
+        # kafka-python backs off up to 30 s between reconnects: after an outage the job would
+        # idle that long with the broker back.
+        "reconnect_backoff_max_ms": RECONNECT_BACKOFF_MAX_MS,
+    }
     unknown = [k for k in spec.client if k not in _all_known_keys()]
     if unknown:
         raise KafkaSetupError(
@@ -72,7 +79,8 @@ def ensure_topics(
     except KafkaError as err:
         raise KafkaSetupError(
             f"cannot reach Kafka at {spec.bootstrap_servers} within {CONNECT_TIMEOUT_S} s "
-            f"({type(err).__name__}): check kafka.bootstrap_servers and kafka.client"
+            f"({last_problem() or type(err).__name__}): check kafka.bootstrap_servers and "
+            "kafka.client"
         ) from None
     try:
         existing = set(admin.list_topics())

@@ -1,12 +1,15 @@
 """Kafka sinks: drift reports and dead letters, written with one kafka-python producer per DoFn.
 
-Each bundle flushes before it completes and a failed send fails the bundle, so the runner retries
-it: at-least-once delivery, never a silent drop. Report keys are stable per window, so consumers
-dedupe revisions and a compacted topic keeps the latest one.
+Each bundle flushes before it completes. A send that fails because the cluster is unreachable is
+sent again (same key) until it is acknowledged or the outage outlasts `kafka.outage_timeout`; any
+other failure fails the bundle, so the runner retries it: at-least-once delivery, never a silent
+drop. Report keys are stable per window, so consumers dedupe revisions and a compacted topic keeps
+the latest one.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,10 +17,13 @@ import apache_beam as beam
 
 from kldrift.events import DeadLetter
 from kldrift.io.kafka_client import client_settings
+from kldrift.io.outage import Outage, is_unreachable
 from kldrift.schemas.config import KafkaSpec
 from kldrift.schemas.report import SCHEMA_VERSION, DriftReport
 
 SEND_TIMEOUT_S = 60.0
+FLUSH_SLICE_S = 5.0
+MAX_BLOCK_MS = 5000
 
 
 class _KafkaWriter(beam.DoFn):
@@ -35,23 +41,61 @@ class _KafkaWriter(beam.DoFn):
         settings.setdefault("acks", "all")
         settings.setdefault("enable_idempotence", True)
         settings.setdefault("linger_ms", 5)
+        # send() blocks this long without metadata; an outage retries it until outage_timeout.
+        settings.setdefault("max_block_ms", MAX_BLOCK_MS)
         self._producer = KafkaProducer(**settings)
-        self._pending: list[Any] = []
+        self._pending: list[tuple[Any, Any]] = []
 
     def start_bundle(self) -> None:
         self._pending = []
 
-    def _send(self, key: bytes, value: bytes | None, headers: list[tuple[str, bytes]]) -> None:
-        self._pending.append(
-            self._producer.send(self._topic, value=value, key=key, headers=headers)
+    def _outage(self) -> Outage:
+        return Outage(
+            self._spec.bootstrap_servers, self._spec.outage_timeout, f"writing to {self._topic}"
         )
 
+    def _send(self, key: bytes, value: bytes | None, headers: list[tuple[str, bytes]]) -> None:
+        message = (key, value, headers)
+        self._pending.append((message, self._enqueue(message, self._outage())))
+
+    def _enqueue(
+        self, message: tuple[bytes, bytes | None, list[tuple[str, bytes]]], outage: Outage
+    ) -> Any:
+        """The producer's future for `message`. send() blocks (max_block_ms) while it has no
+        metadata: tried again during an outage (KafkaOutageError past the timeout)."""
+        key, value, headers = message
+        while True:
+            try:
+                return self._producer.send(self._topic, value=value, key=key, headers=headers)
+            except Exception as err:
+                if not is_unreachable(err):
+                    raise
+                time.sleep(outage.failed(err))
+
     def finish_bundle(self) -> None:
-        if not self._pending:
-            return
-        self._producer.flush(timeout=SEND_TIMEOUT_S)
-        for future in self._pending:
-            future.get(timeout=SEND_TIMEOUT_S)  # raises: the bundle fails and is retried
+        """Every send of the bundle acknowledged; sends that failed because Kafka was unreachable
+        are sent again (KafkaOutageError past kafka.outage_timeout); other errors raise, and the
+        bundle fails and is retried."""
+        outage = self._outage()
+        pending = self._pending
+        while pending:
+            try:
+                self._producer.flush(timeout=FLUSH_SLICE_S)
+            except Exception as err:  # still in flight after FLUSH_SLICE_S
+                if not is_unreachable(err):
+                    raise
+            still: list[tuple[Any, Any]] = []
+            for message, future in pending:
+                if not future.is_done:
+                    still.append((message, future))
+                elif future.failed():
+                    if not is_unreachable(future.exception):
+                        raise future.exception
+                    outage.failed(future.exception)  # raises past the outage timeout
+                    still.append((message, self._enqueue(message, outage)))
+            if still and all(not f.is_done for _, f in still):
+                outage.failed(TimeoutError(f"{len(still)} sends unacknowledged"))
+            pending = still
         self._pending = []
 
     def teardown(self) -> None:

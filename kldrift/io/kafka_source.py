@@ -11,7 +11,10 @@ records it follows wall-clock time minus `idle_timeout + max_delay`, so windows 
 topics (the policy of Beam Java KafkaIO's CustomTimestampPolicyWithLimitedDelay). A reader's
 watermark is the minimum over its partitions. Events more than `max_future` ahead of the wall
 clock are dead letters (the decoder checks the bound this reader hands it), so a bad producer
-clock never moves a watermark.
+clock never moves a watermark. Idle means the broker answered that the partition is read to its
+end: while it does not answer (an outage) the watermark stays, so the events produced meanwhile
+are not too late; the reader backs off between read slices and fails after
+`kafka.outage_timeout`.
 
 Commits (restart safety, kldrift.io.resume): the reader tracks, per partition, the batches whose
 windows may still be open (in the restriction, so a runner checkpoint keeps them) and commits, when
@@ -44,6 +47,7 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
 from kldrift.events import NO_WATERMARK, EventBatch, EventDecoder, RecordBatch, ResumePoint
 from kldrift.io import resume
 from kldrift.io.kafka_client import client_settings
+from kldrift.io.outage import Outage, is_unreachable
 from kldrift.schemas.config import PipelineConfig
 
 COMMIT_DELAY_S = 10.0
@@ -60,6 +64,13 @@ watermark, and its reports, are as prompt as before."""
 IDLE_RESUME_S = 0.2
 COMMIT_INTERVAL_S = 1.0
 """At most one commit (and one fetch of the other readers' commits) per reader this often."""
+PROBE_INTERVAL_S = 1.0
+"""How often, at most, a reader with idle partitions asks the broker for their end offsets."""
+PROBE_TIMEOUT_MS = 2000
+"""How long a reader waits for the broker's answer (end offsets, commits) before counting it as
+unreachable: the watermark then stays where the last answer left it."""
+OUTAGE_PROBE_S = 5.0
+"""A reader without records for this long asks the broker whether it is caught up."""
 
 Offsets = tuple[tuple[int, int], ...]
 """((partition, next offset to read), ...), sorted by partition."""
@@ -240,6 +251,9 @@ class _ReaderWatermark(WatermarkEstimator):
         for partition in partitions:
             self._partitions.setdefault(partition, (NO_WATERMARK, now))
 
+    def partitions(self) -> list[int]:
+        return list(self._partitions)
+
     def partition_watermark(self, partition: int) -> int:
         return self._partitions[partition][0]
 
@@ -247,9 +261,16 @@ class _ReaderWatermark(WatermarkEstimator):
         watermark, _ = self._partitions[partition]
         self._partitions[partition] = (max(watermark, newest_event_us), now)
 
-    def advance_idle(self, now: float, idle_s: float, watermark_us: int) -> None:
+    def idle_partitions(self, now: float, idle_s: float) -> list[int]:
+        return [p for p, (_, last_s) in self._partitions.items() if now - last_s >= idle_s]
+
+    def advance_idle(
+        self, now: float, idle_s: float, watermark_us: int, caught_up: frozenset[int]
+    ) -> None:
+        """Partitions without records for `idle_s` that the broker confirmed caught up (at `now`,
+        when it answered) follow `watermark_us`."""
         for partition, (watermark, last_record_s) in self._partitions.items():
-            if now - last_record_s >= idle_s:
+            if partition in caught_up and now - last_record_s >= idle_s:
                 self._partitions[partition] = (max(watermark, watermark_us), last_record_s)
 
 
@@ -278,6 +299,8 @@ class _ReadPartitions(beam.DoFn):
         self._consumers: dict[tuple[str, tuple[int, ...]], Any] = {}
         self._committed: dict[tuple[str, tuple[int, ...]], tuple[float, Any]] = {}
         self._published: dict[tuple[str, tuple[int, ...]], tuple[float, int | None]] = {}
+        self._outages: dict[tuple[str, tuple[int, ...]], Outage] = {}
+        self._confirmed: dict[tuple[str, tuple[int, ...]], tuple[float, frozenset[int]]] = {}
         self._consumed = beam.metrics.Metrics.counter("kldrift", "records_consumed")
 
     def teardown(self) -> None:
@@ -291,8 +314,10 @@ class _ReadPartitions(beam.DoFn):
         partitions = tuple(p for p, _ in offsets)
         consumer = self._consumers.get((topic, partitions))
         if consumer is None:
+            settings = client_settings(self._spec, "consumer")
+            settings.setdefault("bootstrap_timeout_ms", PROBE_TIMEOUT_MS)
             consumer = KafkaConsumer(
-                **client_settings(self._spec, "consumer"),
+                **settings,
                 group_id=self._group_id,
                 enable_auto_commit=False,
                 max_poll_records=self._spec.poll_max_records,
@@ -301,7 +326,7 @@ class _ReadPartitions(beam.DoFn):
             self._consumers[(topic, partitions)] = consumer
         for partition, offset in offsets:
             tp = TopicPartition(topic, partition)
-            if consumer.position(tp) != offset:
+            if consumer.position(tp, timeout_ms=PROBE_TIMEOUT_MS) != offset:
                 consumer.seek(tp, offset)
         return consumer
 
@@ -314,12 +339,25 @@ class _ReadPartitions(beam.DoFn):
     ) -> Iterator[Any]:
         restriction = tracker.current_restriction()
         start = restriction.start
-        consumer = self._consumer(element.topic, start)
+        outage = self._outage(element.topic, start)
+        try:
+            consumer = self._consumer(element.topic, start)
+        except Exception as err:  # Kafka unreachable: try again later, the watermark waits
+            if not is_unreachable(err):
+                raise
+            tracker.defer_remainder(Duration(seconds=outage.failed(err)))
+            return
         now = time.time()
         watermark.start([p for p, _ in start], now)
         own_done_us = watermark.done_watermark(now)
-        floor_us = self._job_floor(consumer, element, start, own_done_us, now)
-        self._commit(consumer, element, restriction, own_done_us, floor_us, now)
+        floor_us: int | None = None
+        if outage.since is None:  # commits wait for the broker too (the next resume retries)
+            try:
+                floor_us = self._job_floor(consumer, element, start, own_done_us, now)
+                self._commit(consumer, element, restriction, own_done_us, floor_us, now)
+            except Exception as err:
+                if not is_unreachable(err):
+                    raise
         # Pending batches are dropped once closed by the job's floor (none while it is unknown).
         done_us = NO_WATERMARK if floor_us is None else floor_us
         watermark.sample(now)
@@ -341,9 +379,13 @@ class _ReadPartitions(beam.DoFn):
                 )
                 if not tracker.try_claim(claim):
                     return
+                outage.reached(now)
                 self._consumed.inc(len(records))
                 yield self._observed(batch, newest_us, watermark, now)
-            self._advance_idle(watermark, now)
+            backoff_s = self._advance_idle(consumer, element.topic, watermark, outage, now)
+            if backoff_s is not None:  # Kafka unreachable: not idleness, the watermark waits
+                tracker.defer_remainder(Duration(seconds=backoff_s))
+                return
             if not any(polled.values()):
                 tracker.defer_remainder(Duration(seconds=IDLE_RESUME_S))
                 return
@@ -354,11 +396,49 @@ class _ReadPartitions(beam.DoFn):
                 break
         tracker.defer_remainder()
 
-    def _advance_idle(self, watermark: Any, now: float) -> None:
+    def _outage(self, topic: str, offsets: Offsets) -> Outage:
+        key = (topic, tuple(p for p, _ in offsets))
+        if key not in self._outages:
+            self._outages[key] = Outage(
+                self._spec.bootstrap_servers, self._spec.outage_timeout, f"reading {topic}"
+            )
+        return self._outages[key]
+
+    def _advance_idle(
+        self, consumer: Any, topic: str, watermark: Any, outage: Outage, now: float
+    ) -> float | None:
+        """Partitions idle for idle_timeout follow wall-clock time, as of the broker's last answer
+        that they are caught up (end offset = position), asked at most every PROBE_INTERVAL_S. An
+        unanswered ask is an outage, not idleness: the watermark stays, so events produced
+        meanwhile are not too late; returns the seconds to back off then, else None."""
+        # Asked after OUTAGE_PROBE_S at most, so an outage is noticed whatever idle_timeout is.
+        idle = watermark.idle_partitions(now, min(self._idle_s, OUTAGE_PROBE_S))
+        if not idle:
+            return None
+        key = (topic, tuple(sorted(watermark.partitions())))
+        confirmed = self._confirmed.get(key)
+        if confirmed is None or now - confirmed[0] >= PROBE_INTERVAL_S or outage.since is not None:
+            from kafka import TopicPartition
+
+            asked = time.time()
+            tps = [TopicPartition(topic, p) for p in idle]
+            try:
+                ends = consumer.end_offsets(tps, timeout_ms=PROBE_TIMEOUT_MS)
+                positions = {tp: consumer.position(tp, timeout_ms=PROBE_TIMEOUT_MS) for tp in tps}
+            except Exception as err:
+                if not is_unreachable(err):
+                    raise
+                return outage.failed(err)
+            outage.reached(asked)
+            caught_up = frozenset(tp.partition for tp in tps if positions[tp] >= ends[tp])
+            confirmed = (asked, caught_up)
+            self._confirmed[key] = confirmed
+        at, caught_up = confirmed
         idle_us = round(self._idle_s * 1_000_000)
         watermark.advance_idle(
-            now, self._idle_s, round(now * 1_000_000) - idle_us - self._max_delay_us
+            at, self._idle_s, round(at * 1_000_000) - idle_us - self._max_delay_us, caught_up
         )
+        return None
 
     def _decode(
         self, topic: str, partition: int, records: list[Any], watermark: Any, now: float
@@ -456,7 +536,8 @@ class _ReadPartitions(beam.DoFn):
                     -1,
                 )
                 for p, offset in offsets
-            }
+            },
+            timeout_ms=PROBE_TIMEOUT_MS,
         )
         self._committed[key] = (now, marker)
 
@@ -467,7 +548,7 @@ def _published(consumer: Any, topic: str, partitions: list[int]) -> list[Any]:
     from kafka import TopicPartition
 
     tps = [TopicPartition(topic, p) for p in partitions]
-    committed = consumer._coordinator.fetch_committed_offsets(tps)
+    committed = consumer._coordinator.fetch_committed_offsets(tps, timeout_ms=PROBE_TIMEOUT_MS)
     return [resume.decode(getattr(committed.get(tp), "metadata", None)) for tp in tps]
 
 

@@ -6,12 +6,13 @@ controller in one JVM) listening on 127.0.0.1 only:
 
 * `ensure_installed()` fetches the broker jars once from Maven Central with `mvn` (the packaged
   ``kafka-pom.xml``) into ``cache_dir()/kafka-<KAFKA_VERSION>/lib``; later calls are offline.
-* `LocalKafka` formats a fresh data dir, starts the broker on free ports, waits until it answers
-  and stops it (process group SIGTERM, then SIGKILL). It is a context manager; the test suite's
+* `LocalKafka` formats a fresh data dir (or restarts the cluster already in it, same ports), starts
+  the broker, waits until it answers and stops it (process group SIGTERM, then SIGKILL); its client
+  listener is plaintext, SASL/PLAIN or TLS (`security`). It is a context manager; the test suite's
   session fixture ``kafka_bootstrap`` uses it.
 * `create_topics()` creates topics idempotently (the broker has auto topic creation disabled).
-* `cli()` backs ``kldrift local kafka start|stop|status``: one persistent background broker whose
-  state lives under ``cache_dir()/run/kafka/``.
+* `cli()` backs ``kldrift local kafka start|stop|restart|status``: one persistent background
+  broker whose state lives under ``cache_dir()/run/kafka/``.
 
 Needs Java 17+ on PATH (or $JAVA_HOME) and, for the first install only, Maven.
 """
@@ -24,6 +25,7 @@ import dataclasses
 import json
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -277,13 +279,14 @@ def _terminate_detached(pid: int, marker: str, timeout: float = DEFAULT_STOP_TIM
         time.sleep(0.1)
 
 
-def _admin(bootstrap: str, timeout: float) -> Any:
+def _admin(bootstrap: str, timeout: float, client: Mapping[str, Any] | None = None) -> Any:
     from kafka import KafkaAdminClient
 
     configs: dict[str, Any] = {
         "bootstrap_servers": bootstrap,
         "client_id": "kldrift-local",
         "request_timeout_ms": max(1000, int(timeout * 1000)),
+        **(client or {}),
     }
     if "bootstrap_timeout_ms" in KafkaAdminClient.DEFAULT_CONFIG:  # kafka-python >= 3
         configs["bootstrap_timeout_ms"] = max(1000, int(timeout * 1000))
@@ -300,8 +303,10 @@ def wait_until_ready(
     timeout: float = DEFAULT_START_TIMEOUT,
     *,
     proc: subprocess.Popen[bytes] | None = None,
+    client: Mapping[str, Any] | None = None,
 ) -> None:
-    """Block until the broker at `bootstrap` answers a cluster-metadata request with itself.
+    """Block until the broker at `bootstrap` answers a cluster-metadata request with itself
+    (`client`: kafka-python security settings, LocalKafka.client_settings).
 
     Raises LocalKafkaError when `timeout` seconds pass, or as soon as `proc` (if given) exits.
     """
@@ -331,7 +336,7 @@ def wait_until_ready(
                 f"broker at {bootstrap} did not answer within {timeout:.0f} s ({last_error})"
             )
         try:
-            admin = _admin(bootstrap, min(3.0, max(1.0, remaining)))
+            admin = _admin(bootstrap, min(3.0, max(1.0, remaining)), client)
             try:
                 cluster = admin.describe_cluster()
             finally:
@@ -349,17 +354,51 @@ def wait_until_ready(
 # --------------------------------------------------------------------------------------------
 
 
-def _server_properties(data_dir: Path, port: int, controller_port: int) -> str:
+SECURITY_MODES = ("plaintext", "sasl_plaintext", "ssl")
+"""How the broker's client listener is secured: none, SASL/PLAIN (user `kldrift`), or TLS."""
+SASL_USER = "kldrift"
+
+
+def _security_properties(security: str, data_dir: Path, secret: str) -> dict[str, str]:
+    """The listener settings of a security mode (secrets are in server.properties, mode 0600)."""
+    if security == "plaintext":
+        return {}
+    if security == "sasl_plaintext":
+        jaas = (
+            "org.apache.kafka.common.security.plain.PlainLoginModule required "
+            f'username="{SASL_USER}" password="{secret}" user_{SASL_USER}="{secret}";'
+        )
+        return {
+            "sasl.enabled.mechanisms": "PLAIN",
+            "sasl.mechanism.inter.broker.protocol": "PLAIN",
+            "listener.name.sasl_plaintext.plain.sasl.jaas.config": jaas,
+        }
+    ssl_dir = data_dir / "ssl"
+    return {
+        "ssl.keystore.type": "PKCS12",
+        "ssl.keystore.location": str(ssl_dir / "broker.p12"),
+        "ssl.keystore.password": secret,
+        "ssl.key.password": secret,
+        "ssl.truststore.type": "PKCS12",
+        "ssl.truststore.location": str(ssl_dir / "truststore.p12"),
+        "ssl.truststore.password": secret,
+    }
+
+
+def _server_properties(
+    data_dir: Path, port: int, controller_port: int, security: str = "plaintext", secret: str = ""
+) -> str:
+    listener = security.upper()
     settings = {
         "process.roles": "broker,controller",
         "node.id": "1",
         # KIP-853 dynamic quorum, matching `StorageTool format --standalone`.
         "controller.quorum.bootstrap.servers": f"127.0.0.1:{controller_port}",
-        "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
-        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
+        "listeners": f"{listener}://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
+        "advertised.listeners": f"{listener}://127.0.0.1:{port}",
         "controller.listener.names": "CONTROLLER",
-        "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "inter.broker.listener.name": listener,
+        "listener.security.protocol.map": f"{listener}:{listener},CONTROLLER:PLAINTEXT",
         "log.dirs": str(data_dir / "kraft-logs"),
         "num.partitions": "1",
         "default.replication.factor": "1",
@@ -377,16 +416,201 @@ def _server_properties(data_dir: Path, port: int, controller_port: int) -> str:
         "num.recovery.threads.per.data.dir": "1",
         "background.threads": "2",
     }
+    settings.update(_security_properties(security, data_dir, secret))
     header = "# Written by kldrift.local.kafka: single-node KRaft broker+controller on 127.0.0.1\n"
     return header + "".join(f"{k}={v}\n" for k, v in settings.items())
+
+
+_BROKER_FILE = "broker.json"
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file only its owner may read (it holds the broker's secret)."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+
+
+def _formatted(data_dir: Path) -> dict[str, Any] | None:
+    """What broker.json records about a cluster formatted in `data_dir`, or None."""
+    if not (data_dir / "kraft-logs" / "meta.properties").is_file():
+        return None
+    try:
+        recorded = json.loads((data_dir / _BROKER_FILE).read_text())
+        return {
+            "port": int(recorded["port"]),
+            "controller_port": int(recorded["controller_port"]),
+            "security": str(recorded["security"]),
+            "secret": str(recorded["secret"]),
+        }
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _client_settings(security: str, secret: str, data_dir: Path) -> dict[str, Any]:
+    if security == "sasl_plaintext":
+        return {
+            "security_protocol": "SASL_PLAINTEXT",
+            "sasl_mechanism": "PLAIN",
+            "sasl_plain_username": SASL_USER,
+            "sasl_plain_password": secret,
+        }
+    if security == "ssl":
+        return {"security_protocol": "SSL", "ssl_cafile": str(data_dir / "ssl" / "ca.pem")}
+    return {}
+
+
+def _require_free(port: int, controller_port: int, data_dir: Path) -> None:
+    """LocalKafkaError naming the port if another process listens on it."""
+    for name, number in (("port", port), ("controller port", controller_port)):
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the JVM binds
+            try:
+                probe.bind(("127.0.0.1", number))
+            except OSError:
+                hint = (
+                    "start it with another --port"
+                    if name == "port"
+                    else "it is fixed when the cluster is formatted: free it, or remove the data dir"
+                )
+                raise LocalKafkaError(
+                    f"cannot start the broker in {data_dir} on 127.0.0.1:{number}: its {name} is "
+                    f"taken by another process ({hint})"
+                ) from None
+
+
+def _make_certificates(java: str, ssl_dir: Path, secret: str) -> None:
+    """A CA, a broker key and certificate for 127.0.0.1 signed by it (PKCS12 key and trust stores),
+    and the CA as PEM for clients (ssl_cafile), made with the JDK's keytool."""
+    keytool = str(Path(java).resolve().parent / "keytool")
+    ssl_dir.mkdir(parents=True, exist_ok=True)
+    ssl_dir.chmod(0o700)
+    store = ["-storetype", "PKCS12", "-storepass", secret, "-keypass", secret, "-noprompt"]
+    key = ["-keyalg", "RSA", "-keysize", "2048", "-validity", "3650"]
+    san = "SAN=ip:127.0.0.1,dns:localhost"
+    ca, broker, trust = (str(ssl_dir / n) for n in ("ca.p12", "broker.p12", "truststore.p12"))
+    steps = [
+        [
+            "-genkeypair",
+            "-alias",
+            "ca",
+            "-dname",
+            "CN=kldrift local CA",
+            *key,
+            "-ext",
+            "bc:c",
+            "-keystore",
+            ca,
+            *store,
+        ],
+        [
+            "-exportcert",
+            "-rfc",
+            "-alias",
+            "ca",
+            "-keystore",
+            ca,
+            "-file",
+            str(ssl_dir / "ca.pem"),
+            *store,
+        ],
+        [
+            "-genkeypair",
+            "-alias",
+            "broker",
+            "-dname",
+            "CN=127.0.0.1",
+            *key,
+            "-ext",
+            san,
+            "-keystore",
+            broker,
+            *store,
+        ],
+        [
+            "-certreq",
+            "-alias",
+            "broker",
+            "-keystore",
+            broker,
+            "-file",
+            str(ssl_dir / "broker.csr"),
+            *store,
+        ],
+        [
+            "-gencert",
+            "-alias",
+            "ca",
+            "-keystore",
+            ca,
+            "-infile",
+            str(ssl_dir / "broker.csr"),
+            "-outfile",
+            str(ssl_dir / "broker.crt"),
+            "-rfc",
+            "-validity",
+            "3650",
+            "-ext",
+            san,
+            "-ext",
+            "eku=serverAuth",
+            *store,
+        ],
+        [
+            "-importcert",
+            "-alias",
+            "ca",
+            "-file",
+            str(ssl_dir / "ca.pem"),
+            "-keystore",
+            broker,
+            *store,
+        ],
+        [
+            "-importcert",
+            "-alias",
+            "broker",
+            "-file",
+            str(ssl_dir / "broker.crt"),
+            "-keystore",
+            broker,
+            *store,
+        ],
+        [
+            "-importcert",
+            "-alias",
+            "ca",
+            "-file",
+            str(ssl_dir / "ca.pem"),
+            "-keystore",
+            trust,
+            *store,
+        ],
+    ]
+    for step in steps:
+        done = subprocess.run(
+            [keytool, "-J-XX:+UseSerialGC", "-J-XX:TieredStopAtLevel=1", *step],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if done.returncode != 0:
+            output = (done.stdout + done.stderr).strip().replace(secret, "***")
+            raise LocalKafkaError(f"keytool {step[0]} failed (exit {done.returncode}): {output}")
 
 
 class LocalKafka:
     """One single-node KRaft Apache Kafka broker (broker + controller in one JVM) on 127.0.0.1.
 
-    Every `start()` formats a fresh, empty cluster in ``data_dir`` (a temporary directory, removed
-    by `stop()`, when none is given), on free ports. The broker runs in its own process group and
-    session and logs to ``data_dir/server.log`` (JVM output: ``data_dir/kafka.out``).
+    `start()` formats a fresh, empty cluster in ``data_dir`` (a temporary directory, removed by
+    `stop()`, when none is given) on free ports, unless ``data_dir`` already holds a cluster an
+    earlier start formatted (after a crash, or `stop(remove_data=False)`): that one restarts in
+    place, with its data, ports and credentials (``data_dir/broker.json``). `restart()` does both.
+    `security` secures the client listener (SECURITY_MODES); `client_settings` are the
+    kafka-python settings that reach it. The broker runs in its own process group and session
+    and logs to ``data_dir/server.log`` (JVM output: ``data_dir/kafka.out``).
 
         with LocalKafka() as kafka:
             create_topics(kafka.bootstrap, {"events": 3})
@@ -396,16 +620,28 @@ class LocalKafka:
         self,
         data_dir: str | os.PathLike[str] | None = None,
         *,
+        port: int | None = None,
+        security: str | None = None,
         start_timeout: float = DEFAULT_START_TIMEOUT,
         lib_dir: str | os.PathLike[str] | None = None,
     ) -> None:
+        if security is not None and security not in SECURITY_MODES:
+            raise LocalKafkaError(
+                f"security {security!r}: expected one of {', '.join(SECURITY_MODES)}"
+            )
         self._given_data_dir = Path(data_dir) if data_dir is not None else None
         self._data_dir: Path | None = self._given_data_dir
+        self._wanted_port = port
+        self._wanted_security = security
         self.start_timeout = start_timeout
         self._lib_dir = Path(lib_dir) if lib_dir is not None else None
         self._proc: subprocess.Popen[bytes] | None = None
         self._port: int | None = None
         self._controller_port: int | None = None
+        self._security = security or "plaintext"
+        self._secret = ""
+        self.reused = False
+        """Whether the last start() restarted a cluster already in the data dir."""
         self.startup_seconds: float | None = None
         """Seconds from launching the broker JVM until it answered (after formatting storage)."""
 
@@ -467,12 +703,24 @@ class LocalKafka:
 
     # -- lifecycle -------------------------------------------------------------------------
 
+    @property
+    def security(self) -> str:
+        return self._security
+
+    @property
+    def client_settings(self) -> dict[str, Any]:
+        """kafka-python settings (besides bootstrap_servers) for this broker's security mode: what a
+        job's `kafka.client` needs. Holds the SASL password in sasl_plaintext mode."""
+        return _client_settings(self._security, self._secret, self.data_dir)
+
     def start(self) -> LocalKafka:
-        """Format a fresh cluster, launch the broker and wait until it answers; returns self.
+        """Launch the broker (formatting a fresh cluster unless the data dir holds one) and wait
+        until it answers; returns self.
 
         Raises LocalKafkaError (with the end of the broker log) if it does not answer within
-        `start_timeout` seconds or exits; the process is stopped first. A port taken between
-        choosing it and binding it is retried once with new ports.
+        `start_timeout` seconds or exits; the process is stopped first. A restart in place, or a
+        given port, fails clearly when a port is taken; otherwise a port taken between choosing it
+        and binding it is retried once with new ports.
         """
         if self.is_running():
             return self
@@ -483,10 +731,25 @@ class LocalKafka:
                 self._start_once(lib, java)
                 return self
             except LocalKafkaError as err:
-                if attempt == 2 or "Address already in use" not in str(err):
+                fixed = self.reused or self._wanted_port is not None
+                if attempt == 2 or fixed or "Address already in use" not in str(err):
                     raise
                 log.warning("Kafka broker port was taken meanwhile; retrying on new ports")
+                # The cluster just formatted has the taken ports: format a new one.
+                shutil.rmtree(self.data_dir / "kraft-logs", ignore_errors=True)
         raise AssertionError("unreachable")
+
+    def restart(self) -> LocalKafka:
+        """Stop the broker keeping its data, and start it again in place (same ports, same data)."""
+        self.stop(remove_data=False)
+        return self.start()
+
+    def kill(self) -> None:
+        """SIGKILL the broker's process group (a crash, for tests); the data dir stays."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            _signal_group(proc.pid, signal.SIGKILL)
+            proc.wait(10)
 
     def _start_once(self, lib: Path, java: str) -> None:
         if self._data_dir is None:
@@ -494,14 +757,49 @@ class LocalKafka:
         data_dir = self._data_dir.resolve()
         self._data_dir = data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(data_dir / "kraft-logs", ignore_errors=True)
-        for stale in (self.log_path, self.stdout_path):
-            stale.unlink(missing_ok=True)
-
-        port, controller_port = _free_ports(2)
+        formatted = _formatted(data_dir)
+        self.reused = formatted is not None
+        if formatted is None:
+            shutil.rmtree(data_dir / "kraft-logs", ignore_errors=True)
+            shutil.rmtree(data_dir / "ssl", ignore_errors=True)
+            for stale in (self.log_path, self.stdout_path):
+                stale.unlink(missing_ok=True)
+            if self._wanted_port is not None:
+                port, controller_port = self._wanted_port, _free_ports(1)[0]
+            else:
+                port, controller_port = _free_ports(2)
+            self._secret = secrets.token_urlsafe(18)
+        else:
+            # The controller's address is in the formatted metadata: it must stay. The client
+            # port may change (--port); the security mode too.
+            port = self._wanted_port or formatted["port"]
+            controller_port = formatted["controller_port"]
+            self._secret = formatted["secret"]
+            self._security = self._wanted_security or formatted["security"]
+            for old in (self.log_path, self.stdout_path):
+                if old.exists():
+                    os.replace(old, old.with_name(old.name + ".previous"))
+        if formatted is not None or self._wanted_port is not None:
+            _require_free(port, controller_port, data_dir)
         self._port, self._controller_port = port, controller_port
+        _write_private(
+            data_dir / _BROKER_FILE,
+            json.dumps(
+                {
+                    "port": port,
+                    "controller_port": controller_port,
+                    "security": self._security,
+                    "secret": self._secret,
+                }
+            ),
+        )
+        if self._security == "ssl" and not (data_dir / "ssl" / "broker.p12").is_file():
+            _make_certificates(java, data_dir / "ssl", self._secret)
         props = data_dir / "server.properties"
-        props.write_text(_server_properties(data_dir, port, controller_port))
+        _write_private(
+            props,
+            _server_properties(data_dir, port, controller_port, self._security, self._secret),
+        )
         log4j = copy_resource(_LOG4J_RESOURCE, data_dir / "log4j2.properties")
         common = [
             f"-Dlog4j2.configurationFile={log4j}",
@@ -509,7 +807,8 @@ class LocalKafka:
             "-cp",
             f"{lib}{os.sep}*",
         ]
-        self._format_storage(java, common, props)
+        if formatted is None:
+            self._format_storage(java, common, props)
 
         cmd = [java, *_HEAP_OPTS, *_JVM_OPTS, *common, "kafka.Kafka", str(props)]
         began = time.monotonic()
@@ -524,7 +823,9 @@ class LocalKafka:
                 close_fds=True,
             )
         try:
-            wait_until_ready(self.bootstrap, self.start_timeout, proc=self._proc)
+            wait_until_ready(
+                self.bootstrap, self.start_timeout, proc=self._proc, client=self.client_settings
+            )
         except BaseException as err:
             report = self.log_tail()
             self.stop()
@@ -628,6 +929,7 @@ def create_topics(
     replication_factor: int = 1,
     topic_configs: Mapping[str, str] | None = None,
     timeout: float = 30.0,
+    client: Mapping[str, Any] | None = None,
 ) -> list[str]:
     """Create each `{name: partitions}` topic that does not exist yet; returns the names created.
 
@@ -643,7 +945,7 @@ def create_topics(
             raise ValueError(f"topic {name!r}: need a name and at least 1 partition")
     deadline = time.monotonic() + timeout
     created: list[str] = []
-    admin = _admin(bootstrap, timeout)
+    admin = _admin(bootstrap, timeout, client)
     try:
         existing = set(admin.list_topics())
         for name, partitions in topics.items():
@@ -695,7 +997,7 @@ def _wait_for_leaders(admin: Any, names: list[str], deadline: float) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# `kldrift local kafka start|stop|status`
+# `kldrift local kafka start|stop|restart|status`
 # --------------------------------------------------------------------------------------------
 
 
@@ -712,6 +1014,7 @@ class BrokerState:
     bootstrap: str
     data_dir: str
     kafka_version: str = KAFKA_VERSION
+    security: str = "plaintext"
 
     def alive(self) -> bool:
         return pid_alive(self.pid, self.data_dir)
@@ -730,6 +1033,7 @@ def read_state() -> BrokerState | None:
             bootstrap=str(raw["bootstrap"]),
             data_dir=str(raw["data_dir"]),
             kafka_version=str(raw.get("kafka_version", KAFKA_VERSION)),
+            security=str(raw.get("security", "plaintext")),
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -751,12 +1055,67 @@ def _cli_lock() -> contextlib.AbstractContextManager[None]:
     return file_lock(cache_dir() / "run" / "kafka.lock")
 
 
-def _cli_start() -> int:
+@dataclasses.dataclass(frozen=True)
+class CliOptions:
+    """`kldrift local kafka` options: None = the recorded broker's (or the default)."""
+
+    port: int | None = None
+    data_dir: str | None = None
+    security: str | None = None
+
+
+def _launch(options: CliOptions, data_dir: Path) -> int:
+    """Start (or restart in place) the background broker in `data_dir` and record it."""
+    broker = LocalKafka(data_dir=data_dir, port=options.port, security=options.security)
+    broker.start()
+    pid = broker.pid
+    assert pid is not None
+    _write_state(
+        BrokerState(
+            pid=pid,
+            bootstrap=broker.bootstrap,
+            data_dir=str(broker.data_dir),
+            security=broker.security,
+        )
+    )
+    broker.detach()  # it outlives this process (own session); `stop` ends it
+    how = "restarted in place" if broker.reused else "started"
+    print(
+        f"kafka: {how} Apache Kafka {KAFKA_VERSION} (pid {pid}, {broker.security}) in "
+        f"{broker.startup_seconds:.1f} s, data {broker.data_dir}, log {broker.log_path}"
+    )
+    if broker.client_settings:
+        client_file = broker.data_dir / "client.yaml"
+        lines = "".join(f"{k}: {json.dumps(v)}\n" for k, v in broker.client_settings.items())
+        _write_private(client_file, "# kafka.client settings for this broker\n" + lines)
+        print(f"kafka: client settings for a config's kafka.client: {client_file}")
+    print(broker.bootstrap)
+    return 0
+
+
+def _differs(state: BrokerState, options: CliOptions) -> str | None:
+    """What the options ask for that the running broker does not have, or None."""
+    if options.port is not None and state.bootstrap != f"127.0.0.1:{options.port}":
+        return f"it listens on {state.bootstrap}"
+    if options.data_dir is not None and Path(options.data_dir).resolve() != Path(state.data_dir):
+        return f"its data dir is {state.data_dir}"
+    if options.security is not None and options.security != state.security:
+        return f"its security is {state.security}"
+    return None
+
+
+def _cli_start(options: CliOptions) -> int:
     with _cli_lock():
         state = read_state()
         if state is not None and state.alive():
+            differs = _differs(state, options)
+            if differs is not None:
+                raise LocalKafkaError(
+                    f"a broker is already running (pid {state.pid}) and {differs}: "
+                    "`kldrift local kafka stop` it first"
+                )
             try:
-                wait_until_ready(state.bootstrap, 15.0)
+                wait_until_ready(state.bootstrap, 15.0, client=_recorded_client(state.data_dir))
             except LocalKafkaError:
                 print(f"kafka: broker pid {state.pid} does not answer; restarting it")
                 _terminate_detached(state.pid, state.data_dir)
@@ -764,24 +1123,40 @@ def _cli_start() -> int:
                 print(f"kafka: already running (pid {state.pid}), log {state.data_dir}/server.log")
                 print(state.bootstrap)
                 return 0
-        _remove_run_dir()
-        broker = LocalKafka(data_dir=run_dir() / "data")
-        broker.start()
-        pid = broker.pid
-        assert pid is not None
-        _write_state(
-            BrokerState(pid=pid, bootstrap=broker.bootstrap, data_dir=str(broker.data_dir))
-        )
-        broker.detach()  # it outlives this process (own session); `stop` ends it
-        print(
-            f"kafka: started Apache Kafka {KAFKA_VERSION} (pid {pid}) in "
-            f"{broker.startup_seconds:.1f} s, log {broker.log_path}"
-        )
-        print(broker.bootstrap)
-        return 0
+        if options.data_dir is not None:
+            data_dir = Path(options.data_dir)
+        elif state is not None:  # the broker died: restart it in place
+            data_dir = Path(state.data_dir)
+        else:
+            data_dir = run_dir() / "data"
+        return _launch(options, data_dir)
 
 
-def _cli_stop() -> int:
+def _recorded_client(data_dir: str) -> dict[str, Any]:
+    """The client settings of the cluster formatted in `data_dir` ({} if none is recorded)."""
+    recorded = _formatted(Path(data_dir))
+    if recorded is None:
+        return {}
+    return _client_settings(recorded["security"], recorded["secret"], Path(data_dir))
+
+
+def _cli_restart(options: CliOptions) -> int:
+    with _cli_lock():
+        state = read_state()
+        if state is not None and state.alive():
+            _terminate_detached(state.pid, state.data_dir)
+            if state.alive():
+                raise LocalKafkaError(f"could not stop pid {state.pid} to restart it")
+        if options.data_dir is not None:
+            data_dir = Path(options.data_dir)
+        elif state is not None:
+            data_dir = Path(state.data_dir)
+        else:
+            data_dir = run_dir() / "data"
+        return _launch(options, data_dir)
+
+
+def _cli_stop(options: CliOptions) -> int:
     with _cli_lock():
         state = read_state()
         if state is not None and state.alive():
@@ -792,11 +1167,13 @@ def _cli_stop() -> int:
             print(f"kafka: stopped (pid {state.pid})")
         else:
             print("kafka: not running")
+        if state is not None and not Path(state.data_dir).is_relative_to(run_dir()):
+            print(f"kafka: data kept in {state.data_dir} (given with --data-dir)")
         _remove_run_dir()
         return 0
 
 
-def _cli_status() -> int:
+def _cli_status(options: CliOptions) -> int:
     state = read_state()
     if state is not None and state.alive():
         print(f"running at {state.bootstrap} (pid {state.pid})")
@@ -805,19 +1182,24 @@ def _cli_status() -> int:
     return 3
 
 
-def cli(action: str) -> int:
-    """``kldrift local kafka start|stop|status``; returns the exit code.
+def cli(action: str, options: CliOptions | None = None) -> int:
+    """``kldrift local kafka start|stop|restart|status``; returns the exit code.
 
-    start: 0 (the bootstrap address is the last stdout line); stop: 0, also when not running;
+    start: 0 (the bootstrap address is the last stdout line); after a crash it restarts the
+    recorded broker in place (data dir, port); restart: stops it keeping its data and starts it
+    again; stop: 0, also when not running (the default data dir is removed, a --data-dir kept);
     status: 0 running, 3 not running. Set-up or start-up failures print one error, exit 2.
     """
-    # No log handler is configured in the CLI: keep kafka-python's retries off stderr.
-    logging.getLogger("kafka").addHandler(logging.NullHandler())
-    actions = {"start": _cli_start, "stop": _cli_stop, "status": _cli_status}
+    actions = {
+        "start": _cli_start,
+        "stop": _cli_stop,
+        "restart": _cli_restart,
+        "status": _cli_status,
+    }
     if action not in actions:
-        raise ValueError(f"unknown action {action!r}: expected start, stop or status")
+        raise ValueError(f"unknown action {action!r}: expected start, stop, restart or status")
     try:
-        return actions[action]()
+        return actions[action](options or CliOptions())
     except LocalKafkaError as err:
         print(f"kldrift: error: {err}", file=sys.stderr)
         return 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import shutil
 import signal
@@ -29,6 +30,7 @@ from kldrift.io.kafka_client import (
 )
 from kldrift.io.kafka_sink import WriteDeadLetters, WriteReports
 from kldrift.io.kafka_source import ReaderStart, ReadFromKafka, reader_starts
+from kldrift.io.outage import DropOutageTraces, KafkaOutageError, on_timeout, outage_line
 from kldrift.local.children import stop_leftover_children
 from kldrift.pipeline.options import flag_value, pipeline_options, runner_name
 from kldrift.schemas.baseline import Baseline
@@ -169,6 +171,8 @@ def run_streaming(config: PipelineConfig, baseline: Baseline, beam_args: Sequenc
         file=sys.stderr,
         flush=True,
     )
+    for handler in logging.getLogger().handlers:  # an outage's traces: said once at the end
+        handler.addFilter(DropOutageTraces())
     pipeline = beam.Pipeline(options=options)
     build_streaming(pipeline, config, baseline, starts, resume)
     result = pipeline.run()
@@ -211,11 +215,17 @@ def _wait_or_cancel(result: Any, metrics_served: bool = True) -> int:
     from apache_beam.runners.runner import PipelineState
 
     stop = threading.Event()
+    gave_up: list[KafkaOutageError] = []
 
     def request_stop(signum: int, _frame: Any) -> None:
         stop.set()
 
+    def outage_too_long(err: KafkaOutageError) -> None:
+        gave_up.append(err)
+        stop.set()
+
     previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    on_timeout(outage_too_long)  # an in-process harness's reader or sink gave up: stop here
     try:
         state = _job_state(result)
         while not stop.is_set() and not _ended(state, PipelineState):
@@ -227,15 +237,19 @@ def _wait_or_cancel(result: Any, metrics_served: bool = True) -> int:
                 _print_failure(result)
             _print_totals(result, metrics_served)
             return 0 if "DONE" in state else 1
-        print("kldrift run: stopping (cancelling the job)", file=sys.stderr, flush=True)
+        if gave_up:
+            print(f"kldrift: error: {gave_up[0]}", file=sys.stderr, flush=True)
+        else:
+            print("kldrift run: stopping (cancelling the job)", file=sys.stderr, flush=True)
         try:
             result.cancel()
         except Exception as err:  # a job that is already ending may refuse the cancel
             print(f"kldrift run: cancel: {type(err).__name__}: {err}", file=sys.stderr)
         _print_totals(result, metrics_served)
         print("kldrift run: stopped", file=sys.stderr)
-        return 0
+        return 1 if gave_up else 0
     finally:
+        on_timeout(None)
         for signum, handler in previous.items():
             signal.signal(signum, handler)
 
@@ -251,6 +265,10 @@ def _print_failure(result: Any) -> None:
     try:
         result.wait_until_finish()  # returns at once for an ended job; raises with its error
     except Exception as err:
+        outage = outage_line(str(err))
+        if outage is not None:  # one line, not the runner's traceback
+            print(f"kldrift: error: {outage}", file=sys.stderr)
+            return
         print(f"kldrift run: job failed: {err}", file=sys.stderr)
 
 

@@ -194,6 +194,12 @@ class KafkaSpec(_Frozen):
         ge=1,
         description="parallel readers sharing the partitions; keep 1 on Prism (see README)",
     )
+    outage_timeout: Duration = Field(
+        default=300.0,
+        gt=0,
+        description="how long the job rides out an unreachable cluster (reads, writes and the "
+        "baseline watcher retry with backoff; the watermark waits) before it fails",
+    )
     client: dict[str, str | int | float | bool] = Field(
         default_factory=dict,
         description="extra kafka-python settings (security_protocol, sasl_mechanism, "
