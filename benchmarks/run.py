@@ -364,9 +364,11 @@ def section_keys(bench: Bench) -> None:
             "wall_s": seconds,
             "reports": reports,
             "reports_per_s": reports / seconds,
-            "events_per_s": point["events"] / seconds,
+            "events_per_s": bench.points[name].events / seconds,
+            "worker_cpu_s": point["outcome"].get("worker_cpu_s"),
+            "prism_cpu_s": point["outcome"].get("prism_cpu_s"),
         }
-        if point["outcome"]["events_binned"] != point["events"]:
+        if point["outcome"]["events_binned"] != bench.points[name].events:
             raise RuntimeError(f"{name} binned {point['outcome']['events_binned']} events")
     bench.out["keys"] = keys
     _record_worker(bench, "keys", result)
