@@ -658,7 +658,7 @@ def table(bench: Bench) -> str:
         ("streaming_eps", out.get("streaming_eps"), "events/s", f"kldrift run, {each}"),
         ("replay_eps", out.get("replay_eps"), "events/s", f"kldrift replay, {each}"),
         ("naive_beam_eps", out.get("naive_beam_eps"), "events/s", f"naive Beam, {each}"),
-        ("numpy_limit_eps", out.get("numpy_limit_eps"), "events/s", "json.loads + count"),
+        ("numpy_limit_eps", out.get("numpy_limit_eps"), "events/s", "msgspec + count"),
         (
             "recompute_per_window_s",
             out.get("recompute_per_window_s"),
