@@ -368,10 +368,15 @@ class _Revise(beam.DoFn):
 
     def process(
         self,
-        element: tuple[SlideKey, tuple[Histogram | None, bool]],
+        element: tuple[SlideKey, tuple[Histogram | None, bool] | Histogram | None],
         total_state: Any = beam.DoFn.StateParam(TOTAL),
     ) -> Iterator[tuple[SlideKey, Histogram, int]]:
-        (key, window_start), (delta, first_firing) = element
+        (key, window_start), value = element
+        delta: Histogram | None
+        if isinstance(value, tuple):
+            delta, first_firing = value
+        else:  # an element of a job from before the first-firing flag (Dataflow --update)
+            delta, first_firing = value, False
         if delta is None or not counts_of(delta).any():
             return
         # The window's first (on-time) firing has no earlier total: skip the state read, a
