@@ -7,6 +7,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import msgspec
 import numpy as np
 
 from kldrift.binning import FeatureBins
@@ -30,13 +31,15 @@ def feature_bins(config: PipelineConfig) -> list[FeatureBins]:
 
 
 def numpy_limit_s(lines: Sequence[bytes], config: PipelineConfig) -> float:
-    """Seconds to json.loads every line and count every feature with FeatureBins.count."""
+    """Seconds to parse every line with the fastest JSON decoder kldrift uses (msgspec, as
+    EventDecoder does) and count every feature with FeatureBins.count."""
     bins = feature_bins(config)
     getters = [field_getter(b.name) for b in bins]
     totals = [np.zeros(b.n_bins + 2, dtype=np.int64) for b in bins]
+    fast_loads = msgspec.json.Decoder().decode
     started = time.perf_counter()
     for first in range(0, len(lines), BATCH):
-        events = [json.loads(line) for line in lines[first : first + BATCH]]
+        events = [fast_loads(line) for line in lines[first : first + BATCH]]
         for index, (b, get) in enumerate(zip(bins, getters, strict=True)):
             totals[index] += b.count([get(e) for e in events])
     elapsed = time.perf_counter() - started

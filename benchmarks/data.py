@@ -9,7 +9,7 @@ data instead of running `kldrift baseline` (a Beam job) once per scaling point.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -225,3 +225,11 @@ def data_windows(times: np.ndarray, keys: Sequence[str], size_s: int, period_s: 
 def event_keys_and_times(lines: Sequence[bytes]) -> tuple[np.ndarray, list[str]]:
     events = [json.loads(line) for line in lines]
     return np.array([e["ts"] for e in events]), [e["model"] for e in events]
+
+
+def split_keys(lines: Sequence[bytes], keys: int) -> Iterator[bytes]:
+    """The events with key_field (`model`) rewritten round-robin to `keys` values."""
+    for index, line in enumerate(lines):
+        event = json.loads(line)
+        event["model"] = f"key-{index % keys}"
+        yield json.dumps(event).encode()

@@ -43,8 +43,14 @@ from benchmarks.kafka_bench import (
 from benchmarks.procs import stop_group
 from kldrift.local.kafka import pid_alive
 
-SECTIONS = ("core", "replay", "naive", "scaling", "kafka", "live")
+SECTIONS = ("core", "replay", "naive", "scaling", "keys", "kafka", "live")
 SIZE_PERIOD = (1, 6, 60)
+KEYS = (2, 100, 1_000, 10_000)
+KEYS_QUICK = (2, 100, 1_000)
+"""Quick mode stops at 1,000 keys: 10,000 keys take minutes (one report per key and window)."""
+KEYS_EVENTS = 100_000
+"""The keys point replays the first 100,000 events (all of them in quick mode), split over K keys."""
+KEYS_SIZE_S, KEYS_PERIOD_S = 600, 120
 BINS = (10, 100, 1000)
 FEATURES = (1, 10, 50)
 WORKER_TIMEOUT_S = 3600
@@ -58,6 +64,7 @@ UNITS = {
     "numpy_limit_eps": "events/s",
     "recompute_per_window_s": "s",
     "scaling": "events/s",
+    "keys": "s, reports, reports/s, events/s",
     "peak_rss_mb": "MB",
     "rss_growth_mb": "MB",
     "report_latency_s": "s",
@@ -115,10 +122,16 @@ def prepare(bench: Bench) -> None:
     bench.training = data.training_events()
 
     def point(
-        name: str, features: list[dict[str, Any]], source: Path, size_s: int = data.SIZE_S
+        name: str,
+        features: list[dict[str, Any]],
+        source: Path,
+        size_s: int = data.SIZE_S,
+        period_s: int = data.PERIOD_S,
     ) -> None:
         baseline = data.write_baseline(work / f"baseline-{name}.json", features, bench.training)
-        config = data.config(name=f"bench-{name}", features=features, size_s=size_s)
+        config = data.config(
+            name=f"bench-{name}", features=features, size_s=size_s, period_s=period_s
+        )
         path = work / f"config-{name}.json"
         path.write_text(json.dumps(dict(config, baseline=str(baseline)), indent=1))
         bench.points[name] = Point(name, path, baseline, source, workload.events, config)
@@ -130,6 +143,14 @@ def prepare(bench: Bench) -> None:
         point(f"bins_{bins}", data.binned_features(bins, bench.training), events)
     for count in FEATURES:
         point(f"features_{count}", data.wide_features(count), wide)
+    # Many keys: the same events, key_field rewritten round-robin to K values; 2 features,
+    # window 600 s every 120 s (the issue's "many keys" workload).
+    keyed = bench.lines[:KEYS_EVENTS]
+    for count in keys_counts(bench):
+        path = work / f"events_keys_{count}.jsonl"
+        data.write_lines(path, data.split_keys(keyed, count))
+        point(f"keys_{count}", data.base_features()[:2], path, KEYS_SIZE_S, KEYS_PERIOD_S)
+        bench.points[f"keys_{count}"].events = len(keyed)
 
 
 # -- sections ----------------------------------------------------------------------------------
@@ -163,10 +184,12 @@ def section_core(bench: Bench) -> None:
     bench.out["extra"]["evidently_note"] = how
 
 
-def run_worker(bench: Bench, task: str, points: list[Point], overhead: bool) -> dict[str, Any]:
+def run_worker(
+    bench: Bench, task: str, points: list[Point], overhead: bool, trials: int | None = None
+) -> dict[str, Any]:
     spec = {
         "task": task,
-        "trials": bench.workload.trials,
+        "trials": bench.workload.trials if trials is None else trials,
         "overhead": overhead,
         "warmup_input": str(bench.workdir / "warmup.jsonl"),
         "points": [
@@ -322,6 +345,35 @@ def section_scaling(bench: Bench) -> None:
     _record_worker(bench, "scaling", result)
 
 
+def keys_counts(bench: Bench) -> tuple[int, ...]:
+    return KEYS_QUICK if bench.quick else KEYS
+
+
+def section_keys(bench: Bench) -> None:
+    counts = keys_counts(bench)
+    names = [f"keys_{k}" for k in counts]
+    log(f"keys: replay of the same events split over K = {', '.join(map(str, counts))} keys")
+    # One trial per K: K = 10,000 is the slow point, and the spread is small next to the K trend.
+    result = run_worker(bench, "replay", [bench.points[n] for n in names], overhead=False, trials=1)
+    keys: dict[str, dict[str, float]] = {}
+    for count, name in zip(counts, names, strict=True):
+        point = result["points"][name]
+        seconds = bench.median(f"keys.{name}.wall_s", point["times_s"])
+        reports = point["outcome"]["reports"]
+        keys[str(count)] = {
+            "wall_s": seconds,
+            "reports": reports,
+            "reports_per_s": reports / seconds,
+            "events_per_s": bench.points[name].events / seconds,
+            "worker_cpu_s": point["outcome"].get("worker_cpu_s"),
+            "prism_cpu_s": point["outcome"].get("prism_cpu_s"),
+        }
+        if point["outcome"]["events_binned"] != bench.points[name].events:
+            raise RuntimeError(f"{name} binned {point['outcome']['events_binned']} events")
+    bench.out["keys"] = keys
+    _record_worker(bench, "keys", result)
+
+
 def broker(bench: Bench) -> str:
     """The bootstrap address of this run's Kafka broker, started on first use; main() stops it."""
     from kldrift.local.kafka import LocalKafka
@@ -439,6 +491,7 @@ def machine() -> dict[str, Any]:
     import apache_beam
     import kafka
     import scipy
+    from kafka.record.util import crc32c_c
 
     model = ""
     with contextlib.suppress(OSError):
@@ -455,6 +508,7 @@ def machine() -> dict[str, Any]:
         "numpy": np.__version__,
         "scipy": scipy.__version__,
         "kafka_python": kafka.__version__,
+        "kafka_python_crc32c": "C (crc32c package)" if crc32c_c is not None else "pure Python",
         "platform": platform.platform(),
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "loadavg_start": os.getloadavg()[0],
@@ -543,6 +597,12 @@ def targets(bench: Bench) -> dict[str, dict[str, Any]]:
             None if growth is None else growth["total"],
             lambda v: v <= (allowed or 0),
         ),
+        "keys": target(
+            f"K = {max(keys_counts(bench)):,} keys completes; wall time at K = 1,000 within 3x "
+            "of K = 2",
+            ratios.get("keys_1000_over_2_wall"),
+            lambda v: v <= 3 and str(max(keys_counts(bench))) in out.get("keys", {}),
+        ),
         "report_latency": target(
             f"report_latency p99 < 2 x period + idle timeout = {limit} s",
             get("report_latency_s", "p99"),
@@ -556,12 +616,16 @@ def ratios(out: dict[str, Any]) -> dict[str, float | None]:
         return a / b if a is not None and b else None
 
     size_period = out.get("scaling", {}).get("size_period", {})
+    keys = out.get("keys", {})
     return {
         "streaming_over_raw_consume": ratio(
             out.get("streaming_eps"), out.get("raw_kafka_consume_eps")
         ),
         "replay_over_naive": ratio(out.get("replay_eps"), out.get("naive_beam_eps")),
         "size_period_60_over_1": ratio(size_period.get("60"), size_period.get("1")),
+        "keys_1000_over_2_wall": ratio(
+            keys.get("1000", {}).get("wall_s"), keys.get("2", {}).get("wall_s")
+        ),
         "replay_over_numpy_limit": ratio(out.get("replay_eps"), out.get("numpy_limit_eps")),
         "streaming_over_replay": ratio(out.get("streaming_eps"), out.get("replay_eps")),
     }
@@ -578,6 +642,8 @@ def _fmt(value: Any, unit: str) -> str:
         return f"{value:,.1f}"
     if unit in ("s", "bits"):
         return f"{value:.4g}"
+    if unit == "reports/s":
+        return f"{value:,.0f}"
     if unit == "x":
         return f"{value:.2f}"
     return str(value)
@@ -592,7 +658,7 @@ def table(bench: Bench) -> str:
         ("streaming_eps", out.get("streaming_eps"), "events/s", f"kldrift run, {each}"),
         ("replay_eps", out.get("replay_eps"), "events/s", f"kldrift replay, {each}"),
         ("naive_beam_eps", out.get("naive_beam_eps"), "events/s", f"naive Beam, {each}"),
-        ("numpy_limit_eps", out.get("numpy_limit_eps"), "events/s", "json.loads + count"),
+        ("numpy_limit_eps", out.get("numpy_limit_eps"), "events/s", "msgspec + count"),
         (
             "recompute_per_window_s",
             out.get("recompute_per_window_s"),
@@ -603,6 +669,11 @@ def table(bench: Bench) -> str:
     for group, values in out.get("scaling", {}).items():
         for value, eps in values.items():
             rows.append((f"scaling.{group}={value}", eps, "events/s", "replay"))
+    for count, point in out.get("keys", {}).items():
+        rows.append(
+            (f"keys.K={count}.wall_s", point["wall_s"], "s", f"{point['reports']:,} reports")
+        )
+        rows.append((f"keys.K={count}.reports_per_s", point["reports_per_s"], "reports/s", ""))
     for name, mb in out.get("peak_rss_mb", {}).items():
         rows.append((f"peak_rss_mb.{name}", mb, "MB", "VmHWM"))
     growth = out.get("rss_growth_mb")
@@ -688,6 +759,7 @@ def main(argv: list[str] | None = None) -> int:
         "replay": section_replay,
         "naive": section_naive,
         "scaling": section_scaling,
+        "keys": section_keys,
         "kafka": section_kafka,
         "live": section_live,
     }

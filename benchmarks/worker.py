@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks.procs import peak_rss_mb, prism_child
+from benchmarks.procs import cpu_seconds, peak_rss_mb, prism_child
 
 
 def _runner(task: str) -> Callable[[Any, Any, str, str], dict[str, int]]:
@@ -46,10 +46,21 @@ def _runner(task: str) -> Callable[[Any, Any, str, str], dict[str, int]]:
     raise ValueError(f"unknown task {task!r}")
 
 
-def _timed(run: Any, *args: Any) -> tuple[float, dict[str, int]]:
+def _timed(run: Any, *args: Any) -> tuple[float, dict[str, Any]]:
+    """Wall seconds of one job, and its outcome with the CPU seconds of this process (the SDK
+    harness: LOOPBACK) and of its Prism spent during it."""
+    prism = prism_child(os.getpid())
+    own, prism_cpu = cpu_seconds(os.getpid()), cpu_seconds(prism) if prism else None
     started = time.perf_counter()
     result = run(*args)
-    return time.perf_counter() - started, result
+    elapsed = time.perf_counter() - started
+    prism = prism or prism_child(os.getpid())
+    own_after, prism_after = cpu_seconds(os.getpid()), cpu_seconds(prism) if prism else None
+    cpu = {
+        "worker_cpu_s": None if own is None or own_after is None else own_after - own,
+        "prism_cpu_s": None if prism_after is None else prism_after - (prism_cpu or 0.0),
+    }
+    return elapsed, {**result, **cpu}
 
 
 def main(argv: list[str]) -> int:
@@ -69,7 +80,8 @@ def main(argv: list[str]) -> int:
             warmup_s, _ = _timed(run, config, baseline, spec["warmup_input"], tiny_out)
             if spec.get("overhead"):
                 overhead_s, _ = _timed(run, config, baseline, spec["warmup_input"], tiny_out)
-        times, outcomes = [], []
+        times: list[float] = []
+        outcomes: list[dict[str, Any]] = []
         for trial in range(spec["trials"]):
             elapsed, outcome = _timed(run, config, baseline, point["input"], point["output"])
             times.append(elapsed)

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
+from msgspec.json import Decoder as _JSONDecoder
 
 from kldrift.schemas.config import PipelineConfig
 
@@ -179,19 +180,30 @@ class EventDecoder:
         fast_high = fast_max_us / scale
         shallow_bytes = _SHALLOW_BYTES
         problem: tuple[str, str] | None
+        fast_loads = _fast_loads
         for row, value in enumerate(batch.values):
             try:
-                event = loads(value)  # type: ignore[arg-type]  # None is a tombstone
-            except ValueError as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-                event, problem = None, ("not_json", "empty value" if not value else str(err)[:200])
-            except RecursionError:
-                event, problem = None, _too_deep_problem()
-            except TypeError:
-                event, problem = None, _not_bytes_problem(value)
-            else:
+                # msgspec, ~3x faster; whatever it refuses (NaN/Infinity, lone surrogates, other
+                # encodings than UTF-8, bad JSON...) is parsed by json.loads, so the event or
+                # dead letter is always json.loads's.
+                if type(value) is not bytes:
+                    raise TypeError  # a tombstone (None), str...: json.loads's answer below
+                event = fast_loads(value)
                 problem = None
-                if len(value) > shallow_bytes and _nesting_exceeds(value, event):  # type: ignore[arg-type]
+            except Exception:
+                try:
+                    event = loads(value)  # type: ignore[arg-type]  # None is a tombstone
+                except ValueError as err:  # JSONDecodeError, UnicodeDecodeError: ValueErrors
+                    event = None
+                    problem = ("not_json", "empty value" if not value else str(err)[:200])
+                except RecursionError:
                     event, problem = None, _too_deep_problem()
+                except TypeError:
+                    event, problem = None, _not_bytes_problem(value)
+                else:
+                    problem = None
+            if problem is None and len(value) > shallow_bytes and _nesting_exceeds(value, event):  # type: ignore[arg-type]
+                event, problem = None, _too_deep_problem()
             if problem is None and type(event) is dict:
                 raw_time = get_time(event)
                 time_type = type(raw_time)
@@ -314,6 +326,10 @@ class EventDecoder:
             return None
         return time_us
 
+
+_fast_loads = _JSONDecoder().decode
+"""msgspec's JSON decoder: the same values as json.loads for what it accepts (big integers exact),
+about 3x faster; EventDecoder hands everything it refuses to json.loads."""
 
 _SHALLOW_BYTES = 2 * MAX_NESTING + 1
 """A record this short cannot nest deeper than MAX_NESTING (each level takes two bytes)."""

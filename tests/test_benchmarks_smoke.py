@@ -36,6 +36,7 @@ SCALING = {
     "features": ["1", "10", "50"],
 }
 PEAK_RSS = ["replay_worker", "naive_worker", "scaling_worker", "streaming_worker", "live_worker"]
+KEYS = ["2", "100", "1000"]  # quick mode; the full run adds 10000
 
 
 def _positive(value: Any) -> bool:
@@ -80,6 +81,12 @@ def test_every_figure_is_a_positive_number(quick_run: tuple[dict[str, Any], str]
     for group, points in SCALING.items():
         for point in points:
             assert _positive(results["scaling"][group][point]), (group, point)
+    for count in KEYS:
+        point = results["keys"][count]
+        assert _positive(point["wall_s"]) and _positive(point["reports_per_s"]), count
+        assert isinstance(point["reports"], int) and point["reports"] > 0, count
+    # More keys, more (key, window) pairs: each key of the same events reports its own windows.
+    assert results["keys"]["2"]["reports"] < results["keys"]["100"]["reports"]
     for name in PEAK_RSS:
         assert _positive(results["peak_rss_mb"][name]), name
     growth = results["rss_growth_mb"]
@@ -100,6 +107,7 @@ def test_every_figure_is_a_positive_number(quick_run: tuple[dict[str, Any], str]
         "streaming_vs_raw_consume",
         "replay_vs_naive",
         "size_period",
+        "keys",
         "memory_bounded",
         "report_latency",
     }
@@ -120,6 +128,9 @@ def test_the_table_states_units(quick_run: tuple[dict[str, Any], str]) -> None:
     for group, points in SCALING.items():
         for point in points:
             assert "events/s" in rows[f"scaling.{group}={point}"].split()
+    for count in KEYS:
+        assert " s " in rows[f"keys.K={count}.wall_s"]
+        assert "reports/s" in rows[f"keys.K={count}.reports_per_s"].split()
     for name in PEAK_RSS:
         assert "MB" in rows[f"peak_rss_mb.{name}"].split()
     for part in ("worker", "prism", "total"):

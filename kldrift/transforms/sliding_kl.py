@@ -35,7 +35,7 @@ from apache_beam import typehints
 from apache_beam.transforms import trigger, window
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Duration, Timestamp
-from apache_beam.utils.windowed_value import WindowedValue
+from apache_beam.utils.windowed_value import PaneInfoTiming, WindowedValue
 
 from kldrift.binning import BaselineMismatch, FeatureBins, bins_differ, resolve_bins
 from kldrift.events import (
@@ -368,13 +368,20 @@ class _Revise(beam.DoFn):
 
     def process(
         self,
-        element: tuple[SlideKey, Histogram | None],
+        element: tuple[SlideKey, tuple[Histogram | None, bool] | Histogram | None],
         total_state: Any = beam.DoFn.StateParam(TOTAL),
     ) -> Iterator[tuple[SlideKey, Histogram, int]]:
-        (key, window_start), delta = element
+        (key, window_start), value = element
+        delta: Histogram | None
+        if isinstance(value, tuple):
+            delta, first_firing = value
+        else:  # an element of a job from before the first-firing flag (Dataflow --update)
+            delta, first_firing = value, False
         if delta is None or not counts_of(delta).any():
             return
-        previous = total_state.read()
+        # The window's first (on-time) firing has no earlier total: skip the state read, a
+        # blocking round trip to the runner per (key, window) that bounded many-key jobs.
+        previous = None if first_firing else total_state.read()
         if previous is None:
             total, revision = copy_histogram(delta), 0
         else:
@@ -385,14 +392,26 @@ class _Revise(beam.DoFn):
 
 
 class _StampAtReviseEnd(beam.DoFn):
-    """Re-stamps a sliding window's firing at end + allowed_lateness - 1 ms (later, never earlier)."""
+    """Re-stamps a sliding window's firing at end + allowed_lateness - 1 ms (later, never earlier),
+    and marks the window's first firing (on time, pane index 0) for Revise: the pane info does
+    not survive the re-windowing. Anything else, an unknown pane info included, is not first."""
 
     def __init__(self, allowed_lateness_us: int) -> None:
         self._lateness_us = allowed_lateness_us
 
-    def process(self, element: Any, sliding: Any = beam.DoFn.WindowParam) -> Iterator[Any]:
+    def process(
+        self,
+        element: tuple[SlideKey, Histogram | None],
+        sliding: Any = beam.DoFn.WindowParam,
+        pane: Any = beam.DoFn.PaneInfoParam,
+    ) -> Iterator[Any]:
+        slide_key, delta = element
+        first_firing = bool(
+            pane.is_first and pane.index == 0 and pane.timing == PaneInfoTiming.ON_TIME
+        )
         yield TimestampedValue(
-            element, Timestamp(micros=sliding.end.micros + self._lateness_us - 1000)
+            (slide_key, (delta, first_firing)),
+            Timestamp(micros=sliding.end.micros + self._lateness_us - 1000),
         )
 
 
