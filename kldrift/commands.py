@@ -15,6 +15,7 @@ from kldrift.errors import InputNotFound
 from kldrift.events import parse_rfc3339_us
 from kldrift.io.baselines import read_baseline
 from kldrift.io.kafka_client import KafkaSetupError
+from kldrift.local.flink import FlinkSetupError
 from kldrift.schemas.baseline import Baseline, BaselineError
 from kldrift.schemas.config import (
     ConfigError,
@@ -26,7 +27,14 @@ from kldrift.schemas.config import (
 
 T = TypeVar("T")
 
-_USER_ERRORS = (ConfigError, BaselineError, BaselineMismatch, InputNotFound, KafkaSetupError)
+_USER_ERRORS = (
+    ConfigError,
+    BaselineError,
+    BaselineMismatch,
+    InputNotFound,
+    KafkaSetupError,
+    FlinkSetupError,
+)
 
 
 class UserError(Exception):

@@ -283,3 +283,16 @@ def test_a_restore_on_the_embedded_cluster_goes_through_flink_conf_dir(
     monkeypatch.setenv("FLINK_CONF_DIR", str(user_conf))
     _restore_embedded_flink("file:///s", ["--runner=FlinkRunner", "--flink_master=host:8081"])
     assert os.environ["FLINK_CONF_DIR"] == str(user_conf)
+
+
+def test_a_restore_refuses_a_config_yaml_it_would_drop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Flink 1.19 reads config.yaml before flink-conf.yaml: a restore through a flink-conf.yaml of
+    kldrift's own would run without the user's settings, so it stops naming the file instead."""
+    user_conf = tmp_path / "user-conf"
+    user_conf.mkdir()
+    (user_conf / "config.yaml").write_text("taskmanager:\n  numberOfTaskSlots: 4\n")
+    monkeypatch.setenv("FLINK_CONF_DIR", str(user_conf))
+    with pytest.raises(flink.FlinkSetupError, match=r"config\.yaml"):
+        flink.restore_conf_dir("file:///ck/chk-1", tmp_path / "ours")

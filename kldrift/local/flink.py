@@ -221,10 +221,18 @@ def restore_conf_dir(savepoint: str, into: Path) -> Path:
     it. Both read the Flink configuration of FLINK_CONF_DIR, whose `execution.savepoint.path`
     the embedded cluster does apply: this writes such a directory (a copy of the current
     FLINK_CONF_DIR's flink-conf.yaml, if any, with the key set) for the job server to inherit.
+    A user's config.yaml (Flink 1.19's new format) is not carried over: its settings would be lost
+    for the restored run, so that case fails here rather than silently.
     """
     into.mkdir(parents=True, exist_ok=True)
     lines: list[str] = []
     current = os.environ.get("FLINK_CONF_DIR")
+    if current and (Path(current) / "config.yaml").is_file():
+        raise FlinkSetupError(
+            f"FLINK_CONF_DIR {current} holds a config.yaml: kldrift run restores the embedded "
+            "cluster through a flink-conf.yaml of its own; put your settings in flink-conf.yaml, "
+            "or restore on a remote cluster (--flink_master=HOST:PORT)"
+        )
     if current and (Path(current) / "flink-conf.yaml").is_file():
         lines = [
             line
