@@ -18,35 +18,25 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from _jobs import ReportTail, job_kafka, streaming_job, wait_for
+from _jobs import (
+    LATENCY_BASELINE,
+    LATENCY_FEATURES,
+    ReportTail,
+    job_kafka,
+    streaming_job,
+    wait_for,
+    window_starts,
+)
 from kafka import KafkaConsumer, KafkaProducer
 
 from kldrift.local.kafka import LocalKafka, create_topics
-from kldrift.schemas.baseline import Baseline, FeatureBaseline
-from kldrift.synthetic import LATENCY_EDGES, demo_config, make_event
+from kldrift.synthetic import demo_config, make_event
 
 pytestmark = pytest.mark.services
 
 SIZE_S, PERIOD_S, LATENESS_S = 6, 2, 2
 PARTITIONS = 2
 OUTAGE_S = 20.0
-BASELINE = Baseline.create(
-    [
-        FeatureBaseline(
-            name="latency_ms",
-            kind="numeric",
-            edges=LATENCY_EDGES,
-            counts=[5, 60, 120, 200, 350, 200, 50, 15, 1],
-        )
-    ],
-    source="test",
-    created_at="2026-11-25T00:00:00Z",
-)
-
-
-def _window_starts(t: float) -> list[float]:
-    last = math.floor(t / PERIOD_S) * PERIOD_S
-    return [float(last - i * PERIOD_S) for i in range(SIZE_S // PERIOD_S)]
 
 
 class _AckedEvents:
@@ -117,7 +107,7 @@ def _job_config(tmp_path: Path, bootstrap: str, **kafka_settings: str) -> tuple[
         idle_timeout="2s",
         **kafka_settings,
     )
-    (tmp_path / "baseline.json").write_text(BASELINE.model_dump_json())
+    (tmp_path / "baseline.json").write_text(LATENCY_BASELINE.model_dump_json())
     config = demo_config(
         name=f"outage-{run_id}",
         size=f"{SIZE_S}s",
@@ -125,7 +115,7 @@ def _job_config(tmp_path: Path, bootstrap: str, **kafka_settings: str) -> tuple[
         allowed_lateness=f"{LATENESS_S}s",
         kafka=kafka,
         baseline=str(tmp_path / "baseline.json"),
-        features=[{"name": "latency_ms", "kind": "numeric", "edges": LATENCY_EDGES}],
+        features=LATENCY_FEATURES,
     )
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -180,7 +170,7 @@ def test_broker_outage_under_a_live_stream_loses_no_window_and_counts_each_event
             )
             time.sleep(3)
             events.stop()
-            last_start = max(_window_starts(e["ts"])[0] for e in events.acked())
+            last_start = max(window_starts(e["ts"], SIZE_S, PERIOD_S)[0] for e in events.acked())
             wait_for(lambda: tail.has(last_start), 60, "the last window's report")
             time.sleep(3)
             tail.poll()
@@ -196,7 +186,7 @@ def test_broker_outage_under_a_live_stream_loses_no_window_and_counts_each_event
     # Expected, counted here from the events the broker acknowledged.
     expected: Counter = Counter()
     for event in acked:
-        for start in _window_starts(event["ts"]):
+        for start in window_starts(event["ts"], SIZE_S, PERIOD_S):
             expected[(event["model"], start)] += 1
     latest: dict[tuple[str, float], tuple[int, int]] = {}
     seen: dict[tuple[str, float, int], int] = {}

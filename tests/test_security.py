@@ -6,7 +6,6 @@ the key store password) appears in anything kldrift printed. Real broker, Prism,
 from __future__ import annotations
 
 import json
-import math
 import time
 import uuid
 from collections import Counter
@@ -16,30 +15,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from _jobs import job_kafka, streaming_job, wait_for
+from _jobs import (
+    LATENCY_BASELINE,
+    LATENCY_FEATURES,
+    job_kafka,
+    streaming_job,
+    wait_for,
+    window_starts,
+)
 from kafka import KafkaConsumer, KafkaProducer
 
 from kldrift.local.kafka import LocalKafka, create_topics
-from kldrift.schemas.baseline import Baseline, FeatureBaseline
 from kldrift.schemas.report import DriftReport
-from kldrift.synthetic import LATENCY_EDGES, demo_config, make_event
+from kldrift.synthetic import demo_config, make_event
 
 pytestmark = pytest.mark.services
 
 SIZE_S, PERIOD_S = 4, 2
 EVENTS = 300
-BASELINE = Baseline.create(
-    [
-        FeatureBaseline(
-            name="latency_ms",
-            kind="numeric",
-            edges=LATENCY_EDGES,
-            counts=[5, 60, 120, 200, 350, 200, 50, 15, 1],
-        )
-    ],
-    source="test",
-    created_at="2026-11-25T00:00:00Z",
-)
 
 
 @pytest.fixture(params=["sasl_plaintext", "ssl"])
@@ -49,11 +42,6 @@ def secured_broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[L
         yield broker.start()
     finally:
         broker.stop()
-
-
-def _window_starts(t: float) -> list[float]:
-    last = math.floor(t / PERIOD_S) * PERIOD_S
-    return [float(last - i * PERIOD_S) for i in range(SIZE_S // PERIOD_S)]
 
 
 def _broker_secret(broker: LocalKafka) -> str:
@@ -82,7 +70,7 @@ def test_run_against_a_secured_broker_reports_and_leaks_no_secret(
         idle_timeout="2s",
         client=client,  # type: ignore[arg-type]
     )
-    (tmp_path / "baseline.json").write_text(BASELINE.model_dump_json())
+    (tmp_path / "baseline.json").write_text(LATENCY_BASELINE.model_dump_json())
     config = demo_config(
         name=f"secure-{run_id}",
         size=f"{SIZE_S}s",
@@ -90,7 +78,7 @@ def test_run_against_a_secured_broker_reports_and_leaks_no_secret(
         allowed_lateness="0s",
         kafka=kafka,
         baseline=str(tmp_path / "baseline.json"),
-        features=[{"name": "latency_ms", "kind": "numeric", "edges": LATENCY_EDGES}],
+        features=LATENCY_FEATURES,
     )
     config_path = tmp_path / "config.yaml"
     config_path.write_text(yaml.safe_dump(config))
@@ -110,7 +98,7 @@ def test_run_against_a_secured_broker_reports_and_leaks_no_secret(
     producer.close()
     expected: Counter = Counter()
     for event in events:
-        for start in _window_starts(event["ts"]):
+        for start in window_starts(event["ts"], SIZE_S, PERIOD_S):
             expected[(event["model"], start)] += 1
 
     reports: dict[tuple[str, float], int] = {}
