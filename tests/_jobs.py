@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import yaml
 from kafka import KafkaConsumer
 
 from kldrift.schemas.baseline import Baseline, FeatureBaseline
 from kldrift.schemas.report import DriftReport
-from kldrift.synthetic import LATENCY_EDGES, make_event
+from kldrift.synthetic import LATENCY_EDGES, demo_config, make_event
 
 KLDRIFT = str(Path(sys.executable).with_name("kldrift"))
 
@@ -40,6 +41,25 @@ LATENCY_BASELINE = Baseline.create(
 )
 """A one-feature baseline (the synthetic events' latency_ms) for the restart tests."""
 LATENCY_FEATURES = [{"name": "latency_ms", "kind": "numeric", "edges": LATENCY_EDGES}]
+
+
+def latency_job(
+    tmp_path: Path, name: str, kafka: dict, size_s: int, period_s: int, lateness_s: int
+) -> Path:
+    """A one-feature job (latency_ms against LATENCY_BASELINE) written to tmp_path/config.yaml."""
+    (tmp_path / "baseline.json").write_text(LATENCY_BASELINE.model_dump_json())
+    config = demo_config(
+        name=name,
+        size=f"{size_s}s",
+        period=f"{period_s}s",
+        allowed_lateness=f"{lateness_s}s",
+        kafka=kafka,
+        baseline=str(tmp_path / "baseline.json"),
+        features=LATENCY_FEATURES,
+    )
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
 
 
 def window_starts(t: float, size_s: int, period_s: int) -> list[float]:

@@ -13,13 +13,11 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-import yaml
 from _jobs import (
-    LATENCY_BASELINE,
-    LATENCY_FEATURES,
     LiveEvents,
     ReportTail,
     job_kafka,
+    latency_job,
     streaming_job,
     wait_for,
     window_starts,
@@ -28,7 +26,6 @@ from _jobs import (
 from kldrift.local import flink
 from kldrift.local.kafka import create_topics
 from kldrift.schemas.report import DriftReport
-from kldrift.synthetic import demo_config
 
 pytestmark = pytest.mark.services
 
@@ -81,18 +78,9 @@ def test_checkpointed_flink_job_reports_promptly_and_restores_exactly(
         max_delay=f"{MAX_DELAY_S}s",
         idle_timeout="2s",
     )
-    (tmp_path / "baseline.json").write_text(LATENCY_BASELINE.model_dump_json())
-    config = demo_config(
-        name=f"checkpoints-{run_id}",
-        size=f"{SIZE_S}s",
-        period=f"{PERIOD_S}s",
-        allowed_lateness=f"{LATENESS_S}s",
-        kafka=kafka,
-        baseline=str(tmp_path / "baseline.json"),
-        features=LATENCY_FEATURES,
+    config_path = latency_job(
+        tmp_path, f"checkpoints-{run_id}", kafka, SIZE_S, PERIOD_S, LATENESS_S
     )
-    config_path = tmp_path / "config.yaml"
-    config_path.write_text(yaml.safe_dump(config))
     create_topics(kafka_bootstrap, {kafka["input_topic"]: PARTITIONS})
     checkpoints = tmp_path / "checkpoints"
     log_a, log_b = tmp_path / "job-server-a.log", tmp_path / "job-server-b.log"

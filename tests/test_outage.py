@@ -17,12 +17,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-import yaml
 from _jobs import (
-    LATENCY_BASELINE,
-    LATENCY_FEATURES,
     ReportTail,
     job_kafka,
+    latency_job,
     streaming_job,
     wait_for,
     window_starts,
@@ -30,7 +28,7 @@ from _jobs import (
 from kafka import KafkaConsumer, KafkaProducer
 
 from kldrift.local.kafka import LocalKafka, create_topics
-from kldrift.synthetic import demo_config, make_event
+from kldrift.synthetic import make_event
 
 pytestmark = pytest.mark.services
 
@@ -107,18 +105,7 @@ def _job_config(tmp_path: Path, bootstrap: str, **kafka_settings: str) -> tuple[
         idle_timeout="2s",
         **kafka_settings,
     )
-    (tmp_path / "baseline.json").write_text(LATENCY_BASELINE.model_dump_json())
-    config = demo_config(
-        name=f"outage-{run_id}",
-        size=f"{SIZE_S}s",
-        period=f"{PERIOD_S}s",
-        allowed_lateness=f"{LATENESS_S}s",
-        kafka=kafka,
-        baseline=str(tmp_path / "baseline.json"),
-        features=LATENCY_FEATURES,
-    )
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
+    path = latency_job(tmp_path, f"outage-{run_id}", kafka, SIZE_S, PERIOD_S, LATENESS_S)
     create_topics(bootstrap, {kafka["input_topic"]: PARTITIONS})
     return path, kafka
 

@@ -13,13 +13,11 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-import yaml
 from _jobs import (
-    LATENCY_BASELINE,
-    LATENCY_FEATURES,
     LiveEvents,
     ReportTail,
     job_kafka,
+    latency_job,
     streaming_job,
     wait_for,
     window_starts,
@@ -30,7 +28,6 @@ from kldrift.io.kafka_source import COMMIT_DELAY_S
 from kldrift.local import flink
 from kldrift.local.kafka import create_topics
 from kldrift.schemas.report import DriftReport
-from kldrift.synthetic import demo_config
 
 pytestmark = pytest.mark.services
 
@@ -76,18 +73,7 @@ def test_restart_from_committed_offsets_loses_no_window_and_counts_each_event_on
         idle_timeout="2s",
         readers=readers,
     )
-    (tmp_path / "baseline.json").write_text(LATENCY_BASELINE.model_dump_json())
-    config = demo_config(
-        name=f"restart-{run_id}",
-        size=f"{SIZE_S}s",
-        period=f"{PERIOD_S}s",
-        allowed_lateness=f"{LATENESS_S}s",
-        kafka=kafka,
-        baseline=str(tmp_path / "baseline.json"),
-        features=LATENCY_FEATURES,
-    )
-    config_path = tmp_path / "config.yaml"
-    config_path.write_text(yaml.safe_dump(config))
+    config_path = latency_job(tmp_path, f"restart-{run_id}", kafka, SIZE_S, PERIOD_S, LATENESS_S)
     create_topics(kafka_bootstrap, {kafka["input_topic"]: partitions})
     group = f"kldrift.restart-{run_id}"
     args = ("--config", str(config_path), "--", "--job_server_timeout=20", *runner_args)

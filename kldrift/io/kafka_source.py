@@ -261,6 +261,11 @@ class _ReaderWatermark(WatermarkEstimator):
         watermark, _ = self._partitions[partition]
         self._partitions[partition] = (max(watermark, newest_event_us), now)
 
+    def restart_idle_clocks(self, now: float) -> None:
+        """Every partition counts as quiet only from `now` on (see _recovered)."""
+        for partition, (watermark, last_record_s) in self._partitions.items():
+            self._partitions[partition] = (watermark, max(last_record_s, now))
+
     def idle_partitions(self, now: float, idle_s: float) -> list[int]:
         return [p for p, (_, last_s) in self._partitions.items() if now - last_s >= idle_s]
 
@@ -379,7 +384,7 @@ class _ReadPartitions(beam.DoFn):
                 )
                 if not tracker.try_claim(claim):
                     return
-                outage.reached(now)
+                _recovered(outage, watermark, now)
                 self._consumed.inc(len(records))
                 yield self._observed(batch, newest_us, watermark, now)
             backoff_s = self._advance_idle(consumer, element.topic, watermark, outage, now)
@@ -429,7 +434,7 @@ class _ReadPartitions(beam.DoFn):
                 if not is_unreachable(err):
                     raise
                 return outage.failed(err)
-            outage.reached(asked)
+            _recovered(outage, watermark, asked)
             caught_up = frozenset(tp.partition for tp in tps if positions[tp] >= ends[tp])
             confirmed = (asked, caught_up)
             self._confirmed[key] = confirmed
@@ -540,6 +545,16 @@ class _ReadPartitions(beam.DoFn):
             timeout_ms=PROBE_TIMEOUT_MS,
         )
         self._committed[key] = (now, marker)
+
+
+def _recovered(outage: Outage, watermark: Any, at: float) -> None:
+    """Kafka answered at `at`. After an outage, producers resend what they buffered meanwhile, and
+    it reaches the broker after the broker answers again: a partition counts as idle (its watermark
+    following the wall clock) only after idle_timeout of quiet from then on, not from before the
+    outage, or those events would be too late."""
+    if outage.since is not None:
+        watermark.restart_idle_clocks(at)
+    outage.reached(at)
 
 
 def _published(consumer: Any, topic: str, partitions: list[int]) -> list[Any]:
