@@ -67,23 +67,6 @@ class DeadLetter:
     offset: int = -1
 
 
-@dataclass(frozen=True)
-class ResumePoint:
-    """Where a restarted streaming job picks up from its committed offsets (see kafka_source).
-
-    Every window whose end + allowed_lateness <= `floor_us` was reported by the previous run; the
-    records below `read_to[(topic, partition)]` were read (binned or dead-lettered) by it. A record
-    read again whose every window closed by the floor is skipped, and windows closed by the floor
-    are not reported again, so nothing is counted twice and no window is reported partial.
-    """
-
-    floor_us: int
-    read_to: dict[tuple[str, int], int]
-
-    def read_before(self, source: str, partition: int, offset: int) -> bool:
-        return offset < self.read_to.get((source, partition), -1)
-
-
 @dataclass(slots=True)
 class RecordBatch:
     """Raw records read together from one partition (or one file chunk), in read order."""

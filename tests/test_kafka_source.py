@@ -9,14 +9,8 @@ import pytest
 from apache_beam.io.iobase import RestrictionProgress
 from apache_beam.runners.worker.bundle_processor import DataInputOperation
 
-from kldrift.io.kafka_source import (
-    Claim,
-    PartitionOffsets,
-    _OffsetsTracker,
-    add_pending,
-    reader_starts,
-    safe_offsets,
-)
+from kldrift.io.kafka_source import Claim, PartitionOffsets, _OffsetsTracker, reader_starts
+from kldrift.io.resume import add_pending, safe_offsets
 
 
 def test_checkpoint_hands_back_the_next_offsets_and_refuses_other_splits() -> None:
@@ -40,11 +34,13 @@ def test_a_restart_reads_again_from_the_first_batch_of_a_window_still_open() -> 
     assert residual.pending == ((0, 0, 50), (0, 10, 80), (0, 30, 120))
     # Reports are known written for windows closed by done_us: read again from the first batch
     # whose windows were not all closed by then.
-    assert safe_offsets(residual, done_us=40) == ((0, 0),)
-    assert safe_offsets(residual, done_us=50) == ((0, 10),)
-    assert safe_offsets(residual, done_us=79) == ((0, 10),)
-    assert safe_offsets(residual, done_us=80) == ((0, 30),)
-    assert safe_offsets(residual, done_us=120) == ((0, 40),)  # all closed: where reading resumes
+    assert safe_offsets(residual.start, residual.pending, done_us=40) == ((0, 0),)
+    assert safe_offsets(residual.start, residual.pending, done_us=50) == ((0, 10),)
+    assert safe_offsets(residual.start, residual.pending, done_us=79) == ((0, 10),)
+    assert safe_offsets(residual.start, residual.pending, done_us=80) == ((0, 30),)
+    assert safe_offsets(residual.start, residual.pending, done_us=120) == (
+        (0, 40),
+    )  # all closed: where reading resumes
     # Claims with a later done_us drop the closed batches from the state.
     tracker = _OffsetsTracker(residual)
     assert tracker.try_claim(Claim(0, 45, 40, 130, done_us=80))

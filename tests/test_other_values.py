@@ -17,7 +17,7 @@ from kldrift.other_values import (
     counts_of,
     others_of,
 )
-from kldrift.transforms.sliding_kl import SumCounts
+from kldrift.transforms.panes import SumCounts
 
 WIDTH = 6
 

@@ -1,4 +1,5 @@
-"""SlidingKLDivergence in a streaming pipeline on Prism, driven by TestStream.
+"""SlidingKLFromBatches (the composite on event batches) in a streaming pipeline on Prism, driven
+by TestStream.
 
 Config: windows of 20 s every 10 s, 10 s allowed lateness; a numeric feature `x` with edges
 [0, 10] (bins (-inf, 0), [0, 10), [10, +inf)) and a categorical feature `color` (red, green,
@@ -25,10 +26,11 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 from scipy.stats import entropy
 
-from kldrift.events import EventBatch, EventDecoder, RecordBatch, ResumePoint
+from kldrift.events import EventBatch, EventDecoder, RecordBatch
+from kldrift.io.resume import ResumePoint
 from kldrift.pipeline.options import pipeline_options
 from kldrift.schemas import Baseline, DriftReport, FeatureBaseline, PipelineConfig
-from kldrift.transforms import DEAD_LETTERS, REPORTS, SlidingKLDivergence
+from kldrift.transforms.batches import DEAD_LETTERS, REPORTS, SlidingKLFromBatches
 
 T0 = 1_700_000_000  # a multiple of the 10 s period: window starts are T0 + k*10
 SIZE = 20
@@ -218,9 +220,9 @@ def _run(
     dead_letters: Sequence[tuple] = (),
     resume: ResumePoint | None = None,
 ) -> None:
-    """Runs SlidingKLDivergence on Prism (streaming) and checks both outputs exactly."""
+    """Runs SlidingKLFromBatches on Prism (streaming) and checks both outputs exactly."""
     with beam.Pipeline(options=pipeline_options([], streaming=True)) as pipeline:
-        outputs = pipeline | stream | SlidingKLDivergence(CONFIG, BASELINE, resume=resume)
+        outputs = pipeline | stream | SlidingKLFromBatches(CONFIG, BASELINE, resume=resume)
         assert_that(outputs[REPORTS], _reports_equal(reports), label="CheckReports")
         dead_rows = outputs[DEAD_LETTERS] | beam.Map(
             lambda d: (d.reason, d.value, d.source, d.partition, d.offset)

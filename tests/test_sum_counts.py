@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kldrift.transforms.sliding_kl import SumCounts
+from kldrift.transforms.panes import SumCounts
 
 WIDTH = 7  # e.g. 5 bins + missing + invalid
 

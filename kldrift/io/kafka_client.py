@@ -7,7 +7,6 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from kldrift.events import ResumePoint
 from kldrift.io.kafka_log import last_problem
 from kldrift.schemas.config import KafkaSpec
 
@@ -134,25 +133,3 @@ def start_offsets(spec: KafkaSpec, topic: str, partitions: list[int], group_id: 
         return [c if c is not None else earliest[tp] for c, tp in zip(committed, tps, strict=True)]
     finally:
         consumer.close()
-
-
-def resume_point(
-    spec: KafkaSpec, topic: str, partitions: list[int], group_id: str
-) -> ResumePoint | None:
-    """What the group's committed offsets say previous runs reported and read (their metadata,
-    written by kafka_source; see kldrift.io.resume), for `start_from: committed`; None on a first
-    run."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    from kldrift.io import resume
-
-    consumer = KafkaConsumer(**client_settings(spec, "consumer"), group_id=group_id)
-    try:
-        committed = {
-            p: consumer.committed(TopicPartition(topic, p), metadata=True) for p in partitions
-        }
-    finally:
-        consumer.close()
-    return resume.resume_point(
-        topic, {p: getattr(offset, "metadata", None) for p, offset in committed.items()}
-    )

@@ -44,10 +44,11 @@ from apache_beam.transforms.core import RestrictionProvider, WatermarkEstimatorP
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
 
-from kldrift.events import NO_WATERMARK, EventBatch, EventDecoder, RecordBatch, ResumePoint
+from kldrift.events import NO_WATERMARK, EventBatch, EventDecoder, RecordBatch
 from kldrift.io import resume
 from kldrift.io.kafka_client import client_settings
 from kldrift.io.outage import Outage, is_unreachable
+from kldrift.io.resume import Offsets, Pending, ResumePoint
 from kldrift.schemas.config import PipelineConfig
 
 COMMIT_DELAY_S = 10.0
@@ -72,9 +73,6 @@ unreachable: the watermark then stays where the last answer left it."""
 OUTAGE_PROBE_S = 5.0
 """A reader without records for this long asks the broker whether it is caught up."""
 
-Offsets = tuple[tuple[int, int], ...]
-"""((partition, next offset to read), ...), sorted by partition."""
-
 
 @dataclass(frozen=True)
 class ReaderStart:
@@ -93,15 +91,10 @@ class ReaderStart:
     read_to: Offsets = ()
 
 
-Pending = tuple[tuple[int, int, int], ...]
-"""((partition, first offset of a batch, its closing time in micros), ...): the batches whose
-windows may still be open, per partition in offset order with increasing closing times."""
-
-
 @dataclass(frozen=True)
 class PartitionOffsets:
     """The restriction: from `start` on; `end` is set only on a checkpoint's finished part.
-    `pending` is what a restart would have to read again (see `safe_offsets`)."""
+    `pending` is what a restart would have to read again (see resume.safe_offsets)."""
 
     start: Offsets
     end: Offsets | None = None
@@ -119,26 +112,6 @@ class Claim:
     first_offset: int
     closing_us: int
     done_us: int
-
-
-def add_pending(pending: list[tuple[int, int]], first: int, closing: int, done: int) -> None:
-    """Track a batch in one partition's [(first offset, closing)] list, kept with increasing
-    closing times (a batch closing no later than an earlier one is covered by it); entries closed
-    by `done` are dropped from the front."""
-    if closing > done and (not pending or closing > pending[-1][1]):
-        pending.append((first, closing))
-    while pending and pending[0][1] <= done:
-        pending.pop(0)
-
-
-def safe_offsets(restriction: PartitionOffsets, done_us: int) -> Offsets:
-    """Per partition, the offset a restart must read from so that no window open at `done_us`
-    misses a record: the first pending batch not closed by then, else where reading resumes."""
-    first_open: dict[int, int] = {}
-    for partition, first, closing in restriction.pending:
-        if closing > done_us and partition not in first_open:
-            first_open[partition] = first
-    return tuple((p, first_open.get(p, offset)) for p, offset in restriction.start)
 
 
 class _OffsetsTracker(RestrictionTracker):
@@ -161,7 +134,7 @@ class _OffsetsTracker(RestrictionTracker):
         if self._checkpointed or partition not in self._next:
             return False
         self._next[partition] = max(self._next[partition], position.next_offset)
-        add_pending(
+        resume.add_pending(
             self._pending[partition], position.first_offset, position.closing_us, position.done_us
         )
         return True
@@ -523,7 +496,7 @@ class _ReadPartitions(beam.DoFn):
             offsets = element.offsets
             floor_us = element.floor_us
         else:
-            offsets = safe_offsets(restriction, floor_us)
+            offsets = resume.safe_offsets(restriction.start, restriction.pending, floor_us)
             floor_us = max(floor_us, element.floor_us)
         marker = (offsets, floor_us, tuple(sorted(read_to.items())), own_done_us)
         if last is not None and last[1] == marker:

@@ -17,6 +17,10 @@ own ``done_us`` and every other partition's ``done_us`` of the same run. Until e
 has published one, it commits its carried-forward resume point instead (the offsets and floor
 the run started from), which keeps a restart's guarantees whatever the readers' progress.
 Version 1 metadata (``floor_us``, ``read_to``; one reader) reads the same way.
+
+The whole protocol lives here: what a restart resumes from (ResumePoint, read_resume_point), what a
+reader tracks and commits (add_pending, safe_offsets, encode, published_floor), and what the
+composite skips after a restart (reported_until_us, first_unreported_window).
 """
 
 from __future__ import annotations
@@ -24,11 +28,76 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from kldrift.events import NO_WATERMARK, ResumePoint
+from kldrift.events import NO_WATERMARK
+
+if TYPE_CHECKING:
+    from kldrift.schemas.config import KafkaSpec
 
 METADATA_VERSION = 2
 _READABLE_VERSIONS = (1, 2)
+
+Offsets = tuple[tuple[int, int], ...]
+"""((partition, next offset to read), ...), sorted by partition."""
+
+Pending = tuple[tuple[int, int, int], ...]
+"""((partition, first offset of a batch, its closing time in micros), ...): the batches whose
+windows may still be open, per partition in offset order with increasing closing times."""
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where a restarted streaming job picks up from its committed offsets.
+
+    Every window whose end + allowed_lateness <= `floor_us` was reported by the previous run; the
+    records below `read_to[(topic, partition)]` were read (binned or dead-lettered) by it. A record
+    read again whose every window closed by the floor is skipped, and windows closed by the floor
+    are not reported again, so nothing is counted twice and no window is reported partial.
+    """
+
+    floor_us: int
+    read_to: dict[tuple[str, int], int]
+
+    def read_before(self, source: str, partition: int, offset: int) -> bool:
+        return offset < self.read_to.get((source, partition), -1)
+
+
+def reported_until_us(resume: ResumePoint | None, allowed_lateness_us: int) -> int | None:
+    """After a restart: windows ending at or before this were reported by the previous run (their
+    end + allowed_lateness <= the floor); None without a resume point."""
+    if resume is None:
+        return None
+    return resume.floor_us - allowed_lateness_us
+
+
+def first_unreported_window(first: int, reported_until: int, size_us: int, period_us: int) -> int:
+    """The first window start from `first` on (in steps of `period_us`) whose window ends after
+    `reported_until`, i.e. was not reported by the previous run."""
+    unreported = reported_until - size_us + 1  # window end > reported_until
+    steps = max(0, -(-(unreported - first) // period_us))
+    return first + steps * period_us
+
+
+def add_pending(pending: list[tuple[int, int]], first: int, closing: int, done: int) -> None:
+    """Track a batch in one partition's [(first offset, closing)] list, kept with increasing
+    closing times (a batch closing no later than an earlier one is covered by it); entries closed
+    by `done` are dropped from the front."""
+    if closing > done and (not pending or closing > pending[-1][1]):
+        pending.append((first, closing))
+    while pending and pending[0][1] <= done:
+        pending.pop(0)
+
+
+def safe_offsets(start: Offsets, pending: Pending, done_us: int) -> Offsets:
+    """Per partition, the offset a restart must read from so that no window open at `done_us`
+    misses a record: the first pending batch not closed by then, else where reading resumes
+    (`start`)."""
+    first_open: dict[int, int] = {}
+    for partition, first, closing in pending:
+        if closing > done_us and partition not in first_open:
+            first_open[partition] = first
+    return tuple((p, first_open.get(p, offset)) for p, offset in start)
 
 
 @dataclass(frozen=True)
@@ -97,3 +166,24 @@ def published_floor(run: str, others: Iterable[PartitionResume | None]) -> int |
             return None
         floor = fields.done_us if floor is None else min(floor, fields.done_us)
     return floor
+
+
+def read_resume_point(
+    spec: KafkaSpec, topic: str, partitions: list[int], group_id: str
+) -> ResumePoint | None:
+    """What the group's committed offsets say previous runs reported and read (their metadata,
+    written by kafka_source), for `start_from: committed`; None on a first run."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    from kldrift.io.kafka_client import client_settings
+
+    consumer = KafkaConsumer(**client_settings(spec, "consumer"), group_id=group_id)
+    try:
+        committed = {
+            p: consumer.committed(TopicPartition(topic, p), metadata=True) for p in partitions
+        }
+    finally:
+        consumer.close()
+    return resume_point(
+        topic, {p: getattr(offset, "metadata", None) for p, offset in committed.items()}
+    )

@@ -20,7 +20,8 @@ from kldrift.io.files import ReadRecordBatches, require_paths
 from kldrift.pipeline.options import pipeline_options
 from kldrift.schemas.baseline import Baseline, BaselineError, FeatureBaseline
 from kldrift.schemas.config import CategoricalFeature, NumericFeature, PipelineConfig
-from kldrift.transforms import DecodeRecords, SumCounts
+from kldrift.transforms.decode import DecodeRecords
+from kldrift.transforms.panes import SumCounts
 
 
 def learn_edges(quantiles: Sequence[float]) -> list[float]:

@@ -13,7 +13,8 @@ from kldrift.pipeline.options import pipeline_options
 from kldrift.schemas.baseline import Baseline
 from kldrift.schemas.config import PipelineConfig
 from kldrift.schemas.report import DriftReport
-from kldrift.transforms import DEAD_LETTERS, REPORTS, DecodeRecords, SlidingKLDivergence
+from kldrift.transforms.batches import DEAD_LETTERS, REPORTS, SlidingKLFromBatches
+from kldrift.transforms.decode import DecodeRecords
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ def build_replay(
         pipeline
         | "Read" >> ReadRecordBatches(paths)
         | "DecodeRecords" >> DecodeRecords(config)
-        | "SlidingKLDivergence" >> SlidingKLDivergence(config, baseline)
+        | "SlidingKLDivergence" >> SlidingKLFromBatches(config, baseline)
     )
     _ = (
         outputs[REPORTS]

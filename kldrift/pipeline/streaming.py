@@ -18,24 +18,24 @@ from typing import Any
 
 import apache_beam as beam
 
-from kldrift.events import NO_WATERMARK, ResumePoint
+from kldrift.events import NO_WATERMARK
 from kldrift.io.baselines import BaselineTopic, topic_of
 from kldrift.io.kafka_client import (
     KafkaSetupError,
     ensure_topics,
     masked,
     partitions_of,
-    resume_point,
     start_offsets,
 )
 from kldrift.io.kafka_sink import WriteDeadLetters, WriteReports
 from kldrift.io.kafka_source import ReaderStart, ReadFromKafka, reader_starts
 from kldrift.io.outage import DropOutageTraces, KafkaOutageError, on_timeout, outage_line
+from kldrift.io.resume import ResumePoint, read_resume_point
 from kldrift.local.children import stop_leftover_children
 from kldrift.pipeline.options import flag_value, pipeline_options, runner_name
 from kldrift.schemas.baseline import Baseline
 from kldrift.schemas.config import KafkaSpec, PipelineConfig
-from kldrift.transforms import DEAD_LETTERS, REPORTS, SlidingKLDivergence
+from kldrift.transforms.batches import DEAD_LETTERS, REPORTS, SlidingKLFromBatches
 
 
 def group_id_of(config: PipelineConfig) -> str:
@@ -63,7 +63,7 @@ def build_streaming(
     outputs = (
         pipeline
         | "ReadFromKafka" >> ReadFromKafka(config, starts, group_id_of(config))
-        | "SlidingKLDivergence" >> SlidingKLDivergence(config, baseline, updates, resume)
+        | "SlidingKLDivergence" >> SlidingKLFromBatches(config, baseline, updates, resume)
     )
     _ = outputs[REPORTS] | "WriteReports" >> WriteReports(config.kafka)
     _ = outputs[DEAD_LETTERS] | "WriteDeadLetters" >> WriteDeadLetters(config.kafka)
@@ -84,7 +84,7 @@ def resolve_starts(config: PipelineConfig) -> tuple[list[ReaderStart], ResumePoi
     offsets = start_offsets(spec, spec.input_topic, partitions, group_id)
     resume = None
     if spec.start_from == "committed":
-        resume = resume_point(spec, spec.input_topic, partitions, group_id)
+        resume = read_resume_point(spec, spec.input_topic, partitions, group_id)
     starts = reader_starts(
         spec.input_topic,
         dict(zip(partitions, offsets, strict=True)),

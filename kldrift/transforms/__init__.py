@@ -1,11 +1,9 @@
-"""Beam transforms: the SlidingKLDivergence composite and its steps."""
+"""Beam transforms: the SlidingKLDivergence composite and its steps, one module per step
+(decode, bin, panes, sliding, revise, score; batches wires them)."""
 
-from kldrift.transforms.sliding_kl import (
-    DEAD_LETTERS,
-    REPORTS,
-    DecodeRecords,
-    SlidingKLDivergence,
-    SumCounts,
-)
+from kldrift.transforms.decode import DecodeRecords
+from kldrift.transforms.outputs import DEAD_LETTERS, REPORTS
+from kldrift.transforms.panes import SumCounts
+from kldrift.transforms.sliding_kl import SlidingKLDivergence
 
 __all__ = ["DEAD_LETTERS", "REPORTS", "DecodeRecords", "SlidingKLDivergence", "SumCounts"]

@@ -1,0 +1,114 @@
+"""SlidingKLFromBatches: event batches in, one DriftReport per (key, feature, sliding window,
+revision), and dead letters.
+
+Steps (stable labels, so a Dataflow `--update` keeps state), one module each:
+  Bin                 transforms.bin: each batch binned with numpy into per-(key, pane) counts,
+                      every feature's slots side by side in one array; dead letters
+  PaneHistograms      transforms.panes: FixedWindows(period), sum of counts; late data fires
+                      discarding deltas
+  PaneToWindows       transforms.sliding: each pane sum keyed once per sliding window holding it
+                      (size/period), stamped at that window's last millisecond; summed per window
+                      per bundle
+  SlidingHistograms   transforms.panes again, over those stamps: fires at the sliding window's end;
+                      sum of pane sums (deltas)
+  ReviseStamp         transforms.revise: restamped at window end + allowed_lateness - 1 ms, and
+  ReviseWindows       FixedWindows(period, offset) ending there: the revision state's lifetime
+  Revise              running total per window, numbered revisions 0, 1, 2...
+  Score               transforms.score: divergence against the baseline (a construction argument,
+                      or a newer one with the same bins from `baseline_updates`, e.g. a kafka://
+                      topic) -> a DriftReport per feature, q-values across the features of one
+                      (key, window, revision)
+Each event is counted once, whatever size/period is: the sliding step costs windows x bins.
+Only standard WindowFns are used: Flink's and Dataflow's Java side reject pickled Python ones.
+"""
+
+from __future__ import annotations
+
+import apache_beam as beam
+from apache_beam.transforms import window
+from apache_beam.utils.timestamp import Duration, Timestamp
+
+from kldrift.binning import resolve_bins
+from kldrift.events import EventBatch
+from kldrift.io import resume
+from kldrift.io.resume import ResumePoint
+from kldrift.schemas.baseline import Baseline
+from kldrift.schemas.config import PipelineConfig
+from kldrift.schemas.report import DriftReport
+from kldrift.transforms.bin import BinPanes, feature_slots
+from kldrift.transforms.outputs import DEAD_LETTERS, REPORTS
+from kldrift.transforms.panes import WindowedSum
+from kldrift.transforms.revise import Revise, StampAtReviseEnd
+from kldrift.transforms.score import BaselineUpdates, Score
+from kldrift.transforms.sliding import WINDOW_ELEMENT, PaneToWindows
+
+__all__ = ["DEAD_LETTERS", "REPORTS", "SlidingKLFromBatches"]
+
+
+class SlidingKLFromBatches(beam.PTransform):
+    """EventBatch -> {"reports": DriftReport, "dead_letters": DeadLetter}: the steps wired together.
+
+    Internal: what the Kafka source (`kldrift run`, with `resume` after a restart) and file replay
+    use. The public composite on any PCollection is kldrift.transforms.sliding_kl.SlidingKLDivergence.
+
+    `baseline` is checked against `config` at construction: a mismatch raises BaselineMismatch
+    naming the feature before any pipeline starts. `baseline_updates` (optional) hands the running
+    job newer baselines with the same bins; each report names the `baseline_id` it was scored with.
+    """
+
+    def __init__(
+        self,
+        config: PipelineConfig,
+        baseline: Baseline,
+        baseline_updates: BaselineUpdates | None = None,
+        resume: ResumePoint | None = None,
+    ) -> None:
+        super().__init__()
+        self._config = config
+        self._baseline = baseline
+        self._feature_bins = resolve_bins(config, baseline)
+        self._updates = baseline_updates
+        self._resume = resume
+
+    def expand(self, batches: beam.PCollection[EventBatch]) -> dict[str, beam.PCollection]:
+        spec = self._config.window
+        period = Duration(micros=spec.period_us)
+        lateness = spec.allowed_lateness_us
+        binned = batches | "Bin" >> beam.ParDo(
+            BinPanes(self._config, self._feature_bins, self._resume)
+        ).with_outputs(DEAD_LETTERS, main="pane_counts")
+        windows = (
+            binned.pane_counts
+            | "PaneHistograms"
+            >> WindowedSum(
+                window.FixedWindows(period),
+                # Panes stay open until their last sliding window closes.
+                allowed_lateness_us=lateness + spec.size_us,
+            )
+            | "PaneToWindows"
+            >> beam.ParDo(
+                PaneToWindows(
+                    spec.size_us,
+                    spec.period_us,
+                    resume.reported_until_us(self._resume, lateness),
+                )
+            ).with_output_types(WINDOW_ELEMENT)
+            # Standard WindowFns only (Flink's Java side rejects pickled Python ones). Elements are
+            # stamped at their sliding window's last ms, so FixedWindows(period) gives the window
+            # [start + size - period, start + size): the same end (firing) as [start, start + size).
+            | "SlidingHistograms"
+            >> WindowedSum(window.FixedWindows(period), allowed_lateness_us=lateness)
+            # Revise's state window ends at end + allowed_lateness: restamp to its last ms, then
+            # FixedWindows(period) offset by lateness % period has a boundary exactly there.
+            | "ReviseStamp"
+            >> beam.ParDo(StampAtReviseEnd(lateness)).with_output_types(WINDOW_ELEMENT)
+            | "ReviseWindows"
+            >> beam.WindowInto(
+                window.FixedWindows(period, offset=Timestamp(micros=lateness % spec.period_us))
+            )
+            | "Revise" >> beam.ParDo(Revise(feature_slots(self._feature_bins)))
+        )
+        reports = windows | "Score" >> beam.ParDo(
+            Score(self._config, self._feature_bins, self._baseline, self._updates)
+        ).with_output_types(DriftReport)
+        return {REPORTS: reports, DEAD_LETTERS: binned[DEAD_LETTERS]}

@@ -1,0 +1,133 @@
+"""Score: a window's counts against the baseline -> one DriftReport per feature, q-values across
+the features of one (key, window, revision)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Protocol
+
+import apache_beam as beam
+from apache_beam.utils.timestamp import Timestamp
+
+from kldrift import metrics
+from kldrift.binning import BaselineMismatch, FeatureBins, bins_differ, resolve_bins
+from kldrift.other_values import Histogram, counts_of, others_of
+from kldrift.schemas.baseline import Baseline, BaselineError
+from kldrift.schemas.config import PipelineConfig
+from kldrift.schemas.report import DriftReport
+from kldrift.scoring import FeatureReference, feature_references, window_reports
+from kldrift.transforms.bin import feature_slots
+from kldrift.transforms.sliding import SlideKey
+
+_LOG = logging.getLogger(__name__)
+
+
+class BaselineUpdates(Protocol):
+    """A source of newer baselines for a running job (kldrift.io.baselines.BaselineTopic)."""
+
+    @property
+    def location(self) -> str:
+        """Where the baselines come from (for logs)."""
+        ...
+
+    def poll(self) -> Baseline | None:
+        """A baseline not handed out before, or None; cheap when called per window."""
+        ...
+
+
+class Score(beam.DoFn):
+    """A window's counts against the baseline -> one DriftReport per feature, q-values across them.
+
+    The baseline is the one given at construction, or the newest one `updates` handed out that
+    has the job's bins (panes are binned with them); one with other bins is rejected and logged.
+    Not a side input: Flink checkpoints of the operator state holding a side input fail
+    (ClassCastException in the portable runner's state copy), so the job never checkpoints.
+    """
+
+    def __init__(
+        self,
+        config: PipelineConfig,
+        feature_bins: list[FeatureBins],
+        baseline: Baseline,
+        updates: BaselineUpdates | None = None,
+    ) -> None:
+        self._config = config
+        self._feature_bins = feature_bins
+        self._initial = baseline
+        self._updates = updates
+        self._size_us = config.window.size_us
+        self._slots = feature_slots(feature_bins)
+        self._by_baseline: dict[str, list[FeatureReference]] = {}
+
+    def setup(self) -> None:
+        self._reports = metrics.counter(metrics.REPORTS)
+        self._drift = metrics.counter(metrics.WINDOWS_DRIFTED)
+        self._swapped = metrics.counter(metrics.BASELINES_SWAPPED)
+        self._rejected = metrics.counter(metrics.BASELINES_REJECTED)
+        self._current: Baseline | None = None
+
+    def _baseline(self) -> Baseline:
+        current = self._current or self._initial
+        if self._updates is None:
+            return current
+        try:
+            candidate = self._updates.poll()
+            if candidate is None or candidate.id == current.id:
+                return current
+            differs = bins_differ(self._feature_bins, resolve_bins(self._config, candidate))
+            if differs is not None:
+                raise BaselineMismatch(f"feature {differs!r}: its bins differ from the job's")
+        except (BaselineError, BaselineMismatch) as err:
+            self._rejected.inc()
+            _LOG.error(
+                "baseline %s rejected, keeping %s: %s", self._updates.location, current.id[:12], err
+            )
+            return current
+        _LOG.warning(
+            "baseline swapped: %s -> %s (from %s)",
+            current.id[:12],
+            candidate.id[:12],
+            self._updates.location,
+        )
+        self._swapped.inc()
+        self._current = candidate
+        return candidate
+
+    def _references(self, baseline: Baseline) -> list[FeatureReference]:
+        cached = self._by_baseline.get(baseline.id)
+        if cached is None:
+            bins = resolve_bins(self._config, baseline)
+            cached = feature_references(bins, baseline, self._config.drift.smoothing)
+            self._by_baseline = {baseline.id: cached}
+        return cached
+
+    def process(
+        self,
+        element: tuple[SlideKey, Histogram, int],
+    ) -> Iterator[DriftReport]:
+        (key, window_start_us), histogram, revision = element
+        baseline = self._baseline()
+        reports = window_reports(
+            pipeline=self._config.name,
+            key=key,
+            window_start=_datetime(Timestamp(micros=window_start_us)),
+            window_end=_datetime(Timestamp(micros=window_start_us + self._size_us)),
+            revision=revision,
+            counts=counts_of(histogram),
+            slots=self._slots,
+            references=self._references(baseline),
+            drift_spec=self._config.drift,
+            baseline_id=baseline.id,
+            other_values=others_of(histogram),
+        )
+        for report in reports:
+            self._reports.inc()
+            if report.drift:
+                self._drift.inc()
+            yield report
+
+
+def _datetime(moment: Timestamp) -> datetime:
+    return datetime.fromtimestamp(moment.micros / 1_000_000, tz=UTC)

@@ -1,0 +1,100 @@
+"""PaneToWindows: each pane's counts keyed once per sliding window holding it (size/period of them),
+stamped at that window's last millisecond and summed per window within a bundle. SlidingHistograms
+(panes.WindowedSum over FixedWindows(period)) then fires each at its sliding window's end."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+from apache_beam import typehints
+from apache_beam.transforms import window
+from apache_beam.utils.timestamp import Timestamp
+from apache_beam.utils.windowed_value import WindowedValue
+
+from kldrift.io import resume
+from kldrift.other_values import CountsWithOthers, Histogram, add_into, copy_histogram, counts_of
+from kldrift.transforms.panes import PaneKey
+
+SlideKey = tuple[str | None, int]
+"""(key, window start in microseconds): the grouping key of sliding-window histograms."""
+
+WINDOW_ELEMENT = typehints.Tuple[typehints.Tuple[typehints.Optional[str], int], typehints.Any]
+"""((key, window_start_us), counts): typed so the stateful Revise step gets a deterministic key
+coder."""
+
+
+class PaneToWindows(beam.DoFn):
+    """A pane's counts -> one element per sliding window holding the pane (size/period of them),
+    the window's start in the key, timestamped at the end of its own window.
+
+    Prism (2.77) holds a grouping stage's input watermark at its buffered elements' timestamps.
+    With Beam's SlidingWindows, elements buffered for a window still open carry timestamps before
+    the end of the window that just closed, so a late firing of the closed window never became
+    ready and late revisions were lost in live streams. One element per window, stamped at that
+    window's last millisecond, holds the watermark only where that window itself ends.
+
+    The panes of one bundle are summed per (key, window) here and emitted when the bundle ends:
+    the combiner lifting that Prism does not do for triggered windows. Each window then costs one
+    element per bundle, not one per pane (size/period of them), through SlidingHistograms.
+    """
+
+    def __init__(self, size_us: int, period_us: int, reported_until_us: int | None = None) -> None:
+        self._size_us = size_us
+        self._period_us = period_us
+        # After a restart, windows ending at or before this were reported by the previous run.
+        self._reported_until_us = reported_until_us
+
+    def start_bundle(self) -> None:
+        self._parts: dict[SlideKey, list[Histogram]] = {}
+
+    def process(
+        self, element: tuple[PaneKey, Histogram | None], pane: Any = beam.DoFn.WindowParam
+    ) -> None:
+        key, counts = element
+        if counts is None:
+            return
+        pane_start = pane.start.micros
+        first = pane_start - self._size_us + self._period_us
+        if self._reported_until_us is not None:
+            first = max(
+                first,
+                resume.first_unreported_window(
+                    first, self._reported_until_us, self._size_us, self._period_us
+                ),
+            )
+        parts = self._parts
+        for window_start in range(first, pane_start + 1, self._period_us):
+            slot = (key, window_start)
+            window_parts = parts.get(slot)
+            if window_parts is None:
+                parts[slot] = [counts]
+            else:
+                window_parts.append(counts)
+
+    def finish_bundle(self) -> Iterator[WindowedValue]:
+        parts, self._parts = self._parts, {}
+        for (key, window_start), window_parts in parts.items():
+            total = window_parts[0] if len(window_parts) == 1 else _sum_parts(window_parts)
+            end_us = window_start + self._size_us
+            # In the window SlidingHistograms will assign it to (by this timestamp) anyway.
+            yield WindowedValue(
+                ((key, window_start), total),
+                Timestamp(micros=end_us - 1000),
+                (
+                    window.IntervalWindow(
+                        Timestamp(micros=end_us - self._period_us), Timestamp(micros=end_us)
+                    ),
+                ),
+            )
+
+
+def _sum_parts(parts: list[Histogram]) -> Histogram:
+    if not any(isinstance(part, CountsWithOthers) for part in parts):
+        return np.sum([counts_of(part) for part in parts], axis=0)
+    total = copy_histogram(parts[0])
+    for part in parts[1:]:
+        total = add_into(total, part)
+    return total
