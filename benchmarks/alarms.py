@@ -59,12 +59,16 @@ def issue_baseline() -> tuple[PipelineConfig, Baseline]:
 
 
 def demo_baseline(folder: Path) -> tuple[PipelineConfig, Baseline]:
+    from kldrift.local.runners import local_runner_args
     from kldrift.pipeline.baseline import build_baseline
 
     config = PipelineConfig.model_validate(demo_config())
     training = folder / "training.jsonl"
     training.write_bytes(b"\n".join(training_lines(20_000, seed=3)) + b"\n")
-    return config, build_baseline(config, str(training), str(folder / "baseline.json"))
+    baseline = build_baseline(
+        config, str(training), str(folder / "baseline.json"), beam_args=local_runner_args([])
+    )
+    return config, baseline
 
 
 def main() -> int:

@@ -24,6 +24,7 @@ from apache_beam.io import ReadFromText, WriteToText
 from apache_beam.transforms.window import SlidingWindows, TimestampedValue
 from scipy.stats import entropy
 
+from kldrift.local.runners import local_runner_args
 from kldrift.pipeline.options import pipeline_options
 from kldrift.schemas.baseline import Baseline
 from kldrift.schemas.config import PipelineConfig
@@ -156,6 +157,7 @@ def run_naive(
     beam_args: Sequence[str] = (),
 ) -> None:
     """Run the naive pipeline to completion on the default runner (Prism)."""
-    pipeline = beam.Pipeline(options=pipeline_options(beam_args, streaming=False))
+    options = pipeline_options(local_runner_args(beam_args), streaming=False)
+    pipeline = beam.Pipeline(options=options)
     build_naive(pipeline, config, baseline, input_path, output)
     pipeline.run().wait_until_finish()

@@ -27,10 +27,13 @@ from benchmarks.procs import cpu_seconds, peak_rss_mb, prism_child
 
 def _runner(task: str) -> Callable[[Any, Any, str, str], dict[str, int]]:
     if task == "replay":
+        from kldrift.local.runners import local_runner_args
         from kldrift.pipeline.replay import run_replay
 
         def replay(config: Any, baseline: Any, input_path: str, output: str) -> dict[str, int]:
-            summary = run_replay(config, baseline, input_path, output)
+            summary = run_replay(
+                config, baseline, input_path, output, beam_args=local_runner_args([])
+            )
             return {"events_binned": summary.events_binned, "reports": summary.reports}
 
         return replay

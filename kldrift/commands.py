@@ -6,68 +6,26 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from typing import Any, TypeVar
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
-from kldrift.binning import BaselineMismatch
-from kldrift.errors import InputNotFound
+from kldrift.errors import UserError, user_errors
 from kldrift.events import parse_rfc3339_us
-from kldrift.io.baselines import read_baseline
-from kldrift.io.kafka_client import KafkaSetupError
-from kldrift.local.flink import FlinkSetupError
-from kldrift.schemas.baseline import Baseline, BaselineError
-from kldrift.schemas.config import (
-    ConfigError,
-    PipelineConfig,
-    config_json_schema,
-    load_config,
-    with_kafka_overrides,
-)
+from kldrift.jobs import load_job
+from kldrift.schemas.config import config_json_schema, load_config, with_kafka_overrides
 
 T = TypeVar("T")
-
-_USER_ERRORS = (
-    ConfigError,
-    BaselineError,
-    BaselineMismatch,
-    InputNotFound,
-    KafkaSetupError,
-    FlinkSetupError,
-)
-
-
-class UserError(Exception):
-    """An error the user can fix: printed as one line, exit code 2."""
-
-
-@contextmanager
-def user_errors() -> Iterator[None]:
-    """Turn errors a user can fix, raised here or inside a pipeline, into one-line UserErrors."""
-    try:
-        yield
-    except _USER_ERRORS as err:
-        raise UserError(str(err)) from None
-    except Exception as err:
-        line = _user_error_line(str(err))
-        if line is None:
-            raise
-        raise UserError(line) from None
-
-
-def _user_error_line(text: str) -> str | None:
-    """A pipeline failure that wraps one of our user errors: its message, without the trace."""
-    for name in ("BaselineError", "BaselineMismatch", "ConfigError", "KafkaSetupError"):
-        marker = f"{name}: "
-        at = text.rfind(marker)
-        if at >= 0:
-            message = text[at + len(marker) :].splitlines()[0]
-            return message.split(" [while running")[0].strip()
-    return None
 
 
 def _beam_args(args: Sequence[str]) -> list[str]:
     return [a for a in args if a != "--"]
+
+
+def _job_beam_args(args: Sequence[str]) -> list[str]:
+    """A job's Beam flags, with the local runner (Prism by default, or Flink) they need."""
+    from kldrift.local.runners import local_runner_args
+
+    return local_runner_args(_beam_args(args))
 
 
 def parse_time_us(text: str | None, flag: str) -> int | None:
@@ -81,26 +39,6 @@ def parse_time_us(text: str | None, flag: str) -> int | None:
     if parsed is None:
         raise UserError(f"{flag} {text!r} is neither epoch seconds nor RFC 3339 time")
     return parsed
-
-
-def load_job(
-    config_path: str,
-    baseline_path: str | None,
-    kafka_overrides: Mapping[str, Any] | None = None,
-) -> tuple[PipelineConfig, Baseline]:
-    """The config (with --baseline and Kafka overrides applied) and its baseline, checked."""
-    with user_errors():
-        config = with_kafka_overrides(load_config(config_path), kafka_overrides or {})
-        path = baseline_path or config.baseline
-        if path is None:
-            raise UserError(f"{config_path}: no baseline: set `baseline:` or pass --baseline")
-        if baseline_path is not None:  # --baseline overrides the config's, also for watching
-            config = config.model_copy(update={"baseline": baseline_path})
-        baseline = read_baseline(path, config.kafka)
-        from kldrift.binning import resolve_bins
-
-        resolve_bins(config, baseline)
-    return config, baseline
 
 
 def _timed(label: str, work: Callable[[], T]) -> T:
@@ -174,7 +112,7 @@ def baseline(args: argparse.Namespace) -> int:
                 args.output,
                 start_us=start_us,
                 end_us=end_us,
-                beam_args=_beam_args(args.beam_args),
+                beam_args=_job_beam_args(args.beam_args),
             ),
         )
     for feature in result.features:
@@ -215,7 +153,12 @@ def replay(args: argparse.Namespace) -> int:
     started = time.monotonic()
     with user_errors():
         summary = run_replay(
-            config, baseline_, args.input, args.output, args.dead_letter, _beam_args(args.beam_args)
+            config,
+            baseline_,
+            args.input,
+            args.output,
+            args.dead_letter,
+            _job_beam_args(args.beam_args),
         )
     elapsed = time.monotonic() - started
     rate = summary.events_binned / elapsed if elapsed > 0 else 0.0
@@ -233,7 +176,11 @@ def run(args: argparse.Namespace) -> int:
     if config.kafka is None:
         raise UserError(f"{args.config}: `kafka:` is required to run the streaming job")
     with user_errors():
-        return run_streaming(config, baseline_, _beam_args(args.beam_args))
+        from kldrift.local.runners import prepare_streaming
+
+        beam_args = _job_beam_args(args.beam_args)
+        prepare_streaming(beam_args)
+        return run_streaming(config, baseline_, beam_args)
 
 
 def demo(args: argparse.Namespace) -> int:

@@ -113,6 +113,7 @@ def _write_config(options: DemoOptions, bootstrap: str) -> Path:
 
 
 def _build_baseline(config_path: Path, out_dir: Path) -> None:
+    from kldrift.local.runners import local_runner_args
     from kldrift.pipeline.baseline import build_baseline
     from kldrift.schemas.config import load_config
 
@@ -120,7 +121,10 @@ def _build_baseline(config_path: Path, out_dir: Path) -> None:
     training.write_bytes(b"\n".join(training_lines(20_000, seed=3)) + b"\n")
     _say("building the baseline from 20,000 training events (a Beam batch job)")
     baseline = build_baseline(
-        load_config(config_path), str(training), str(out_dir / "baseline.json")
+        load_config(config_path),
+        str(training),
+        str(out_dir / "baseline.json"),
+        beam_args=local_runner_args([]),
     )
     _say(f"baseline {baseline.id[:12]} written to {out_dir / 'baseline.json'}")
 

@@ -202,7 +202,7 @@ def _copy_to_local(url: str, target: Path) -> Path:
     """Copy `url` (gs://, or any path Beam's FileSystems reads) to the local file `target`."""
     from apache_beam.io.filesystems import FileSystems
 
-    from kldrift.commands import UserError
+    from kldrift.errors import UserError
 
     try:
         with FileSystems.open(url) as source, open(target, "wb") as sink:
@@ -227,7 +227,7 @@ def stage_job_files(config_url: str, baseline_url: str | None, workdir: Path) ->
     """
     import yaml
 
-    from kldrift.commands import UserError
+    from kldrift.errors import UserError
 
     name = posixpath.basename(config_url.rstrip("/")) or "config.yaml"
     config_path = _copy_to_local(config_url, workdir / name)
@@ -269,7 +269,8 @@ def launch_dataflow(argv: Sequence[str]) -> int:
     """The Flex Template launcher: parameters -> `kldrift run` on Dataflow, not waited on."""
     import tempfile
 
-    from kldrift.commands import UserError, load_job, user_errors
+    from kldrift.errors import UserError, user_errors
+    from kldrift.jobs import load_job
 
     try:
         params, beam_args = parse_template_args(argv)

@@ -34,8 +34,8 @@ from apache_beam.options.pipeline_options import (
 
 from kldrift import deploy
 from kldrift.cli import build_parser
-from kldrift.commands import load_job
 from kldrift.io.kafka_source import ReaderStart
+from kldrift.jobs import load_job
 from kldrift.local.flink import FLINK_VERSION
 from kldrift.pipeline.options import pipeline_options
 from kldrift.pipeline.streaming import build_streaming

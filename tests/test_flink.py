@@ -21,6 +21,7 @@ from kafka import KafkaConsumer, KafkaProducer
 
 from kldrift.local import flink
 from kldrift.local.kafka import create_topics
+from kldrift.local.runners import local_runner_args
 from kldrift.pipeline.options import pipeline_options
 from kldrift.schemas.report import DriftReport
 from kldrift.synthetic import SyntheticStream, demo_config, training_lines
@@ -34,17 +35,18 @@ def test_options_use_the_installed_job_server(monkeypatch: pytest.MonkeyPatch) -
     """FlinkRunner gets the set-up's jar (no run-time download) and LOOPBACK; a given jar wins."""
     monkeypatch.setenv("KLDRIFT_FLINK_JOB_SERVER_JAR", "/opt/job-server.jar")
     for runner in ("FlinkRunner", "flink"):
-        opts = pipeline_options(["--runner", runner], streaming=True).get_all_options()
+        args = local_runner_args(["--runner", runner])
+        opts = pipeline_options(args, streaming=True).get_all_options()
         assert opts["flink_job_server_jar"] == "/opt/job-server.jar"
         if runner == "FlinkRunner":  # for "flink", Beam's FlinkRunner picks LOOPBACK itself
             assert opts["environment_type"] == "LOOPBACK"
         assert opts["streaming"] is True
     given = pipeline_options(
-        ["--runner=FlinkRunner", "--flink_job_server_jar=/x.jar"], streaming=True
+        local_runner_args(["--runner=FlinkRunner", "--flink_job_server_jar=/x.jar"]), streaming=True
     ).get_all_options()
     assert given["flink_job_server_jar"] == "/x.jar"
     prism = pipeline_options(
-        ["--runner=PrismRunner", "--prism_location=/p"], streaming=False
+        local_runner_args(["--runner=PrismRunner", "--prism_location=/p"]), streaming=False
     ).get_all_options()
     assert prism["flink_job_server_jar"] is None
 
@@ -263,7 +265,8 @@ def test_a_restore_on_the_embedded_cluster_goes_through_flink_conf_dir(
     """Beam's job server applies --savepoint_path only for a remote cluster: for [local]/[auto],
     kldrift run writes execution.savepoint.path into a FLINK_CONF_DIR of its own, keeping the
     user's other Flink settings; for a remote master it leaves Beam to do it."""
-    from kldrift.pipeline.streaming import _restore_embedded_flink, savepoint_of
+    from kldrift.local.runners import restore_embedded_flink
+    from kldrift.pipeline.streaming import savepoint_of
 
     user_conf = tmp_path / "user-conf"
     user_conf.mkdir()
@@ -273,7 +276,7 @@ def test_a_restore_on_the_embedded_cluster_goes_through_flink_conf_dir(
     monkeypatch.setenv("FLINK_CONF_DIR", str(user_conf))
     args = ["--runner", "FlinkRunner", "--savepoint_path", "file:///ck/job/chk-7"]
     assert savepoint_of(args) == "file:///ck/job/chk-7"
-    _restore_embedded_flink("file:///ck/job/chk-7", args)
+    restore_embedded_flink("file:///ck/job/chk-7", args)
     conf = Path(os.environ["FLINK_CONF_DIR"])
     assert conf != user_conf
     assert (conf / "flink-conf.yaml").read_text().splitlines() == [
@@ -281,7 +284,7 @@ def test_a_restore_on_the_embedded_cluster_goes_through_flink_conf_dir(
         "execution.savepoint.path: file:///ck/job/chk-7",
     ]
     monkeypatch.setenv("FLINK_CONF_DIR", str(user_conf))
-    _restore_embedded_flink("file:///s", ["--runner=FlinkRunner", "--flink_master=host:8081"])
+    restore_embedded_flink("file:///s", ["--runner=FlinkRunner", "--flink_master=host:8081"])
     assert os.environ["FLINK_CONF_DIR"] == str(user_conf)
 
 

@@ -12,6 +12,7 @@ from apache_beam.options.pipeline_options import StandardOptions
 from apache_beam.transforms import window
 from apache_beam.transforms.periodicsequence import PeriodicImpulse
 
+from kldrift.local.runners import local_runner_args
 from kldrift.pipeline.options import pipeline_options
 
 
@@ -27,7 +28,7 @@ class _RecordFiring(beam.DoFn):
 
 
 def test_default_runner_is_the_locally_built_prism() -> None:
-    options = pipeline_options([], streaming=True)
+    options = pipeline_options(local_runner_args([]), streaming=True)
     assert options.view_as(StandardOptions).runner == "PrismRunner"
     prism = options.get_all_options()["prism_location"]
     assert Path(prism).is_file()
@@ -37,7 +38,7 @@ def test_prism_fires_windows_of_an_unbounded_source_while_it_runs(tmp_path: Path
     firings = tmp_path / "firings.jsonl"
     start = time.time() + 1.0
     stop = start + 9.0
-    with beam.Pipeline(options=pipeline_options([], streaming=True)) as pipeline:
+    with beam.Pipeline(options=pipeline_options(local_runner_args([]), streaming=True)) as pipeline:
         _ = (
             pipeline
             | PeriodicImpulse(start_timestamp=start, stop_timestamp=stop, fire_interval=0.5)

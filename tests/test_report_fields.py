@@ -18,6 +18,7 @@ import pytest
 from scipy.optimize import brentq
 from scipy.stats import chi2, chi2_contingency, entropy, ncx2
 
+from kldrift.local.runners import local_runner_args
 from kldrift.pipeline.replay import run_replay
 from kldrift.schemas import Baseline, FeatureBaseline, PipelineConfig
 from kldrift.schemas.report import SCHEMA_VERSION, DriftReport
@@ -144,7 +145,13 @@ def scored(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[dict], list[d
     events = _events(3000, seed=12, drift_at=T0 + 150)
     path = folder / "events.jsonl"
     path.write_text("".join(json.dumps(e) + "\n" for e in events))
-    run_replay(CONFIG, baseline, str(path), str(folder / "reports.jsonl"))
+    run_replay(
+        CONFIG,
+        baseline,
+        str(path),
+        str(folder / "reports.jsonl"),
+        beam_args=local_runner_args([]),
+    )
     lines = (folder / "reports.jsonl").read_text().splitlines()
     return [json.loads(line) for line in lines], events, baseline
 

@@ -28,6 +28,7 @@ from scipy.stats import entropy
 
 from kldrift.events import EventBatch, EventDecoder, RecordBatch
 from kldrift.io.resume import ResumePoint
+from kldrift.local.runners import local_runner_args
 from kldrift.pipeline.options import pipeline_options
 from kldrift.schemas import Baseline, DriftReport, FeatureBaseline, PipelineConfig
 from kldrift.transforms.batches import DEAD_LETTERS, REPORTS, SlidingKLFromBatches
@@ -221,7 +222,7 @@ def _run(
     resume: ResumePoint | None = None,
 ) -> None:
     """Runs SlidingKLFromBatches on Prism (streaming) and checks both outputs exactly."""
-    with beam.Pipeline(options=pipeline_options([], streaming=True)) as pipeline:
+    with beam.Pipeline(options=pipeline_options(local_runner_args([]), streaming=True)) as pipeline:
         outputs = pipeline | stream | SlidingKLFromBatches(CONFIG, BASELINE, resume=resume)
         assert_that(outputs[REPORTS], _reports_equal(reports), label="CheckReports")
         dead_rows = outputs[DEAD_LETTERS] | beam.Map(

@@ -30,6 +30,7 @@ import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from kldrift.errors import FlinkSetupError
 from kldrift.local.maven import fetch_jars, file_lock, require_mvn
 from kldrift.local.paths import cache_dir
 
@@ -76,15 +77,6 @@ org.slf4j.simpleLogger.dateTimeFormat=HH:mm:ss.SSS
 org.slf4j.simpleLogger.log.org.apache.beam=info
 org.slf4j.simpleLogger.log.org.apache.flink.runtime.checkpoint=warn
 """
-
-
-class FlinkSetupError(RuntimeError):
-    """The Flink job server could not be installed."""
-
-
-def is_flink_runner(name: str) -> bool:
-    """`--runner` values that Beam resolves to its FlinkRunner (FlinkRunner, flink, dotted path)."""
-    return name.rsplit(".", 1)[-1].lower() in ("flink", "flinkrunner")
 
 
 def install_dir() -> Path:

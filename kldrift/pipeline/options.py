@@ -1,4 +1,8 @@
-"""The one place that builds Beam pipeline options for kldrift's local default runner (Prism)."""
+"""The one place that builds Beam pipeline options for kldrift jobs (Prism by default).
+
+Installing a local runner is the CLI's business (it adds `--prism_location` or
+`--flink_job_server_jar` for the runners it installs); the options here only follow the flags
+given."""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ def has_flag(args: Sequence[str], name: str) -> bool:
 
 
 def pipeline_options(extra_args: Sequence[str] = (), *, streaming: bool) -> PipelineOptions:
-    """Options for a kldrift job: Prism (built locally) unless `extra_args` name another runner.
+    """Options for a kldrift job: Prism unless `extra_args` name another runner.
 
     `extra_args` are Beam pipeline flags passed through verbatim (`--runner FlinkRunner ...`).
     """
@@ -21,17 +25,6 @@ def pipeline_options(extra_args: Sequence[str] = (), *, streaming: bool) -> Pipe
     if not has_flag(args, "--runner"):
         args.append("--runner=PrismRunner")
     runner = runner_name(args)
-    if runner in ("PrismRunner", "prism") and not has_flag(args, "--prism_location"):
-        from kldrift.local.prism import ensure_installed
-
-        args.append(f"--prism_location={ensure_installed()}")
-    from kldrift.local.flink import is_flink_runner
-
-    if is_flink_runner(runner) and not has_flag(args, "--flink_job_server_jar"):
-        # Else Beam downloads its job server jar at run time; use the one set-up installed.
-        from kldrift.local.flink import ensure_installed as ensure_flink
-
-        args.append(f"--flink_job_server_jar={ensure_flink()}")
     if (
         is_flink_runner(runner)
         and has_flag(args, "--checkpointing_interval")
@@ -63,3 +56,8 @@ def flag_value(args: Sequence[str], name: str) -> str | None:
 
 def runner_name(args: Sequence[str]) -> str:
     return flag_value(args, "--runner") or ""
+
+
+def is_flink_runner(name: str) -> bool:
+    """`--runner` values that Beam resolves to its FlinkRunner (FlinkRunner, flink, dotted path)."""
+    return name.rsplit(".", 1)[-1].lower() in ("flink", "flinkrunner")

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import atexit
 import logging
-import os
-import shutil
 import signal
 import sys
-import tempfile
 import threading
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
@@ -31,8 +26,7 @@ from kldrift.io.kafka_sink import WriteDeadLetters, WriteReports
 from kldrift.io.kafka_source import ReaderStart, ReadFromKafka, reader_starts
 from kldrift.io.outage import DropOutageTraces, KafkaOutageError, on_timeout, outage_line
 from kldrift.io.resume import ResumePoint, read_resume_point
-from kldrift.local.children import stop_leftover_children
-from kldrift.pipeline.options import flag_value, pipeline_options, runner_name
+from kldrift.pipeline.options import flag_value, is_flink_runner, pipeline_options, runner_name
 from kldrift.schemas.baseline import Baseline
 from kldrift.schemas.config import KafkaSpec, PipelineConfig
 from kldrift.transforms.batches import DEAD_LETTERS, REPORTS, SlidingKLFromBatches
@@ -154,7 +148,10 @@ def _watching(config: PipelineConfig) -> str:
 
 
 def run_streaming(config: PipelineConfig, baseline: Baseline, beam_args: Sequence[str] = ()) -> int:
-    """Run until cancelled; Ctrl-C (SIGINT) or SIGTERM cancels the job cleanly and returns 0."""
+    """Run until cancelled; Ctrl-C (SIGINT) or SIGTERM cancels the job cleanly and returns 0.
+
+    `beam_args` must already name what the runner needs: the CLI adds a local Prism or Flink, and
+    sets an embedded Flink cluster up to restore --savepoint_path, before calling this."""
     spec: KafkaSpec | None = config.kafka
     if spec is None:
         raise KafkaSetupError("the config has no `kafka:` section")
@@ -162,9 +159,6 @@ def run_streaming(config: PipelineConfig, baseline: Baseline, beam_args: Sequenc
     restore = savepoint_of(beam_args)
     if restore is not None:
         resume = None  # the restored state is the truth; its readers resume where it says
-        _restore_embedded_flink(restore, beam_args)
-    # Registered before Beam's own exit handlers, so it runs after them (atexit is LIFO).
-    atexit.register(stop_leftover_children)
     options = pipeline_options(beam_args, streaming=True)
     print(
         banner(config, baseline, starts, _runner_of(options), resume, restore),
@@ -176,21 +170,7 @@ def run_streaming(config: PipelineConfig, baseline: Baseline, beam_args: Sequenc
     pipeline = beam.Pipeline(options=options)
     build_streaming(pipeline, config, baseline, starts, resume)
     result = pipeline.run()
-    from kldrift.local.flink import is_flink_runner
-
     return _wait_or_cancel(result, metrics_served=not is_flink_runner(runner_name(beam_args)))
-
-
-def _restore_embedded_flink(savepoint: str, beam_args: Sequence[str]) -> None:
-    """Make Beam's embedded Flink cluster restore `savepoint` (see flink.restore_conf_dir)."""
-    from kldrift.local import flink
-
-    master = flag_value(beam_args, "--flink_master") or "[auto]"  # Beam's default
-    if not flink.is_flink_runner(runner_name(beam_args)) or master not in flink.EMBEDDED_MASTERS:
-        return  # a remote Flink cluster restores --savepoint_path itself
-    conf_dir = flink.restore_conf_dir(savepoint, Path(tempfile.mkdtemp(prefix="kldrift-flink-")))
-    atexit.register(shutil.rmtree, conf_dir, True)
-    os.environ["FLINK_CONF_DIR"] = str(conf_dir)
 
 
 def savepoint_of(beam_args: Sequence[str]) -> str | None:
