@@ -12,21 +12,15 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
-from pathlib import Path
+
+from kldrift.local import procs
 
 KB_PER_MB = 1024
 
 
 def status_kb(pid: int, field: str) -> int | None:
     """A `VmRSS`/`VmHWM` line of /proc/PID/status in kB, or None if the process is gone."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except (OSError, ValueError):
-        return None
-    return None
+    return procs.status_kb(pid, field)
 
 
 def rss_mb(pid: int) -> float | None:
@@ -41,35 +35,15 @@ def peak_rss_mb(pid: int) -> float | None:
 
 def cpu_seconds(pid: int) -> float | None:
     """User + system CPU time the process has used, in seconds (None if it is gone)."""
-    fields = _stat_fields(pid)
-    if fields is None:
+    found = procs.stat(pid)
+    if found is None:
         return None
-    rest = fields[1]
-    return (int(rest[11]) + int(rest[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _stat_fields(pid: int) -> tuple[str, list[str]] | None:
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    comm = text[text.index("(") + 1 : text.rindex(")")]
-    return comm, text.rsplit(")", 1)[1].split()
-
-
-def _live_processes() -> Iterator[tuple[int, str, list[str]]]:
-    """(pid, command name, /proc/PID/stat fields after the name) of every live process."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        fields = _stat_fields(int(entry.name))
-        if fields is not None and fields[1][0] != "Z":
-            yield int(entry.name), fields[0], fields[1]
+    return found.cpu_ticks / os.sysconf("SC_CLK_TCK")
 
 
 def children(pid: int) -> list[tuple[int, str]]:
     """(pid, command name) of the live children of `pid`."""
-    return [(child, comm) for child, comm, rest in _live_processes() if int(rest[1]) == pid]
+    return [(child.pid, child.comm) for child in procs.children(pid)]
 
 
 def prism_child(pid: int) -> int | None:
@@ -82,7 +56,7 @@ def prism_child(pid: int) -> int | None:
 
 def group_members(pgid: int) -> list[int]:
     """Live processes in process group `pgid`."""
-    return [member for member, _, rest in _live_processes() if int(rest[2]) == pgid]
+    return [process.pid for process in procs.live_processes() if process.pgid == pgid]
 
 
 def stop_group(proc: subprocess.Popen, first_signal: int = signal.SIGINT, wait_s: float = 60.0):

@@ -44,6 +44,19 @@ def as_float(value: Any) -> float:
         return math.inf if value > 0 else -math.inf
 
 
+def category_of(value: Any) -> str | None:
+    """The category a categorical feature's value counts under: a string as is, a boolean as
+    "true"/"false", an integer as its decimal text; None for anything else (null, a float, an
+    object, a list), which is missing or invalid."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    return None
+
+
 def _edge_text(edge: float) -> str:
     return format(edge, ".10g")
 
@@ -127,14 +140,9 @@ class FeatureBins:
         for value in values:
             if value is None:
                 codes.append(missing)
-            elif isinstance(value, str):
-                codes.append(index.get(value, other))
-            elif isinstance(value, bool):
-                codes.append(index.get("true" if value else "false", other))
-            elif isinstance(value, int):
-                codes.append(index.get(str(value), other))
-            else:
-                codes.append(invalid)
+                continue
+            category = category_of(value)
+            codes.append(invalid if category is None else index.get(category, other))
         return np.asarray(codes, dtype=np.int64)
 
     @property

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
+
+from kldrift.local import procs
 
 MARKERS = (
     "kafka.Kafka",
@@ -23,18 +24,12 @@ MARKERS = (
 
 def _service_pids() -> dict[int, str]:
     found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state == "Z" or not cmdline:
+    for process in procs.live_processes():
+        cmdline = procs.cmdline(process.pid)
+        if not cmdline:
             continue
         if any(marker in cmdline for marker in MARKERS) and "leftovers.py" not in cmdline:
-            found[int(entry.name)] = cmdline[:160]
+            found[process.pid] = cmdline[:160]
     return found
 
 

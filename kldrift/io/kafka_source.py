@@ -44,6 +44,7 @@ from apache_beam.transforms.core import RestrictionProvider, WatermarkEstimatorP
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
 
+from kldrift import metrics
 from kldrift.events import NO_WATERMARK, EventBatch, EventDecoder, RecordBatch
 from kldrift.io import resume
 from kldrift.io.kafka_client import client_settings
@@ -279,7 +280,7 @@ class _ReadPartitions(beam.DoFn):
         self._published: dict[tuple[str, tuple[int, ...]], tuple[float, int | None]] = {}
         self._outages: dict[tuple[str, tuple[int, ...]], Outage] = {}
         self._confirmed: dict[tuple[str, tuple[int, ...]], tuple[float, frozenset[int]]] = {}
-        self._consumed = beam.metrics.Metrics.counter("kldrift", "records_consumed")
+        self._consumed = metrics.counter(metrics.RECORDS_CONSUMED)
 
     def teardown(self) -> None:
         for consumer in self._consumers.values():

@@ -10,7 +10,8 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
+
+from kldrift.local import procs
 
 SERVICE_PATTERNS = ("job-server", "prism")
 
@@ -18,15 +19,10 @@ SERVICE_PATTERNS = ("job-server", "prism")
 def _children(parent: int) -> dict[int, str]:
     """{pid: command line} of the live child processes of `parent` (Linux /proc; {} elsewhere)."""
     found: dict[int, str] = {}
-    for entry in Path("/proc").glob("[0-9]*"):
-        try:
-            stat = (entry / "stat").read_text()
-            fields = stat[stat.rindex(")") + 2 :].split()
-            if int(fields[1]) != parent or fields[0] == "Z":
-                continue
-            found[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except (OSError, ValueError, IndexError):
-            continue
+    for child in procs.children(parent):
+        command = procs.cmdline(child.pid)
+        if command is not None:
+            found[child.pid] = command
     return found
 
 

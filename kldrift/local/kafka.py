@@ -40,6 +40,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from kldrift.local import procs
 from kldrift.local.maven import copy_resource, fetch_jars, file_lock, require_mvn
 from kldrift.local.paths import cache_dir
 
@@ -219,17 +220,6 @@ def _first_errors(path: Path, entries: int = 3) -> str:
     return "\n".join(found)
 
 
-def _proc_state(pid: int) -> str | None:
-    """The /proc state letter of `pid` ('R', 'S', 'Z', ...), or None if there is no such pid."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    except OSError:
-        return "?"
-    return stat.rsplit(")", 1)[-1].split()[0]
-
-
 def pid_alive(pid: int, cmdline_contains: str | None = None) -> bool:
     """Whether `pid` is a live (not zombie) process, whose command line contains the given text.
 
@@ -238,16 +228,13 @@ def pid_alive(pid: int, cmdline_contains: str | None = None) -> bool:
     """
     if pid <= 0:
         return False
-    if Path("/proc").is_dir() and Path("/proc/self").exists():
-        state = _proc_state(pid)
+    if procs.available():
+        state = procs.state(pid)
         if state is None or state in ("Z", "X"):
             return False
         if cmdline_contains is not None:
-            try:
-                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
-            except OSError:
-                return False
-            return cmdline_contains.encode() in cmdline
+            cmdline = procs.cmdline(pid)
+            return cmdline is not None and cmdline_contains in cmdline
         return True
     try:  # no /proc (macOS): existence only
         os.kill(pid, 0)

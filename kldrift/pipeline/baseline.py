@@ -13,7 +13,7 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
-from kldrift.binning import FeatureBins, as_float, bins_from_spec
+from kldrift.binning import FeatureBins, as_float, bins_from_spec, category_of
 from kldrift.events import EventBatch, encodable, field_getter
 from kldrift.io.baselines import read_baseline
 from kldrift.io.files import ReadRecordBatches, require_paths
@@ -75,14 +75,10 @@ def _category_counts(batch: EventBatch, names: list[str]) -> Iterator[tuple[str,
         get = field_getter(name)
         counts: Counter = Counter()
         for event in batch.events:
-            value = get(event)
-            if isinstance(value, str):
-                if value.isascii() or encodable(value):  # a lone surrogate cannot be a category
-                    counts[value] += 1
-            elif isinstance(value, bool):
-                counts["true" if value else "false"] += 1
-            elif isinstance(value, int):
-                counts[str(value)] += 1
+            category = category_of(get(event))
+            # A lone surrogate cannot be a category (it is counted in __other__ when binned).
+            if category is not None and (category.isascii() or encodable(category)):
+                counts[category] += 1
         yield name, counts
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import apache_beam as beam
 
+from kldrift import metrics
 from kldrift.events import DeadLetter, dead_letter_json
 from kldrift.io.files import ReadRecordBatches, WriteSortedLines, require_paths
 from kldrift.pipeline.options import pipeline_options
@@ -73,9 +74,9 @@ def run_replay(
     result = pipeline.run()
     result.wait_until_finish()
     return ReplaySummary(
-        reports=_counter(result, "reports"),
-        dead_letters=_counter(result, "records_dead_lettered"),
-        events_binned=_counter(result, "events_binned"),
+        reports=_counter(result, metrics.REPORTS),
+        dead_letters=_counter(result, metrics.RECORDS_DEAD_LETTERED),
+        events_binned=_counter(result, metrics.EVENTS_BINNED),
     )
 
 

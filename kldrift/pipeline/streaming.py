@@ -13,6 +13,7 @@ from typing import Any
 
 import apache_beam as beam
 
+from kldrift import metrics
 from kldrift.events import NO_WATERMARK
 from kldrift.io.baselines import BaselineTopic, topic_of
 from kldrift.io.kafka_client import (
@@ -252,16 +253,7 @@ def _print_failure(result: Any) -> None:
         print(f"kldrift run: job failed: {err}", file=sys.stderr)
 
 
-TOTALS = (
-    "records_consumed",
-    "events_binned",
-    "records_dead_lettered",
-    "events_too_late",
-    "reports",
-    "events_already_reported",
-    "baselines_swapped",
-    "baselines_rejected",
-)
+TOTALS = metrics.TOTALS
 
 
 def job_totals(result: Any) -> dict[str, int]:
@@ -272,7 +264,7 @@ def job_totals(result: Any) -> dict[str, int]:
     except Exception:  # a cancelled job's runner may no longer serve metrics
         return totals
     for counter in counters:
-        if counter.key.metric.namespace == "kldrift" and counter.key.metric.name in totals:
+        if counter.key.metric.namespace == metrics.NAMESPACE and counter.key.metric.name in totals:
             totals[counter.key.metric.name] += counter.committed or counter.attempted or 0
     return totals
 
