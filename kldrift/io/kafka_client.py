@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -66,8 +65,7 @@ def ensure_topics(
     """Check `topics` exist; create the missing ones (with `partitions` and `topic_configs`, e.g.
     cleanup.policy=compact) or fail naming them."""
     from kafka import KafkaAdminClient
-    from kafka.admin import NewTopic
-    from kafka.errors import KafkaError, TopicAlreadyExistsError
+    from kafka.errors import KafkaError
 
     settings = client_settings(spec, "admin")
     settings.setdefault("request_timeout_ms", 15000)
@@ -89,13 +87,45 @@ def ensure_topics(
                 f"topic(s) {', '.join(missing)} do not exist on {spec.bootstrap_servers}: create "
                 "them, or set kafka.create_topics: true"
             )
-        for name in missing:
-            with contextlib.suppress(TopicAlreadyExistsError):
-                admin.create_topics(
-                    [NewTopic(name, topics[name], 1, topic_configs=(topic_configs or {}).get(name))]
-                )
+        create_missing_topics(admin, topics, topic_configs=topic_configs, existing=existing)
     finally:
         admin.close()
+
+
+def create_missing_topics(
+    admin: Any,
+    topics: Mapping[str, int],
+    *,
+    topic_configs: Mapping[str, Mapping[str, str]] | None = None,
+    replication_factor: int = 1,
+    timeout_ms: int | None = None,
+    existing: set[str] | None = None,
+) -> list[str]:
+    """Create, with a kafka-python admin client, each `{name: partitions}` topic not in `existing`
+    (listed from the broker when not given), with its `topic_configs` (e.g. cleanup.policy=compact);
+    returns the names created. A topic that exists, or is created meanwhile by someone else, is
+    accepted as it is (its partition count is not changed)."""
+    from kafka.admin import NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    if existing is None:
+        existing = set(admin.list_topics())
+    created: list[str] = []
+    for name, partitions in topics.items():
+        if name in existing:
+            continue
+        new = NewTopic(
+            name,
+            int(partitions),
+            replication_factor,
+            topic_configs=(topic_configs or {}).get(name),
+        )
+        try:
+            admin.create_topics([new], timeout_ms=timeout_ms)
+            created.append(name)
+        except TopicAlreadyExistsError:
+            pass  # created concurrently: fine
+    return created
 
 
 def partitions_of(spec: KafkaSpec, topic: str) -> list[int]:

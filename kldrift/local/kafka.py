@@ -924,31 +924,21 @@ def create_topics(
     Returns once every listed topic has a leader for each partition. `topic_configs` (e.g.
     ``{"retention.ms": "600000"}``) applies to the topics created.
     """
-    from kafka.admin import NewTopic
-    from kafka.errors import TopicAlreadyExistsError
+    from kldrift.io.kafka_client import create_missing_topics
 
     for name, partitions in topics.items():
         if not name or int(partitions) < 1:
             raise ValueError(f"topic {name!r}: need a name and at least 1 partition")
     deadline = time.monotonic() + timeout
-    created: list[str] = []
     admin = _admin(bootstrap, timeout, client)
     try:
-        existing = set(admin.list_topics())
-        for name, partitions in topics.items():
-            if name in existing:
-                continue
-            new = NewTopic(
-                name,
-                num_partitions=int(partitions),
-                replication_factor=replication_factor,
-                topic_configs=dict(topic_configs or {}),
-            )
-            try:
-                admin.create_topics([new], timeout_ms=int(timeout * 1000))
-                created.append(name)
-            except TopicAlreadyExistsError:
-                pass  # created concurrently: fine
+        created = create_missing_topics(
+            admin,
+            topics,
+            topic_configs={name: dict(topic_configs or {}) for name in topics},
+            replication_factor=replication_factor,
+            timeout_ms=int(timeout * 1000),
+        )
         _wait_for_leaders(admin, list(topics), deadline)
     finally:
         admin.close()
