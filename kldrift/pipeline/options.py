@@ -30,9 +30,9 @@ def pipeline_options(extra_args: Sequence[str] = (), *, streaming: bool) -> Pipe
         and has_flag(args, "--checkpointing_interval")
         and not has_flag(args, "--finish_bundle_before_checkpointing")
     ):
-        # Else Beam's Flink operators buffer a bundle's output at each checkpoint and emit it only
-        # when their next bundle starts (BEAM-10558, apache/beam#12345): a step that gets input
-        # once per window (Revise, Score) then holds its reports for one or more periods.
+        # Invariant: a bundle's output leaves before each checkpoint. Else Beam's Flink operators
+        # buffer it until their next bundle starts (BEAM-10558, apache/beam#12345), and a step fed
+        # once per window (Revise, Score) holds its reports for one or more periods.
         args.append("--finish_bundle_before_checkpointing")
     if runner in ("PrismRunner", "prism", "FlinkRunner") and not has_flag(
         args, "--environment_type"

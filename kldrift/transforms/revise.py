@@ -25,12 +25,14 @@ class Revise(beam.DoFn):
 
     State is per (key, window), all features in one array: each event adds one to every feature's
     slots (a bin, missing or invalid), so a window's revisions are the same for all its features;
-    Score splits its totals per feature. Its input is re-windowed (ReviseStamp,
-    ReviseWindows) into a window ending at the sliding window's end + allowed_lateness, so the state lives exactly as
-    long as the sliding window accepts late data on every runner: Prism (2.77) drops a stateful
-    DoFn's state as soon as the watermark passes its window's end, ignoring allowed lateness, which
-    restarted every late revision at 0 with only the late delta. Counting revisions here, not from the runner's pane index, keeps
-    them the same on runners that fire an extra closing pane (Prism does, in accumulating mode).
+    Score splits its totals per feature.
+
+    Invariant: the state's window ends at the sliding window's end + allowed_lateness (ReviseStamp,
+    ReviseWindows), so the state lives as long as the sliding window accepts late data, also on a
+    runner that drops a stateful DoFn's state at its window's end whatever the allowed lateness
+    (Prism 2.77, which does not implement allowed lateness: apache/beam#31463).
+    Invariant: revisions are counted here, not from the runner's pane index, so they agree on
+    runners that fire an extra closing pane (Prism, in accumulating mode; see apache/beam#36142).
     """
 
     TOTAL = beam.transforms.userstate.ReadModifyWriteStateSpec("total", beam.coders.PickleCoder())

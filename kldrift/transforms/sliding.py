@@ -30,15 +30,15 @@ class PaneToWindows(beam.DoFn):
     """A pane's counts -> one element per sliding window holding the pane (size/period of them),
     the window's start in the key, timestamped at the end of its own window.
 
-    Prism (2.77) holds a grouping stage's input watermark at its buffered elements' timestamps.
-    With Beam's SlidingWindows, elements buffered for a window still open carry timestamps before
-    the end of the window that just closed, so a late firing of the closed window never became
-    ready and late revisions were lost in live streams. One element per window, stamped at that
-    window's last millisecond, holds the watermark only where that window itself ends.
+    Invariant: an element waiting in SlidingHistograms holds that stage's watermark only at the
+    end of its own sliding window, so a closed window's late firing is never held back by the
+    elements of windows still open. Prism 2.77 holds a grouping stage's input watermark at its
+    buffered elements' timestamps (no Beam issue found, checked 2026-12-01; README "Runner
+    notes"), which Beam's SlidingWindows would break.
 
-    The panes of one bundle are summed per (key, window) here and emitted when the bundle ends:
-    the combiner lifting that Prism does not do for triggered windows. Each window then costs one
-    element per bundle, not one per pane (size/period of them), through SlidingHistograms.
+    Invariant: one element per (key, window) per bundle reaches SlidingHistograms, whatever
+    size/period is: the panes of a bundle are summed here and emitted when it ends, as a lifted
+    combiner would; Prism does not lift combiners for count-triggered windows (apache/beam#33881).
     """
 
     def __init__(self, size_us: int, period_us: int, reported_until_us: int | None = None) -> None:
