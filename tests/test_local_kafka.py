@@ -21,6 +21,8 @@ from kldrift.local.kafka import (
     create_topics,
     pid_alive,
 )
+from kldrift.local.kafka import broker as kafka_broker
+from kldrift.local.kafka import process as kafka_process
 
 pytestmark = pytest.mark.services
 
@@ -223,8 +225,8 @@ def test_failed_start_reports_the_log_and_stops(
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         taken = busy.getsockname()[1]
-        controller = local_kafka._free_ports(1)[0]
-        monkeypatch.setattr(local_kafka, "_free_ports", lambda count: [taken, controller])
+        controller = kafka_process._free_ports(1)[0]
+        monkeypatch.setattr(kafka_broker, "_free_ports", lambda count: [taken, controller])
         broker = LocalKafka(data_dir=data_dir, start_timeout=60)
         with pytest.raises(LocalKafkaError) as failure:
             broker.start()
@@ -313,7 +315,7 @@ def test_cli_start_after_a_crash_restarts_in_place_and_restart_keeps_data(tmp_pa
     (home / f"kafka-{KAFKA_VERSION}").symlink_to(local_kafka.ensure_installed().parent)
     env = dict(os.environ, KLDRIFT_HOME=str(home))
     data_dir = tmp_path / "my-kafka"
-    port = local_kafka._free_ports(1)[0]
+    port = kafka_process._free_ports(1)[0]
     try:
         first = _kldrift(env, "start", "--port", str(port), "--data-dir", str(data_dir))
         assert first.returncode == 0, first.stdout + first.stderr
