@@ -177,6 +177,83 @@ class WriteDeadLetters(beam.PTransform):
         )
 
 
+def _sink_spec(
+    bootstrap_servers: str,
+    topic: str,
+    client: dict[str, str | int | float | bool] | None,
+    outage_timeout: float,
+) -> KafkaSpec:
+    """The settings a sink uses, validated now (a bad one fails at pipeline construction, naming
+    the field). A sink reads no topic: its own topic stands in for the input one."""
+    from kldrift.schemas.config import parse_kafka_spec
+
+    spec = parse_kafka_spec(
+        {
+            "bootstrap_servers": bootstrap_servers,
+            "input_topic": topic,
+            "output_topic": topic,
+            "dead_letter_topic": topic,
+            "client": client or {},
+            "outage_timeout": outage_timeout,
+        }
+    )
+    client_settings(spec, "producer")  # an unknown setting fails now, naming it
+    return spec
+
+
+class WriteReportsToKafka(beam.PTransform):
+    """DriftReports -> a Kafka topic, as `kldrift run` writes them; passes the reports on once the
+    broker acknowledged them.
+
+    Each report's key is stable per (pipeline, key, feature, window), so a consumer keeps the
+    newest revision and a compacted topic keeps one report per window. Sends use acks=all and an
+    idempotent producer; a bundle completes only when all its sends are acknowledged (at-least-once:
+    a bundle the runner retries sends again, with the same keys). An unreachable cluster is ridden
+    out for `outage_timeout` seconds, then the bundle fails.
+
+    Args:
+        bootstrap_servers: ``host:port[,host:port...]``.
+        topic: the report topic.
+        client: extra kafka-python producer settings (security_protocol, sasl_*, ssl_*, ...).
+        outage_timeout: seconds to keep retrying while the cluster is unreachable.
+    """
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        topic: str,
+        *,
+        client: dict[str, str | int | float | bool] | None = None,
+        outage_timeout: float = 300.0,
+    ) -> None:
+        super().__init__()
+        self._spec = _sink_spec(bootstrap_servers, topic, client, outage_timeout)
+
+    def expand(self, reports: beam.PCollection[DriftReport]) -> beam.PCollection[DriftReport]:
+        return reports | "Send" >> beam.ParDo(_WriteReport(self._spec, self._spec.output_topic))
+
+
+class WriteDeadLettersToKafka(beam.PTransform):
+    """DeadLetters -> a Kafka topic, as `kldrift run` writes them: the raw record as the value, the
+    reason, detail and source in headers. Args as WriteReportsToKafka's."""
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        topic: str,
+        *,
+        client: dict[str, str | int | float | bool] | None = None,
+        outage_timeout: float = 300.0,
+    ) -> None:
+        super().__init__()
+        self._spec = _sink_spec(bootstrap_servers, topic, client, outage_timeout)
+
+    def expand(self, dead: beam.PCollection[DeadLetter]) -> beam.PCollection[DeadLetter]:
+        return dead | "Send" >> beam.ParDo(
+            _WriteDeadLetter(self._spec, self._spec.dead_letter_topic)
+        )
+
+
 def _quiet_exit_close(producer: Any) -> None:
     """kafka-python closes every producer at interpreter exit, flushing for 1 s; with the broker
     gone (a job stopped past kafka.outage_timeout) that flush raises and Python prints its traceback

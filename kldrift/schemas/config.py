@@ -279,6 +279,14 @@ def parse_config(data: Any, source: str = "config") -> PipelineConfig:
         raise ConfigError(_format_validation_error(source, err)) from None
 
 
+def parse_kafka_spec(data: Any, source: str = "kafka") -> KafkaSpec:
+    """Validate a `kafka` mapping alone; raise ConfigError naming every bad field."""
+    try:
+        return KafkaSpec.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(source, err)) from None
+
+
 def with_kafka_overrides(config: PipelineConfig, overrides: Mapping[str, Any]) -> PipelineConfig:
     """`config` with `kafka.<name>` replaced by `overrides` (e.g. template parameters), validated
     again."""
