@@ -202,3 +202,14 @@ def test_the_kafka_sinks_write_what_kldrift_run_writes(
     assert dead_message.value == b"{broken"
     assert dead_message.key is None  # no offset: nothing for compaction to fold it into
     assert dict(dead_message.headers)["reason"] == b"not_json"
+
+
+def test_readme_shows_the_example_pipeline_as_it_runs() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Use it in your own Beam pipeline", 1)[1]
+    snippet = section.split("```python\n", 1)[1].split("```", 1)[0]
+    example = {
+        line.strip() for line in (ROOT / "examples" / "beam_pipeline.py").read_text().splitlines()
+    }
+    missing = [line for line in snippet.splitlines() if line.strip() not in example]
+    assert not missing, f"README's pipeline differs from examples/beam_pipeline.py: {missing}"
