@@ -69,7 +69,9 @@ class _KafkaWriter(beam.DoFn):
             self._spec.bootstrap_servers, self._spec.outage_timeout, f"writing to {self._topic}"
         )
 
-    def _send(self, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]) -> None:
+    def _send(
+        self, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]
+    ) -> None:
         message = (key, value, headers)
         self._pending.append((message, self._enqueue(message, self._outage())))
 
@@ -217,7 +219,31 @@ def _sink_spec(
     return spec
 
 
-class WriteReportsToKafka(beam.PTransform):
+class _WriteToKafka(beam.PTransform):
+    """A public sink: its settings validated at construction, its topic checked at set-up."""
+
+    _WRITER: type[_KafkaWriter]
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        topic: str,
+        *,
+        client: dict[str, str | int | float | bool] | None = None,
+        outage_timeout: float = 300.0,
+        create_topic: bool = False,
+    ) -> None:
+        super().__init__()
+        self._spec = _sink_spec(bootstrap_servers, topic, client, outage_timeout)
+        self._topic = topic
+        self._create_topic = create_topic
+
+    def expand(self, elements: beam.PCollection) -> beam.PCollection:
+        writer = self._WRITER(self._spec, self._topic, self._create_topic)
+        return elements | "Send" >> beam.ParDo(writer)
+
+
+class WriteReportsToKafka(_WriteToKafka):
     """DriftReports -> a Kafka topic, as `kldrift run` writes them; passes the reports on once the
     broker acknowledged them.
 
@@ -236,44 +262,14 @@ class WriteReportsToKafka(beam.PTransform):
             topic fails the workers' set-up, naming it.
     """
 
-    def __init__(
-        self,
-        bootstrap_servers: str,
-        topic: str,
-        *,
-        client: dict[str, str | int | float | bool] | None = None,
-        outage_timeout: float = 300.0,
-        create_topic: bool = False,
-    ) -> None:
-        super().__init__()
-        self._spec = _sink_spec(bootstrap_servers, topic, client, outage_timeout)
-        self._create_topic = create_topic
-
-    def expand(self, reports: beam.PCollection[DriftReport]) -> beam.PCollection[DriftReport]:
-        writer = _WriteReport(self._spec, self._spec.output_topic, self._create_topic)
-        return reports | "Send" >> beam.ParDo(writer)
+    _WRITER = _WriteReport
 
 
-class WriteDeadLettersToKafka(beam.PTransform):
+class WriteDeadLettersToKafka(_WriteToKafka):
     """DeadLetters -> a Kafka topic, as `kldrift run` writes them: the raw record as the value, the
     reason, detail and source in headers. Args as WriteReportsToKafka's."""
 
-    def __init__(
-        self,
-        bootstrap_servers: str,
-        topic: str,
-        *,
-        client: dict[str, str | int | float | bool] | None = None,
-        outage_timeout: float = 300.0,
-        create_topic: bool = False,
-    ) -> None:
-        super().__init__()
-        self._spec = _sink_spec(bootstrap_servers, topic, client, outage_timeout)
-        self._create_topic = create_topic
-
-    def expand(self, dead: beam.PCollection[DeadLetter]) -> beam.PCollection[DeadLetter]:
-        writer = _WriteDeadLetter(self._spec, self._spec.dead_letter_topic, self._create_topic)
-        return dead | "Send" >> beam.ParDo(writer)
+    _WRITER = _WriteDeadLetter
 
 
 def _quiet_exit_close(producer: Any) -> None:
