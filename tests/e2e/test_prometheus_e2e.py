@@ -31,7 +31,7 @@ from kldrift.synthetic import demo_config, make_event, training_lines
 
 pytestmark = pytest.mark.services
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MONITORING = ROOT / "deploy" / "monitoring"
 PIPELINE = "prom-e2e"
 SIZE_S, PERIOD_S = 6, 2
