@@ -11,14 +11,12 @@ from pathlib import Path
 
 import apache_beam as beam
 import pytest
-import yaml
+from _jobs import latency_job
 from _service_guard import ServiceStartForbidden, service_of
 
 from kldrift.local.kafka import LocalKafka
 from kldrift.local.prometheus import LocalPrometheus
 from kldrift.pipeline.options import pipeline_options
-from kldrift.schemas.baseline import Baseline, FeatureBaseline
-from kldrift.synthetic import LATENCY_EDGES, demo_config
 
 KLDRIFT = str(Path(sys.executable).with_name("kldrift"))
 
@@ -65,26 +63,14 @@ def test_prometheus_is_refused(tmp_path: Path, expect_guard: Callable[[], str]) 
 def test_a_kldrift_child_process_is_refused_prism(
     tmp_path: Path, expect_guard: Callable[[], str]
 ) -> None:
-    baseline = Baseline.create(
-        [FeatureBaseline(name="latency_ms", kind="numeric", edges=LATENCY_EDGES, counts=[1] * 9)],
-        source="test",
-        created_at="2026-11-25T00:00:00Z",
-    )
-    (tmp_path / "baseline.json").write_text(baseline.model_dump_json())
-    config = demo_config(
-        size="4s",
-        period="2s",
-        baseline=str(tmp_path / "baseline.json"),
-        features=[{"name": "latency_ms", "kind": "numeric", "edges": LATENCY_EDGES}],
-    )
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    config = latency_job(tmp_path, "guard", None, size_s=4, period_s=2, lateness_s=0)
     (tmp_path / "events.jsonl").write_text('{"ts": 1700000000, "model": "m", "latency_ms": 3}\n')
     done = subprocess.run(
         [
             KLDRIFT,
             "replay",
             "--config",
-            str(tmp_path / "config.yaml"),
+            str(config),
             "--input",
             str(tmp_path / "events.jsonl"),
             "--output",
