@@ -4,7 +4,8 @@ Tests live in folders by what they need: tests/unit (Python and numpy only), tes
 Beam runner: Prism, TestStream), tests/e2e (a Kafka broker, Flink, Prometheus, the CLI against
 them) and tests/packaging (README, deploy manifests, lint-like checks). Each test gets its
 folder's marker (`unit`, `pipeline`, `e2e`, `packaging`); pipeline and e2e tests are also marked
-`services`; the doctests of the kldrift package are `unit`. A test that is not marked `services`
+`services`; the doctests of the kldrift package are `unit` (`pipeline` for one that runs a
+Beam pipeline). A test that is not marked `services`
 may not start one (tests/_service_guard.py); `make test-fast` (KLDRIFT_NO_SERVICES=1,
 `-m "unit or packaging"`) therefore starts no broker, Prism, Flink or Prometheus.
 
@@ -56,7 +57,13 @@ def _kind(item: pytest.Item) -> str | None:
     if path.is_relative_to(TESTS):
         parts = path.relative_to(TESTS).parts
         return parts[0] if len(parts) > 1 and parts[0] in KINDS else None
-    return "unit"  # doctests of the kldrift package
+    # Doctests of the kldrift package: unit, but for an example that runs a pipeline (on Prism).
+    return "pipeline" if _runs_a_pipeline(item) else "unit"
+
+
+def _runs_a_pipeline(item: pytest.Item) -> bool:
+    examples = getattr(getattr(item, "dtest", None), "examples", [])
+    return any("beam.Pipeline(" in example.source for example in examples)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

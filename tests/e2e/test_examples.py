@@ -29,7 +29,7 @@ from kldrift.pipeline.options import pipeline_options
 from kldrift.pipeline.replay import run_replay
 
 pytestmark = pytest.mark.services
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 T0 = 1_700_000_000
 CONFIG_DATA = {
     "name": "example-test",
