@@ -10,15 +10,17 @@ demo: setup
 	@$(BIN)/kldrift demo
 
 lint: setup
-	$(BIN)/ruff check kldrift tests benchmarks
-	$(BIN)/ruff format --check kldrift tests benchmarks
+	$(BIN)/ruff check kldrift tests benchmarks examples
+	$(BIN)/ruff format --check kldrift tests benchmarks examples
 	$(BIN)/mypy
 
 test: setup lint
 	@bash scripts/test.sh
 
+# Unit and packaging tests and the doctests; the guard in tests/conftest.py fails any test that
+# starts a broker, Prism, Flink or Prometheus.
 test-fast: setup
-	$(BIN)/pytest -m "not services"
+	KLDRIFT_NO_SERVICES=1 $(BIN)/pytest -m "unit or packaging"
 
 bench: setup
 	$(BIN)/python -m benchmarks.run

@@ -63,7 +63,26 @@ def _edge_text(edge: float) -> str:
 
 @dataclass(frozen=True, eq=False)
 class FeatureBins:
-    """How one feature's values map to bins."""
+    """How one feature's values map to bins.
+
+    Examples
+    --------
+    Edges 0, 10, 100 make 4 bins, then the missing slot (4) and the invalid slot (5):
+
+    >>> latency = FeatureBins.numeric("latency_ms", [0, 10, 100])
+    >>> latency.labels
+    ('(-inf, 0)', '[0, 10)', '[10, 100)', '[100, +inf)')
+    >>> latency.codes([-1, 0, 9.5, 10, 100, None, "fast"]).tolist()
+    [0, 1, 1, 2, 3, 4, 5]
+    >>> latency.count([5, 7, 50, None]).tolist()
+    [0, 2, 1, 0, 1, 0]
+
+    Categories in order, then ``__other__``; an integer matches its text, a float is invalid:
+
+    >>> country = FeatureBins.categorical("country", ["US", "DE"])
+    >>> country.codes(["DE", "FR", None, 1.5]).tolist()
+    [1, 2, 3, 4]
+    """
 
     name: str
     kind: str

@@ -59,12 +59,25 @@ class DeadLetter:
     or a line number."""
 
     value: bytes | None
-    """The raw record value; None for a Kafka tombstone."""
+    """The raw record value; None for a Kafka tombstone. An event given as an object (a dict) is
+    kept as its JSON text (values JSON cannot hold, such as datetimes, as their str())."""
     reason: str
     detail: str
     source: str = ""
     partition: int = -1
     offset: int = -1
+
+    def __post_init__(self) -> None:
+        if self.value is not None and type(self.value) is not bytes:
+            object.__setattr__(self, "value", _raw_bytes(self.value))
+
+
+def _raw_bytes(value: Any) -> bytes:
+    if isinstance(value, bytearray):
+        return bytes(value)
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogatepass")
+    return json.dumps(value, default=str, ensure_ascii=False).encode("utf-8", "surrogatepass")
 
 
 @dataclass(slots=True)
@@ -142,7 +155,57 @@ class EventDecoder:
         self._fast_min_us = max(-_FAST_EVENT_TIME_LIMIT_US, self._min_time_us)
         self._fast_max_us = min(_FAST_EVENT_TIME_LIMIT_US, self._max_time_us)
 
-    def decode(self, batch: RecordBatch) -> EventBatch:
+    def decode(self, batch: RecordBatch, times_us: Sequence[int] | None = None) -> EventBatch:
+        """Records -> events and dead letters (with the batch's source and offsets).
+
+        A value is JSON (``bytes``, ``bytearray`` or ``str``), None (a Kafka tombstone), or an
+        event already parsed (a ``dict``; anything else is a `not_object` dead letter). With
+        `times_us`, those are the events' times and the event time field is not read.
+        """
+        parsed: list[Any] = []
+        problems: dict[int, tuple[str, str]] = {}
+        # msgspec, ~3x faster; whatever it refuses (NaN/Infinity, lone surrogates, other encodings
+        # than UTF-8, bad JSON...) is parsed by json.loads, so the event or dead letter is always
+        # json.loads's.
+        loads = json.loads
+        fast_loads = _fast_loads
+        shallow_bytes = _SHALLOW_BYTES
+        for row, value in enumerate(batch.values):
+            try:
+                if type(value) is not bytes:
+                    raise TypeError  # a tombstone (None), str, dict...: handled below
+                event = fast_loads(value)
+            except Exception:
+                try:
+                    event = loads(value)  # type: ignore[arg-type]
+                except ValueError as err:  # JSONDecodeError, UnicodeDecodeError: ValueErrors
+                    event = None
+                    problems[row] = ("not_json", "empty value" if not value else str(err)[:200])
+                except RecursionError:
+                    event, problems[row] = None, _too_deep_problem()
+                except TypeError:  # not text: None is a tombstone, anything else an object
+                    event = value
+                    if value is None:
+                        problems[row] = ("null_value", "the record has no value (a tombstone)")
+                else:
+                    if len(value) > shallow_bytes and _nesting_exceeds(value, event):  # type: ignore[arg-type]
+                        event, problems[row] = None, _too_deep_problem()
+                parsed.append(event)
+                continue
+            if len(value) > shallow_bytes and _nesting_exceeds(value, event):
+                event, problems[row] = None, _too_deep_problem()
+            parsed.append(event)
+        return self._accept(parsed, problems, batch, times_us)
+
+    def _accept(
+        self,
+        parsed: list[Any],
+        problems: dict[int, tuple[str, str]],
+        batch: RecordBatch,
+        times_us: Sequence[int] | None,
+    ) -> EventBatch:
+        """Parsed records -> events (event time, key) and dead letters (`problems`, and whatever
+        fails the time and key checks)."""
         events: list[dict[str, Any]] = []
         times: list[int] = []
         keys: list[str | None] = []
@@ -151,7 +214,6 @@ class EventDecoder:
         # The common record (an object, a finite epoch time well inside the valid range and not in
         # the future, an ASCII text key of usual length or none) is checked inline; anything else
         # takes the general path, which says why.
-        loads = json.loads
         get_time = self._get_time
         get_key = self._get_key
         scale = self._time_scale_us
@@ -161,33 +223,10 @@ class EventDecoder:
             fast_max_us = min(fast_max_us, max_time_us - 1_000_000)  # a second's margin: rounding
         fast_low = self._fast_min_us / scale
         fast_high = fast_max_us / scale
-        shallow_bytes = _SHALLOW_BYTES
         problem: tuple[str, str] | None
-        fast_loads = _fast_loads
-        for row, value in enumerate(batch.values):
-            try:
-                # msgspec, ~3x faster; whatever it refuses (NaN/Infinity, lone surrogates, other
-                # encodings than UTF-8, bad JSON...) is parsed by json.loads, so the event or
-                # dead letter is always json.loads's.
-                if type(value) is not bytes:
-                    raise TypeError  # a tombstone (None), str...: json.loads's answer below
-                event = fast_loads(value)
-                problem = None
-            except Exception:
-                try:
-                    event = loads(value)  # type: ignore[arg-type]  # None is a tombstone
-                except ValueError as err:  # JSONDecodeError, UnicodeDecodeError: ValueErrors
-                    event = None
-                    problem = ("not_json", "empty value" if not value else str(err)[:200])
-                except RecursionError:
-                    event, problem = None, _too_deep_problem()
-                except TypeError:
-                    event, problem = None, _not_bytes_problem(value)
-                else:
-                    problem = None
-            if problem is None and len(value) > shallow_bytes and _nesting_exceeds(value, event):  # type: ignore[arg-type]
-                event, problem = None, _too_deep_problem()
-            if problem is None and type(event) is dict:
+        for row, event in enumerate(parsed):
+            problem = problems.get(row) if problems else None
+            if problem is None and type(event) is dict and times_us is None:
                 raw_time = get_time(event)
                 time_type = type(raw_time)
                 if (time_type is float or time_type is int) and fast_low < raw_time < fast_high:
@@ -200,13 +239,19 @@ class EventDecoder:
                         keys.append(key)
                         continue
             if problem is None:
-                time_us, key, problem = self._check(event, max_time_us)
+                given = None if times_us is None else times_us[row]
+                time_us, key, problem = self._check(event, max_time_us, given)
             if problem is not None:
                 reason, detail = problem
                 dead_rows.append(row)
                 dead.append(
                     DeadLetter(
-                        value, reason, detail, batch.source, batch.partition, batch.offsets[row]
+                        batch.values[row],
+                        reason,
+                        detail,
+                        batch.source,
+                        batch.partition,
+                        batch.offsets[row],
                     )
                 )
                 continue
@@ -214,13 +259,13 @@ class EventDecoder:
             times.append(time_us)
             keys.append(key)
         values, offsets = batch.values, batch.offsets
+        if len(offsets) != len(values):
+            raise ValueError(f"{len(values)} record values but {len(offsets)} offsets")
         if dead_rows:
             dead_set = set(dead_rows)
             kept = [row for row in range(len(values)) if row not in dead_set]
             values = [values[row] for row in kept]
             offsets = [offsets[row] for row in kept]
-        elif len(offsets) != len(values):
-            raise ValueError(f"{len(values)} record values but {len(offsets)} offsets")
         return EventBatch(
             events=events,
             event_time_us=np.asarray(times, dtype=np.int64),
@@ -234,15 +279,21 @@ class EventDecoder:
         )
 
     def _check(
-        self, event: Any, max_time_us: int | None
+        self, event: Any, max_time_us: int | None, given_time_us: int | None = None
     ) -> tuple[int, str | None, tuple[str, str] | None]:
-        """A parsed record's event time and key, or why it is a dead letter."""
+        """A parsed record's event time (`given_time_us` when the caller has it) and key, or why
+        it is a dead letter."""
         if not isinstance(event, dict):
-            return 0, None, ("not_object", f"a JSON {type(event).__name__}, not an object")
-        raw_time = self._get_time(event)
-        if raw_time is None:
-            return 0, None, ("missing_event_time", f"no field {self._time_field!r}")
-        time_us = self._event_time_us(raw_time)
+            return 0, None, ("not_object", f"a {_json_type(event)}, not an object")
+        if given_time_us is not None:
+            if not self._min_time_us <= given_time_us <= self._max_time_us:
+                return 0, None, ("invalid_event_time", _outside_years(given_time_us))
+            time_us: int | None = given_time_us
+        else:
+            raw_time = self._get_time(event)
+            if raw_time is None:
+                return 0, None, ("missing_event_time", f"no field {self._time_field!r}")
+            time_us = self._event_time_us(raw_time)
         if time_us is None:
             return (
                 0,
@@ -303,6 +354,10 @@ class EventDecoder:
             time_us = math.floor(raw * self._time_scale_us) if math.isfinite(raw) else None
         elif isinstance(raw, str):
             time_us = parse_rfc3339_us(raw)
+        elif isinstance(raw, datetime):  # events given as Python objects (dicts, Beam Rows)
+            time_us = _datetime_us(raw)
+        elif type(getattr(raw, "micros", None)) is int:  # apache_beam.utils.timestamp.Timestamp
+            time_us = raw.micros
         else:
             return None
         if time_us is None or not self._min_time_us <= time_us <= self._max_time_us:
@@ -338,14 +393,23 @@ def _nesting_exceeds(value: bytes, parsed: Any) -> bool:
 _NESTED = frozenset({dict, list})
 
 
+def _json_type(value: Any) -> str:
+    """How a non-object record reads in a dead letter: `a JSON list`, `a Python int`..."""
+    kind = type(value)
+    if kind in (list, str, int, float, bool) or value is None:
+        return f"JSON {kind.__name__}"
+    return f"Python {kind.__name__}"
+
+
+def _outside_years(time_us: int) -> str:
+    return (
+        f"the element's timestamp ({time_us} microseconds since the epoch) leaves a window outside "
+        "years 1-9999: an element without an event-time timestamp? (use event_time='field')"
+    )
+
+
 def _too_deep_problem() -> tuple[str, str]:
     return "too_deep", f"JSON nested more than {MAX_NESTING} levels deep"
-
-
-def _not_bytes_problem(value: Any) -> tuple[str, str]:
-    if value is None:
-        return "null_value", "the record has no value (a tombstone)"
-    return "not_json", f"a {type(value).__name__}, not bytes"
 
 
 def encodable(text: str) -> bool:
@@ -379,6 +443,11 @@ def parse_rfc3339_us(text: str) -> int | None:
         moment = datetime.fromisoformat(text.strip().replace("z", "Z"))
     except ValueError:
         return None
+    return _datetime_us(moment)
+
+
+def _datetime_us(moment: datetime) -> int:
+    """Microseconds since the epoch; a naive datetime is taken as UTC."""
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     delta = moment - EPOCH

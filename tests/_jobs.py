@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from kafka import KafkaConsumer
+from kafka import KafkaConsumer, TopicPartition
 
 from kldrift.schemas.baseline import Baseline, FeatureBaseline
 from kldrift.schemas.report import DriftReport
@@ -44,7 +45,7 @@ LATENCY_FEATURES = [{"name": "latency_ms", "kind": "numeric", "edges": LATENCY_E
 
 
 def latency_job(
-    tmp_path: Path, name: str, kafka: dict, size_s: int, period_s: int, lateness_s: int
+    tmp_path: Path, name: str, kafka: dict | None, size_s: int, period_s: int, lateness_s: int
 ) -> Path:
     """A one-feature job (latency_ms against LATENCY_BASELINE) written to tmp_path/config.yaml."""
     (tmp_path / "baseline.json").write_text(LATENCY_BASELINE.model_dump_json())
@@ -59,6 +60,47 @@ def latency_job(
     )
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def trained_job(
+    tmp_path: Path,
+    name: str,
+    kafka: dict,
+    size_s: int,
+    period_s: int,
+    lateness_s: int,
+    *,
+    training_events: int,
+    partitions: int,
+    features: list[dict] | None = None,
+) -> Path:
+    """A job of the synthetic events (all four features unless `features`) written to
+    tmp_path/config.yaml, its baseline built by `kldrift baseline` from `training_events`
+    synthetic training events into tmp_path/baseline.json, and its input topic created with
+    `partitions` partitions."""
+    from kldrift.local.kafka import create_topics
+    from kldrift.synthetic import training_lines
+
+    baseline = tmp_path / "baseline.json"
+    config = demo_config(
+        name=name,
+        size=f"{size_s}s",
+        period=f"{period_s}s",
+        allowed_lateness=f"{lateness_s}s",
+        kafka=kafka,
+        baseline=str(baseline),
+        features=features,
+    )
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    training = tmp_path / "training.jsonl"
+    training.write_bytes(b"\n".join(training_lines(training_events)) + b"\n")
+    built = run_cli(
+        "baseline", "--config", str(path), "--input", str(training), "--output", str(baseline)
+    )
+    assert built.returncode == 0, built.stderr[-3000:]
+    create_topics(kafka["bootstrap_servers"], {kafka["input_topic"]: partitions})
     return path
 
 
@@ -218,3 +260,84 @@ class LiveEvents:
 
     def __exit__(self, *_: object) -> None:
         self.stop()
+
+
+# --- kldrift watch ---------------------------------------------------------------------------
+
+
+def report_topic_config(tmp_path: Path, bootstrap: str, name: str) -> tuple[str, Path]:
+    """A fresh report topic (`NAME-RUNID`, one partition) and tmp_path/config.yaml, a job of the
+    synthetic features named `name` whose kafka.output_topic is that topic."""
+    from kldrift.local.kafka import create_topics
+
+    topic = f"{name}-{uuid.uuid4().hex[:8]}"
+    create_topics(bootstrap, {topic: 1})
+    kafka = {
+        "bootstrap_servers": bootstrap,
+        "input_topic": "unused",
+        "output_topic": topic,
+        "dead_letter_topic": "unused-dead",
+    }
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(demo_config(name=name, kafka=kafka)))
+    return topic, config
+
+
+def send_reports(bootstrap: str, topic: str, reports: list[DriftReport]) -> None:
+    """Write `reports` to `topic` as the job does (keyed by their message key)."""
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap)
+    for report in reports:
+        producer.send(topic, report.to_json_bytes(), key=report.message_key.encode())
+    producer.close()
+
+
+@dataclass
+class Watch:
+    group: str
+    output: str = ""
+    returncode: int | None = None
+
+
+@contextmanager
+def watcher(config: Path, *args: str) -> Iterator[Watch]:
+    """`kldrift watch --config CONFIG --group (fresh) --from-beginning ARGS`; on exit it is stopped
+    like Ctrl-C (SIGINT) and its output kept. A failure inside the block is re-raised with the
+    watcher's output appended."""
+    watch = Watch(group=f"watchers-{uuid.uuid4().hex[:6]}")
+    process = subprocess.Popen(
+        [
+            KLDRIFT,
+            "watch",
+            "--config",
+            str(config),
+            "--group",
+            watch.group,
+            "--from-beginning",
+            *args,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    failure: BaseException | None = None
+    try:
+        yield watch
+    except BaseException as err:
+        failure = err
+    finally:
+        process.send_signal(signal.SIGINT)
+        watch.output, _ = process.communicate(timeout=30)
+        watch.returncode = process.returncode
+    if failure is not None:
+        raise AssertionError(f"{failure}\nwatch output:\n{watch.output[-6000:]}") from failure
+
+
+def committed(bootstrap: str, group: str, topic: str) -> int | None:
+    """The offset `group` committed on partition 0 of `topic` (None if none)."""
+    checker = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group)
+    try:
+        return checker.committed(TopicPartition(topic, 0))
+    finally:
+        checker.close()

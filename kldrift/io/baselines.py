@@ -35,7 +35,7 @@ def topic_of(location: str) -> str | None:
     return topic
 
 
-def read_baseline(location: str, kafka: KafkaSpec | None) -> Baseline:
+def read_baseline(location: str, kafka: KafkaSpec | None = None) -> Baseline:
     """The baseline at `location`; BaselineError naming the location and what is wrong."""
     topic = topic_of(location)
     if topic is not None:

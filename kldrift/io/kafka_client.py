@@ -61,9 +61,10 @@ def ensure_topics(
     topics: Mapping[str, int],
     create: bool,
     topic_configs: Mapping[str, Mapping[str, str]] | None = None,
+    how_to_create: str = "set kafka.create_topics: true",
 ) -> None:
     """Check `topics` exist; create the missing ones (with `partitions` and `topic_configs`, e.g.
-    cleanup.policy=compact) or fail naming them."""
+    cleanup.policy=compact) or fail naming them and `how_to_create` them."""
     from kafka import KafkaAdminClient
     from kafka.errors import KafkaError
 
@@ -85,7 +86,7 @@ def ensure_topics(
         if missing and not create:
             raise KafkaSetupError(
                 f"topic(s) {', '.join(missing)} do not exist on {spec.bootstrap_servers}: create "
-                "them, or set kafka.create_topics: true"
+                f"them, or {how_to_create}"
             )
         create_missing_topics(admin, topics, topic_configs=topic_configs, existing=existing)
     finally:

@@ -18,7 +18,7 @@ from typing import Any
 import apache_beam as beam
 
 from kldrift.events import DeadLetter
-from kldrift.io.kafka_client import client_settings
+from kldrift.io.kafka_client import client_settings, ensure_topics
 from kldrift.io.outage import Outage, is_unreachable
 from kldrift.schemas.config import KafkaSpec
 from kldrift.schemas.report import SCHEMA_VERSION, DriftReport
@@ -32,12 +32,24 @@ class _KafkaWriter(beam.DoFn):
     """Sends (key, value, headers) to one topic; every send of a bundle is acknowledged before the
     bundle ends."""
 
-    def __init__(self, spec: KafkaSpec, topic: str) -> None:
+    def __init__(self, spec: KafkaSpec, topic: str, create_topic: bool | None = None) -> None:
         self._spec = spec
         self._topic = topic
+        # None: the topic is known to exist (kldrift run ensures its topics at start); else it is
+        # checked at set-up, and created when True.
+        self._create_topic = create_topic
 
     def setup(self) -> None:
         from kafka import KafkaProducer
+
+        if self._create_topic is not None:
+            # Else a send to a missing topic waits for metadata like an outage, for minutes.
+            ensure_topics(
+                self._spec,
+                {self._topic: 1},
+                self._create_topic,
+                how_to_create="pass create_topic=True to the sink",
+            )
 
         settings = client_settings(self._spec, "producer")
         settings.setdefault("acks", "all")
@@ -57,12 +69,14 @@ class _KafkaWriter(beam.DoFn):
             self._spec.bootstrap_servers, self._spec.outage_timeout, f"writing to {self._topic}"
         )
 
-    def _send(self, key: bytes, value: bytes | None, headers: list[tuple[str, bytes]]) -> None:
+    def _send(
+        self, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]
+    ) -> None:
         message = (key, value, headers)
         self._pending.append((message, self._enqueue(message, self._outage())))
 
     def _enqueue(
-        self, message: tuple[bytes, bytes | None, list[tuple[str, bytes]]], outage: Outage
+        self, message: tuple[bytes | None, bytes | None, list[tuple[str, bytes]]], outage: Outage
     ) -> Any:
         """The producer's future for `message`. send() blocks (max_block_ms) while it has no
         metadata: tried again during an outage (KafkaOutageError past the timeout)."""
@@ -137,7 +151,11 @@ class _WriteDeadLetter(_KafkaWriter):
         self._max_value_bytes = max(1024, int(max_request) - DEAD_LETTER_HEADROOM)
 
     def process(self, dead_letter: DeadLetter) -> Iterator[DeadLetter]:
-        key = f"{dead_letter.source}|{dead_letter.partition}|{dead_letter.offset}".encode()
+        # A record with no offset (the library on a user's PCollection) has no key to share: no
+        # compaction may fold it into another.
+        key = None
+        if dead_letter.offset >= 0:
+            key = f"{dead_letter.source}|{dead_letter.partition}|{dead_letter.offset}".encode()
         value = dead_letter.value
         headers = [
             ("reason", dead_letter.reason.encode()),
@@ -175,6 +193,83 @@ class WriteDeadLetters(beam.PTransform):
         return dead | "Send" >> beam.ParDo(
             _WriteDeadLetter(self._spec, self._spec.dead_letter_topic)
         )
+
+
+def _sink_spec(
+    bootstrap_servers: str,
+    topic: str,
+    client: dict[str, str | int | float | bool] | None,
+    outage_timeout: float,
+) -> KafkaSpec:
+    """The settings a sink uses, validated now (a bad one fails at pipeline construction, naming
+    the field). A sink reads no topic: its own topic stands in for the input one."""
+    from kldrift.schemas.config import parse_kafka_spec
+
+    spec = parse_kafka_spec(
+        {
+            "bootstrap_servers": bootstrap_servers,
+            "input_topic": topic,
+            "output_topic": topic,
+            "dead_letter_topic": topic,
+            "client": client or {},
+            "outage_timeout": outage_timeout,
+        }
+    )
+    client_settings(spec, "producer")  # an unknown setting fails now, naming it
+    return spec
+
+
+class _WriteToKafka(beam.PTransform):
+    """A public sink: its settings validated at construction, its topic checked at set-up."""
+
+    _WRITER: type[_KafkaWriter]
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        topic: str,
+        *,
+        client: dict[str, str | int | float | bool] | None = None,
+        outage_timeout: float = 300.0,
+        create_topic: bool = False,
+    ) -> None:
+        super().__init__()
+        self._spec = _sink_spec(bootstrap_servers, topic, client, outage_timeout)
+        self._topic = topic
+        self._create_topic = create_topic
+
+    def expand(self, elements: beam.PCollection) -> beam.PCollection:
+        writer = self._WRITER(self._spec, self._topic, self._create_topic)
+        return elements | "Send" >> beam.ParDo(writer)
+
+
+class WriteReportsToKafka(_WriteToKafka):
+    """DriftReports -> a Kafka topic, as `kldrift run` writes them; passes the reports on once the
+    broker acknowledged them.
+
+    Each report's key is stable per (pipeline, key, feature, window), so a consumer keeps the
+    newest revision and a compacted topic keeps one report per window. Sends use acks=all and an
+    idempotent producer; a bundle completes only when all its sends are acknowledged (at-least-once:
+    a bundle the runner retries sends again, with the same keys). An unreachable cluster is ridden
+    out for `outage_timeout` seconds, then the bundle fails.
+
+    Args:
+        bootstrap_servers: ``host:port[,host:port...]``.
+        topic: the report topic.
+        client: extra kafka-python producer settings (security_protocol, sasl_*, ssl_*, ...).
+        outage_timeout: seconds to keep retrying while the cluster is unreachable.
+        create_topic: create the topic (1 partition) when it does not exist; else a missing
+            topic fails the workers' set-up, naming it.
+    """
+
+    _WRITER = _WriteReport
+
+
+class WriteDeadLettersToKafka(_WriteToKafka):
+    """DeadLetters -> a Kafka topic, as `kldrift run` writes them: the raw record as the value, the
+    reason, detail and source in headers. Args as WriteReportsToKafka's."""
+
+    _WRITER = _WriteDeadLetter
 
 
 def _quiet_exit_close(producer: Any) -> None:

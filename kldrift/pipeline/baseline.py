@@ -18,8 +18,9 @@ from kldrift.events import EventBatch, encodable, field_getter
 from kldrift.io.baselines import read_baseline
 from kldrift.io.files import ReadRecordBatches, require_paths
 from kldrift.pipeline.options import pipeline_options
-from kldrift.schemas.baseline import Baseline, BaselineError, FeatureBaseline
+from kldrift.schemas.baseline import Baseline, BaselineError
 from kldrift.schemas.config import CategoricalFeature, NumericFeature, PipelineConfig
+from kldrift.training import feature_baseline
 from kldrift.transforms.decode import DecodeRecords
 from kldrift.transforms.panes import SumCounts
 
@@ -121,18 +122,6 @@ def _resolve(
     return resolved
 
 
-def _feature_baseline(bins: FeatureBins, counts: np.ndarray) -> FeatureBaseline:
-    return FeatureBaseline(
-        name=bins.name,
-        kind=bins.kind,
-        edges=[float(e) for e in bins.edges] if bins.edges is not None else None,
-        categories=list(bins.categories) if bins.categories is not None else None,
-        counts=[int(c) for c in counts[: bins.n_bins]],
-        missing=int(counts[bins.missing_slot]),
-        invalid=int(counts[bins.invalid_slot]),
-    )
-
-
 def build_baseline(
     config: PipelineConfig,
     input_pattern: str,
@@ -209,7 +198,7 @@ def _assemble(
                 f"({int(feature_counts[bins.missing_slot])} missing, "
                 f"{int(feature_counts[bins.invalid_slot])} invalid)"
             )
-        features.append(_feature_baseline(bins, feature_counts))
+        features.append(feature_baseline(bins, feature_counts))
     created_at = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     return Baseline.create(features, source=source, created_at=created_at)
 

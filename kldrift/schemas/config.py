@@ -272,9 +272,38 @@ def _format_validation_error(source: str, err: ValidationError) -> str:
 
 
 def parse_config(data: Any, source: str = "config") -> PipelineConfig:
-    """Validate a config mapping; raise ConfigError naming every bad field."""
+    """Validate a config mapping; raise ConfigError naming every bad field.
+
+    Examples
+    --------
+    >>> import yaml
+    >>> config = parse_config(yaml.safe_load('''
+    ... name: checkout-model
+    ... event_time_field: ts
+    ... window: {size: 10m, period: 1m}
+    ... features:
+    ...   - {name: latency_ms, kind: numeric, edges: [0, 10, 100]}
+    ... '''))
+    >>> config.window.size, config.window.period  # seconds
+    (600.0, 60.0)
+    >>> config.drift.threshold_bits, config.kafka is None
+    (0.05, True)
+    >>> bad = {**config.model_dump(), "window": {"size": "90s", "period": "1m"}}
+    >>> parse_config(bad, "job.yaml")
+    Traceback (most recent call last):
+    ...
+    kldrift.schemas.config.ConfigError: job.yaml: window: window.size (90s) must be a whole multiple of window.period (60s)
+    """
     try:
         return PipelineConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(source, err)) from None
+
+
+def parse_kafka_spec(data: Any, source: str = "kafka") -> KafkaSpec:
+    """Validate a `kafka` mapping alone; raise ConfigError naming every bad field."""
+    try:
+        return KafkaSpec.model_validate(data)
     except ValidationError as err:
         raise ConfigError(_format_validation_error(source, err)) from None
 
@@ -290,7 +319,24 @@ def with_kafka_overrides(config: PipelineConfig, overrides: Mapping[str, Any]) -
 
 
 def load_config(path: str | Path) -> PipelineConfig:
-    """Load a YAML or JSON config file. A relative `baseline` path is resolved against the file."""
+    """Load a YAML or JSON config file. A relative `baseline` path is resolved against the file.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = Path(folder, "job.yaml")
+    ...     _ = path.write_text(
+    ...         "name: checkout-model\\n"
+    ...         "event_time_field: ts\\n"
+    ...         "window: {size: 10m, period: 1m}\\n"
+    ...         "features: [{name: country, kind: categorical, categories: [US, DE]}]\\n"
+    ...         "baseline: baseline.json\\n"
+    ...     )
+    ...     config = load_config(path)
+    ...     config.baseline == str(Path(folder, "baseline.json").resolve())
+    True
+    """
     path = Path(path)
     try:
         text = path.read_text()

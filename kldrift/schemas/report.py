@@ -113,6 +113,26 @@ class DriftReport(BaseModel):
 
     @classmethod
     def from_json_bytes(cls, data: bytes | str) -> DriftReport:
+        """A report from its JSON (a Kafka message's value).
+
+        Examples
+        --------
+        >>> text = (
+        ...     '{"pipeline": "checkout-model", "key": "model-a", "feature": "latency_ms", '
+        ...     '"window_start": "2024-01-01T00:00:00Z", "window_end": "2024-01-01T00:10:00Z", '
+        ...     '"revision": 0, "count": 100, "missing": 0, "invalid": 0, "kl_bits": 0.2075, '
+        ...     '"kl_bits_debiased": 0.2, "entropy_bits": 1.0, "cross_entropy_bits": 1.2075, '
+        ...     '"js_bits": 0.05, "psi": 0.2, "p_value": 1e-06, "threshold_bits": 0.05, '
+        ...     '"significance": 0.01, "drift": true, "top_bins": [], "baseline_id": "b1"}'
+        ... )
+        >>> report = DriftReport.from_json_bytes(text)
+        >>> report.window_end - report.window_start
+        datetime.timedelta(seconds=600)
+        >>> report.message_key
+        'checkout-model|model-a|latency_ms|2024-01-01T00:00:00Z|2024-01-01T00:10:00Z'
+        >>> DriftReport.from_json_bytes(report.to_json_bytes()) == report
+        True
+        """
         return cls.model_validate_json(data)
 
 

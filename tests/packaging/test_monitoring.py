@@ -22,7 +22,7 @@ from kldrift.cli import build_parser
 from kldrift.exporter import DriftMetrics
 from kldrift.local import prometheus
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MONITORING = ROOT / "deploy" / "monitoring"
 K8S = ROOT / "deploy" / "flink" / "k8s"
 METRIC = re.compile(r"\bkldrift_[a-z_]+\b")

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 import yaml
 
@@ -298,8 +299,6 @@ def test_absolute_and_url_baselines_are_kept_as_written(tmp_path: Path) -> None:
 
 
 def test_json_schema_validates_the_example_config() -> None:
-    jsonschema = pytest.importorskip("jsonschema")
-
     jsonschema.validate(_example(), config_json_schema())
 
 

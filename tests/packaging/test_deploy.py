@@ -48,7 +48,7 @@ from kldrift.schemas.config import (
     with_kafka_overrides,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DATAFLOW = ROOT / "deploy" / "dataflow"
 K8S = ROOT / "deploy" / "flink" / "k8s"
 BEAM_VERSION = beam.__version__

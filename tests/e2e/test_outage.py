@@ -12,12 +12,14 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from _jobs import (
+    Job,
     ReportTail,
     job_kafka,
     latency_job,
@@ -110,6 +112,24 @@ def _job_config(tmp_path: Path, bootstrap: str, **kafka_settings: str) -> tuple[
     return path, kafka
 
 
+@contextmanager
+def _reporting_job(
+    tmp_path: Path, bootstrap: str, outage_timeout: str
+) -> Iterator[tuple[Job, _AckedEvents, ReportTail, dict]]:
+    """A job on a live stream of _AckedEvents, once its first report has arrived; the producer
+    and the tail are stopped on exit."""
+    config_path, kafka = _job_config(tmp_path, bootstrap, outage_timeout=outage_timeout)
+    events = _AckedEvents(bootstrap, kafka["input_topic"]).start()
+    tail = ReportTail(bootstrap, kafka["output_topic"])
+    try:
+        with streaming_job("--config", str(config_path), "--", "--job_server_timeout=20") as job:
+            wait_for(lambda: bool(tail.poll()), 90, "the first report")
+            yield job, events, tail, kafka
+    finally:
+        events.stop()
+        tail.close()
+
+
 def _dead_letter_reasons(bootstrap: str, topic: str) -> Counter:
     consumer = KafkaConsumer(
         topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", consumer_timeout_ms=3000
@@ -124,46 +144,38 @@ def test_broker_outage_under_a_live_stream_loses_no_window_and_counts_each_event
     tmp_path: Path, own_broker: LocalKafka
 ) -> None:
     bootstrap = own_broker.bootstrap
-    config_path, kafka = _job_config(tmp_path, bootstrap, outage_timeout="90s")
-    events = _AckedEvents(bootstrap, kafka["input_topic"]).start()
-    tail = ReportTail(bootstrap, kafka["output_topic"])
-    try:
-        with streaming_job("--config", str(config_path), "--", "--job_server_timeout=20") as job:
-            wait_for(lambda: bool(tail.poll()), 90, "the first report")
-            time.sleep(4)
-            outage_start = time.time()
-            own_broker.kill()  # a crash: SIGKILL, the data dir stays
-            time.sleep(OUTAGE_S)
-            own_broker.start()  # same data dir, same port
-            back_at = time.time()
-            assert own_broker.reused and own_broker.bootstrap == bootstrap
-            # Windows holding events produced during the outage get reported.
-            wait_for(
-                lambda: any(
-                    r.window_start.timestamp() > outage_start + OUTAGE_S / 2 for r in tail.poll()
-                ),
-                90,
-                "reports of windows inside the outage",
-            )
-            first_after = min(
-                (
-                    ms / 1000
-                    for r, ms in zip(tail.reports, tail.arrived_ms, strict=True)
-                    if r.window_end.timestamp() > outage_start
-                    and r.window_start.timestamp() < back_at
-                    and ms / 1000 > back_at
-                ),
-                default=math.nan,
-            )
-            time.sleep(3)
-            events.stop()
-            last_start = max(window_starts(e["ts"], SIZE_S, PERIOD_S)[0] for e in events.acked())
-            wait_for(lambda: tail.has(last_start), 60, "the last window's report")
-            time.sleep(3)
-            tail.poll()
-    finally:
+    with _reporting_job(tmp_path, bootstrap, "90s") as (job, events, tail, kafka):
+        time.sleep(4)
+        outage_start = time.time()
+        own_broker.kill()  # a crash: SIGKILL, the data dir stays
+        time.sleep(OUTAGE_S)
+        own_broker.start()  # same data dir, same port
+        back_at = time.time()
+        assert own_broker.reused and own_broker.bootstrap == bootstrap
+        # Windows holding events produced during the outage get reported.
+        wait_for(
+            lambda: any(
+                r.window_start.timestamp() > outage_start + OUTAGE_S / 2 for r in tail.poll()
+            ),
+            90,
+            "reports of windows inside the outage",
+        )
+        first_after = min(
+            (
+                ms / 1000
+                for r, ms in zip(tail.reports, tail.arrived_ms, strict=True)
+                if r.window_end.timestamp() > outage_start
+                and r.window_start.timestamp() < back_at
+                and ms / 1000 > back_at
+            ),
+            default=math.nan,
+        )
+        time.sleep(3)
         events.stop()
-        tail.close()
+        last_start = max(window_starts(e["ts"], SIZE_S, PERIOD_S)[0] for e in events.acked())
+        wait_for(lambda: tail.has(last_start), 60, "the last window's report")
+        time.sleep(3)
+        tail.poll()
     assert job.returncode == 0, job.output[-3000:]
     assert events.failed() == 0, "the producer gave up on events during the outage"
     acked = events.acked()
@@ -216,22 +228,15 @@ def test_outage_longer_than_outage_timeout_stops_the_job_with_one_clear_line(
     tmp_path: Path, own_broker: LocalKafka
 ) -> None:
     bootstrap = own_broker.bootstrap
-    config_path, kafka = _job_config(tmp_path, bootstrap, outage_timeout="10s")
-    events = _AckedEvents(bootstrap, kafka["input_topic"]).start()
-    tail = ReportTail(bootstrap, kafka["output_topic"])
-    try:
-        with streaming_job("--config", str(config_path), "--", "--job_server_timeout=20") as job:
-            wait_for(lambda: bool(tail.poll()), 90, "the first report")
-            tail.close()
-            events.stop()
-            stopped_at = time.monotonic()
-            own_broker.stop(remove_data=False)
-            wait_for(lambda: job.process.poll() is not None, 120, "the job to give up")
-            gave_up_after = time.monotonic() - stopped_at
-            job.output = job.process.stdout.read() if job.process.stdout else ""
-            job.returncode = job.process.returncode
-    finally:
+    with _reporting_job(tmp_path, bootstrap, "10s") as (job, events, tail, _):
+        tail.close()
         events.stop()
+        stopped_at = time.monotonic()
+        own_broker.stop(remove_data=False)
+        wait_for(lambda: job.process.poll() is not None, 120, "the job to give up")
+        gave_up_after = time.monotonic() - stopped_at
+        job.output = job.process.stdout.read() if job.process.stdout else ""
+        job.returncode = job.process.returncode
     assert job.returncode not in (0, None), job.output[-3000:]
     lines = [line for line in job.output.splitlines() if "kafka.outage_timeout" in line]
     assert len(lines) == 1, job.output[-5000:]

@@ -13,6 +13,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import numpy as np
 import pytest
 from scipy.optimize import brentq
@@ -23,8 +24,6 @@ from kldrift.pipeline.replay import run_replay
 from kldrift.schemas import Baseline, FeatureBaseline, PipelineConfig
 from kldrift.schemas.report import SCHEMA_VERSION, DriftReport
 from kldrift.synthetic import COUNTRIES, LATENCY_EDGES, SyntheticStream
-
-jsonschema = pytest.importorskip("jsonschema")
 
 KLDRIFT = str(Path(sys.executable).with_name("kldrift"))
 T0 = 1_700_000_400.0  # a multiple of 60 s

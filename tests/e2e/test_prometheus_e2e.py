@@ -18,20 +18,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
-from _jobs import KLDRIFT, ReportTail, job_kafka, run_cli, streaming_job, wait_for
+from _jobs import KLDRIFT, ReportTail, job_kafka, streaming_job, trained_job, wait_for
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from kldrift.consumer import read_reports
 from kldrift.local import prometheus
-from kldrift.local.kafka import create_topics
 from kldrift.schemas.baseline import Baseline
 from kldrift.schemas.report import DriftReport
-from kldrift.synthetic import demo_config, make_event, training_lines
+from kldrift.synthetic import make_event
 
 pytestmark = pytest.mark.services
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MONITORING = ROOT / "deploy" / "monitoring"
 PIPELINE = "prom-e2e"
 SIZE_S, PERIOD_S = 6, 2
@@ -135,34 +133,11 @@ def test_prometheus_scrapes_the_exporter_and_promql_returns_the_reports_values(
         max_delay="1s",
         group_id=f"kldrift.{PIPELINE}.{run_id}",
     )
-    config_path = tmp_path / "config.yaml"
+    config_path = trained_job(
+        tmp_path, PIPELINE, kafka, SIZE_S, PERIOD_S, 2, training_events=5000, partitions=PARTITIONS
+    )
     baseline_path = tmp_path / "baseline.json"
-    config_path.write_text(
-        yaml.safe_dump(
-            demo_config(
-                name=PIPELINE,
-                size=f"{SIZE_S}s",
-                period=f"{PERIOD_S}s",
-                allowed_lateness="2s",
-                kafka=kafka,
-                baseline=str(baseline_path),
-            )
-        )
-    )
-    training = tmp_path / "training.jsonl"
-    training.write_bytes(b"\n".join(training_lines(5000)) + b"\n")
-    built = run_cli(
-        "baseline",
-        "--config",
-        str(config_path),
-        "--input",
-        str(training),
-        "--output",
-        str(baseline_path),
-    )
-    assert built.returncode == 0, built.stderr[-3000:]
     baseline_id = Baseline.model_validate_json(baseline_path.read_text()).id
-    create_topics(kafka_bootstrap, {kafka["input_topic"]: PARTITIONS})
 
     exporter = _Exporter(config_path)  # before the job: the report topics do not exist yet
     prom = _prometheus(tmp_path / "prometheus", [])

@@ -13,14 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
-from _jobs import ReportTail, job_kafka, run_cli, streaming_job, wait_for
+from _jobs import ReportTail, job_kafka, run_cli, streaming_job, trained_job, wait_for
 from kafka import KafkaConsumer, KafkaProducer
 
 from kldrift.consumer import LatestRevisions
-from kldrift.local.kafka import create_topics
 from kldrift.schemas.report import DriftReport
-from kldrift.synthetic import SyntheticStream, demo_config, training_lines
+from kldrift.synthetic import SyntheticStream
 
 pytestmark = pytest.mark.services
 
@@ -58,29 +56,16 @@ def job_files(tmp_path: Path, kafka_bootstrap: str) -> dict[str, Path]:
     kafka = job_kafka(
         kafka_bootstrap, "e2e", run_id, start_from="earliest", idle_timeout="5s", max_delay="3s"
     )
-    config = demo_config(
-        name="e2e",
-        size=f"{SIZE_S}s",
-        period=f"{PERIOD_S}s",
-        allowed_lateness=f"{LATENESS_S}s",
-        kafka=kafka,
-        baseline=str(tmp_path / "baseline.json"),
+    config_path = trained_job(
+        tmp_path,
+        "e2e",
+        kafka,
+        SIZE_S,
+        PERIOD_S,
+        LATENESS_S,
+        training_events=20_000,
+        partitions=PARTITIONS,
     )
-    config_path = tmp_path / "config.yaml"
-    config_path.write_text(yaml.safe_dump(config))
-    training = tmp_path / "training.jsonl"
-    training.write_bytes(b"\n".join(training_lines(20_000)) + b"\n")
-    built = run_cli(
-        "baseline",
-        "--config",
-        str(config_path),
-        "--input",
-        str(training),
-        "--output",
-        str(tmp_path / "baseline.json"),
-    )
-    assert built.returncode == 0, built.stderr[-3000:]
-    create_topics(kafka_bootstrap, {kafka["input_topic"]: PARTITIONS})
     return {"config": config_path, "dir": tmp_path, "kafka": kafka}  # type: ignore[dict-item]
 
 

@@ -8,39 +8,20 @@ import socket
 from pathlib import Path
 
 import pytest
-import yaml
-from _jobs import run_cli
-
-from kldrift.schemas.baseline import Baseline, FeatureBaseline
-from kldrift.synthetic import LATENCY_EDGES, demo_config
+from _jobs import latency_job, run_cli
 
 PASSWORD = "quiet-failures-s3cret-pw"
 
 
 def _config(tmp_path: Path, bootstrap: str, **client: str) -> Path:
-    baseline = Baseline.create(
-        [FeatureBaseline(name="latency_ms", kind="numeric", edges=LATENCY_EDGES, counts=[1] * 9)],
-        source="test",
-        created_at="2026-11-25T00:00:00Z",
-    )
-    (tmp_path / "baseline.json").write_text(baseline.model_dump_json())
-    config = demo_config(
-        name="quiet",
-        size="4s",
-        period="2s",
-        kafka={
-            "bootstrap_servers": bootstrap,
-            "input_topic": "quiet-events",
-            "output_topic": "quiet-drift",
-            "dead_letter_topic": "quiet-dead",
-            "client": client,
-        },
-        baseline=str(tmp_path / "baseline.json"),
-        features=[{"name": "latency_ms", "kind": "numeric", "edges": LATENCY_EDGES}],
-    )
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+    kafka = {
+        "bootstrap_servers": bootstrap,
+        "input_topic": "quiet-events",
+        "output_topic": "quiet-drift",
+        "dead_letter_topic": "quiet-dead",
+        "client": client,
+    }
+    return latency_job(tmp_path, "quiet", kafka, size_s=4, period_s=2, lateness_s=30)
 
 
 def _nothing_listens() -> int:

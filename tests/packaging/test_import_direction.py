@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parent.parent / "kldrift"
+PACKAGE = Path(__file__).resolve().parents[2] / "kldrift"
 ON_TOP = ("kldrift.cli", "kldrift.commands", "kldrift.demo", "kldrift.local")
 """What only the CLI side may import."""
 CLI_SIDE = ("cli.py", "commands.py", "demo.py", "local")

@@ -19,7 +19,7 @@ from kldrift.local.kafka import pid_alive
 
 pytestmark = pytest.mark.services
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 RUN_TIMEOUT_S = 600
 
 EPS_FIGURES = [

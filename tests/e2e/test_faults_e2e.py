@@ -16,14 +16,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-import yaml
-from _jobs import ReportTail, job_kafka, run_cli, streaming_job, wait_for
+from _jobs import ReportTail, job_kafka, streaming_job, trained_job, wait_for
 from kafka import KafkaConsumer, KafkaProducer
 from scipy.stats import entropy
 
 from kldrift.consumer import LatestRevisions
-from kldrift.local.kafka import create_topics
-from kldrift.synthetic import COUNTRIES, LATENCY_EDGES, demo_config, make_event, training_lines
+from kldrift.synthetic import COUNTRIES, LATENCY_EDGES, make_event
 
 pytestmark = pytest.mark.services
 
@@ -159,26 +157,17 @@ def job_files(tmp_path: Path, kafka_bootstrap: str, request: pytest.FixtureReque
     kafka = job_kafka(
         kafka_bootstrap, "faults", run_id, start_from="earliest", idle_timeout="3s", max_delay="1s"
     )
-    config = demo_config(
-        name="faults",
-        size=f"{SIZE_S}s",
-        period=f"{PERIOD_S}s",
-        allowed_lateness=f"{LATENESS_S}s",
-        kafka=kafka,
-        baseline=str(tmp_path / "baseline.json"),
+    config_path = trained_job(
+        tmp_path,
+        "faults",
+        kafka,
+        SIZE_S,
+        PERIOD_S,
+        LATENESS_S,
+        training_events=5_000,
+        partitions=getattr(request, "param", 1),
         features=FEATURES,
     )
-    config_path = tmp_path / "config.yaml"
-    config_path.write_text(yaml.safe_dump(config))
-    training = tmp_path / "training.jsonl"
-    training.write_bytes(b"\n".join(training_lines(5_000)) + b"\n")
-    built = run_cli(
-        "baseline", "--config", str(config_path), "--input", str(training),
-        "--output", str(tmp_path / "baseline.json"),
-    )  # fmt: skip
-    assert built.returncode == 0, built.stderr[-3000:]
-    partitions = getattr(request, "param", 1)
-    create_topics(kafka_bootstrap, {kafka["input_topic"]: partitions})
     return {"config": config_path, "kafka": kafka, "baseline": tmp_path / "baseline.json"}
 
 

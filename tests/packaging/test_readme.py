@@ -16,7 +16,7 @@ from kldrift.docs import readme_block
 from kldrift.schemas.config import load_config
 from kldrift.schemas.report import DriftReport
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
 
 

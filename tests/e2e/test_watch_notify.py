@@ -7,22 +7,18 @@ from __future__ import annotations
 import base64
 import itertools
 import json
-import signal
 import subprocess
 import threading
 import time
-import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import yaml
-from _jobs import KLDRIFT
+from _jobs import KLDRIFT, committed, report_topic_config, send_reports, wait_for, watcher
 from _reports import make_report
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from kldrift.consumer import Trigger
-from kldrift.local.kafka import create_topics
 from kldrift.synthetic import demo_config
 from kldrift.watch import redact_url, webhook_action
 
@@ -113,22 +109,13 @@ def test_a_redirect_is_a_failure_and_is_not_followed() -> None:
 def test_notify_retries_until_the_webhook_accepts_then_commits(
     tmp_path: Path, kafka_bootstrap: str
 ) -> None:
-    topic = f"notify-{uuid.uuid4().hex[:8]}"
-    create_topics(kafka_bootstrap, {topic: 1})
-    kafka = {
-        "bootstrap_servers": kafka_bootstrap,
-        "input_topic": "unused",
-        "output_topic": topic,
-        "dead_letter_topic": "unused-dead",
-    }
-    config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump(demo_config(name="notify-test", kafka=kafka)))
-    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+    topic, config = report_topic_config(tmp_path, kafka_bootstrap, "notify-test")
     flags = [False, True, False, True, True]  # the 5th window completes 3 drifted of the last 5
-    for minute, flag in enumerate(flags, start=1):
-        report = make_report(minute, flag, pipeline="notify-test", key="model-a", window_minutes=2)
-        producer.send(topic, report.to_json_bytes(), key=report.message_key.encode())
-    producer.close()
+    reports = [
+        make_report(minute, flag, pipeline="notify-test", key="model-a", window_minutes=2)
+        for minute, flag in enumerate(flags, start=1)
+    ]
+    send_reports(kafka_bootstrap, topic, reports)
 
     _FlakyReceiver.received = []
     server = ThreadingHTTPServer(("127.0.0.1", 0), _FlakyReceiver)
@@ -137,36 +124,15 @@ def test_notify_retries_until_the_webhook_accepts_then_commits(
     url = (
         f"http://alerter:s3cr3t-pass@127.0.0.1:{port}/services/T0KEN-IN-PATH?token=query-secret-123"
     )
-    group = f"notifiers-{uuid.uuid4().hex[:6]}"
-    watcher = subprocess.Popen(
-        [
-            KLDRIFT,
-            "watch",
-            "--config",
-            str(config),
-            "--notify",
-            url,
-            "--group",
-            group,
-            "--from-beginning",
-            "--retry-backoff",
-            "0.3",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
     try:
-        deadline = time.monotonic() + 60
-        while len(_FlakyReceiver.received) < 3 and time.monotonic() < deadline:
-            time.sleep(0.2)
-        time.sleep(1.5)  # time for a (wrong) fourth post, and for the commit
+        with watcher(config, "--notify", url, "--retry-backoff", "0.3") as watch:
+            wait_for(lambda: len(_FlakyReceiver.received) >= 3, 60, "three posts")
+            time.sleep(1.5)  # time for a (wrong) fourth post, and for the commit
     finally:
-        watcher.send_signal(signal.SIGINT)
-        output, _ = watcher.communicate(timeout=30)
         server.shutdown()
         server.server_close()
-    assert watcher.returncode == 0, output
+    output = watch.output
+    assert watch.returncode == 0, output
     posts = _FlakyReceiver.received
     assert [p["status"] for p in posts] == [500, 503, 200], output
 
@@ -198,8 +164,4 @@ def test_notify_retries_until_the_webhook_accepts_then_commits(
         assert secret not in output, f"{secret!r} was logged"
 
     # Committed after the accepted post: a restarted watcher starts after the trigger.
-    checker = KafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=group)
-    try:
-        assert checker.committed(TopicPartition(topic, 0)) == len(flags)
-    finally:
-        checker.close()
+    assert committed(kafka_bootstrap, watch.group, topic) == len(flags)
