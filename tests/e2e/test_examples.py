@@ -102,7 +102,12 @@ def test_the_file_pipeline_example_reports_what_replay_does(tmp_path: Path) -> N
     config = load_config(config_path)
     replay_out, replay_dead = tmp_path / "replay.jsonl", tmp_path / "replay-dead.jsonl"
     run_replay(
-        config, read_baseline(config.baseline), str(events_path), str(replay_out), str(replay_dead)
+        config,
+        read_baseline(config.baseline),
+        str(events_path),
+        str(replay_out),
+        str(replay_dead),
+        beam_args=local_runner_args([]),
     )
     expected = [DriftReport.model_validate_json(x) for x in replay_out.read_text().splitlines()]
     assert len(expected) == 2 * 2 * 6  # 2 keys x 2 features x windows [-10, 10) ... [40, 60)
@@ -158,7 +163,13 @@ def test_the_kafka_sinks_write_what_kldrift_run_writes(
 
     config = load_config(config_path)
     out = tmp_path / "replay.jsonl"
-    run_replay(config, read_baseline(config.baseline), str(events_path), str(out))
+    run_replay(
+        config,
+        read_baseline(config.baseline),
+        str(events_path),
+        str(out),
+        beam_args=local_runner_args([]),
+    )
     reports = [DriftReport.model_validate_json(x) for x in out.read_text().splitlines()]
     dead = [DeadLetter(b"{broken", "not_json", "bad syntax", "SlidingKLDivergence")]
     topic = f"library-sink-{tmp_path.name}"

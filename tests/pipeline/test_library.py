@@ -91,7 +91,7 @@ def _replay(tmp_path: Path, lines: list[bytes]) -> tuple[list[DriftReport], list
     events = tmp_path / "events.jsonl"
     events.write_bytes(b"\n".join(lines) + b"\n")
     out, dead = tmp_path / "replay.jsonl", tmp_path / "replay-dead.jsonl"
-    run_replay(CONFIG, BASELINE, str(events), str(out), str(dead))
+    run_replay(CONFIG, BASELINE, str(events), str(out), str(dead), beam_args=local_runner_args([]))
     reports = [DriftReport.model_validate_json(x) for x in out.read_bytes().splitlines()]
     dead_letters = [json.loads(x) for x in dead.read_bytes().splitlines()]
     return reports, dead_letters
@@ -306,7 +306,7 @@ def test_rows_with_datetime_times_and_nested_rows_report_what_replay_does(tmp_pa
     path = tmp_path / "events.jsonl"
     path.write_bytes(b"".join(_json(e) + b"\n" for e in nested))
     out = tmp_path / "replay.jsonl"
-    run_replay(config, baseline, str(path), str(out))
+    run_replay(config, baseline, str(path), str(out), beam_args=local_runner_args([]))
     expected = [DriftReport.model_validate_json(x) for x in out.read_bytes().splitlines()]
     rows = [
         beam.Row(
