@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "SlidingKLDivergence": "kldrift.transforms.front",
-    "REPORTS": "kldrift.transforms.front",
-    "DEAD_LETTERS": "kldrift.transforms.front",
+    "SlidingKLDivergence": "kldrift.transforms.sliding_kl",
+    "REPORTS": "kldrift.transforms.sliding_kl",
+    "DEAD_LETTERS": "kldrift.transforms.sliding_kl",
     "WriteReportsToKafka": "kldrift.io.kafka_sink",
     "WriteDeadLettersToKafka": "kldrift.io.kafka_sink",
     "PipelineConfig": "kldrift.schemas.config",
@@ -81,4 +81,4 @@ if TYPE_CHECKING:
     from kldrift.schemas.config import ConfigError, PipelineConfig, load_config, parse_config
     from kldrift.schemas.report import DriftReport
     from kldrift.training import baseline_from_events
-    from kldrift.transforms.front import DEAD_LETTERS, REPORTS, SlidingKLDivergence
+    from kldrift.transforms.sliding_kl import DEAD_LETTERS, REPORTS, SlidingKLDivergence

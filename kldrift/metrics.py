@@ -10,6 +10,11 @@ RECORDS_CONSUMED = "records_consumed"
 EVENTS_BINNED = "events_binned"
 RECORDS_DEAD_LETTERED = "records_dead_lettered"
 EVENTS_TOO_LATE = "events_too_late"
+EVENTS_WINDOWED = "events_windowed"
+"""Events in the pane histograms that reached the sliding windows (PaneToWindows): binned events
+the runner did not drop as too late. events_binned - events_windowed, once a job has drained, is
+what the runner dropped (the library on a user's PCollection, where kldrift cannot see the
+watermark); while it runs, it also holds events of panes not yet fired."""
 EVENTS_ALREADY_REPORTED = "events_already_reported"
 """Events a restarted job read again whose every window the previous run reported (skipped)."""
 REPORTS = "reports"

@@ -1,5 +1,6 @@
-"""Beam transforms: the SlidingKLDivergence composite and its steps, one module per step
-(decode, bin, panes, sliding, revise, score; batches wires them)."""
+"""Beam transforms: SlidingKLDivergence (sliding_kl: any PCollection of events) and its steps, one
+module per step (decode, bin, panes, sliding, revise, score); batches wires the steps behind the
+Kafka and file sources (SlidingKLFromBatches)."""
 
 from kldrift.transforms.decode import DecodeRecords
 from kldrift.transforms.outputs import DEAD_LETTERS, REPORTS

@@ -91,6 +91,7 @@ class SlidingKLFromBatches(beam.PTransform):
                     spec.size_us,
                     spec.period_us,
                     resume.reported_until_us(self._resume, lateness),
+                    event_slots=self._feature_bins[0].n_bins + 2,
                 )
             ).with_output_types(WINDOW_ELEMENT)
             # Standard WindowFns only (Flink's Java side rejects pickled Python ones). Elements are

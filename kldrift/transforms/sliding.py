@@ -14,6 +14,7 @@ from apache_beam.transforms import window
 from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
+from kldrift import metrics
 from kldrift.io import resume
 from kldrift.other_values import CountsWithOthers, Histogram, add_into, copy_histogram, counts_of
 from kldrift.transforms.panes import PaneKey
@@ -41,11 +42,22 @@ class PaneToWindows(beam.DoFn):
     combiner would; Prism does not lift combiners for count-triggered windows (apache/beam#33881).
     """
 
-    def __init__(self, size_us: int, period_us: int, reported_until_us: int | None = None) -> None:
+    def __init__(
+        self,
+        size_us: int,
+        period_us: int,
+        reported_until_us: int | None = None,
+        event_slots: int | None = None,
+    ) -> None:
         self._size_us = size_us
         self._period_us = period_us
         # After a restart, windows ending at or before this were reported by the previous run.
         self._reported_until_us = reported_until_us
+        # The first feature's slots (bins, missing, invalid): each event adds one to exactly one.
+        self._event_slots = event_slots
+
+    def setup(self) -> None:
+        self._windowed = metrics.counter(metrics.EVENTS_WINDOWED)
 
     def start_bundle(self) -> None:
         self._parts: dict[SlideKey, list[Histogram]] = {}
@@ -56,6 +68,9 @@ class PaneToWindows(beam.DoFn):
         key, counts = element
         if counts is None:
             return
+        event_slots = getattr(self, "_event_slots", None)  # None in a job pickled before it
+        if event_slots:
+            self._windowed.inc(int(counts_of(counts)[:event_slots].sum()))
         pane_start = pane.start.micros
         first = pane_start - self._size_us + self._period_us
         if self._reported_until_us is not None:

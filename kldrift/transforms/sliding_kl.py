@@ -1,8 +1,178 @@
-"""Stub until the public composite lands: SlidingKLDivergence is SlidingKLFromBatches for now."""
+"""SlidingKLDivergence: drift reports, in bits, for any PCollection of events (JSON bytes, dicts,
+beam.Row). The composite a Beam pipeline applies; `kldrift run` and `kldrift replay` use the same
+steps behind their own Kafka and file sources."""
 
-from kldrift.transforms.batches import DEAD_LETTERS, REPORTS
-from kldrift.transforms.batches import SlidingKLFromBatches as SlidingKLDivergence
-from kldrift.transforms.decode import DecodeRecords
-from kldrift.transforms.panes import SumCounts
+from __future__ import annotations
 
-__all__ = ["DEAD_LETTERS", "REPORTS", "DecodeRecords", "SlidingKLDivergence", "SumCounts"]
+from collections.abc import Iterator
+from typing import Any, Literal
+
+import apache_beam as beam
+from apache_beam.transforms.window import GlobalWindow, GlobalWindows
+from apache_beam.utils.timestamp import Timestamp
+from apache_beam.utils.windowed_value import WindowedValue
+
+from kldrift.events import EventBatch, EventDecoder, RecordBatch
+from kldrift.schemas.baseline import Baseline
+from kldrift.schemas.config import PipelineConfig
+from kldrift.transforms.batches import DEAD_LETTERS, REPORTS, SlidingKLFromBatches
+from kldrift.transforms.score import BaselineUpdates
+
+EventTime = Literal["field", "timestamp"]
+MAX_BATCH = 4096
+"""Events binned together at most (as many as a bundle holds, up to this)."""
+
+
+class SlidingKLDivergence(beam.PTransform):
+    """Drift reports, in bits, for each (key, feature, sliding event-time window) of a PCollection.
+
+    Each element is one event: JSON text (``bytes`` or ``str``), a ``dict``, or a ``beam.Row``
+    (nested Rows read as nested objects). Events are binned in numpy batches (up to a bundle, at
+    most ``max_batch``), counted into pane histograms, summed into sliding windows and scored
+    against the baseline. A window reports when the watermark passes its end (revision 0), and
+    again for each firing of late data (revision 1, 2, ...) until its end + allowed lateness.
+
+    Args:
+        config: the pipeline config (``load_config``); its ``kafka`` section is not used here.
+        baseline: the training data's histograms (``read_baseline``), checked against ``config``
+            now: a mismatch raises ``BaselineMismatch`` naming the feature.
+        event_time: ``"field"`` reads ``config.event_time_field`` (epoch seconds/ms, RFC 3339, or
+            a datetime); ``"timestamp"`` takes each element's Beam timestamp. Either way the
+            runner's watermark, which follows the input's timestamps, decides when a window
+            closes: data behind it by more than the window size + allowed lateness is dropped by
+            the runner (kldrift's ``events_binned`` minus ``events_windowed`` counters count it).
+        baseline_updates: newer baselines with the same bins for a running job (optional).
+        max_batch: the most events binned in one numpy batch.
+
+    Returns:
+        ``{"reports": PCollection[DriftReport], "dead_letters": PCollection[DeadLetter]}``: an
+        element that is not an event (bad JSON, no event time, no key...) is a dead letter with
+        its reason; nothing is dropped silently.
+
+    Example:
+        Twenty events, all from "de", in the window [60 s, 120 s), against a baseline of 50 "de"
+        and 50 "fr": with the default smoothing (0.5 added to each of the 3 baseline bins,
+        ``__other__`` included) Q(de) = 50.5 / 101.5, so KL = log2(101.5 / 50.5) = 1.007 bits.
+        ``options`` are your pipeline's options; here Prism as kldrift's set-up installed it.
+
+        >>> import apache_beam as beam
+        >>> from apache_beam.options.pipeline_options import PipelineOptions
+        >>> from kldrift import SlidingKLDivergence, baseline_from_events, parse_config
+        >>> from kldrift.local.runners import local_runner_args
+        >>> options = PipelineOptions(local_runner_args(["--environment_type=LOOPBACK"]))
+        >>> config = parse_config({
+        ...     "name": "shop", "event_time_field": "ts",
+        ...     "window": {"size": "60s", "period": "60s"},
+        ...     "features": [{"name": "country", "kind": "categorical",
+        ...                   "categories": ["de", "fr"]}]})
+        >>> baseline = baseline_from_events(config, [{"country": "de"}, {"country": "fr"}] * 50)
+        >>> events = [{"ts": 60 + i, "country": "de"} for i in range(20)]
+        >>> with beam.Pipeline(options=options) as pipeline:
+        ...     outputs = pipeline | beam.Create(events) | SlidingKLDivergence(config, baseline)
+        ...     _ = outputs["reports"] | beam.Map(
+        ...         lambda r: print(r.window_start, r.count, f"{r.kl_bits:.3f} bits"))
+        1970-01-01 00:01:00+00:00 20 1.007 bits
+    """
+
+    def __init__(
+        self,
+        config: PipelineConfig,
+        baseline: Baseline,
+        *,
+        event_time: EventTime = "field",
+        baseline_updates: BaselineUpdates | None = None,
+        max_batch: int = MAX_BATCH,
+    ) -> None:
+        super().__init__()
+        if event_time not in ("field", "timestamp"):
+            raise ValueError(f"event_time must be 'field' or 'timestamp', not {event_time!r}")
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, not {max_batch}")
+        self._event_time = event_time
+        self._max_batch = max_batch
+        self._config = config
+        # Built now: a baseline that does not fit the config fails at construction.
+        self._windows = SlidingKLFromBatches(config, baseline, baseline_updates)
+
+    def expand(self, events: beam.PCollection) -> dict[str, beam.PCollection]:
+        batches = (
+            events
+            # Batches span a bundle's elements whatever window they were in: one window for all.
+            | "GlobalWindow" >> beam.WindowInto(GlobalWindows())
+            | "Batch"
+            >> beam.ParDo(
+                _ToEventBatches(self._config, self._event_time, self._max_batch, self.label)
+            ).with_output_types(EventBatch)
+        )
+        # The steps are applied here, not nested one level deeper: their labels are those of
+        # `kldrift run` (SlidingKLDivergence/Bin, .../Score).
+        return self._windows.expand(batches)
+
+
+class _ToEventBatches(beam.DoFn):
+    """Events of one bundle -> EventBatches of at most `max_batch`, each stamped at its earliest
+    event time (each event's own stamp is later: no window is assigned too early)."""
+
+    def __init__(
+        self, config: PipelineConfig, event_time: EventTime, max_batch: int, source: str
+    ) -> None:
+        self._config = config
+        self._from_timestamp = event_time == "timestamp"
+        self._max_batch = max_batch
+        self._source = source
+
+    def setup(self) -> None:
+        self._decoder = EventDecoder(self._config)
+
+    def start_bundle(self) -> None:
+        self._values: list[Any] = []
+        self._times_us: list[int] = []
+
+    def process(
+        self, element: Any, timestamp: Any = beam.DoFn.TimestampParam
+    ) -> Iterator[WindowedValue]:
+        self._values.append(element)
+        if self._from_timestamp:
+            self._times_us.append(timestamp.micros)
+        if len(self._values) >= self._max_batch:
+            yield from self._flush()
+
+    def finish_bundle(self) -> Iterator[WindowedValue]:
+        yield from self._flush()
+
+    def _flush(self) -> Iterator[WindowedValue]:
+        values, self._values = self._values, []
+        times_us, self._times_us = self._times_us, []
+        if not values:
+            return
+        batch = self._decode(values, times_us if self._from_timestamp else None)
+        stamp = int(batch.event_time_us.min()) if len(batch) else times_us[0] if times_us else 0
+        yield WindowedValue(batch, Timestamp(micros=stamp), (GlobalWindow(),))
+
+    def _decode(self, values: list[Any], times_us: list[int] | None) -> EventBatch:
+        events = [_as_event(v) for v in values]
+        return self._decoder.decode(RecordBatch(events, [-1] * len(events), self._source), times_us)
+
+
+def _as_event(element: Any) -> Any:
+    """JSON text as UTF-8 bytes (the decoder's fast path), a beam.Row (or a schema'd NamedTuple)
+    as a dict; anything else as it is: the decoder says what is not an event."""
+    if type(element) is str:
+        try:
+            return element.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate: json.loads reads the text as it is
+            return element
+    return _as_dict(element)
+
+
+def _as_dict(value: Any) -> Any:
+    """A Row, nested Rows too, as dicts; any other value as it is."""
+    if isinstance(value, bytes | str | dict):
+        return value
+    as_dict = getattr(value, "as_dict", None) or getattr(value, "_asdict", None)
+    if not callable(as_dict):
+        return value
+    return {name: _as_dict(field) for name, field in as_dict().items()}
+
+
+__all__ = ["DEAD_LETTERS", "REPORTS", "SlidingKLDivergence"]

@@ -174,11 +174,23 @@ def test_timestamped_dicts_with_late_and_too_late_events_report_what_replay_does
         if counts != [(0, final_count - 1), (1, final_count)]:
             raise BeamAssertException(f"window [0, 20) of key a: revisions {counts}")
 
-    with beam.Pipeline(options=pipeline_options(local_runner_args([]), streaming=True)) as pipeline:
-        outputs = pipeline | stream | SlidingKLDivergence(CONFIG, BASELINE, event_time="timestamp")
-        assert_that(outputs["reports"], _matches_replay(expected), label="AsReplay")
-        assert_that(outputs["reports"], revisions_of_late_window, label="Revisions")
-        assert_that(outputs["dead_letters"], equal_to([]), label="NoDeadLetters")
+    pipeline = beam.Pipeline(options=pipeline_options(local_runner_args([]), streaming=True))
+    outputs = pipeline | stream | SlidingKLDivergence(CONFIG, BASELINE, event_time="timestamp")
+    assert_that(outputs["reports"], _matches_replay(expected), label="AsReplay")
+    assert_that(outputs["reports"], revisions_of_late_window, label="Revisions")
+    assert_that(outputs["dead_letters"], equal_to([]), label="NoDeadLetters")
+    result = pipeline.run()
+    result.wait_until_finish()
+    # The runner dropped the too-late event after kldrift binned it: the counters show it.
+    binned, windowed = (_counter(result, name) for name in ("events_binned", "events_windowed"))
+    assert (binned, windowed) == (len(ON_TIME) + 2, len(ON_TIME) + 1)
+
+
+def _counter(result: beam.runners.runner.PipelineResult, name: str) -> int:
+    query = result.metrics().query(
+        beam.metrics.MetricsFilter().with_namespace("kldrift").with_name(name)
+    )
+    return sum(c.committed or c.attempted or 0 for c in query["counters"])
 
 
 def _start(t: float) -> Any:
