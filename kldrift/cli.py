@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -215,6 +216,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as err:
         print(f"kldrift: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `kldrift config schema | head`: the reader had enough
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # Python's flush at exit would fail again
+        return 141
     except Exception as err:  # kafka-python's own error (unreachable, refused): one line
         line = kafka_log.kafka_error_line(err)
         if line is None:

@@ -3,8 +3,13 @@ import here): each becomes one line on stderr, never a traceback."""
 
 from __future__ import annotations
 
+import logging
+import sys
+import threading
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 
 class InputNotFound(ValueError):
@@ -37,16 +42,98 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
 
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn errors a user can fix, raised here or inside a pipeline, into one-line UserErrors."""
+    """Turn errors a user can fix, raised here or inside a pipeline, into one-line UserErrors.
+
+    A pipeline that fails on one (a baseline with no values to learn from, say) is not also
+    logged by the runner and its worker, traceback after traceback (hundreds of lines)."""
+    echo = _UserErrorEcho()
+    loggers = [logging.getLogger(name) for name in _RUNNER_FAILURE_LOGGERS]
+    for logger in loggers:
+        logger.addFilter(echo)
+    stderr = sys.stderr
+    sys.stderr = _UserErrorStderr(stderr, echo)
+    failed_on_user_error = False
     try:
         yield
     except Exception as err:
-        if isinstance(err, _user_error_types()):
-            raise UserError(str(err)) from None
-        line = _user_error_line(str(err))
+        line = str(err) if isinstance(err, _user_error_types()) else _user_error_line(str(err))
         if line is None:
             raise
+        # The job is over: what its runner and worker threads log while they stop is noise.
+        failed_on_user_error = echo.job_failed = True
+        _quiet_runner_threads()
         raise UserError(line) from None
+    finally:
+        if not failed_on_user_error:
+            sys.stderr = stderr
+            for logger in loggers:
+                logger.removeFilter(echo)
+
+
+class _UserErrorStderr:
+    """stderr without the tracebacks Beam's SDK worker prints itself (not through logging) for a
+    bundle that failed on a user error, or while it stops after one; everything else written
+    goes through."""
+
+    def __init__(self, stream: Any, echo: _UserErrorEcho) -> None:
+        self._stream = stream
+        self._echo = echo
+        self._dropped = False
+
+    def write(self, text: str) -> int:
+        if "Traceback (most recent call last)" in text and (
+            self._echo.job_failed or _user_error_line(text) is not None
+        ):
+            self._dropped = True
+            return len(text)
+        if self._dropped and text == "\n":  # print()'s end of the dropped traceback
+            self._dropped = False
+            return len(text)
+        self._dropped = False
+        return self._stream.write(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+_RUNNER_FAILURE_LOGGERS = (
+    "",  # the root logger: Beam's portable runner logs a failed bundle there
+    "apache_beam.runners.common",
+    "apache_beam.runners.worker.sdk_worker",
+    "apache_beam.runners.worker.data_plane",
+    "apache_beam.runners.portability.portable_runner",
+    "PrismJobServer",  # Prism's own log, relayed by Beam
+)
+"""Where Beam and Prism log a failed bundle, with the user code's traceback."""
+
+
+class _UserErrorEcho(logging.Filter):
+    """Drops a runner's log of a failure that a user error caused: user_errors says it once."""
+
+    job_failed = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        # Levels are not to be trusted here: Beam's own filter on the Prism log (added later,
+        # so run after this one) raises a relayed line from INFO to its level in Prism.
+        if self.job_failed:
+            return False
+        text = record.getMessage()
+        if record.exc_info:
+            text += "".join(traceback.format_exception(*record.exc_info))
+        return _user_error_line(text) is None
+
+
+def _quiet_runner_threads() -> None:
+    """After a pipeline failed on a user error, the worker's gRPC threads die with the job and
+    would print their tracebacks: nothing a user can act on."""
+    previous = threading.excepthook
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if type(args.exc_value).__module__.startswith("grpc"):
+            return
+        previous(args)
+
+    threading.excepthook = hook
 
 
 def _user_error_line(text: str) -> str | None:

@@ -1,4 +1,5 @@
-"""ReadFromKafka: an unbounded splittable read with kafka-python.
+"""ReadEventsFromKafka: an unbounded splittable read of JSON events with kafka-python (not Beam's
+cross-language ReadFromKafka; its step label in `kldrift run` is "ReadFromKafka", kept for `--update`).
 
 Each reader is one SDF element owning a set of partitions; its restriction is the next offset of
 every one of them, so a runner checkpoint resumes exactly where it stopped. Each poll of a
@@ -579,7 +580,7 @@ def reader_starts(
     ]
 
 
-class ReadFromKafka(beam.PTransform):
+class ReadEventsFromKafka(beam.PTransform):
     """Readers (partitions with start offsets, resolved at start) -> EventBatch, one per poll of a
     partition."""
 

@@ -24,7 +24,7 @@ from kldrift.io.kafka_client import (
     start_offsets,
 )
 from kldrift.io.kafka_sink import WriteDeadLetters, WriteReports
-from kldrift.io.kafka_source import ReaderStart, ReadFromKafka, reader_starts
+from kldrift.io.kafka_source import ReaderStart, ReadEventsFromKafka, reader_starts
 from kldrift.io.outage import DropOutageTraces, KafkaOutageError, on_timeout, outage_line
 from kldrift.io.resume import ResumePoint, read_resume_point
 from kldrift.pipeline.options import flag_value, is_flink_runner, pipeline_options, runner_name
@@ -57,7 +57,7 @@ def build_streaming(
     updates = baseline_updates(config)
     outputs = (
         pipeline
-        | "ReadFromKafka" >> ReadFromKafka(config, starts, group_id_of(config))
+        | "ReadFromKafka" >> ReadEventsFromKafka(config, starts, group_id_of(config))
         | "SlidingKLDivergence" >> SlidingKLFromBatches(config, baseline, updates, resume)
     )
     _ = outputs[REPORTS] | "WriteReports" >> WriteReports(config.kafka)

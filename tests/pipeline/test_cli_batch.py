@@ -178,3 +178,23 @@ def test_missing_input_is_one_line(job: dict[str, Path], replayed, tmp_path: Pat
     )
     assert result.returncode == 2
     assert "no file matches --input" in result.stderr
+
+
+def test_baseline_that_cannot_learn_its_bins_fails_in_one_line_not_tracebacks(
+    tmp_path: Path,
+) -> None:
+    # The feature to learn edges for never appears: the job fails inside the pipeline, where the
+    # runner and its worker used to log the traceback again and again (438 lines of stderr).
+    config = demo_config(size="2m", period="1m")
+    config["features"] = [{"name": "never_there", "kind": "numeric", "bins": 4}]
+    path = tmp_path / "learn.yaml"
+    path.write_text(yaml.safe_dump(config))
+    events = tmp_path / "events.jsonl"
+    events.write_text('{"ts": 1700000000, "model": "a"}\n')
+    result = _kldrift(
+        "baseline", "--config", str(path), "--input", str(events), "--output", str(tmp_path / "b")
+    )
+    assert result.returncode == 2
+    assert "kldrift: error: feature 'never_there': no numeric values" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.splitlines()) < 15, result.stderr
