@@ -99,7 +99,7 @@ def config_check(path: str) -> int:
 def baseline(args: argparse.Namespace) -> int:
     from kldrift.pipeline.baseline import build_baseline
 
-    with user_errors():
+    with user_errors(batch_job=True):
         config = load_config(args.config)
         start_us = parse_time_us(args.start, "--start")
         end_us = parse_time_us(args.end, "--end")
@@ -151,7 +151,7 @@ def replay(args: argparse.Namespace) -> int:
     config, baseline_ = load_job(args.config, args.baseline)
     print(f"kldrift: replaying {args.input} against baseline {baseline_.id[:12]}", file=sys.stderr)
     started = time.monotonic()
-    with user_errors():
+    with user_errors(batch_job=True):
         summary = run_replay(
             config,
             baseline_,

@@ -41,17 +41,20 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
 
 
 @contextmanager
-def user_errors() -> Iterator[None]:
+def user_errors(*, batch_job: bool = False) -> Iterator[None]:
     """Turn errors a user can fix, raised here or inside a pipeline, into one-line UserErrors.
 
     A pipeline that fails on one (a baseline with no values to learn from, say) is not also
-    logged by the runner and its worker, traceback after traceback (hundreds of lines)."""
+    logged by the runner and its worker, traceback after traceback (hundreds of lines). For a
+    `batch_job`, the tracebacks its worker prints are held until it ends, and shown only when it
+    did not fail on a user error (the worker's threads may print before the failure is known)."""
     echo = _UserErrorEcho()
     loggers = [logging.getLogger(name) for name in _RUNNER_FAILURE_LOGGERS]
     for logger in loggers:
         logger.addFilter(echo)
     stderr = sys.stderr
-    sys.stderr = _UserErrorStderr(stderr, echo)
+    quiet_stderr = _UserErrorStderr(stderr, echo, hold=batch_job)
+    sys.stderr = quiet_stderr
     failed_on_user_error = False
     try:
         yield
@@ -68,6 +71,8 @@ def user_errors() -> Iterator[None]:
             sys.stderr = stderr
             for logger in loggers:
                 logger.removeFilter(echo)
+            for traceback_text in quiet_stderr.held:
+                stderr.write(traceback_text)
 
 
 class _UserErrorStderr:
@@ -75,17 +80,22 @@ class _UserErrorStderr:
     bundle that failed on a user error, or while it stops after one; everything else written
     goes through."""
 
-    def __init__(self, stream: Any, echo: _UserErrorEcho) -> None:
+    def __init__(self, stream: Any, echo: _UserErrorEcho, hold: bool) -> None:
         self._stream = stream
         self._echo = echo
+        self._hold = hold
+        self.held: list[str] = []
         self._dropped = False
 
     def write(self, text: str) -> int:
-        if "Traceback (most recent call last)" in text and (
-            self._echo.job_failed or _user_error_line(text) is not None
-        ):
-            self._dropped = True
-            return len(text)
+        if "Traceback (most recent call last)" in text:
+            if self._echo.job_failed or _user_error_line(text) is not None:
+                self._dropped = True
+                return len(text)
+            if self._hold:
+                self.held.append(text + "\n")
+                self._dropped = True
+                return len(text)
         if self._dropped and text == "\n":  # print()'s end of the dropped traceback
             self._dropped = False
             return len(text)

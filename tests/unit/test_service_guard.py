@@ -44,7 +44,11 @@ def test_a_kafka_broker_is_refused(tmp_path: Path, expect_guard: Callable[[], st
 
 
 def test_prism_is_refused_when_a_pipeline_runs(expect_guard: Callable[[], str]) -> None:
-    options = pipeline_options(local_runner_args([]), streaming=False)
+    # Beam keeps one Prism per process for every pipeline: without its own, this pipeline would use
+    # one an earlier test started, and no process would be started to refuse.
+    options = pipeline_options(
+        local_runner_args(["--experiments=disable_prism_server_singleton"]), streaming=False
+    )
     # Beam may wrap the guard's error in its own.
     with pytest.raises(Exception), beam.Pipeline(options=options) as p:  # noqa: B017
         _ = p | beam.Create([1, 2, 3])
