@@ -423,7 +423,11 @@ def _g_test_p_value(window: Counts, baseline: Counts, occupied: NDArray[np.bool_
     degrees_of_freedom = int(np.count_nonzero(occupied)) - 1
     if degrees_of_freedom < 1:
         return 1.0
-    return float(chdtrc(degrees_of_freedom, _corrected_g(window, baseline, occupied)))
+    return _g_p_value(degrees_of_freedom, _corrected_g(window, baseline, occupied))
+
+
+def _g_p_value(degrees_of_freedom: int, g: float) -> float:
+    return float(chdtrc(degrees_of_freedom, g))
 
 
 def above_threshold_null(
@@ -502,12 +506,18 @@ def _boundary_share(q: NDArray[np.float64], p_hat: NDArray[np.float64], tau: flo
 
 
 def _p_above_threshold(
-    window: Counts, baseline: Counts, occupied: NDArray[np.bool_], threshold_bits: float
+    window: Counts,
+    baseline: Counts,
+    occupied: NDArray[np.bool_],
+    threshold_bits: float,
+    g: float | None = None,
 ) -> float:
+    """`g`: the corrected G of (window, baseline), when the caller has it already."""
     degrees_of_freedom = int(np.count_nonzero(occupied)) - 1
     if degrees_of_freedom < 1 or threshold_bits == math.inf:
         return 1.0
-    g = _corrected_g(window, baseline, occupied)
+    if g is None:
+        g = _corrected_g(window, baseline, occupied)
     if threshold_bits <= 0:
         return float(chdtrc(degrees_of_freedom, g))
     scale, noncentrality = above_threshold_null(window, baseline, threshold_bits)
@@ -521,6 +531,8 @@ def _ncx2_sf(x: float, df: int, nc: float) -> float:
     if _ncx2_sf_ufunc is not None and df > 0 and 0.0 < nc < math.inf and 0.0 < x < math.inf:
         with np.errstate(over="ignore"):
             return float(_ncx2_sf_ufunc(x, df, nc))
+    if df > 0 and nc == 0.0 and 0.0 < x < math.inf:
+        return float(chdtrc(df, x))  # what ncx2.sf computes for nc == 0 (chi2.sf)
     return float(ncx2.sf(x, df, nc))
 
 
@@ -635,16 +647,16 @@ def g_test_p_value(window_counts: ArrayLike, baseline_counts: ArrayLike) -> floa
 # --- top bins ---------------------------------------------------------------------------------
 
 
-def _top_bin_indices(contributions: Counts, top_n: int) -> NDArray[np.intp]:
-    """Indices of the ``top_n`` largest positive contributions; ties go to the lower index."""
-    candidates = np.flatnonzero(contributions > 0)
-    if top_n <= 0 or candidates.size == 0:
-        return candidates[:0]
-    if candidates.size > top_n:
-        cutoff = np.partition(contributions[candidates], -top_n)[-top_n]
-        candidates = candidates[contributions[candidates] >= cutoff]
-    order = np.argsort(-contributions[candidates], kind="stable")
-    return candidates[order][:top_n]
+def _top_bin_indices(contributions: Counts, top_n: int) -> list[int]:
+    """Indices of the ``top_n`` largest positive contributions; ties go to the lower index.
+
+    A stable sort of Python floats: numpy's argsort and partition release the GIL even for a
+    handful of bins, and a busy pipeline worker then waits to get it back."""
+    if top_n <= 0:
+        return []
+    values = contributions.tolist()
+    candidates = [i for i, value in enumerate(values) if value > 0]
+    return sorted(candidates, key=lambda i: -values[i])[:top_n]
 
 
 def _top_bins(
@@ -795,9 +807,12 @@ def score(
     contributions = _kl_contributions_bits(p, q)
     kl = float(np.sum(contributions))
     occupied = _occupied_bins(window, baseline)
-    debiased = _debias(kl, int(np.count_nonzero(occupied)), window_total, float(baseline.sum()))
-    p_value = _g_test_p_value(window, baseline, occupied)
-    p_above = _p_above_threshold(window, baseline, occupied, threshold_bits)
+    occupied_count = int(np.count_nonzero(occupied))
+    debiased = _debias(kl, occupied_count, window_total, float(baseline.sum()))
+    # One corrected G for both tests.
+    g = _corrected_g(window, baseline, occupied) if occupied_count >= 2 else None
+    p_value = 1.0 if g is None else _g_p_value(occupied_count - 1, g)
+    p_above = _p_above_threshold(window, baseline, occupied, threshold_bits, g)
     if decision == "confident":
         decided = p_above < significance
     else:
