@@ -7,6 +7,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 
 import numpy as np
 from scipy.stats import false_discovery_control
@@ -34,6 +35,21 @@ class FeatureReference:
     unusable: int | None
     """missing + invalid values of the baseline; None for a baseline file that does not say"""
     categorical: bool
+
+    # Derived once per job, not per report (the dataclass is frozen; cached_property writes
+    # the instance dict directly).
+    @cached_property
+    def label_list(self) -> list[str]:
+        return list(self.labels)
+
+    @cached_property
+    def q_list(self) -> list[float]:
+        return [float(x) for x in self.q]
+
+    @cached_property
+    def missing_share(self) -> float | None:
+        """The baseline's (missing + invalid) / all events; None when the baseline does not say."""
+        return _share(self.unusable, float(self.counts.sum()))
 
 
 def feature_references(
@@ -135,8 +151,9 @@ def window_reports(
         n_bins = len(reference.counts)
         missing, invalid = int(feature_counts[n_bins]), int(feature_counts[n_bins + 1])
         window = feature_counts[:n_bins]
-        result = divergence.score(
-            window,
+        # Counts from binning against a baseline checked when loaded: nothing to check again.
+        result = divergence.score_window(
+            np.asarray(window, dtype=np.float64),
             reference.counts,
             smoothing=drift_spec.smoothing,
             threshold_bits=drift_spec.threshold_bits,
@@ -193,12 +210,12 @@ def window_reports(
                 decision=drift_spec.decision,
                 p_value_above_threshold=result.p_value_above_threshold,
                 q_value=q_value,
-                bins=list(reference.labels),
-                counts=[int(c) for c in window],
-                baseline_q=[float(x) for x in reference.q],
+                bins=list(reference.label_list),
+                counts=window.tolist(),
+                baseline_q=list(reference.q_list),
                 other_values=_top_other_values(others) if others is not None else None,
                 missing_share=(missing + invalid) / events if events else None,
-                baseline_missing_share=_share(reference.unusable, float(reference.counts.sum())),
+                baseline_missing_share=reference.missing_share,
                 missing_p_value=result.missing_p_value,
                 missing_drift=result.missing_drift,
             )
