@@ -35,6 +35,7 @@ __all__ = [
     "p_value_above_threshold",
     "psi",
     "score",
+    "score_window",
 ]
 
 _LN2 = math.log(2.0)
@@ -472,7 +473,11 @@ def _g_test_p_value(window: Counts, baseline: Counts, occupied: NDArray[np.bool_
     degrees_of_freedom = int(np.count_nonzero(occupied)) - 1
     if degrees_of_freedom < 1:
         return 1.0
-    return float(chdtrc(degrees_of_freedom, _corrected_g(window, baseline, occupied)))
+    return _g_p_value(degrees_of_freedom, _corrected_g(window, baseline, occupied))
+
+
+def _g_p_value(degrees_of_freedom: int, g: float) -> float:
+    return float(chdtrc(degrees_of_freedom, g))
 
 
 def above_threshold_null(
@@ -539,24 +544,112 @@ def above_threshold_null(
 
 def _boundary_share(q: NDArray[np.float64], p_hat: NDArray[np.float64], tau: float) -> float:
     """above_threshold_null's bisection for one row, with Python floats for the interval: the
-    same operations in the same order (so the same bits), at a third of the numpy calls."""
+    same 50 steps with the same comparisons as the many-row path, so the same bits.
+
+    Most steps' comparisons are known without computing KL there: K(s) = KL((1 - s) q + s p_hat
+    || q) is convex in s with K(0) = 0, so once two points a < b around the boundary are
+    certified, K(a) below tau and K(b) above it by more than twice a bound on the float sum's
+    error, every step at or below a compares "not above" and every step at or above b "above",
+    as the float sum there would. Only the steps between a and b (the last ~13) are computed.
+    Anything unusual (no root estimate, a certificate that does not hold) computes every step.
+    """
     low, high = 0.0, 1.0
+    # The root estimate loops in Python: worth it for a few bins only.
+    below, above = _certified_bracket(q, p_hat, tau) if q.size <= 32 else (-1.0, 2.0)
     for _ in range(50):
         mid = 0.5 * (low + high)
-        if rel_entr((1.0 - mid) * q + mid * p_hat, q).sum() > tau:
+        if mid <= below:
+            is_above = False
+        elif mid >= above:
+            is_above = True
+        else:
+            is_above = rel_entr((1.0 - mid) * q + mid * p_hat, q).sum() > tau
+        if is_above:
             high = mid
         else:
             low = mid
     return high
 
 
+_UNIT_ROUNDOFF = 2.0**-53
+
+
+def _certified_bracket(
+    q: NDArray[np.float64], p_hat: NDArray[np.float64], tau: float
+) -> tuple[float, float]:
+    """(a, b) with K(s) <= tau - E for s <= a and K(s) >= tau + E for s >= b, E bounding the
+    float sum's error at any s; (-1, 2) (nothing known) when that cannot be shown."""
+    unknown = (-1.0, 2.0)
+    root = _boundary_estimate(q, p_hat, tau)
+    if root is None:
+        return unknown
+    observed = float(rel_entr(p_hat, q).sum())
+    # Each term m log(m/q) is off by at most ~5u|t| + 3u m and any summation order adds
+    # (B - 1)u sum|t|; sum|t| <= K(1) + 2/e, sum m ~ 1. 16x that, to be safe.
+    error = 16.0 * _UNIT_ROUNDOFF * ((q.size + 8) * (abs(observed) + tau + 2.0) + 8.0)
+    if not tau > 4.0 * error:  # steps below a rely on K(0) = 0 being below tau by E
+        return unknown
+    for width in (1e-11, 1e-9, 1e-6):
+        a, b = root - width * root, root + width * root
+        if not 0.0 < a < b < 1.0:
+            continue
+        k_a = rel_entr((1.0 - a) * q + a * p_hat, q).sum()
+        k_b = rel_entr((1.0 - b) * q + b * p_hat, q).sum()
+        if k_a <= tau - 2.0 * error and k_b > tau + 2.0 * error:
+            return a, b
+    return unknown
+
+
+def _boundary_estimate(
+    q: NDArray[np.float64], p_hat: NDArray[np.float64], tau: float
+) -> float | None:
+    """s in (0, 1) with KL((1 - s) q + s p_hat || q) ~= tau (safeguarded Newton on Python
+    floats over the bins with q > 0), or None."""
+    seen = q > 0
+    q_seen = q[seen].tolist()
+    d_seen = (p_hat[seen] - q[seen]).tolist()
+    d_total = math.fsum(d_seen)
+    chi2 = math.fsum(d * d / b for d, b in zip(d_seen, q_seen, strict=True))
+    if not (chi2 > 0 and math.isfinite(chi2)):
+        return None
+    low, high = 0.0, 1.0
+    s = min(0.5, math.sqrt(2.0 * tau / chi2))
+    pairs = list(zip(q_seen, d_seen, strict=True))
+    for _ in range(40):
+        value, slope = -tau, d_total
+        for b, d in pairs:
+            mixed = b + s * d
+            if not mixed > 0:
+                return None
+            log_ratio = math.log(mixed / b)
+            value += mixed * log_ratio
+            slope += d * log_ratio
+        if value > 0:
+            high = s
+        else:
+            low = s
+        next_s = s - value / slope if slope > 0 else 0.5 * (low + high)
+        if not low < next_s < high:
+            next_s = 0.5 * (low + high)
+        if abs(next_s - s) <= 1e-15 * s:
+            return next_s
+        s = next_s
+    return None
+
+
 def _p_above_threshold(
-    window: Counts, baseline: Counts, occupied: NDArray[np.bool_], threshold_bits: float
+    window: Counts,
+    baseline: Counts,
+    occupied: NDArray[np.bool_],
+    threshold_bits: float,
+    g: float | None = None,
 ) -> float:
+    """`g`: the corrected G of (window, baseline), when the caller has it already."""
     degrees_of_freedom = int(np.count_nonzero(occupied)) - 1
     if degrees_of_freedom < 1 or threshold_bits == math.inf:
         return 1.0
-    g = _corrected_g(window, baseline, occupied)
+    if g is None:
+        g = _corrected_g(window, baseline, occupied)
     if threshold_bits <= 0:
         return float(chdtrc(degrees_of_freedom, g))
     scale, noncentrality = above_threshold_null(window, baseline, threshold_bits)
@@ -570,6 +663,8 @@ def _ncx2_sf(x: float, df: int, nc: float) -> float:
     if _ncx2_sf_ufunc is not None and df > 0 and 0.0 < nc < math.inf and 0.0 < x < math.inf:
         with np.errstate(over="ignore"):
             return float(_ncx2_sf_ufunc(x, df, nc))
+    if df > 0 and nc == 0.0 and 0.0 < x < math.inf:
+        return float(chdtrc(df, x))  # what ncx2.sf computes for nc == 0 (chi2.sf)
     return float(ncx2.sf(x, df, nc))
 
 
@@ -708,16 +803,16 @@ def g_test_p_value(window_counts: ArrayLike, baseline_counts: ArrayLike) -> floa
 # --- top bins ---------------------------------------------------------------------------------
 
 
-def _top_bin_indices(contributions: Counts, top_n: int) -> NDArray[np.intp]:
-    """Indices of the ``top_n`` largest positive contributions; ties go to the lower index."""
-    candidates = np.flatnonzero(contributions > 0)
-    if top_n <= 0 or candidates.size == 0:
-        return candidates[:0]
-    if candidates.size > top_n:
-        cutoff = np.partition(contributions[candidates], -top_n)[-top_n]
-        candidates = candidates[contributions[candidates] >= cutoff]
-    order = np.argsort(-contributions[candidates], kind="stable")
-    return candidates[order][:top_n]
+def _top_bin_indices(contributions: Counts, top_n: int) -> list[int]:
+    """Indices of the ``top_n`` largest positive contributions; ties go to the lower index.
+
+    A stable sort of Python floats: numpy's argsort and partition release the GIL even for a
+    handful of bins, and a busy pipeline worker then waits to get it back."""
+    if top_n <= 0:
+        return []
+    values = contributions.tolist()
+    candidates = [i for i, value in enumerate(values) if value > 0]
+    return sorted(candidates, key=lambda i: -values[i])[:top_n]
 
 
 def _top_bins(
@@ -854,6 +949,37 @@ def score(
     ['cat']
     """
     window, baseline = _as_counts(window_counts, baseline_counts)
+    return score_window(
+        window,
+        baseline,
+        smoothing=smoothing,
+        threshold_bits=threshold_bits,
+        significance=significance,
+        labels=labels,
+        top_n=top_n,
+        decision=decision,
+        window_unusable=window_unusable,
+        baseline_unusable=baseline_unusable,
+    )
+
+
+def score_window(
+    window: Counts,
+    baseline: Counts,
+    *,
+    smoothing: float,
+    threshold_bits: float,
+    significance: float,
+    labels: Sequence[str],
+    top_n: int = 5,
+    decision: str = "estimate",
+    window_unusable: int = 0,
+    baseline_unusable: int | None = None,
+) -> Divergence:
+    """``score`` for count arrays already known good, as a pipeline's are: ``window`` and
+    ``baseline`` 1-D float64 over the same bins, finite and non-negative, the baseline's total
+    positive. The arrays are not checked again (that was a tenth of a window's scoring); the
+    options are."""
     _check_smoothing(smoothing)
     _check_score_options(window.size, threshold_bits, significance, labels, top_n, decision)
     window_total = float(window.sum())
@@ -868,9 +994,12 @@ def score(
     contributions = _kl_contributions_bits(p, q)
     kl = float(np.sum(contributions))
     occupied = _occupied_bins(window, baseline)
-    debiased = _debias(kl, int(np.count_nonzero(occupied)), window_total, float(baseline.sum()))
-    p_value = _g_test_p_value(window, baseline, occupied)
-    p_above = _p_above_threshold(window, baseline, occupied, threshold_bits)
+    occupied_count = int(np.count_nonzero(occupied))
+    debiased = _debias(kl, occupied_count, window_total, float(baseline.sum()))
+    # One corrected G for both tests.
+    g = _corrected_g(window, baseline, occupied) if occupied_count >= 2 else None
+    p_value = 1.0 if g is None else _g_p_value(occupied_count - 1, g)
+    p_above = _p_above_threshold(window, baseline, occupied, threshold_bits, g)
     if decision == "confident":
         decided = p_above < significance
     else:

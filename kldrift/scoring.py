@@ -3,9 +3,11 @@ feature, with Benjamini-Hochberg q-values over those features. Pure numpy/scipy,
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 
 import numpy as np
 from scipy.stats import false_discovery_control
@@ -33,6 +35,21 @@ class FeatureReference:
     unusable: int | None
     """missing + invalid values of the baseline; None for a baseline file that does not say"""
     categorical: bool
+
+    # Derived once per job, not per report (the dataclass is frozen; cached_property writes
+    # the instance dict directly).
+    @cached_property
+    def label_list(self) -> list[str]:
+        return list(self.labels)
+
+    @cached_property
+    def q_list(self) -> list[float]:
+        return [float(x) for x in self.q]
+
+    @cached_property
+    def missing_share(self) -> float | None:
+        """The baseline's (missing + invalid) / all events; None when the baseline does not say."""
+        return _share(self.unusable, float(self.counts.sum()))
 
 
 def feature_references(
@@ -62,22 +79,53 @@ def feature_references(
 
 def decision_p_value(report: DriftReport) -> float | None:
     """The p-value the report's decision rule compares with `significance`."""
-    if report.decision == "confident":
-        return report.p_value_above_threshold
-    return report.p_value
+    return _decision_p_value(report.decision, report.p_value, report.p_value_above_threshold)
+
+
+def _decision_p_value(
+    decision: str | None, p_value: float | None, p_value_above_threshold: float | None
+) -> float | None:
+    return p_value_above_threshold if decision == "confident" else p_value
 
 
 def with_q_values(reports: list[DriftReport]) -> list[DriftReport]:
     """The reports with `q_value`: Benjamini-Hochberg over the decision p-values of those that
-    have one (scipy.stats.false_discovery_control); null where the p-value is null."""
-    indexed = [(i, decision_p_value(r)) for i, r in enumerate(reports)]
-    scored = [(i, p) for i, p in indexed if p is not None]
+    have one (`bh_q_values`); null where the p-value is null."""
+    q_values = bh_q_values([decision_p_value(r) for r in reports])
+    return [
+        r if q is None else r.model_copy(update={"q_value": q})
+        for r, q in zip(reports, q_values, strict=True)
+    ]
+
+
+def bh_q_values(p_values: Sequence[float | None]) -> list[float | None]:
+    """Benjamini-Hochberg q-values of the p-values that are not None (None stays None): the same
+    floats as `scipy.stats.false_discovery_control(ps, method="bh")`, computed on Python floats
+    (the same operations: p x (m / rank), a running minimum from the largest p, clipped to
+    [0, 1]). scipy's array machinery, and its argsort (which releases the GIL, so a busy worker
+    thread waits to get it back), cost more than the rest of a window's scoring."""
+    scored = [(i, p) for i, p in enumerate(p_values) if p is not None]
+    result: list[float | None] = [None] * len(p_values)
     if not scored:
-        return reports
-    q_values = false_discovery_control([p for _, p in scored], method="bh")
-    result = list(reports)
-    for (i, _), q in zip(scored, q_values, strict=True):
-        result[i] = reports[i].model_copy(update={"q_value": float(q)})
+        return result
+    ps = [p for _, p in scored]
+    if not all(0.0 <= p <= 1.0 for p in ps):  # NaN too: scipy raises, naming the range
+        q_array = false_discovery_control(ps, method="bh")
+        qs = [float(q) for q in q_array]
+    elif len(ps) == 1:
+        qs = ps  # scipy returns a single p-value as it is
+    else:
+        m = len(ps)
+        # Ties get the same q whatever their order, so any sort by p gives scipy's floats.
+        order = sorted(range(m), key=ps.__getitem__)
+        qs = [0.0] * m
+        running = math.inf
+        for rank in range(m, 0, -1):
+            position = order[rank - 1]
+            running = min(running, ps[position] * (m / rank))
+            qs[position] = 0.0 if not running > 0.0 else min(running, 1.0)
+    for (i, _), q in zip(scored, qs, strict=True):
+        result[i] = float(q)
     return result
 
 
@@ -97,14 +145,15 @@ def window_reports(
 ) -> list[DriftReport]:
     """One report per feature of a (key, window, revision); `counts` holds every feature's slots
     (bins, missing, invalid) side by side as `slots` says."""
-    reports = []
+    scored = []
     for (feature, start, end), reference in zip(slots, references, strict=True):
         feature_counts = counts[start:end]
         n_bins = len(reference.counts)
         missing, invalid = int(feature_counts[n_bins]), int(feature_counts[n_bins + 1])
         window = feature_counts[:n_bins]
-        result = divergence.score(
-            window,
+        # Counts from binning against a baseline checked when loaded: nothing to check again.
+        result = divergence.score_window(
+            np.asarray(window, dtype=np.float64),
             reference.counts,
             smoothing=drift_spec.smoothing,
             threshold_bits=drift_spec.threshold_bits,
@@ -114,6 +163,17 @@ def window_reports(
             window_unusable=missing + invalid,
             baseline_unusable=reference.unusable,
         )
+        scored.append((feature, reference, window, missing, invalid, result))
+    q_values = bh_q_values(
+        [
+            _decision_p_value(drift_spec.decision, result.p_value, result.p_value_above_threshold)
+            for *_, result in scored
+        ]
+    )
+    reports = []
+    for (feature, reference, window, missing, invalid, result), q_value in zip(
+        scored, q_values, strict=True
+    ):
         events = result.count + missing + invalid
         others = (other_values or {}).get(feature, {}) if reference.categorical else None
         reports.append(
@@ -149,17 +209,18 @@ def window_reports(
                 baseline_id=baseline_id,
                 decision=drift_spec.decision,
                 p_value_above_threshold=result.p_value_above_threshold,
-                bins=list(reference.labels),
-                counts=[int(c) for c in window],
-                baseline_q=[float(x) for x in reference.q],
+                q_value=q_value,
+                bins=list(reference.label_list),
+                counts=window.tolist(),
+                baseline_q=list(reference.q_list),
                 other_values=_top_other_values(others) if others is not None else None,
                 missing_share=(missing + invalid) / events if events else None,
-                baseline_missing_share=_share(reference.unusable, float(reference.counts.sum())),
+                baseline_missing_share=reference.missing_share,
                 missing_p_value=result.missing_p_value,
                 missing_drift=result.missing_drift,
             )
         )
-    return with_q_values(reports)
+    return reports
 
 
 def _share(unusable: int | None, binned: float) -> float | None:
