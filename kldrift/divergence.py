@@ -587,8 +587,6 @@ def _certified_bracket(
     # Each term m log(m/q) is off by at most ~5u|t| + 3u m and any summation order adds
     # (B - 1)u sum|t|; sum|t| <= K(1) + 2/e, sum m ~ 1. 16x that, to be safe.
     error = 16.0 * _UNIT_ROUNDOFF * ((q.size + 8) * (abs(observed) + tau + 2.0) + 8.0)
-    if not tau > 4.0 * error:  # steps below a rely on K(0) = 0 being below tau by E
-        return unknown
     for width in (1e-11, 1e-9, 1e-6):
         a, b = root - width * root, root + width * root
         if not 0.0 < a < b < 1.0:
