@@ -81,5 +81,6 @@ def run_replay(
 
 
 def _counter(result: beam.runners.runner.PipelineResult, name: str) -> int:
-    query = result.metrics().query(beam.metrics.MetricsFilter().with_name(name))
+    metric_filter = beam.metrics.MetricsFilter().with_namespace(metrics.NAMESPACE).with_name(name)
+    query = result.metrics().query(metric_filter)
     return sum(c.committed or c.attempted or 0 for c in query["counters"])
