@@ -132,8 +132,7 @@ class _ToEventBatches(beam.DoFn):
         self, element: Any, timestamp: Any = beam.DoFn.TimestampParam
     ) -> Iterator[WindowedValue]:
         self._values.append(element)
-        if self._from_timestamp:
-            self._times_us.append(timestamp.micros)
+        self._times_us.append(timestamp.micros)
         if len(self._values) >= self._max_batch:
             yield from self._flush()
 
@@ -146,7 +145,8 @@ class _ToEventBatches(beam.DoFn):
         if not values:
             return
         batch = self._decode(values, times_us if self._from_timestamp else None)
-        stamp = int(batch.event_time_us.min()) if len(batch) else times_us[0] if times_us else 0
+        # A batch of dead letters only keeps its elements' earliest timestamp.
+        stamp = int(batch.event_time_us.min()) if len(batch) else min(times_us)
         yield WindowedValue(batch, Timestamp(micros=stamp), (GlobalWindow(),))
 
     def _decode(self, values: list[Any], times_us: list[int] | None) -> EventBatch:
