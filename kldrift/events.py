@@ -373,10 +373,14 @@ _SHALLOW_BYTES = 2 * MAX_NESTING + 1
 """A record this short cannot nest deeper than MAX_NESTING (each level takes two bytes)."""
 
 
-def _nesting_exceeds(value: bytes, parsed: Any) -> bool:
+def _nesting_exceeds(value: bytes | bytearray | str, parsed: Any) -> bool:
     """Whether a parsed record nests objects/arrays deeper than MAX_NESTING. Counting brackets (in
     strings too) bounds the depth from above, so the walk runs only for bracket-heavy records."""
-    if len(value) - len(value.translate(None, b"[{")) <= MAX_NESTING:
+    if isinstance(value, str):
+        brackets = value.count("[") + value.count("{")
+    else:
+        brackets = len(value) - len(value.translate(None, b"[{"))
+    if brackets <= MAX_NESTING:
         return False
     level = [(parsed, 1)]
     while level:

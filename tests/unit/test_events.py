@@ -286,3 +286,27 @@ def test_dead_letter_json_base64_encodes_bytes_that_are_not_utf8() -> None:
     assert base64.b64decode(record["value_base64"]) == raw
     assert record["reason"] == "not_json"
     assert record["offset"] == 100
+
+
+def test_events_given_as_text_or_objects_are_decoded_or_dead_lettered_with_a_reason() -> None:
+    """What the library's front door hands the decoder: JSON text (str, even one JSON cannot turn
+    into UTF-8), bytearray, dicts, and things that are not events."""
+    decoder = _decoder(key_field="model")
+    deep_text = "[" * 150 + "]" * 150
+    values = [
+        '{"ts": 1700000000, "model": "a", "x": 1}',
+        bytearray(b'{"ts": 1700000001, "model": "b"}'),
+        {"ts": 1700000002, "model": "c", "when": datetime(2024, 1, 1)},
+        '{"ts": 1700000003, "model": "\\ud800' + " " * 300 + '"}',  # a lone surrogate, long
+        deep_text,
+        7,
+        {"model": "d"},
+    ]
+    batch = decoder.decode(RecordBatch(values, [-1] * len(values)))
+    assert [e["model"] for e in batch.events] == ["a", "b", "c"]
+    assert batch.event_time_us.tolist() == [1_700_000_000_000_000 + i * 1_000_000 for i in range(3)]
+    reasons = [(d.reason, d.value) for d in batch.dead_letters]
+    assert reasons[0][0] == "invalid_key"  # the lone surrogate, read from text as it is
+    assert reasons[1] == ("too_deep", deep_text.encode())
+    assert reasons[2] == ("not_object", b"7")
+    assert reasons[3] == ("missing_event_time", b'{"model": "d"}')
