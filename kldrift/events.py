@@ -179,20 +179,20 @@ class EventDecoder:
                 try:
                     event = loads(value)  # type: ignore[arg-type]
                 except ValueError as err:  # JSONDecodeError, UnicodeDecodeError: ValueErrors
-                    event = None
                     problems[row] = ("not_json", "empty value" if not value else str(err)[:200])
+                    parsed.append(None)
+                    continue
                 except RecursionError:
-                    event, problems[row] = None, _too_deep_problem()
+                    problems[row] = _too_deep_problem()
+                    parsed.append(None)
+                    continue
                 except TypeError:  # not text: None is a tombstone, anything else an object
-                    event = value
                     if value is None:
                         problems[row] = ("null_value", "the record has no value (a tombstone)")
-                else:
-                    if len(value) > shallow_bytes and _nesting_exceeds(value, event):  # type: ignore[arg-type]
-                        event, problems[row] = None, _too_deep_problem()
-                parsed.append(event)
-                continue
-            if len(value) > shallow_bytes and _nesting_exceeds(value, event):
+                    parsed.append(value)
+                    continue
+            # Parsed JSON text (bytes, bytearray or str): its nesting is bounded.
+            if len(value) > shallow_bytes and _nesting_exceeds(value, event):  # type: ignore[arg-type]
                 event, problems[row] = None, _too_deep_problem()
             parsed.append(event)
         return self._accept(parsed, problems, batch, times_us)

@@ -47,19 +47,19 @@ def baseline_from_events(
             )
         get = field_getter(spec.name)
         counts = bins.count([get(event) for event in rows])
-        if counts[: bins.n_bins].sum() == 0:
-            raise BaselineError(
-                f"feature {spec.name!r}: no binnable values in the {len(rows)} training events "
-                f"({int(counts[bins.missing_slot])} missing, {int(counts[bins.invalid_slot])} "
-                "invalid)"
-            )
-        features.append(feature_baseline(bins, counts))
+        features.append(feature_baseline(bins, counts, f"the {len(rows)} training events"))
     created_at = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     return Baseline.create(features, source=source, created_at=created_at)
 
 
-def feature_baseline(bins: FeatureBins, counts: np.ndarray) -> FeatureBaseline:
-    """One feature's baseline from its counts (bins, then missing and invalid)."""
+def feature_baseline(bins: FeatureBins, counts: np.ndarray, source: str) -> FeatureBaseline:
+    """One feature's baseline from its counts (bins, then missing and invalid); BaselineError,
+    naming the feature and `source`, when no value fell in a bin."""
+    if counts[: bins.n_bins].sum() == 0:
+        raise BaselineError(
+            f"feature {bins.name!r}: no binnable values in {source} "
+            f"({int(counts[bins.missing_slot])} missing, {int(counts[bins.invalid_slot])} invalid)"
+        )
     return FeatureBaseline(
         name=bins.name,
         kind=bins.kind,

@@ -192,13 +192,7 @@ def _assemble(
         feature_counts = counts.get(spec.name)
         if feature_counts is None:
             feature_counts = np.zeros(bins.n_bins + 2, dtype=np.int64)
-        if feature_counts[: bins.n_bins].sum() == 0:
-            raise BaselineError(
-                f"feature {spec.name!r}: no binnable values in the input "
-                f"({int(feature_counts[bins.missing_slot])} missing, "
-                f"{int(feature_counts[bins.invalid_slot])} invalid)"
-            )
-        features.append(feature_baseline(bins, feature_counts))
+        features.append(feature_baseline(bins, feature_counts, "the input"))
     created_at = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     return Baseline.create(features, source=source, created_at=created_at)
 
