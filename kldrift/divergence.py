@@ -25,6 +25,7 @@ __all__ = [
     "TopBin",
     "above_threshold_null",
     "baseline_probabilities",
+    "boundary_nulls",
     "cross_entropy_bits",
     "debias_kl_bits",
     "entropy_bits",
@@ -561,8 +562,11 @@ def _p_above_threshold(
     occupied: NDArray[np.bool_],
     threshold_bits: float,
     g: float | None = None,
+    boundary_null: BoundaryNull | None = None,
 ) -> float:
-    """`g`: the corrected G of (window, baseline), when the caller has it already."""
+    """`g`: the corrected G of (window, baseline), when the caller has it already;
+    `boundary_null`: this window's row of `above_threshold_null`, when the caller computed it
+    for many windows at once (`boundary_nulls`)."""
     degrees_of_freedom = int(np.count_nonzero(occupied)) - 1
     if degrees_of_freedom < 1 or threshold_bits == math.inf:
         return 1.0
@@ -570,8 +574,49 @@ def _p_above_threshold(
         g = _corrected_g(window, baseline, occupied)
     if threshold_bits <= 0:
         return float(chdtrc(degrees_of_freedom, g))
-    scale, noncentrality = above_threshold_null(window, baseline, threshold_bits)
-    return _ncx2_sf(g / scale[0], degrees_of_freedom, float(noncentrality[0]))
+    if boundary_null is None:
+        scales, noncentralities = above_threshold_null(window, baseline, threshold_bits)
+        boundary_null = (float(scales[0]), float(noncentralities[0]))
+    scale, noncentrality = boundary_null
+    return _ncx2_sf(g / scale, degrees_of_freedom, noncentrality)
+
+
+BoundaryNull = tuple[float, float]
+"""One window's (scale, noncentrality) from `above_threshold_null`."""
+
+_NULL_BLOCK = 1 << 18
+"""Elements (windows x bins) per `above_threshold_null` call in `boundary_nulls`: the bisection's
+temporaries stay a few MB whatever the number of windows."""
+
+
+def boundary_nulls(
+    windows: Sequence[Counts], baseline: Counts, threshold_bits: float
+) -> list[BoundaryNull | None]:
+    """`above_threshold_null` for many windows over the same bins at once (its bisection then
+    costs 50 numpy calls per block of windows, not per window), for the windows whose
+    minimum-effect test needs it (a positive total, two occupied bins or more, a finite
+    threshold above 0); None for the others. Each row gives the same floats as a call for that
+    window alone: the rows are reduced one by one along the bins (tests/unit/test_divergence.py
+    checks this)."""
+    result: list[BoundaryNull | None] = [None] * len(windows)
+    if not (0.0 < threshold_bits < math.inf):
+        return result
+    needed = [
+        i
+        for i, window in enumerate(windows)
+        if window.sum() > 0 and np.count_nonzero((window + baseline) > 0) >= 2
+    ]
+    rows_per_block = max(1, _NULL_BLOCK // max(baseline.size, 1))
+    for first in range(0, len(needed), rows_per_block):
+        block = needed[first : first + rows_per_block]
+        scales, noncentralities = above_threshold_null(
+            np.stack([windows[i] for i in block]), baseline, threshold_bits
+        )
+        for i, scale, noncentrality in zip(
+            block, scales.tolist(), noncentralities.tolist(), strict=True
+        ):
+            result[i] = (scale, noncentrality)
+    return result
 
 
 def _ncx2_sf(x: float, df: int, nc: float) -> float:
@@ -893,11 +938,13 @@ def score_window(
     decision: str = "estimate",
     window_unusable: int = 0,
     baseline_unusable: int | None = None,
+    boundary_null: BoundaryNull | None = None,
 ) -> Divergence:
     """``score`` for count arrays already known good, as a pipeline's are: ``window`` and
     ``baseline`` 1-D float64 over the same bins, finite and non-negative, the baseline's total
     positive. The arrays are not checked again (that was a tenth of a window's scoring); the
-    options are."""
+    options are. ``boundary_null``: this window's entry of ``boundary_nulls`` (same arrays,
+    same threshold), computed for many windows at once; None computes it here."""
     _check_smoothing(smoothing)
     _check_score_options(window.size, threshold_bits, significance, labels, top_n, decision)
     window_total = float(window.sum())
@@ -917,7 +964,7 @@ def score_window(
     # One corrected G for both tests.
     g = _corrected_g(window, baseline, occupied) if occupied_count >= 2 else None
     p_value = 1.0 if g is None else _g_p_value(occupied_count - 1, g)
-    p_above = _p_above_threshold(window, baseline, occupied, threshold_bits, g)
+    p_above = _p_above_threshold(window, baseline, occupied, threshold_bits, g, boundary_null)
     if decision == "confident":
         decided = p_above < significance
     else:

@@ -142,11 +142,15 @@ def window_reports(
     drift_spec: DriftSpec,
     baseline_id: str,
     other_values: Mapping[str, Mapping[str, int]] | None = None,
+    boundary_nulls: Sequence[divergence.BoundaryNull | None] | None = None,
 ) -> list[DriftReport]:
     """One report per feature of a (key, window, revision); `counts` holds every feature's slots
-    (bins, missing, invalid) side by side as `slots` says."""
+    (bins, missing, invalid) side by side as `slots` says. `boundary_nulls`: this window's entry
+    of `windows_boundary_nulls` (one per feature), computed for many windows at once; None
+    computes them here, window by window."""
+    nulls = boundary_nulls if boundary_nulls is not None else [None] * len(references)
     scored = []
-    for (feature, start, end), reference in zip(slots, references, strict=True):
+    for (feature, start, end), reference, null in zip(slots, references, nulls, strict=True):
         feature_counts = counts[start:end]
         n_bins = len(reference.counts)
         missing, invalid = int(feature_counts[n_bins]), int(feature_counts[n_bins + 1])
@@ -162,6 +166,7 @@ def window_reports(
             decision=drift_spec.decision,
             window_unusable=missing + invalid,
             baseline_unusable=reference.unusable,
+            boundary_null=null,
         )
         scored.append((feature, reference, window, missing, invalid, result))
     q_values = bh_q_values(
@@ -221,6 +226,31 @@ def window_reports(
             )
         )
     return reports
+
+
+def windows_boundary_nulls(
+    windows_counts: Sequence[np.ndarray],
+    slots: Sequence[tuple[str, int, int]],
+    references: Sequence[FeatureReference],
+    threshold_bits: float,
+) -> list[list[divergence.BoundaryNull | None]]:
+    """The minimum-effect test's boundary nulls of many windows (each `counts` as in
+    `window_reports`) at once, feature by feature: one list per window, one entry per feature,
+    to pass to `window_reports`. The same floats as `window_reports` computes window by window;
+    what a window costs is then one bisection per block of windows, not per window."""
+    per_feature = []
+    for (_, start, _), reference in zip(slots, references, strict=True):
+        n_bins = len(reference.counts)
+        rows = [
+            np.asarray(counts[start : start + n_bins], dtype=np.float64)
+            for counts in windows_counts
+        ]
+        per_feature.append(divergence.boundary_nulls(rows, reference.counts, threshold_bits))
+    return (
+        [list(window) for window in zip(*per_feature, strict=True)]
+        if per_feature
+        else [[] for _ in windows_counts]
+    )
 
 
 def _share(unusable: int | None, binned: float) -> float | None:

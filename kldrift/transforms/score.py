@@ -6,18 +6,24 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, NamedTuple, Protocol
 
 import apache_beam as beam
+from apache_beam.transforms.window import BoundedWindow
 from apache_beam.utils.timestamp import Timestamp
+from apache_beam.utils.windowed_value import PaneInfo, WindowedValue
 
 from kldrift import metrics
 from kldrift.binning import BaselineMismatch, FeatureBins, bins_differ, resolve_bins
 from kldrift.other_values import Histogram, counts_of, others_of
 from kldrift.schemas.baseline import Baseline, BaselineError
 from kldrift.schemas.config import PipelineConfig
-from kldrift.schemas.report import DriftReport
-from kldrift.scoring import FeatureReference, feature_references, window_reports
+from kldrift.scoring import (
+    FeatureReference,
+    feature_references,
+    window_reports,
+    windows_boundary_nulls,
+)
 from kldrift.transforms.bin import feature_slots
 from kldrift.transforms.sliding import SlideKey
 
@@ -104,30 +110,78 @@ class Score(beam.DoFn):
             self._by_baseline = {baseline.id: cached}
         return cached
 
+    def start_bundle(self) -> None:
+        self._pending: list[_Pending] = []
+
     def process(
         self,
         element: tuple[SlideKey, Histogram, int],
-    ) -> Iterator[DriftReport]:
-        (key, window_start_us), histogram, revision = element
-        baseline = self._baseline()
-        reports = window_reports(
-            pipeline=self._config.name,
-            key=key,
-            window_start=_datetime(Timestamp(micros=window_start_us)),
-            window_end=_datetime(Timestamp(micros=window_start_us + self._size_us)),
-            revision=revision,
-            counts=counts_of(histogram),
-            slots=self._slots,
-            references=self._references(baseline),
-            drift_spec=self._config.drift,
-            baseline_id=baseline.id,
-            other_values=others_of(histogram),
+        timestamp: Any = beam.DoFn.TimestampParam,
+        window: Any = beam.DoFn.WindowParam,
+        pane: Any = beam.DoFn.PaneInfoParam,
+    ) -> Iterator[WindowedValue]:
+        # Windows are scored together at the end of the bundle (or every _MAX_PENDING): the
+        # minimum-effect test's bisection then runs once per block of windows, not per window.
+        self._pending.append(_Pending(element, self._baseline(), timestamp, window, pane))
+        if len(self._pending) >= _MAX_PENDING:
+            yield from self._score_pending()
+
+    def finish_bundle(self) -> Iterator[WindowedValue]:
+        yield from self._score_pending()
+
+    def _score_pending(self) -> Iterator[WindowedValue]:
+        pending, self._pending = self._pending, []
+        by_baseline: dict[str, list[_Pending]] = {}
+        for item in pending:
+            by_baseline.setdefault(item.baseline.id, []).append(item)
+        for items in by_baseline.values():
+            yield from self._score(items)
+
+    def _score(self, items: list[_Pending]) -> Iterator[WindowedValue]:
+        baseline = items[0].baseline
+        references = self._references(baseline)
+        nulls = windows_boundary_nulls(
+            [counts_of(item.element[1]) for item in items],
+            self._slots,
+            references,
+            self._config.drift.threshold_bits,
         )
-        for report in reports:
-            self._reports.inc()
-            if report.drift:
-                self._drift.inc()
-            yield report
+        for item, window_nulls in zip(items, nulls, strict=True):
+            (key, window_start_us), histogram, revision = item.element
+            reports = window_reports(
+                pipeline=self._config.name,
+                key=key,
+                window_start=_datetime(Timestamp(micros=window_start_us)),
+                window_end=_datetime(Timestamp(micros=window_start_us + self._size_us)),
+                revision=revision,
+                counts=counts_of(histogram),
+                slots=self._slots,
+                references=references,
+                drift_spec=self._config.drift,
+                baseline_id=baseline.id,
+                other_values=others_of(histogram),
+                boundary_nulls=window_nulls,
+            )
+            for report in reports:
+                self._reports.inc()
+                if report.drift:
+                    self._drift.inc()
+                yield WindowedValue(report, item.timestamp, (item.window,), item.pane)
+
+
+_MAX_PENDING = 2048
+"""Windows Score holds before scoring them together (bounds its memory within a bundle)."""
+
+
+class _Pending(NamedTuple):
+    """A window waiting in Score: the element, the baseline it is scored with (the newest when it
+    arrived), and where its reports go (the element's timestamp, window and pane)."""
+
+    element: tuple[SlideKey, Histogram, int]
+    baseline: Baseline
+    timestamp: Timestamp
+    window: BoundedWindow
+    pane: PaneInfo
 
 
 def _datetime(moment: Timestamp) -> datetime:

@@ -441,3 +441,56 @@ def test_a_window_too_small_for_the_g_test_is_scored_but_never_flagged() -> None
 
 
 LABELS10 = [f"b{i}" for i in range(10)]
+
+
+@pytest.mark.parametrize("n_bins", [2, 9, 10, 33, 1000])
+def test_boundary_nulls_of_many_windows_equal_each_window_scored_alone(
+    n_bins: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Score computes the minimum-effect test's null for a bundle's windows at once: every
+    window must get the very floats (and so the very p_value_above_threshold) it gets alone,
+    whatever block it falls in; windows without the test get None."""
+    rng = np.random.default_rng(n_bins)
+    baseline = rng.integers(0, 500, size=n_bins).astype(np.float64)
+    baseline[0] += 1
+    windows = [
+        rng.multinomial(n, rng.dirichlet(np.ones(n_bins) * a)).astype(np.float64)
+        for n, a in zip(
+            rng.choice([1, 7, 40, 3000], size=60), rng.choice([0.2, 1, 20], size=60), strict=True
+        )
+    ]
+    windows[5] = np.zeros(n_bins)  # empty: no test
+    windows[6] = np.zeros(n_bins)
+    windows[6][np.argmax(baseline)] = 3  # one occupied bin if the baseline has one: maybe a test
+    # Small blocks, so windows fall in several blocks of several rows.
+    monkeypatch.setattr(divergence, "_NULL_BLOCK", n_bins * 7)
+    for threshold in (0.01, 0.3):
+        together = divergence.boundary_nulls(windows, baseline, threshold)
+        for window, null in zip(windows, together, strict=True):
+            occupied = divergence._occupied_bins(window, baseline)
+            if window.sum() == 0 or np.count_nonzero(occupied) < 2:
+                assert null is None
+                continue
+            scale, noncentrality = divergence.above_threshold_null(window, baseline, threshold)
+            assert null is not None
+            assert (null[0], null[1]) == (float(scale[0]), float(noncentrality[0]))
+            alone = divergence.score_window(
+                window,
+                baseline,
+                smoothing=0.5,
+                threshold_bits=threshold,
+                significance=0.01,
+                labels=[str(i) for i in range(n_bins)],
+            )
+            batched = divergence.score_window(
+                window,
+                baseline,
+                smoothing=0.5,
+                threshold_bits=threshold,
+                significance=0.01,
+                labels=[str(i) for i in range(n_bins)],
+                boundary_null=null,
+            )
+            assert batched == alone
+    assert divergence.boundary_nulls(windows, baseline, 0.0) == [None] * len(windows)
+    assert divergence.boundary_nulls(windows, baseline, math.inf) == [None] * len(windows)
