@@ -90,10 +90,11 @@ def alternating_trials(
 ) -> list[dict[str, Any]]:
     """`trials` rounds of one streaming trial per runner, in turn (prism, flink, prism, flink...),
     over one pre-loaded topic, so that a change of the machine's load hits every runner alike.
-    One record per trial: runner, round, events/s, span and start-up seconds, and the CPU seconds
-    of the Python worker (SDK harness, LOOPBACK) and of the runner process (Prism, or the Flink job
-    server JVM that holds the embedded cluster) in the span. The (pid, kind) of the runner
-    processes are appended to `runner_pids` (even if a trial fails)."""
+    One record per trial: runner, round, events/s, span and start-up seconds, seconds from the
+    first read to the first data window's report (the rest of the span is the reports' spread), and
+    the CPU seconds of the Python worker (SDK harness, LOOPBACK) and of the runner process (Prism,
+    or the Flink job server JVM that holds the embedded cluster) in the span. The (pid, kind) of
+    the runner processes are appended to `runner_pids` (even if a trial fails)."""
     if any(FLINK[0] in runner.beam_args for runner in runners):
         require_job_server()
     done: list[dict[str, Any]] = []
@@ -114,6 +115,7 @@ def alternating_trials(
                     "eps": result["eps"],
                     "seconds": result["seconds"],
                     "startup_s": result["startup_s"],
+                    "first_report_after_s": result["first_report_after_s"],
                     "read_eps": result["read_eps"],
                     "cpu_span_s": cpu.get("seconds"),
                     "worker_cpu_s": cpu.get("worker_cpu_s"),

@@ -498,6 +498,7 @@ def section_flink(bench: Bench) -> None:
             "eps": bench.out[key],
             "seconds": median("seconds"),
             "startup_s": median("startup_s"),
+            "first_report_after_s": median("first_report_after_s"),
             "cpu_span_s": median("cpu_span_s"),
             "worker_cpu_s": median("worker_cpu_s"),
             "runner_cpu_s": median("runner_cpu_s"),
