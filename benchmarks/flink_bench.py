@@ -6,19 +6,22 @@ Flink job over a long run.
 
 Same data and measurement as the `kafka` section of benchmarks.run (events/s from the job's first
 read to the last data window's first report), one trial per runner, back to back; compare the
-ratios within one run only (the machine is shared).
+ratios within one run only (the machine is shared). The throughput trials (`alternating_trials`)
+are also the `flink` section of benchmarks.run.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import statistics
 import sys
 import tempfile
 import time
-from dataclasses import replace
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +35,7 @@ from benchmarks.kafka_bench import (
     produce,
     streaming_trial,
 )
+from kldrift.local import flink
 from kldrift.local.kafka import LocalKafka, create_topics
 
 FLINK = ("--runner", "FlinkRunner", "--flink_master=[local]")
@@ -39,6 +43,101 @@ CHECKPOINT_S = 10
 _COMPLETED = re.compile(
     r"^(\d\d):(\d\d):(\d\d)\.\d+ .*Completed checkpoint (\d+) for job \w+ \((\d+) bytes"
 )
+
+
+@dataclass(frozen=True)
+class Runner:
+    """A Beam runner set-up for `kldrift run`: the Beam flags after `--` and the `kafka:`
+    settings it needs (e.g. `readers`)."""
+
+    name: str
+    label: str
+    beam_args: tuple[str, ...] = ()
+    kafka: dict[str, Any] = field(default_factory=dict)
+
+
+PRISM = Runner("prism", "Prism")
+FLINK_P1 = Runner("flink_p1", "Flink, parallelism 1", (*FLINK, "--parallelism=1"))
+FLINK_P2_READERS3 = Runner(
+    "flink_p2_readers3",
+    f"Flink, parallelism 2, {PARTITIONS} readers",
+    (*FLINK, "--parallelism=2"),
+    {"readers": PARTITIONS},
+)
+RUNNERS = (PRISM, FLINK_P1, FLINK_P2_READERS3)
+
+
+def require_job_server() -> None:
+    """Refuse to start a Flink trial that would make `kldrift run` download the job server."""
+    if not (os.environ.get("KLDRIFT_FLINK_JOB_SERVER_JAR") or flink.is_installed()):
+        raise RuntimeError(
+            f"Beam's Flink job server is not installed in {flink.install_dir()}: run `make setup` "
+            "(the benchmark downloads nothing)"
+        )
+
+
+def alternating_trials(
+    bootstrap: str,
+    work: Path,
+    config: dict[str, Any],
+    baseline: Path,
+    topic: str,
+    expected: set[tuple[str, float]],
+    events: int,
+    runners: Sequence[Runner] = RUNNERS,
+    trials: int = 1,
+    runner_pids: list[tuple[int, str]] | None = None,
+) -> list[dict[str, Any]]:
+    """`trials` rounds of one streaming trial per runner, in turn (prism, flink, prism, flink...),
+    over one pre-loaded topic, so that a change of the machine's load hits every runner alike.
+    One record per trial: runner, round, events/s, span and start-up seconds, seconds from the
+    first read to the first data window's report (the rest of the span is the reports' spread), and
+    the CPU seconds of the Python worker (SDK harness, LOOPBACK) and of the runner process (Prism,
+    or the Flink job server JVM that holds the embedded cluster) in the span. The (pid, kind) of
+    the runner processes are appended to `runner_pids` (even if a trial fails)."""
+    if any(FLINK[0] in runner.beam_args for runner in runners):
+        require_job_server()
+    done: list[dict[str, Any]] = []
+    for round_ in range(trials):
+        for runner in runners:
+            log(
+                f"{runner.name}: kldrift run over {events:,} pre-loaded events (trial {round_ + 1})"
+            )
+            result = streaming_trial(
+                bootstrap, work, config, baseline, topic, expected, events,
+                runner.beam_args, runner.kafka, runner_pids, job_name=f"stream-{runner.name}",
+            )  # fmt: skip
+            cpu = result["cpu"] or {}
+            done.append(
+                {
+                    "runner": runner.name,
+                    "trial": round_ + 1,
+                    "eps": result["eps"],
+                    "seconds": result["seconds"],
+                    "startup_s": result["startup_s"],
+                    "first_report_after_s": result["first_report_after_s"],
+                    "read_eps": result["read_eps"],
+                    "cpu_span_s": cpu.get("seconds"),
+                    "worker_cpu_s": cpu.get("worker_cpu_s"),
+                    "runner_process": cpu.get("runner"),
+                    "runner_cpu_s": cpu.get("runner_cpu_s"),
+                    "peak_rss_mb": {
+                        "worker": result["peak_rss_mb"].get("worker"),
+                        "runner": result["peak_rss_mb"].get("runner"),
+                    },
+                }
+            )
+            log(
+                f"{runner.name} trial {round_ + 1}: {result['eps']:,.0f} events/s "
+                f"({result['seconds']:.1f} s; start-up {result['startup_s']:.1f} s; "
+                f"worker / runner CPU {_seconds(cpu.get('worker_cpu_s'))} / "
+                f"{_seconds(cpu.get('runner_cpu_s'))} s)"
+            )
+    return done
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
 
 
 def throughput(bootstrap: str, work: Path, events: int) -> dict[str, Any]:
@@ -53,23 +152,13 @@ def throughput(bootstrap: str, work: Path, events: int) -> dict[str, Any]:
     create_topics(bootstrap, {topic: PARTITIONS})
     produce(bootstrap, topic, lines, tail=[data.sentinel(workload)])
     expected = data.data_windows(times, keys, data.SIZE_S, data.PERIOD_S)
-    runs = {
-        "prism": ((), {}),
-        "flink_p1": ((*FLINK, "--parallelism=1"), {}),
-        "flink_p2_readers3": ((*FLINK, "--parallelism=2"), {"readers": PARTITIONS}),
-    }
     out: dict[str, Any] = {"events": events}
-    for name, (runner_args, kafka_extra) in runs.items():
-        log(f"flink bench: {name} over {events:,} pre-loaded events")
-        result = streaming_trial(
-            bootstrap, work, config, baseline, topic, expected, events, runner_args, kafka_extra
-        )
-        out[name] = {
-            "eps": result["eps"],
-            "seconds": result["seconds"],
-            "startup_s": result["startup_s"],
+    for trial in alternating_trials(bootstrap, work, config, baseline, topic, expected, events):
+        out[trial["runner"]] = {
+            "eps": trial["eps"],
+            "seconds": trial["seconds"],
+            "startup_s": trial["startup_s"],
         }
-        log(f"flink bench: {name}: {result['eps']:,.0f} events/s ({result['seconds']:.1f} s)")
     prism = out["prism"]["eps"]
     for name in ("flink_p1", "flink_p2_readers3"):
         out[name]["vs_prism"] = out[name]["eps"] / prism
@@ -144,8 +233,6 @@ def main(argv: list[str] | None = None) -> int:
     broker = LocalKafka(data_dir=work / "kafka")
     broker.start()
     try:
-        import os
-
         result = {
             "load_average": os.getloadavg(),
             "throughput": throughput(broker.bootstrap, work, args.events),

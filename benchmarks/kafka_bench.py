@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks import data
-from benchmarks.procs import cpu_seconds, peak_rss_mb, prism_child, rss_mb, stop_group
+from benchmarks.procs import cpu_seconds, peak_rss_mb, rss_mb, runner_child, stop_group
 from kldrift.events import EventDecoder, RecordBatch
 from kldrift.local.kafka import create_topics
 from kldrift.schemas.config import PipelineConfig
@@ -193,8 +193,9 @@ class CommitWatcher(threading.Thread):
 
 
 class MemorySampler(threading.Thread):
-    """RSS of the job's Python process (its SDK harness too: LOOPBACK) and of its Prism child;
-    and the CPU seconds each has used."""
+    """RSS of the job's Python process (its SDK harness too: LOOPBACK) and of its runner child
+    (Prism, or the Flink job server's JVM); and the CPU seconds each has used. Keeps the pids of
+    the runner processes it saw, so the harness can check they ended even if the job failed."""
 
     def __init__(self, pid: int, interval_s: float = 1.0) -> None:
         super().__init__(daemon=True)
@@ -202,43 +203,63 @@ class MemorySampler(threading.Thread):
         self.interval_s = interval_s
         self.samples: list[tuple[float, float, float]] = []
         self.cpu: list[tuple[float, float, float]] = []
+        self.runner: str | None = None
+        """The runner's kind once seen: "prism" or "flink_job_server"."""
+        self.runner_pids: list[tuple[int, str]] = []
+        """(pid, kind) of every runner process seen."""
         self.stop = threading.Event()
 
     def run(self) -> None:
         while not self.stop.is_set():
-            now = time.time()
-            worker, worker_cpu = rss_mb(self.pid), cpu_seconds(self.pid)
-            prism = prism_child(self.pid)
-            prism_mb = rss_mb(prism) if prism is not None else None
-            prism_cpu = cpu_seconds(prism) if prism is not None else None
-            if worker is not None and prism_mb is not None:
-                self.samples.append((now, worker, prism_mb))
-            if worker_cpu is not None and prism_cpu is not None:
-                self.cpu.append((now, worker_cpu, prism_cpu))
+            self.sample()
             self.stop.wait(self.interval_s)
 
-    def cpu_between(self, start: float, end: float) -> dict[str, float] | None:
-        """CPU seconds used by the worker and by Prism between two moments (nearest samples)."""
+    def sample(self) -> None:
+        now = time.time()
+        worker, worker_cpu = rss_mb(self.pid), cpu_seconds(self.pid)
+        found = runner_child(self.pid)
+        runner_mb = runner_cpu = None
+        if found is not None:
+            pid, self.runner = found
+            if found not in self.runner_pids:
+                self.runner_pids.append(found)
+            runner_mb, runner_cpu = rss_mb(pid), cpu_seconds(pid)
+        if worker is not None and runner_mb is not None:
+            self.samples.append((now, worker, runner_mb))
+        if worker_cpu is not None and runner_cpu is not None:
+            self.cpu.append((now, worker_cpu, runner_cpu))
+
+    def cpu_between(self, start: float, end: float) -> dict[str, Any] | None:
+        """CPU seconds used by the worker and by the runner process between two moments (nearest
+        samples). `runner_cpu_s` is Prism's or the Flink job server JVM's (`runner` says which);
+        `prism_cpu_s` repeats it for Prism (the key of earlier results)."""
         if len(self.cpu) < 2:
             return None
         first = min(self.cpu, key=lambda s: abs(s[0] - start))
         last = min(self.cpu, key=lambda s: abs(s[0] - end))
         if last[0] <= first[0]:
             return None
-        return {
+        cpu = {
             "seconds": last[0] - first[0],
             "worker_cpu_s": last[1] - first[1],
-            "prism_cpu_s": last[2] - first[2],
+            "runner": self.runner,
+            "runner_cpu_s": last[2] - first[2],
         }
+        if self.runner == "prism":
+            cpu["prism_cpu_s"] = cpu["runner_cpu_s"]
+        return cpu
 
 
 def job_peaks(pid: int) -> dict[str, Any]:
-    """Peak RSS (VmHWM, MB) of a running job's Python process and of its Prism, and Prism's pid."""
-    prism = prism_child(pid)
+    """Peak RSS (VmHWM, MB) of a running job's Python process and of its runner process (Prism or
+    the Flink job server JVM), and the runner's pid and kind."""
+    found = runner_child(pid)
+    runner, kind = found if found is not None else (None, None)
     return {
         "worker": peak_rss_mb(pid),
-        "prism": peak_rss_mb(prism) if prism is not None else None,
-        "prism_pid": prism,
+        "runner": peak_rss_mb(runner) if runner is not None else None,
+        "runner_pid": runner,
+        "runner_kind": kind,
     }
 
 
@@ -369,17 +390,22 @@ def streaming_trial(
     events: int,
     runner_args: tuple[str, ...] = (),
     kafka_extra: dict[str, Any] | None = None,
+    runner_pids: list[tuple[int, str]] | None = None,
+    job_name: str = "stream",
 ) -> dict[str, Any]:
     """`kldrift run` over the pre-loaded topic; events/s from its first read (first offset commit
     seen) to the arrival of the last data window's first report. The topic ends with a sentinel
     event per partition far past the data, so the watermark passes every data window's end as soon
-    as it is read: no idle-timeout wait is included."""
+    as it is read: no idle-timeout wait is included. The wait for the reports is bounded
+    (TimeoutError); the job is stopped in every case. The (pid, kind) of the runner processes seen
+    (Prism, the Flink job server) are appended to `runner_pids`, even if the trial fails.
+    `job_name` names the job's config, log and topics in the work dir."""
     features = [f["name"] for f in config["features"]]
     wanted = {(k, f, float(s)) for k, s in expected for f in features}
     job = Job(
         bootstrap,
         workdir,
-        "stream",
+        job_name,
         input_topic,
         config,
         runner_args=runner_args,
@@ -408,11 +434,15 @@ def streaming_trial(
         peaks = job_peaks(job.pid)
     finally:
         sampler.stop.set()
+        sampler.join(5)
+        sampler.sample()  # a runner started after the last sample is still seen
         job.stop()
         tail.stop.set()
         watcher.stop.set()
         tail.join(10)
         watcher.join(10)
+        if runner_pids is not None:
+            runner_pids.extend(sampler.runner_pids)
     if tail.error is not None:
         raise tail.error
     first_read = watcher.first_read

@@ -54,6 +54,20 @@ def prism_child(pid: int) -> int | None:
     return None
 
 
+def runner_child(pid: int) -> tuple[int, str] | None:
+    """(pid, "prism" or "flink_job_server") of the Beam runner process started by `pid`: its Prism,
+    or the JVM of Beam's Flink job server (with `--flink_master=[local]` the embedded Flink
+    cluster, job manager and task manager, runs inside that one JVM). The job server is known by
+    its jar's name (kldrift's launcher `kldrift-flink-job-server.jar`, or Beam's shaded
+    `beam-runners-flink-*-job-server-*.jar` given by KLDRIFT_FLINK_JOB_SERVER_JAR)."""
+    for child, comm in children(pid):
+        if comm.startswith("prism"):
+            return child, "prism"
+        if comm == "java" and "job-server" in (procs.cmdline(child) or ""):
+            return child, "flink_job_server"
+    return None
+
+
 def group_members(pgid: int) -> list[int]:
     """Live processes in process group `pgid`."""
     return [process.pid for process in procs.live_processes() if process.pgid == pgid]

@@ -31,6 +31,8 @@ from typing import Any
 import numpy as np
 
 from benchmarks import core, data
+from benchmarks.flink_bench import RUNNERS as FLINK_RUNNERS
+from benchmarks.flink_bench import alternating_trials
 from benchmarks.kafka_bench import (
     PARTITIONS,
     REPO,
@@ -43,7 +45,7 @@ from benchmarks.kafka_bench import (
 from benchmarks.procs import stop_group
 from kldrift.local.kafka import pid_alive
 
-SECTIONS = ("core", "replay", "naive", "scaling", "keys", "kafka", "live")
+SECTIONS = ("core", "replay", "naive", "scaling", "keys", "kafka", "flink", "live")
 SIZE_PERIOD = (1, 6, 60)
 KEYS = (2, 100, 1_000, 10_000)
 KEYS_QUICK = (2, 100, 1_000)
@@ -59,6 +61,10 @@ UNITS = {
     "raw_kafka_consume_eps": "events/s",
     "raw_kafka_produce_eps": "events/s",
     "streaming_eps": "events/s",
+    "flink_prism_eps": "events/s",
+    "flink_p1_eps": "events/s",
+    "flink_p2_readers3_eps": "events/s",
+    "flink": "events/s, s (span, start-up, CPU)",
     "replay_eps": "events/s",
     "naive_beam_eps": "events/s",
     "numpy_limit_eps": "events/s",
@@ -98,6 +104,9 @@ class Bench:
     times: Any = None
     training: list[dict[str, Any]] = field(default_factory=list)
     prism_pids: list[int | None] = field(default_factory=list)
+    runner_pids: list[tuple[int, str]] = field(default_factory=list)
+    """(pid, "prism" or "flink_job_server") of the runners of `kldrift run` trials."""
+    input_topic: str | None = None
     broker: Any = None
     broker_pid: int | None = None
 
@@ -386,6 +395,26 @@ def broker(bench: Bench) -> str:
     return bench.broker.bootstrap
 
 
+def preloaded_topic(bench: Bench) -> str:
+    """The input topic of the streaming trials, created and loaded on first use (untimed): the
+    events, then one sentinel per partition past every data window (see streaming_trial)."""
+    from kldrift.local.kafka import create_topics
+
+    if bench.input_topic is None:
+        topic = "bench.events"
+        bootstrap = broker(bench)
+        create_topics(bootstrap, {topic: PARTITIONS})
+        produce(bootstrap, topic, bench.lines, tail=[data.sentinel(bench.workload)])
+        bench.input_topic = topic
+    return bench.input_topic
+
+
+def data_windows(bench: Bench) -> set[tuple[str, float]]:
+    """(key, window start) of every window of the base config that holds data."""
+    _, keys = data.event_keys_and_times(bench.lines)
+    return data.data_windows(bench.times, keys, data.SIZE_S, data.PERIOD_S)
+
+
 def section_kafka(bench: Bench) -> None:
     from kldrift.local.kafka import create_topics
     from kldrift.schemas.config import load_config
@@ -394,9 +423,7 @@ def section_kafka(bench: Bench) -> None:
     bootstrap = broker(bench)
     n = len(bench.lines)
     # The input topic first (untimed): it also warms the broker up for the timed runs.
-    input_topic = "bench.events"
-    create_topics(bootstrap, {input_topic: PARTITIONS})
-    produce(bootstrap, input_topic, bench.lines, tail=[data.sentinel(bench.workload)])
+    input_topic = preloaded_topic(bench)
     produce_eps = []
     for trial in range(bench.workload.trials):
         topic = f"bench.produce.{trial}"
@@ -413,20 +440,19 @@ def section_kafka(bench: Bench) -> None:
     bench.out.setdefault("extra", {})["raw_kafka_consume_decode_eps"] = records / seconds
     log(f"raw kafka-python: {produce_eps[-1]:,.0f} produced/s, {consume_eps[-1]:,.0f} read/s")
 
-    _, keys = data.event_keys_and_times(bench.lines)
-    expected = data.data_windows(bench.times, keys, data.SIZE_S, data.PERIOD_S)
+    expected = data_windows(bench)
     trials = []
     for trial in range(bench.workload.trials):
         log(f"streaming: kldrift run on Prism over the pre-loaded topic (trial {trial + 1})")
         result = streaming_trial(
-            bootstrap, bench.workdir, base.config_data, base.baseline, input_topic, expected, n
-        )
+            bootstrap, bench.workdir, base.config_data, base.baseline, input_topic, expected, n,
+            runner_pids=bench.runner_pids,
+        )  # fmt: skip
         log(
             f"streaming trial {trial + 1}: {result['eps']:,.0f} events/s "
             f"({result['seconds']:.1f} s; job start-up {result['startup_s']:.1f} s)"
         )
         trials.append(result)
-        bench.prism_pids.append(result["peak_rss_mb"].get("prism_pid"))
     bench.out["streaming_eps"] = bench.median("streaming_eps", [t["eps"] for t in trials])
     extra = bench.out.setdefault("extra", {})
     extra["streaming_job_startup_s"] = statistics.median(t["startup_s"] for t in trials)
@@ -442,7 +468,46 @@ def section_kafka(bench: Bench) -> None:
     extra["streaming_cpu"] = trials[-1]["cpu"]
     peaks = bench.out.setdefault("peak_rss_mb", {})
     peaks["streaming_worker"] = max(t["peak_rss_mb"]["worker"] or 0 for t in trials)
-    peaks["streaming_prism"] = max(t["peak_rss_mb"]["prism"] or 0 for t in trials)
+    peaks["streaming_prism"] = max(t["peak_rss_mb"]["runner"] or 0 for t in trials)
+
+
+def section_flink(bench: Bench) -> None:
+    """Prism and Flink (embedded cluster: parallelism 1; parallelism 2 with 3 readers) on the same
+    pre-loaded topic, one trial of each in turn, `trials` rounds."""
+    base = bench.points["base"]
+    bootstrap = broker(bench)
+    topic = preloaded_topic(bench)
+    n = len(bench.lines)
+    names = ", ".join(r.name for r in FLINK_RUNNERS)
+    log(f"flink: kldrift run over the pre-loaded topic, {names} in turn")
+    done = alternating_trials(
+        bootstrap, bench.workdir, base.config_data, base.baseline, topic, data_windows(bench), n,
+        FLINK_RUNNERS, bench.workload.trials, bench.runner_pids,
+    )  # fmt: skip
+    runners: dict[str, dict[str, Any]] = {}
+    for runner in FLINK_RUNNERS:
+        mine = [t for t in done if t["runner"] == runner.name]
+        key = f"flink_{runner.name}_eps" if runner.name == "prism" else f"{runner.name}_eps"
+        bench.out[key] = bench.median(key, [t["eps"] for t in mine])
+
+        def median(name: str, trials: list[dict[str, Any]] = mine) -> float | None:
+            values = [t[name] for t in trials if t[name] is not None]
+            return float(statistics.median(values)) if values else None
+
+        runners[runner.name] = {
+            "eps": bench.out[key],
+            "seconds": median("seconds"),
+            "startup_s": median("startup_s"),
+            "first_report_after_s": median("first_report_after_s"),
+            "cpu_span_s": median("cpu_span_s"),
+            "worker_cpu_s": median("worker_cpu_s"),
+            "runner_cpu_s": median("runner_cpu_s"),
+            "runner_process": mine[-1]["runner_process"],
+            "label": runner.label,
+            "beam_args": list(runner.beam_args),
+            "kafka": runner.kafka,
+        }
+    bench.out["flink"] = {"events": n, "runners": runners, "trials": done}
 
 
 def section_live(bench: Bench) -> None:
@@ -460,7 +525,7 @@ def section_live(bench: Bench) -> None:
         bench.workload.live_s,
         bench.workload.live_rate,
     )
-    bench.prism_pids.append(live["peak_rss_mb"].get("prism_pid"))
+    bench.prism_pids.append(live["peak_rss_mb"].get("runner_pid"))
     latencies = live["latencies_s"]
     if not latencies:
         raise RuntimeError(f"no live window reported: {live['failure']}\n{live['job_output']}")
@@ -475,7 +540,7 @@ def section_live(bench: Bench) -> None:
     bench.out["rss_growth_mb"] = live["rss_growth_mb"]
     peaks = bench.out.setdefault("peak_rss_mb", {})
     peaks["live_worker"] = live["peak_rss_mb"].get("worker")
-    peaks["live_prism"] = live["peak_rss_mb"].get("prism")
+    peaks["live_prism"] = live["peak_rss_mb"].get("runner")
     extra = bench.out.setdefault("extra", {})
     extra["live_events_sent"] = live["events_sent"]
     extra["live_totals"] = live["totals"]
@@ -608,6 +673,11 @@ def targets(bench: Bench) -> dict[str, dict[str, Any]]:
             get("report_latency_s", "p99"),
             lambda v: v < limit and not get("report_latency_s", "missing_reports"),
         ),
+        "flink_vs_prism": target(
+            "flink_p1_eps >= 0.8 x flink_prism_eps (same run, same topic, alternating trials)",
+            ratios.get("flink_p1_over_prism"),
+            lambda v: v >= 0.8,
+        ),
     }
 
 
@@ -628,6 +698,10 @@ def ratios(out: dict[str, Any]) -> dict[str, float | None]:
         ),
         "replay_over_numpy_limit": ratio(out.get("replay_eps"), out.get("numpy_limit_eps")),
         "streaming_over_replay": ratio(out.get("streaming_eps"), out.get("replay_eps")),
+        "flink_p1_over_prism": ratio(out.get("flink_p1_eps"), out.get("flink_prism_eps")),
+        "flink_p2_readers3_over_prism": ratio(
+            out.get("flink_p2_readers3_eps"), out.get("flink_prism_eps")
+        ),
     }
 
 
@@ -666,6 +740,18 @@ def table(bench: Bench) -> str:
             f"{out.get('extra', {}).get('recompute_events_per_window', '?')} events/window",
         ),
     ]
+    flink = out.get("flink", {})
+    for name, runner in flink.get("runners", {}).items():
+        key = f"flink_{name}_eps" if name == "prism" else f"{name}_eps"
+        rows.append((key, runner["eps"], "events/s", f"{runner['label']}, {each}, in turn"))
+    for name, runner in flink.get("runners", {}).items():
+        process = {"prism": "Prism", "flink_job_server": "Flink job server JVM"}.get(
+            runner["runner_process"], "runner"
+        )
+        rows.append((f"flink.{name}.startup_s", runner["startup_s"], "s", "job start to 1st read"))
+        rows.append((f"flink.{name}.seconds", runner["seconds"], "s", "measured span"))
+        rows.append((f"flink.{name}.worker_cpu_s", runner["worker_cpu_s"], "s", "in the span"))
+        rows.append((f"flink.{name}.runner_cpu_s", runner["runner_cpu_s"], "s", process))
     for group, values in out.get("scaling", {}).items():
         for value, eps in values.items():
             rows.append((f"scaling.{group}={value}", eps, "events/s", "replay"))
@@ -761,6 +847,7 @@ def main(argv: list[str] | None = None) -> int:
         "scaling": section_scaling,
         "keys": section_keys,
         "kafka": section_kafka,
+        "flink": section_flink,
         "live": section_live,
     }
     try:
@@ -804,7 +891,9 @@ def main(argv: list[str] | None = None) -> int:
         "seed": data.SEED,
     }
     out["processes"] = {
-        "prism_pids": [p for p in bench.prism_pids if p is not None],
+        "prism_pids": [p for p in bench.prism_pids if p is not None]
+        + [pid for pid, kind in bench.runner_pids if kind == "prism"],
+        "flink_job_server_pids": [pid for pid, kind in bench.runner_pids if kind != "prism"],
         "kafka_broker_pid": bench.broker_pid,
         "left_running": left_running(bench),
     }
@@ -825,8 +914,10 @@ def _interrupt(signum: int, _frame: Any) -> None:
 
 
 def left_running(bench: Bench) -> list[int]:
-    """The Prism and broker processes this run started that still run (should be none)."""
-    pids = [p for p in [*bench.prism_pids, bench.broker_pid] if p is not None]
+    """The Prism, Flink job server and broker processes this run started that still run (should
+    be none)."""
+    runners = [pid for pid, _ in bench.runner_pids]
+    pids = [p for p in [*bench.prism_pids, *runners, bench.broker_pid] if p is not None]
     deadline = time.monotonic() + 15
     while True:
         alive = [p for p in pids if pid_alive(p)]

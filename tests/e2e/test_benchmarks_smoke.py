@@ -1,5 +1,6 @@
 """The benchmark harness works: `python -m benchmarks.run --quick --json OUT` exits 0, writes every
-figure as a positive number, prints each with its unit, and leaves no Prism or broker running.
+figure as a positive number, prints each with its unit, and leaves no Prism, Flink job server or
+broker running.
 
 No speed is asserted: the figures depend on the machine and its load."""
 
@@ -29,7 +30,21 @@ EPS_FIGURES = [
     "replay_eps",
     "naive_beam_eps",
     "numpy_limit_eps",
+    "flink_prism_eps",
+    "flink_p1_eps",
+    "flink_p2_readers3_eps",
 ]
+FLINK_RUNNERS = {
+    "prism": "prism",
+    "flink_p1": "flink_job_server",
+    "flink_p2_readers3": "flink_job_server",
+}
+"""The flink section's runners, in the order of its trials, and the process that runs each job."""
+FLINK_EPS = {
+    "prism": "flink_prism_eps",
+    "flink_p1": "flink_p1_eps",
+    "flink_p2_readers3": "flink_p2_readers3_eps",
+}
 SCALING = {
     "size_period": ["1", "6", "60"],
     "bins": ["10", "100", "1000"],
@@ -97,8 +112,26 @@ def test_every_figure_is_a_positive_number(quick_run: tuple[dict[str, Any], str]
     assert _positive(latency["p50"]) and _positive(latency["p99"])
     assert latency["p50"] <= latency["p99"]
     assert latency["samples"] > 0
-    for name in ("streaming_over_raw_consume", "replay_over_naive", "size_period_60_over_1"):
+    ratio_names = ["streaming_over_raw_consume", "replay_over_naive", "size_period_60_over_1"]
+    for name in [*ratio_names, "flink_p1_over_prism", "flink_p2_readers3_over_prism"]:
         assert _positive(results["ratios"][name]), name
+    # The flink section: each runner's trial over the whole pre-loaded topic, with the CPU seconds
+    # of the worker and of the runner's own process (Prism, or the Flink job server JVM).
+    flink = results["flink"]
+    assert flink["events"] == results["workload"]["events"]
+    assert [t["runner"] for t in flink["trials"]] == list(FLINK_RUNNERS)  # 1 round, in turn
+    for trial in flink["trials"]:
+        assert trial["runner_process"] == FLINK_RUNNERS[trial["runner"]], trial
+        for name in ("eps", "seconds", "startup_s", "cpu_span_s", "worker_cpu_s", "runner_cpu_s"):
+            assert _positive(trial[name]), (trial["runner"], name, trial[name])
+    for runner, process in FLINK_RUNNERS.items():
+        assert flink["runners"][runner]["runner_process"] == process
+        trials = [t["eps"] for t in flink["trials"] if t["runner"] == runner]
+        assert results["trials"][FLINK_EPS[runner]] == trials
+        assert results[FLINK_EPS[runner]] == flink["runners"][runner]["eps"] == trials[0]
+    assert results["ratios"]["flink_p1_over_prism"] == pytest.approx(
+        results["flink_p1_eps"] / results["flink_prism_eps"]
+    )
     machine = results["machine"]
     assert isinstance(machine["nproc"], int) and machine["nproc"] > 0
     for name in ("cpu_model", "python", "beam", "numpy", "date"):
@@ -110,6 +143,7 @@ def test_every_figure_is_a_positive_number(quick_run: tuple[dict[str, Any], str]
         "keys",
         "memory_bounded",
         "report_latency",
+        "flink_vs_prism",
     }
     assert all(t["met"] in (True, False) for t in results["targets"].values())
     # The naive pipeline did the same work as kldrift replay.
@@ -137,14 +171,22 @@ def test_the_table_states_units(quick_run: tuple[dict[str, Any], str]) -> None:
         assert "MB" in rows[f"rss_growth_mb.{part}"].split()
     for p in ("p50", "p99"):
         assert " s " in rows[f"report_latency_s.{p}"]
+    for runner in FLINK_RUNNERS:
+        for name in ("startup_s", "seconds", "worker_cpu_s", "runner_cpu_s"):
+            assert " s " in rows[f"flink.{runner}.{name}"], rows[f"flink.{runner}.{name}"]
+    for name in ("flink_p1_over_prism", "flink_p2_readers3_over_prism"):
+        assert "x" in rows[f"ratio.{name}"].split(), rows[f"ratio.{name}"]
     assert any("bits" in line.split() for name, line in rows.items() if name.startswith("drift"))
 
 
 @pytest.mark.timeout(RUN_TIMEOUT_S + 200)
-def test_no_prism_or_broker_left_running(quick_run: tuple[dict[str, Any], str]) -> None:
+def test_no_prism_flink_or_broker_left_running(quick_run: tuple[dict[str, Any], str]) -> None:
     results, _ = quick_run
     processes = results["processes"]
     assert processes["kafka_broker_pid"] and processes["prism_pids"]
+    # One job server JVM per Flink trial (each `kldrift run` starts its own).
+    assert len(processes["flink_job_server_pids"]) == 2
     assert processes["left_running"] == []
-    for pid in [*processes["prism_pids"], processes["kafka_broker_pid"]]:
+    pids = [*processes["prism_pids"], *processes["flink_job_server_pids"]]
+    for pid in [*pids, processes["kafka_broker_pid"]]:
         assert not pid_alive(pid), f"pid {pid} still runs"
