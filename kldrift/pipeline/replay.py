@@ -41,7 +41,7 @@ def build_replay(
         pipeline
         | "Read" >> ReadRecordBatches(paths)
         | "DecodeRecords" >> DecodeRecords(config)
-        | "SlidingKLDivergence" >> SlidingKLFromBatches(config, baseline)
+        | "SlidingKLDivergence" >> SlidingKLFromBatches(config, baseline, single_firing=True)
     )
     _ = (
         outputs[REPORTS]

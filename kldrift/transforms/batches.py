@@ -13,7 +13,8 @@ Steps (stable labels, so a Dataflow `--update` keeps state), one module each:
                       sum of pane sums (deltas)
   ReviseStamp         transforms.revise: restamped at window end + allowed_lateness - 1 ms, and
   ReviseWindows       FixedWindows(period, offset) ending there: the revision state's lifetime
-  Revise              running total per window, numbered revisions 0, 1, 2...
+  Revise              running total per window, numbered revisions 0, 1, 2... (in a batch job,
+                      where every window fires once: revision 0, no state)
   Score               transforms.score: divergence against the baseline (a construction argument,
                       or a newer one with the same bins from `baseline_updates`, e.g. a kafka://
                       topic) -> a DriftReport per feature, q-values across the features of one
@@ -38,7 +39,7 @@ from kldrift.schemas.report import DriftReport
 from kldrift.transforms.bin import BinPanes, feature_slots
 from kldrift.transforms.outputs import DEAD_LETTERS, REPORTS
 from kldrift.transforms.panes import WindowedSum
-from kldrift.transforms.revise import Revise, StampAtReviseEnd
+from kldrift.transforms.revise import FirstFiring, Revise, StampAtReviseEnd
 from kldrift.transforms.score import BaselineUpdates, Score
 from kldrift.transforms.sliding import WINDOW_ELEMENT, PaneToWindows
 
@@ -54,6 +55,8 @@ class SlidingKLFromBatches(beam.PTransform):
     `baseline` is checked against `config` at construction: a mismatch raises BaselineMismatch
     naming the feature before any pipeline starts. `baseline_updates` (optional) hands the running
     job newer baselines with the same bins; each report names the `baseline_id` it was scored with.
+    `single_firing`: the job is a batch job (replay), where every window fires once, so its
+    revisions need no state (transforms.revise.FirstFiring).
     """
 
     def __init__(
@@ -62,8 +65,11 @@ class SlidingKLFromBatches(beam.PTransform):
         baseline: Baseline,
         baseline_updates: BaselineUpdates | None = None,
         resume: ResumePoint | None = None,
+        single_firing: bool = False,
     ) -> None:
         super().__init__()
+        # A batch job fires every window once: revision 0 with no state (FirstFiring).
+        self._single_firing = single_firing
         self._config = config
         self._baseline = baseline
         self._feature_bins = resolve_bins(config, baseline)
@@ -107,7 +113,10 @@ class SlidingKLFromBatches(beam.PTransform):
             >> beam.WindowInto(
                 window.FixedWindows(period, offset=Timestamp(micros=lateness % spec.period_us))
             )
-            | "Revise" >> beam.ParDo(Revise(feature_slots(self._feature_bins)))
+            | "Revise"
+            >> beam.ParDo(
+                FirstFiring() if self._single_firing else Revise(feature_slots(self._feature_bins))
+            )
         )
         reports = windows | "Score" >> beam.ParDo(
             Score(self._config, self._feature_bins, self._baseline, self._updates)
