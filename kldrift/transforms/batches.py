@@ -36,10 +36,16 @@ from kldrift.io.resume import ResumePoint
 from kldrift.schemas.baseline import Baseline
 from kldrift.schemas.config import PipelineConfig
 from kldrift.schemas.report import DriftReport
-from kldrift.transforms.bin import BinPanes, feature_slots
+from kldrift.transforms.bin import PANE_COUNTS, BinPanes, feature_slots
 from kldrift.transforms.outputs import DEAD_LETTERS, REPORTS
 from kldrift.transforms.panes import WindowedSum
-from kldrift.transforms.revise import FirstFiring, Revise, StampAtReviseEnd
+from kldrift.transforms.revise import (
+    REVISION,
+    STAMPED_DELTA,
+    FirstFiring,
+    Revise,
+    StampAtReviseEnd,
+)
 from kldrift.transforms.score import BaselineUpdates, Score
 from kldrift.transforms.sliding import WINDOW_ELEMENT, PaneToWindows
 
@@ -82,7 +88,7 @@ class SlidingKLFromBatches(beam.PTransform):
         lateness = spec.allowed_lateness_us
         binned = batches | "Bin" >> beam.ParDo(
             BinPanes(self._config, self._feature_bins, self._resume)
-        ).with_outputs(DEAD_LETTERS, main="pane_counts")
+        ).with_output_types(PANE_COUNTS).with_outputs(DEAD_LETTERS, main="pane_counts")
         windows = (
             binned.pane_counts
             | "PaneHistograms"
@@ -108,7 +114,7 @@ class SlidingKLFromBatches(beam.PTransform):
             # Revise's state window ends at end + allowed_lateness: restamp to its last ms, then
             # FixedWindows(period) offset by lateness % period has a boundary exactly there.
             | "ReviseStamp"
-            >> beam.ParDo(StampAtReviseEnd(lateness)).with_output_types(WINDOW_ELEMENT)
+            >> beam.ParDo(StampAtReviseEnd(lateness)).with_output_types(STAMPED_DELTA)
             | "ReviseWindows"
             >> beam.WindowInto(
                 window.FixedWindows(period, offset=Timestamp(micros=lateness % spec.period_us))
@@ -116,7 +122,7 @@ class SlidingKLFromBatches(beam.PTransform):
             | "Revise"
             >> beam.ParDo(
                 FirstFiring() if self._single_firing else Revise(feature_slots(self._feature_bins))
-            )
+            ).with_output_types(REVISION)
         )
         reports = windows | "Score" >> beam.ParDo(
             Score(self._config, self._feature_bins, self._baseline, self._updates)

@@ -15,6 +15,7 @@ from typing import Any
 
 import apache_beam as beam
 import numpy as np
+from apache_beam import typehints
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
@@ -25,10 +26,14 @@ from kldrift.events import field_getter as _field_getter
 from kldrift.io.resume import ResumePoint
 from kldrift.other_values import CountsWithOthers, Histogram, count_other_values
 from kldrift.schemas.config import PipelineConfig
+from kldrift.transforms.histogram_coder import HistogramHint
 from kldrift.transforms.outputs import DEAD_LETTERS
 
 FeatureSlots = tuple[tuple[str, int, int], ...]
 """(feature, first slot, end slot) per feature: where its counts lie in a (key, pane) array."""
+PANE_COUNTS = typehints.Tuple[typehints.Any, HistogramHint]
+"""BinPanes' main output, (key, counts): the counts with HistogramCoder; the key left untyped keeps
+Beam's deterministic fallback coder for grouping (what jobs before HistogramCoder used)."""
 
 
 def feature_slots(feature_bins: list[FeatureBins]) -> FeatureSlots:

@@ -10,14 +10,18 @@ from apache_beam.transforms import trigger, window
 from apache_beam.utils.timestamp import Duration
 
 from kldrift.other_values import Histogram, add_into, copy_histogram
+from kldrift.transforms.histogram_coder import HistogramCoder, HistogramHint
 
 PaneKey = str | None
 """The value of key_field (None without one): the grouping key of pane histograms."""
 
 
+@beam.typehints.with_input_types(HistogramHint)
+@beam.typehints.with_output_types(HistogramHint)
 class SumCounts(beam.CombineFn):
     """Sums count arrays (bins, missing, invalid), with the raw `__other__` values some carry
-    (kldrift.other_values). The accumulator is an int64 array, a CountsWithOthers, or None."""
+    (kldrift.other_values). The accumulator is an int64 array, a CountsWithOthers, or None; sums
+    and accumulators cross the runner with HistogramCoder."""
 
     def create_accumulator(self) -> Histogram | None:
         return None
@@ -42,6 +46,9 @@ class SumCounts(beam.CombineFn):
 
     def extract_output(self, accumulator: Histogram | None) -> Histogram | None:
         return accumulator
+
+    def get_accumulator_coder(self) -> HistogramCoder:
+        return HistogramCoder()
 
 
 class WindowedSum(beam.PTransform):

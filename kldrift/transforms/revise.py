@@ -11,13 +11,21 @@ from collections.abc import Iterator
 from typing import Any
 
 import apache_beam as beam
+from apache_beam import typehints
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import PaneInfoTiming
 
 from kldrift.other_values import Histogram, add_into, copy_histogram, counts_of
 from kldrift.transforms.bin import FeatureSlots
-from kldrift.transforms.sliding import SlideKey
+from kldrift.transforms.histogram_coder import HistogramHint
+from kldrift.transforms.sliding import SLIDE_KEY, SlideKey
+
+STAMPED_DELTA = typehints.Tuple[SLIDE_KEY, typehints.Tuple[HistogramHint, bool]]
+"""ReviseStamp's output, ((key, window_start_us), (delta, first_firing)): a deterministic key
+coder for the stateful Revise, HistogramCoder for the delta."""
+REVISION = typehints.Tuple[SLIDE_KEY, HistogramHint, int]
+"""Revise's output, ((key, window_start_us), total, revision), the total with HistogramCoder."""
 
 
 class Revise(beam.DoFn):

@@ -17,14 +17,16 @@ from apache_beam.utils.windowed_value import WindowedValue
 from kldrift import metrics
 from kldrift.io import resume
 from kldrift.other_values import CountsWithOthers, Histogram, add_into, copy_histogram, counts_of
+from kldrift.transforms.histogram_coder import HistogramHint
 from kldrift.transforms.panes import PaneKey
 
 SlideKey = tuple[str | None, int]
 """(key, window start in microseconds): the grouping key of sliding-window histograms."""
 
-WINDOW_ELEMENT = typehints.Tuple[typehints.Tuple[typehints.Optional[str], int], typehints.Any]
+SLIDE_KEY = typehints.Tuple[typehints.Optional[str], int]
+WINDOW_ELEMENT = typehints.Tuple[SLIDE_KEY, HistogramHint]
 """((key, window_start_us), counts): typed so the stateful Revise step gets a deterministic key
-coder."""
+coder, and the counts HistogramCoder."""
 
 
 class PaneToWindows(beam.DoFn):
