@@ -239,3 +239,19 @@ def test_the_count_steps_use_it_and_keys_stay_deterministic() -> None:
     assert coder("Revise[") == coders.TupleCoder(
         [stamped.key_coder(), HistogramCoder(), coders.VarIntCoder()]
     )
+
+
+def test_runtime_type_checks_accept_the_steps_values() -> None:
+    from apache_beam.typehints import typehints
+
+    from kldrift.transforms.bin import PANE_COUNTS
+    from kldrift.transforms.revise import REVISION, STAMPED_DELTA
+
+    counts = np.array([1, 0, 2], dtype=np.int64)
+    # As a pipeline run with --runtime_type_check checks each element: no error means accepted.
+    typehints.check_constraint(PANE_COUNTS, ("de", counts))
+    typehints.check_constraint(PANE_COUNTS, (None, CountsWithOthers(counts, {})))
+    typehints.check_constraint(STAMPED_DELTA, (("de", 60_000_000), (None, True)))
+    typehints.check_constraint(REVISION, ((None, 60_000_000), counts, 2))
+    with pytest.raises(TypeError):
+        typehints.check_constraint(PANE_COUNTS, ("de", [1, 0, 2]))
