@@ -21,6 +21,8 @@ from kldrift.other_values import CountsWithOthers
 _NONE = b"\x00"
 _ARRAY = 1
 _WITH_OTHERS = 2
+_ARRAY_TAG = bytes((_ARRAY,))
+_WITH_OTHERS_TAG = bytes((_WITH_OTHERS,))
 _COUNT = struct.Struct("<I")
 _INT64 = struct.Struct("<q")
 _WIRE_INT64 = np.dtype("<i8")
@@ -91,10 +93,10 @@ def encode_histogram(value: Any) -> bytes:
     if value is None:
         return _NONE
     if type(value) is np.ndarray:
-        return bytes((_ARRAY,)) + _counts_bytes(value, "counts")
+        return _ARRAY_TAG + _counts_bytes(value, "counts")
     if type(value) is CountsWithOthers:
         counts = _counts_bytes(value.counts, "CountsWithOthers.counts")
-        parts = [bytes((_WITH_OTHERS,)), _COUNT.pack(len(counts) // 8), counts]
+        parts = [_WITH_OTHERS_TAG, _COUNT.pack(len(counts) // 8), counts]
         _others_bytes(value.others, parts)
         return b"".join(parts)
     raise TypeError(
