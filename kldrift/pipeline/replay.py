@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import apache_beam as beam
 
@@ -25,8 +26,15 @@ class ReplaySummary:
     events_binned: int
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
 def report_sort_key(report: DriftReport) -> tuple:
-    return (report.window_start, report.key or "", report.feature, report.revision)
+    # The window start as integer microseconds (the same order as the datetime): Beam's default
+    # coder pickles a datetime, once per report and shuffle.
+    start_us = (report.window_start - _EPOCH) // _MICROSECOND
+    return (start_us, report.key or "", report.feature, report.revision)
 
 
 def build_replay(
