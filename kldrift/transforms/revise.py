@@ -44,7 +44,7 @@ class Revise(beam.DoFn):
     """
 
     # Still pickled: another coder would make a running job's state unreadable after an update,
-    # for about 2% of the worker's time with 1,000 keys.
+    # for about 2% of the worker's time with 1,000 keys (README "Coders, and upgrading").
     TOTAL = beam.transforms.userstate.ReadModifyWriteStateSpec("total", beam.coders.PickleCoder())
 
     def __init__(self, slots: FeatureSlots) -> None:
