@@ -474,22 +474,11 @@ def test_boundary_nulls_of_many_windows_equal_each_window_scored_alone(
             scale, noncentrality = divergence.above_threshold_null(window, baseline, threshold)
             assert null is not None
             assert (null[0], null[1]) == (float(scale[0]), float(noncentrality[0]))
-            alone = divergence.score_window(
-                window,
-                baseline,
-                smoothing=0.5,
-                threshold_bits=threshold,
-                significance=0.01,
-                labels=[str(i) for i in range(n_bins)],
-            )
+            labels = [str(i) for i in range(n_bins)]
+            options = {"smoothing": 0.5, "threshold_bits": threshold, "significance": 0.01}
+            alone = divergence.score_window(window, baseline, labels=labels, **options)
             batched = divergence.score_window(
-                window,
-                baseline,
-                smoothing=0.5,
-                threshold_bits=threshold,
-                significance=0.01,
-                labels=[str(i) for i in range(n_bins)],
-                boundary_null=null,
+                window, baseline, labels=labels, boundary_null=null, **options
             )
             assert batched == alone
     assert divergence.boundary_nulls(windows, baseline, 0.0) == [None] * len(windows)
