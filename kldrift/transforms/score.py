@@ -51,6 +51,10 @@ class Score(beam.DoFn):
     Invariant: the baseline is not a side input, so the job holds no side-input operator state:
     Beam's portable Flink runner failed every checkpoint of it with a ClassCastException (no Beam
     issue found, checked 2026-12-01; README "Runner notes").
+    Windows are held until the bundle ends (at most _MAX_PENDING at a time) and scored together:
+    the minimum-effect test's bisection runs once per block of windows (scoring.
+    windows_boundary_nulls), giving each window the floats it would get alone. Each report keeps
+    its window's timestamp, window and pane, and the baseline that was current when it arrived.
     """
 
     def __init__(
