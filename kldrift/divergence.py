@@ -590,30 +590,26 @@ temporaries stay a few MB whatever the number of windows."""
 
 
 def boundary_nulls(
-    windows: Sequence[Counts], baseline: Counts, threshold_bits: float
+    windows: ArrayLike, baseline: Counts, threshold_bits: float
 ) -> list[BoundaryNull | None]:
-    """`above_threshold_null` for many windows over the same bins at once (its bisection then
-    costs 50 numpy calls per block of windows, not per window), for the windows whose
-    minimum-effect test needs it (a positive total, two occupied bins or more, a finite
-    threshold above 0); None for the others. Each row gives the same floats as a call for that
-    window alone: the rows are reduced one by one along the bins (tests/unit/test_divergence.py
-    checks this)."""
-    result: list[BoundaryNull | None] = [None] * len(windows)
+    """`above_threshold_null` for many windows (rows of counts over the same bins as `baseline`)
+    at once (its bisection then costs 50 numpy calls per block of windows, not per window), for
+    the windows whose minimum-effect test needs it (a positive total, two occupied bins or more,
+    a finite threshold above 0); None for the others. Each row gives the same floats as a call
+    for that window alone: the rows are reduced one by one along the bins
+    (tests/unit/test_divergence.py checks this)."""
+    rows = np.asarray(windows, dtype=np.float64).reshape(-1, baseline.size)
+    result: list[BoundaryNull | None] = [None] * len(rows)
     if not (0.0 < threshold_bits < math.inf):
         return result
-    needed = [
-        i
-        for i, window in enumerate(windows)
-        if window.sum() > 0 and np.count_nonzero((window + baseline) > 0) >= 2
-    ]
+    occupied = np.count_nonzero(_occupied_bins(rows, baseline), axis=1)
+    needed = np.flatnonzero((rows.sum(axis=1) > 0) & (occupied >= 2))
     rows_per_block = max(1, _NULL_BLOCK // max(baseline.size, 1))
     for first in range(0, len(needed), rows_per_block):
         block = needed[first : first + rows_per_block]
-        scales, noncentralities = above_threshold_null(
-            np.stack([windows[i] for i in block]), baseline, threshold_bits
-        )
+        scales, noncentralities = above_threshold_null(rows[block], baseline, threshold_bits)
         for i, scale, noncentrality in zip(
-            block, scales.tolist(), noncentralities.tolist(), strict=True
+            block.tolist(), scales.tolist(), noncentralities.tolist(), strict=True
         ):
             result[i] = (scale, noncentrality)
     return result

@@ -238,19 +238,15 @@ def windows_boundary_nulls(
     `window_reports`) at once, feature by feature: one list per window, one entry per feature,
     to pass to `window_reports`. The same floats as `window_reports` computes window by window;
     what a window costs is then one bisection per block of windows, not per window."""
-    per_feature = []
-    for (_, start, _), reference in zip(slots, references, strict=True):
-        n_bins = len(reference.counts)
-        rows = [
-            np.asarray(counts[start : start + n_bins], dtype=np.float64)
-            for counts in windows_counts
-        ]
-        per_feature.append(divergence.boundary_nulls(rows, reference.counts, threshold_bits))
-    return (
-        [list(window) for window in zip(*per_feature, strict=True)]
-        if per_feature
-        else [[] for _ in windows_counts]
-    )
+    stacked = np.stack(windows_counts)
+    per_feature = [
+        divergence.boundary_nulls(
+            stacked[:, start : start + len(reference.counts)], reference.counts, threshold_bits
+        )
+        for (_, start, _), reference in zip(slots, references, strict=True)
+    ]
+    # A config has at least one feature, so every window gets its list.
+    return [list(window) for window in zip(*per_feature, strict=True)]
 
 
 def _share(unusable: int | None, binned: float) -> float | None:
