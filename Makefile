@@ -1,5 +1,5 @@
 # kldrift: `make demo` runs the local demo, `make test` runs every test. Both set up first (idempotent).
-.PHONY: setup demo test test-fast lint bench clean-local
+.PHONY: setup demo test test-fast lint bench clean-local lock lock-upgrade upgrade-check
 VENV := .venv
 BIN := $(VENV)/bin
 
@@ -27,3 +27,16 @@ bench: setup
 
 clean-local:
 	-$(BIN)/kldrift local kafka stop
+
+# requirements/lock.txt from pyproject.toml's ranges: `lock` keeps pins the ranges still allow (after
+# an edit of pyproject.toml), `lock-upgrade` takes the newest (after `make upgrade-check` passed).
+lock: setup
+	@bash scripts/lock.sh requirements/lock.txt
+
+lock-upgrade: setup
+	@bash scripts/lock.sh requirements/lock.txt --upgrade
+
+# The newest versions the ranges allow, in a throwaway venv (build/upgrade): which packages moved,
+# the fast tier and the pipeline tests there, what failed. The committed lock is not touched.
+upgrade-check: setup
+	@bash scripts/upgrade_check.sh

@@ -47,12 +47,19 @@ def ensure_installed() -> Path:
     sys.stdout.flush()
     env = dict(os.environ, GOBIN=str(target.parent), GOFLAGS="-mod=mod")
     target.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run(
+    # go prints a `go: downloading` line per module: shown only when the build fails.
+    built = subprocess.run(
         [go, "install", f"{PRISM_MODULE}@v{version}"],
-        check=True,
         env=env,
         cwd=str(target.parent),
+        capture_output=True,
+        text=True,
     )
+    if built.returncode != 0:
+        raise RuntimeError(
+            f"go install {PRISM_MODULE}@v{version} failed (exit {built.returncode}):\n"
+            f"{built.stderr.strip()}"
+        )
     if not target.exists():
         raise RuntimeError(f"go install finished but {target} is missing")
     return target

@@ -11,6 +11,7 @@ from typing import Any
 
 import apache_beam as beam
 import numpy as np
+from apache_beam import typehints
 from apache_beam.io.filesystems import FileSystems
 
 from kldrift.binning import FeatureBins, as_float, bins_from_spec, category_of
@@ -22,6 +23,7 @@ from kldrift.schemas.baseline import Baseline, BaselineError
 from kldrift.schemas.config import CategoricalFeature, NumericFeature, PipelineConfig
 from kldrift.training import feature_baseline
 from kldrift.transforms.decode import DecodeRecords
+from kldrift.transforms.histogram_coder import HistogramHint
 from kldrift.transforms.panes import SumCounts
 
 
@@ -174,7 +176,12 @@ def build_baseline(
             | "Count" >> beam.ParDo(_CountFeatures(), beam.pvalue.AsSingleton(learned))
             | "Sum" >> beam.CombinePerKey(SumCounts())
             | "Gather" >> beam.combiners.ToDict()
-            | "Assemble" >> beam.Map(_assemble, config, beam.pvalue.AsSingleton(learned), source)
+            | "Assemble"
+            >> beam.Map(_assemble, config, beam.pvalue.AsSingleton(learned), source)
+            # The counts' hint stated (not read from _assemble's annotation): arrays or None.
+            .with_input_types(
+                typehints.Dict[str, HistogramHint], typehints.Any, typehints.Any, typehints.Any
+            )
             | "Write" >> beam.Map(_write, output)
         )
     return read_baseline(output, None)

@@ -105,7 +105,9 @@ class SlidingKLFromBatches(beam.PTransform):
                     resume.reported_until_us(self._resume, lateness),
                     event_slots=self._feature_bins[0].n_bins + 2,
                 )
-            ).with_output_types(WINDOW_ELEMENT)
+            )
+            .with_input_types(PANE_COUNTS)
+            .with_output_types(WINDOW_ELEMENT)
             # Standard WindowFns only (Flink's Java side rejects pickled Python ones). Elements are
             # stamped at their sliding window's last ms, so FixedWindows(period) gives the window
             # [start + size - period, start + size): the same end (firing) as [start, start + size).
@@ -114,7 +116,9 @@ class SlidingKLFromBatches(beam.PTransform):
             # Revise's state window ends at end + allowed_lateness: restamp to its last ms, then
             # FixedWindows(period) offset by lateness % period has a boundary exactly there.
             | "ReviseStamp"
-            >> beam.ParDo(StampAtReviseEnd(lateness)).with_output_types(STAMPED_DELTA)
+            >> beam.ParDo(StampAtReviseEnd(lateness))
+            .with_input_types(WINDOW_ELEMENT)
+            .with_output_types(STAMPED_DELTA)
             | "ReviseWindows"
             >> beam.WindowInto(
                 window.FixedWindows(period, offset=Timestamp(micros=lateness % spec.period_us))
@@ -122,9 +126,11 @@ class SlidingKLFromBatches(beam.PTransform):
             | "Revise"
             >> beam.ParDo(
                 FirstFiring() if self._single_firing else Revise(feature_slots(self._feature_bins))
-            ).with_output_types(REVISION)
+            )
+            .with_input_types(STAMPED_DELTA)
+            .with_output_types(REVISION)
         )
         reports = windows | "Score" >> beam.ParDo(
             Score(self._config, self._feature_bins, self._baseline, self._updates)
-        ).with_output_types(DriftReport)
+        ).with_input_types(REVISION).with_output_types(DriftReport)
         return {REPORTS: reports, DEAD_LETTERS: binned[DEAD_LETTERS]}

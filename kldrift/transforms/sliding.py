@@ -4,7 +4,7 @@ stamped at that window's last millisecond and summed per window within a bundle.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import apache_beam as beam
@@ -66,10 +66,12 @@ class PaneToWindows(beam.DoFn):
 
     def process(
         self, element: tuple[PaneKey, Histogram | None], pane: Any = beam.DoFn.WindowParam
-    ) -> None:
+    ) -> Iterable[WindowedValue]:
+        # Emits nothing here: a bundle's parts are summed and emitted in finish_bundle. The
+        # iterable return type is what Beam (2.78+) checks a DoFn's process annotation against.
         key, counts = element
         if counts is None:
-            return
+            return ()
         event_slots = getattr(self, "_event_slots", None)  # None in a job pickled before it
         if event_slots:
             self._windowed.inc(int(counts_of(counts)[:event_slots].sum()))
@@ -90,6 +92,7 @@ class PaneToWindows(beam.DoFn):
                 parts[slot] = [counts]
             else:
                 window_parts.append(counts)
+        return ()
 
     def finish_bundle(self) -> Iterator[WindowedValue]:
         parts, self._parts = self._parts, {}
