@@ -48,7 +48,7 @@ def user_errors(*, batch_job: bool = False) -> Iterator[None]:
     logged by the runner and its worker, traceback after traceback (hundreds of lines). For a
     `batch_job`, the tracebacks its worker prints are held until it ends, and shown only when it
     did not fail on a user error (the worker's threads may print before the failure is known)."""
-    echo = _UserErrorEcho()
+    echo = _UserErrorEcho(hold=batch_job)
     loggers = [logging.getLogger(name) for name in _RUNNER_FAILURE_LOGGERS]
     for logger in loggers:
         logger.addFilter(echo)
@@ -73,6 +73,8 @@ def user_errors(*, batch_job: bool = False) -> Iterator[None]:
                 logger.removeFilter(echo)
             for traceback_text in quiet_stderr.held:
                 stderr.write(traceback_text)
+            for record in echo.held:
+                logging.getLogger(record.name).handle(record)
 
 
 class _UserErrorStderr:
@@ -118,9 +120,19 @@ _RUNNER_FAILURE_LOGGERS = (
 
 
 class _UserErrorEcho(logging.Filter):
-    """Drops a runner's log of a failure that a user error caused: user_errors says it once."""
+    """Drops a runner's log of a failure that a user error caused: user_errors says it once.
+
+    With `hold` (a batch job), a record carrying a traceback is held until the job ends, and
+    logged then only if the job did not fail on a user error: the worker may log the aftermath
+    of the failure (Prism 2.78 answers a finished bundle's late request with an error, which the
+    worker logs with its traceback) before the failure reaches user_errors."""
 
     job_failed = False
+
+    def __init__(self, hold: bool = False) -> None:
+        super().__init__()
+        self._hold = hold
+        self.held: list[logging.LogRecord] = []
 
     def filter(self, record: logging.LogRecord) -> bool:
         # Levels are not to be trusted here: Beam's own filter on the Prism log (added later,
@@ -130,7 +142,12 @@ class _UserErrorEcho(logging.Filter):
         text = record.getMessage()
         if record.exc_info:
             text += "".join(traceback.format_exception(*record.exc_info))
-        return _user_error_line(text) is None
+        if _user_error_line(text) is not None:
+            return False
+        if self._hold and "Traceback (most recent call last)" in text:
+            self.held.append(record)
+            return False
+        return True
 
 
 def _quiet_runner_threads() -> None:

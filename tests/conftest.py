@@ -66,8 +66,24 @@ def _runs_a_pipeline(item: pytest.Item) -> bool:
     return any("beam.Pipeline(" in example.source for example in examples)
 
 
+RUN_ORDER = {"e2e": 0, "pipeline": 1, "packaging": 2, "unit": 3}
+"""The slowest kinds first, so that with pytest-xdist (`make test`: -n 2 --dist loadgroup) the
+long service tests start at once and the short ones fill the gaps at the end."""
+
+
+def _uses_module_fixture(item: pytest.Item) -> bool:
+    info = getattr(item, "_fixtureinfo", None)
+    defs = info.name2fixturedefs.values() if info is not None else ()
+    return any(d.scope in ("module", "class", "package") for group in defs for d in group)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: RUN_ORDER.get(_kind(item) or "unit", 3))
     for item in items:
+        # Tests sharing a module fixture (a benchmark run, a replay) run on one xdist worker,
+        # so the fixture is built once, as in a serial run.
+        if _uses_module_fixture(item):
+            item.add_marker(pytest.mark.xdist_group(Path(str(item.path)).stem))
         kind = _kind(item)
         if kind is None:
             continue
@@ -154,3 +170,22 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield broker.bootstrap
     finally:
         broker.stop()
+
+
+def _kafka_io_threads() -> set[str]:
+    import threading
+
+    return {t.name for t in threading.enumerate() if t.name.startswith("kafka-io-")}
+
+
+@pytest.fixture(autouse=True)
+def _no_kafka_client_left_running() -> Iterator[None]:
+    """Warn of a test that leaves a kafka-python client's IO thread running: once the broker
+    stops, such a client logs connection errors until the run ends."""
+    before = _kafka_io_threads()
+    yield
+    left = _kafka_io_threads() - before
+    if left:
+        import warnings
+
+        warnings.warn(f"left a Kafka client running: {', '.join(sorted(left))}", stacklevel=1)

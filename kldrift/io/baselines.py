@@ -63,9 +63,22 @@ def _read_url(location: str) -> Baseline:
         raise BaselineError(f"baseline: cannot read {location}: {err}") from None
     except Exception as err:  # each filesystem raises its own kind (IOError, BeamIOError...)
         raise BaselineError(
-            f"baseline: cannot read {location}: {type(err).__name__}: {err}"
+            f"baseline: cannot read {location}: {type(err).__name__}: {err}{_extra_hint(location, err)}"
         ) from None
     return parse_baseline(text, location)
+
+
+_SCHEME_EXTRAS = {"gs": "gcp", "s3": "aws", "az": "azure", "azfs": "azure"}
+"""Beam's pip extra that brings each scheme's filesystem client."""
+
+
+def _extra_hint(location: str, err: Exception) -> str:
+    """Beam 2.78 registers the gs:// filesystem without its client and fails at open saying only
+    that "GCP dependencies are not installed": name the extra that installs them."""
+    extra = _SCHEME_EXTRAS.get(location.partition("://")[0])
+    if extra is None or "not installed" not in str(err):
+        return ""
+    return f" (pip install 'apache-beam[{extra}]')"
 
 
 class BaselineTopic:
