@@ -20,7 +20,7 @@ test: setup lint
 # Unit and packaging tests and the doctests; the guard in tests/conftest.py fails any test that
 # starts a broker, Prism, Flink or Prometheus.
 test-fast: setup
-	KLDRIFT_NO_SERVICES=1 $(BIN)/pytest -m "unit or packaging"
+	KLDRIFT_NO_SERVICES=1 $(BIN)/pytest -n 2 -m "unit or packaging" --durations=5
 
 bench: setup
 	$(BIN)/python -m benchmarks.run

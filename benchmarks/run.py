@@ -789,8 +789,7 @@ def table(bench: Bench) -> str:
         rows.append((f"ratio.{name}", value, "x", ""))
     width = max(len(r[0]) for r in rows)
     lines = [
-        f"kldrift benchmarks ({'quick' if bench.quick else 'full'}: {n:,} events, "
-        f"{trials} trial(s) each)",
+        f"kldrift benchmarks ({_mode(bench)}: {n:,} events, {trials} trial(s) each)",
         f"{'figure':<{width}}  {'value':>14}  {'unit':<9} notes",
     ]
     lines.append("-" * len(lines[-1]))
@@ -813,9 +812,19 @@ def table(bench: Bench) -> str:
 # -- main ----------------------------------------------------------------------------------
 
 
+def _mode(bench: Bench) -> str:
+    return "smoke" if bench.workload is data.SMOKE else "quick" if bench.quick else "full"
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small data, 1 trial (< 3 minutes)")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="quick's sections on still less data (about 1.5 minutes): checks the harness, "
+        "figures not to be quoted",
+    )
     parser.add_argument("--json", metavar="OUT", help="write the figures to this JSON file")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (data, job logs)")
     parser.add_argument(
@@ -836,9 +845,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # SIGTERM unwinds like Ctrl-C, so the broker and every job are still stopped.
     signal.signal(signal.SIGTERM, _interrupt)
-    workload = data.QUICK if args.quick else data.FULL
+    workload = data.SMOKE if args.smoke else data.QUICK if args.quick else data.FULL
     workdir = Path(tempfile.mkdtemp(prefix="kldrift-bench-"))
-    bench = Bench(args.quick, workload, workdir, sections)
+    bench = Bench(args.quick or args.smoke, workload, workdir, sections)
     bench.out["machine"] = machine()
     runners = {
         "core": section_core,
@@ -876,7 +885,7 @@ def main(argv: list[str] | None = None) -> int:
     out["units"] = UNITS
     out["trials"] = bench.trials
     out["workload"] = {
-        "mode": "quick" if args.quick else "full",
+        "mode": _mode(bench),
         "events": workload.events,
         "trials": workload.trials,
         "event_rate_per_event_time_s": data.RATE,

@@ -165,7 +165,16 @@ def _quiet_runner_threads() -> None:
 
 def _user_error_line(text: str) -> str | None:
     """A pipeline failure that wraps one of our user errors: its message, without the trace."""
-    for name in ("BaselineError", "BaselineMismatch", "ConfigError", "KafkaSetupError"):
+    # KafkaOutageError: `kldrift run` says an outage past kafka.outage_timeout in one line; the
+    # worker prints the traceback of each client that gave up (reader and writer may race).
+    names = (
+        "BaselineError",
+        "BaselineMismatch",
+        "ConfigError",
+        "KafkaSetupError",
+        "KafkaOutageError",
+    )
+    for name in names:
         marker = f"{name}: "
         at = text.rfind(marker)
         if at >= 0:

@@ -77,6 +77,7 @@ def _uses_module_fixture(item: pytest.Item) -> bool:
     return any(d.scope in ("module", "class", "package") for group in defs for d in group)
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's worker reads the xdist_group marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: RUN_ORDER.get(_kind(item) or "unit", 3))
     for item in items:

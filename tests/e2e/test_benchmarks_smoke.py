@@ -1,4 +1,5 @@
-"""The benchmark harness works: `python -m benchmarks.run --quick --json OUT` exits 0, writes every
+"""The benchmark harness works: `python -m benchmarks.run --smoke --json OUT` (quick's sections and
+figures on less data) exits 0, writes every
 figure as a positive number, prints each with its unit, and leaves no Prism, Flink job server or
 broker running.
 
@@ -51,7 +52,7 @@ SCALING = {
     "features": ["1", "10", "50"],
 }
 PEAK_RSS = ["replay_worker", "naive_worker", "scaling_worker", "streaming_worker", "live_worker"]
-KEYS = ["2", "100", "1000"]  # quick mode; the full run adds 10000
+KEYS = ["2", "100", "1000"]  # quick and smoke modes; the full run adds 10000
 
 
 def _positive(value: Any) -> bool:
@@ -71,7 +72,7 @@ def _number(value: Any) -> bool:
 def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str]:
     out = tmp_path_factory.mktemp("bench") / "bench.json"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.run", "--quick", "--json", str(out)],
+        [sys.executable, "-m", "benchmarks.run", "--smoke", "--json", str(out)],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -82,7 +83,7 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any],
     except subprocess.TimeoutExpired:
         proc.send_signal(signal.SIGTERM)  # the harness stops its broker and jobs on SIGTERM
         stdout, stderr = proc.communicate(timeout=120)
-        pytest.fail(f"benchmarks.run --quick took over {RUN_TIMEOUT_S} s:\n{stderr[-5000:]}")
+        pytest.fail(f"benchmarks.run --smoke took over {RUN_TIMEOUT_S} s:\n{stderr[-5000:]}")
     assert proc.returncode == 0, f"exit {proc.returncode}\n{stdout[-4000:]}\n{stderr[-6000:]}"
     return json.loads(out.read_text()), stdout
 

@@ -74,20 +74,33 @@ def test_launcher_jar_manifest(tmp_path: Path) -> None:
     assert "java.base/java.util" in attrs["Add-Opens"].split()
 
 
-def _job_server_pids() -> set[int]:
-    """Live processes whose command line names the job server launcher jar."""
+def _job_server_pids(under: int | None = None) -> set[int]:
+    """Live processes whose command line names the job server launcher jar; with `under`, only
+    descendants of that process (another test may run its own job server meanwhile)."""
     found = set()
+    parents: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             cmdline = (entry / "cmdline").read_bytes()
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if state != "Z" and flink.JAR_NAME.encode() in cmdline:
+        parents[int(entry.name)] = int(stat[1])
+        if stat[0] != "Z" and flink.JAR_NAME.encode() in cmdline:
             found.add(int(entry.name))
-    return found
+    if under is None:
+        return found
+
+    def descends(pid: int) -> bool:
+        while pid > 1:
+            if pid == under:
+                return True
+            pid = parents.get(pid, 0)
+        return False
+
+    return {pid for pid in found if descends(pid)}
 
 
 def _windows_of(t: float) -> list[int]:
@@ -150,7 +163,7 @@ def test_run_on_flink_matches_replay(
     last_window = _windows_of(float(stream.event_times()[-1]))[0]
 
     tail = ReportTail(kafka_bootstrap, kafka["output_topic"])
-    before = _job_server_pids()
+    started: set[int] = set()  # the job servers this test's `kldrift run` started
     began = time.monotonic()
     try:
         with streaming_job(
@@ -160,6 +173,7 @@ def test_run_on_flink_matches_replay(
             # The last window closes ~8 s after wall-clock time passes its end (t0 + 15 s).
             deadline = time.monotonic() + (t0 + 2 * SIZE_S - time.time()) + 90
             while not tail.has(last_window):
+                started |= _job_server_pids(under=job.process.pid)
                 if job.process.poll() is not None:
                     raise AssertionError(f"kldrift run exited early ({job.process.returncode})")
                 if time.monotonic() > deadline:
@@ -177,10 +191,11 @@ def test_run_on_flink_matches_replay(
     output = job.output
 
     # No job server JVM outlives the job (Beam stops it when `kldrift run` exits).
+    assert started, "no Flink job server JVM was seen under kldrift run"
     deadline = time.monotonic() + 15
-    while (_job_server_pids() - before) and time.monotonic() < deadline:
+    while (_job_server_pids() & started) and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert not (_job_server_pids() - before), "a Flink job server JVM was left running"
+    assert not (_job_server_pids() & started), "a Flink job server JVM was left running"
 
     assert job.returncode == 0, output[-4000:]
     assert "on FlinkRunner" in output and "kldrift run: stopped" in output, output[-4000:]
