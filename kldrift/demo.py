@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import signal
@@ -263,12 +264,28 @@ def _count_dead_letters(bootstrap: str, topic: str) -> int:
         consumer.close()
 
 
+def _library_logs_to(path: Path) -> None:
+    """The log records of the libraries the demo runs in this process (Beam's Prism job server and
+    runner while the baseline is built, kafka-python) go to `path`, not the terminal, for the rest
+    of the process: the demo's own lines are what a newcomer reads. Not undone: Beam logs the
+    Prism job server's shutdown at exit."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    if root.level > logging.INFO or root.level == logging.NOTSET:
+        root.setLevel(logging.INFO)
+
+
 def run_demo(options: DemoOptions) -> DemoResult:
     """Run the demo; every service it started is stopped when it returns or raises."""
     out_dir = options.out_dir
     if out_dir.exists():
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
+    _library_logs_to(out_dir / "demo.log")
     with _broker(options.bootstrap, out_dir) as bootstrap:
         config_path = _write_config(options, bootstrap)
         config = yaml.safe_load(config_path.read_text())["kafka"]

@@ -41,7 +41,11 @@ def read_baseline(location: str, kafka: KafkaSpec | None = None) -> Baseline:
     if topic is not None:
         if kafka is None:
             raise BaselineError(f"baseline: {location} needs the config's `kafka` section")
-        newest = BaselineTopic(kafka, topic).newest()
+        reader = BaselineTopic(kafka, topic)
+        try:
+            newest = reader.newest()
+        finally:
+            reader.close()  # its consumer's IO thread would outlive the read
         if newest is None:
             raise BaselineError(
                 f"baseline: topic {topic!r} holds no baseline yet: publish one with "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -73,10 +74,11 @@ def ensure_topics(
     if "bootstrap_timeout_ms" in KafkaAdminClient.DEFAULT_CONFIG:  # kafka-python >= 3
         settings.setdefault("bootstrap_timeout_ms", CONNECT_TIMEOUT_S * 1000)
     try:
-        admin = KafkaAdminClient(**settings)
+        admin = admin_client(settings)
     except KafkaError as err:
         raise KafkaSetupError(
-            f"cannot reach Kafka at {spec.bootstrap_servers} within {CONNECT_TIMEOUT_S} s "
+            f"cannot reach Kafka at {spec.bootstrap_servers} within "
+            f"{settings.get('bootstrap_timeout_ms', CONNECT_TIMEOUT_S * 1000) / 1000:g} s "
             f"({last_problem() or type(err).__name__}): check kafka.bootstrap_servers and "
             "kafka.client"
         ) from None
@@ -91,6 +93,32 @@ def ensure_topics(
         create_missing_topics(admin, topics, topic_configs=topic_configs, existing=existing)
     finally:
         admin.close()
+
+
+def admin_client(settings: Mapping[str, Any]) -> Any:
+    """A KafkaAdminClient, or its error with nothing left running. kafka-python 3.0 starts the
+    client's IO thread before it bootstraps and leaves it running when the bootstrap fails (an
+    unreachable or not yet ready broker): that thread would log connection errors until exit."""
+    from kafka import KafkaAdminClient
+
+    made: list[Any] = []
+    default_client = KafkaAdminClient.DEFAULT_CONFIG["kafka_client"]
+
+    def client(**configs: Any) -> Any:
+        made.append(default_client(**configs))
+        return made[-1]
+
+    try:
+        return KafkaAdminClient(**settings, kafka_client=client)
+    except Exception:
+        for half_made in made:
+            with contextlib.suppress(Exception):
+                half_made.close()
+            net = getattr(getattr(half_made, "_manager", None), "_net", None)
+            if net is not None:
+                with contextlib.suppress(Exception):
+                    net.stop()
+        raise
 
 
 def create_missing_topics(

@@ -77,6 +77,7 @@ def test_restart_from_committed_offsets_loses_no_window_and_counts_each_event_on
 
     events = LiveEvents(kafka_bootstrap, kafka["input_topic"], partitions, seed=8).start()
     first = ReportTail(kafka_bootstrap, kafka["output_topic"])
+    second: ReportTail | None = None
     try:
         with streaming_job(*args) as run_a:
             wait_for(lambda: bool(first.poll()), 90, "the first run's first report")
@@ -100,6 +101,8 @@ def test_restart_from_committed_offsets_loses_no_window_and_counts_each_event_on
     finally:
         events.stop()
         first.close()
+        if second is not None:
+            second.close()
     assert run_a.returncode == 0 and run_b.returncode == 0, run_b.output[-3000:]
     # The report topic holds both runs' reports; the first run's were written before the second
     # run started.

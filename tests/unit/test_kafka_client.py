@@ -5,12 +5,13 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 import yaml
 
-from kldrift.io.kafka_client import KafkaSetupError, client_settings, masked
+from kldrift.io.kafka_client import KafkaSetupError, client_settings, ensure_topics, masked
 from kldrift.schemas.config import KafkaSpec
 from kldrift.synthetic import demo_config
 
@@ -93,3 +94,22 @@ def _write_matching_baseline(path: Path) -> None:
     ]
     baseline = Baseline.create(features, source="test", created_at="2024-01-01T00:00:00Z")
     path.write_text(baseline.model_dump_json())
+
+
+def test_an_unreachable_broker_leaves_no_client_running() -> None:
+    # kafka-python 3.0 leaves a failed admin client's IO thread running, logging connection
+    # errors until the process exits: kldrift's set-up checks stop it.
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    spec = KafkaSpec(
+        bootstrap_servers=f"127.0.0.1:{port}",
+        input_topic="in",
+        output_topic="out",
+        dead_letter_topic="dead",
+        client={"request_timeout_ms": 1000, "bootstrap_timeout_ms": 1000},
+    )
+    with pytest.raises(KafkaSetupError, match=f"cannot reach Kafka at 127.0.0.1:{port} within 1 s"):
+        ensure_topics(spec, {"in": 1}, create=False)
+    io_threads = [t.name for t in threading.enumerate() if t.name.startswith("kafka-io-")]
+    assert io_threads == []

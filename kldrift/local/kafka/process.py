@@ -128,6 +128,8 @@ def _terminate_detached(pid: int, marker: str, timeout: float = DEFAULT_STOP_TIM
 def _admin(bootstrap: str, timeout: float, client: Mapping[str, Any] | None = None) -> Any:
     from kafka import KafkaAdminClient
 
+    from kldrift.io.kafka_client import admin_client
+
     configs: dict[str, Any] = {
         "bootstrap_servers": bootstrap,
         "client_id": "kldrift-local",
@@ -136,7 +138,7 @@ def _admin(bootstrap: str, timeout: float, client: Mapping[str, Any] | None = No
     }
     if "bootstrap_timeout_ms" in KafkaAdminClient.DEFAULT_CONFIG:  # kafka-python >= 3
         configs["bootstrap_timeout_ms"] = max(1000, int(timeout * 1000))
-    return KafkaAdminClient(**configs)
+    return admin_client(configs)
 
 
 def _split_bootstrap(bootstrap: str) -> tuple[str, int]:
