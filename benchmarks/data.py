@@ -69,7 +69,7 @@ class Workload:
 
 
 QUICK = Workload(events=20_000, trials=1, live_s=30.0)
-SMOKE = Workload(events=5_000, trials=1, live_s=8.0)
+SMOKE = Workload(events=5_000, trials=1, live_s=15.0)
 """The test suite's run (tests/e2e/test_benchmarks_smoke.py): every section and figure of quick,
 on less data; its figures are too small to quote."""
 FULL = Workload(events=200_000, trials=3, live_s=300.0)

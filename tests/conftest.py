@@ -67,24 +67,34 @@ def _runs_a_pipeline(item: pytest.Item) -> bool:
 
 
 RUN_ORDER = {"e2e": 0, "pipeline": 1, "packaging": 2, "unit": 3}
-"""The slowest kinds first, so that with pytest-xdist (`make test`: -n 2 --dist loadgroup) the
-long service tests start at once and the short ones fill the gaps at the end."""
+SLOWEST_MODULES = (
+    "test_restart",
+    "test_benchmarks_smoke",
+    "test_flink_checkpoints",
+    "test_outage",
+    "test_streaming_e2e",
+    "test_local_kafka",
+    "test_faults_e2e",
+    "test_flink",
+    "test_quiet_failures",
+    "test_prometheus_e2e",
+    "test_demo",
+    "test_baseline_topic",
+)
+"""`make test` runs on two pytest-xdist workers, a test file at a time (`--dist loadfile`, so a
+module fixture is built once): the kinds and modules that take longest start first (measured
+2026-12-06, tests/e2e), and the short ones fill the gaps at the end."""
 
 
-def _uses_module_fixture(item: pytest.Item) -> bool:
-    info = getattr(item, "_fixtureinfo", None)
-    defs = info.name2fixturedefs.values() if info is not None else ()
-    return any(d.scope in ("module", "class", "package") for group in defs for d in group)
+def _run_rank(item: pytest.Item) -> tuple[int, int]:
+    stem = Path(str(item.path)).stem
+    module = SLOWEST_MODULES.index(stem) if stem in SLOWEST_MODULES else len(SLOWEST_MODULES)
+    return RUN_ORDER.get(_kind(item) or "unit", 3), module
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's worker reads the xdist_group marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    items.sort(key=lambda item: RUN_ORDER.get(_kind(item) or "unit", 3))
+    items.sort(key=_run_rank)
     for item in items:
-        # Tests sharing a module fixture (a benchmark run, a replay) run on one xdist worker,
-        # so the fixture is built once, as in a serial run.
-        if _uses_module_fixture(item):
-            item.add_marker(pytest.mark.xdist_group(Path(str(item.path)).stem))
         kind = _kind(item)
         if kind is None:
             continue

@@ -29,6 +29,14 @@ def test_demo_flags_drift_after_the_injected_moment_and_writes_plots(tmp_path: P
     injected = next(line for line in lines if "drift injected at" in line)
     assert any(line.startswith("demo: windows scored:") for line in lines)
     assert any("dead-lettered: 4" in line for line in lines)  # the demo sends 2 x 2 malformed
+    # The terminal shows the demo's own lines; Beam's and Prism's log is in demo.log.
+    beam_lines = [
+        line
+        for line in (result.stdout + result.stderr).splitlines()
+        if line.startswith(("WARNING:", "INFO:", "ERROR:")) or "PrismRunner" in line
+    ]
+    assert beam_lines == [], beam_lines
+    assert "Really starting service" in (out / "demo.log").read_text()
 
     reports = [json.loads(line) for line in (out / "reports.jsonl").read_text().splitlines()]
     assert reports
