@@ -21,11 +21,10 @@ from pathlib import Path
 from packaging.markers import Marker
 from packaging.utils import canonicalize_name
 
-# KLDRIFT_LOCK: another lock to check against (make upgrade-check's throwaway venv).
-LOCK = Path(
-    os.environ.get("KLDRIFT_LOCK")
-    or Path(__file__).resolve().parent.parent / "requirements" / "lock.txt"
-).resolve()
+COMMITTED_LOCK = Path(__file__).resolve().parent.parent / "requirements" / "lock.txt"
+# KLDRIFT_LOCK: the lock this venv was made from, when not the committed one (make upgrade-check's
+# throwaway venv).
+LOCK = Path(os.environ.get("KLDRIFT_LOCK") or COMMITTED_LOCK).resolve()
 NOT_LOCKED = frozenset({"pip", "kldrift"})
 _PIN = re.compile(
     r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)==(?P<version>[^\s;\\]+)\s*(?:;(?P<marker>[^\\]+))?"
