@@ -16,6 +16,7 @@ may not start one (tests/_service_guard.py); `make test-fast` (KLDRIFT_NO_SERVIC
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import shutil
 import tempfile
@@ -33,6 +34,9 @@ NO_SERVICES_RUN = os.environ.get(_service_guard.ENV_FORBID) == "1"
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # Beam logs each cached Prism job server's start and its stop at exit ("Really destroying
+    # service ..."), the latter after pytest's summary: noise at the end of every run.
+    logging.getLogger("apache_beam.utils.subprocess_server").setLevel(logging.ERROR)
     guard_dir = Path(tempfile.mkdtemp(prefix="kldrift-guard-"))
     config.stash[_GUARD_LOG] = guard_dir / "violations.log"
     os.environ[_service_guard.ENV_LOG] = str(config.stash[_GUARD_LOG])
