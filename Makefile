@@ -10,8 +10,8 @@ demo: setup
 	@$(BIN)/kldrift demo
 
 lint: setup
-	$(BIN)/ruff check kldrift tests benchmarks examples
-	$(BIN)/ruff format --check kldrift tests benchmarks examples
+	$(BIN)/ruff check kldrift tests benchmarks examples scripts
+	$(BIN)/ruff format --check kldrift tests benchmarks examples scripts
 	$(BIN)/mypy
 
 test: setup lint
