@@ -10,7 +10,7 @@ may not start one (tests/_service_guard.py); `make test-fast` (KLDRIFT_NO_SERVIC
 `-m "unit or packaging"`) therefore starts no broker, Prism, Flink or Prometheus.
 
 `kafka_bootstrap` (session scope) runs one real single-node Apache Kafka broker
-(kldrift.local.kafka.LocalKafka) for the whole test run.
+(kldrift.local.kafka.LocalKafka) for the whole test run: one per pytest-xdist worker.
 """
 
 from __future__ import annotations

@@ -41,7 +41,10 @@ def _pom_property(pom: str, name: str) -> str:
 def test_the_venv_holds_exactly_the_lock() -> None:
     # What `pip freeze` shows, less pip and the editable kldrift: every package at its locked
     # version, none missing, none extra.
-    assert lockfile.differences() == []
+    assert lockfile.differences() == [], (
+        "the venv is not requirements/lock.txt: `rm .venv/.kldrift-installed && make setup` "
+        "installs the lock and removes what it does not list"
+    )
     assert metadata.version("apache-beam") == LOCKED["apache-beam"]
 
 
