@@ -31,16 +31,15 @@ _PIN = re.compile(
 )
 
 
-def locked(lock: Path = LOCK, *, all_markers: bool = False) -> dict[str, str]:
-    """The lock's pins {canonical name: version} that apply to this interpreter (every pin when
-    `all_markers`, the last of a name winning)."""
+def locked(lock: Path = LOCK) -> dict[str, str]:
+    """The lock's pins {canonical name: version} that apply to this interpreter."""
     pins: dict[str, str] = {}
     for line in lock.read_text().splitlines():
         match = _PIN.match(line)
         if match is None:
             continue
         marker = match["marker"]
-        if marker and not all_markers and not Marker(marker.strip()).evaluate():
+        if marker and not Marker(marker.strip()).evaluate():
             continue
         pins[canonicalize_name(match["name"])] = match["version"]
     return pins

@@ -20,6 +20,8 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -188,8 +190,6 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def _kafka_io_threads() -> set[str]:
-    import threading
-
     return {t.name for t in threading.enumerate() if t.name.startswith("kafka-io-")}
 
 
@@ -201,6 +201,4 @@ def _no_kafka_client_left_running() -> Iterator[None]:
     yield
     left = _kafka_io_threads() - before
     if left:
-        import warnings
-
         warnings.warn(f"left a Kafka client running: {', '.join(sorted(left))}", stacklevel=1)

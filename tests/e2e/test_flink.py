@@ -19,7 +19,7 @@ import yaml
 from _jobs import ReportTail, job_kafka, run_cli, streaming_job
 from kafka import KafkaConsumer, KafkaProducer
 
-from kldrift.local import flink
+from kldrift.local import flink, procs
 from kldrift.local.kafka import create_topics
 from kldrift.local.runners import local_runner_args
 from kldrift.pipeline.options import pipeline_options
@@ -77,19 +77,8 @@ def test_launcher_jar_manifest(tmp_path: Path) -> None:
 def _job_server_pids(under: int | None = None) -> set[int]:
     """Live processes whose command line names the job server launcher jar; with `under`, only
     descendants of that process (another test may run its own job server meanwhile)."""
-    found = set()
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        parents[int(entry.name)] = int(stat[1])
-        if stat[0] != "Z" and flink.JAR_NAME.encode() in cmdline:
-            found.add(int(entry.name))
+    parents = {process.pid: process.ppid for process in procs.live_processes()}
+    found = {pid for pid in parents if flink.JAR_NAME in (procs.cmdline(pid) or "")}
     if under is None:
         return found
 
