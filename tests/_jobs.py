@@ -151,6 +151,12 @@ class ReportTail:
         self.consumer.close()
 
 
+STOPPED_BY_CTRL_C = 130
+"""`kldrift run`'s exit code after SIGINT (Ctrl-C) stopped it cleanly: 128 + 2, the shell's way."""
+STOPPED_BY_SIGTERM = 143
+"""Likewise after SIGTERM: 128 + 15."""
+
+
 @dataclass
 class Job:
     process: subprocess.Popen
@@ -161,9 +167,9 @@ class Job:
 
 @contextmanager
 def streaming_job(*args: str) -> Iterator[Job]:
-    """`kldrift run ARGS` in its own process group; on exit it is stopped like Ctrl-C (SIGINT) and
-    killed if it does not stop within 60 s. A failure inside the block is re-raised with the job's
-    output appended."""
+    """`kldrift run ARGS` in its own process group; on exit it is stopped like Ctrl-C (SIGINT; it
+    then exits STOPPED_BY_CTRL_C) and killed if it does not stop within 60 s. A failure inside the
+    block is re-raised with the job's output appended."""
     process = subprocess.Popen(
         [KLDRIFT, "run", *args],
         stdout=subprocess.PIPE,
@@ -183,10 +189,12 @@ def streaming_job(*args: str) -> Iterator[Job]:
         raise AssertionError(f"{failure}\njob output:\n{job.output[-6000:]}") from failure
 
 
-def stop(job: Job) -> None:
+def stop(job: Job, signum: int = signal.SIGINT) -> None:
+    """Stop the job with `signum` (like Ctrl-C by default) and keep its output, exit code and
+    totals; kill it if it does not stop within 60 s. Nothing happens to a job already stopped."""
     if job.returncode is not None:
         return
-    job.process.send_signal(signal.SIGINT)
+    job.process.send_signal(signum)
     try:
         job.output, _ = job.process.communicate(timeout=60)
     except subprocess.TimeoutExpired:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import signal
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -149,7 +151,8 @@ def _watching(config: PipelineConfig) -> str:
 
 
 def run_streaming(config: PipelineConfig, baseline: Baseline, beam_args: Sequence[str] = ()) -> int:
-    """Run until cancelled; Ctrl-C (SIGINT) or SIGTERM cancels the job cleanly and returns 0.
+    """Run until cancelled; Ctrl-C (SIGINT) or SIGTERM cancels the job cleanly and returns 130 or
+    143 (128 + the signal's number, the shell's convention).
 
     `beam_args` must already name what the runner needs: the CLI adds a local Prism or Flink, and
     sets an embedded Flink cluster up to restore --savepoint_path, before calling this."""
@@ -192,13 +195,17 @@ def _job_state(result: Any) -> str:
 
 
 def _wait_or_cancel(result: Any, metrics_served: bool = True) -> int:
-    """Wait until the job ends or SIGINT/SIGTERM asks to stop; then cancel it cleanly."""
+    """Wait until the job ends or SIGINT/SIGTERM asks to stop; then cancel it cleanly and return
+    128 + the signal's number (130 for Ctrl-C, 143 for SIGTERM), or 1 if Kafka was unreachable
+    for too long."""
     from apache_beam.runners.runner import PipelineState
 
     stop = threading.Event()
+    signals: list[int] = []
     gave_up: list[KafkaOutageError] = []
 
     def request_stop(signum: int, _frame: Any) -> None:
+        signals.append(signum)
         stop.set()
 
     def outage_too_long(err: KafkaOutageError) -> None:
@@ -222,17 +229,112 @@ def _wait_or_cancel(result: Any, metrics_served: bool = True) -> int:
             print(f"kldrift: error: {gave_up[0]}", file=sys.stderr, flush=True)
         else:
             print("kldrift run: stopping (cancelling the job)", file=sys.stderr, flush=True)
+        _quiet_worker_stop()
         try:
             result.cancel()
         except Exception as err:  # a job that is already ending may refuse the cancel
             print(f"kldrift run: cancel: {type(err).__name__}: {err}", file=sys.stderr)
+        _await_worker_stop()
         _print_totals(result, metrics_served)
-        print("kldrift run: stopped", file=sys.stderr)
-        return 1 if gave_up else 0
+        print("kldrift run: stopped", file=sys.stderr, flush=True)
+        return 1 if gave_up else 128 + signals[0]
     finally:
         on_timeout(None)
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+WORKER_STOP_S = 1.0
+"""How long a stop waits, at most, for the runner to stop the job's SDK worker in this process
+(Prism does at once; Flink's job server leaves it running until this process exits)."""
+WORKER_THREAD = "run_worker_"
+"""How Beam names the thread of each SDK worker it runs in this process (LOOPBACK)."""
+WORKER_SETTLE_S = 0.5
+"""After the worker stopped: time for the bundle it was running to end (its next poll, 0.1 s)."""
+
+
+def _worker_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith(WORKER_THREAD)]
+
+
+def _await_worker_stop() -> None:
+    """Until the runner has stopped the cancelled job's SDK worker in this process, and the bundle
+    it was running has ended, at most WORKER_STOP_S: the totals are then final."""
+    if not _worker_threads():
+        return
+    deadline = time.monotonic() + WORKER_STOP_S
+    while _worker_threads():
+        if time.monotonic() >= deadline:
+            return
+        time.sleep(0.1)
+    time.sleep(WORKER_SETTLE_S)
+
+
+def _quiet_worker_stop() -> None:
+    """From the cancel until this process ends, the cancelled job's aftermath stays off the
+    terminal. When the runner stops the SDK worker in this process (Prism: at the cancel; Flink:
+    when Beam destroys its job server at exit), Beam tears the DoFns down under the bundle still
+    running (BundleProcessorCache.shutdown discards active bundles: the reader's consumer is closed
+    mid-poll, IllegalStateError, or the bundle's end finds its processor gone, KeyError; on Flink
+    the data channel closes under it) and prints and logs that bundle's traceback, about 40 lines
+    each, and its gRPC threads die with theirs; Prism logs the bundle as failed ('pipeline
+    canceled'), and Beam says it destroys the job server. The job is over: none of it is for the
+    operator."""
+    noise = _StopNoise()
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(noise)
+    sys.stderr = _NoTracebacks(sys.stderr)
+    atexit.register(_no_tracebacks_at_exit)
+    previous = threading.excepthook
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if not type(args.exc_value).__module__.startswith("grpc"):
+            previous(args)
+
+    threading.excepthook = hook
+
+
+def _no_tracebacks_at_exit() -> None:
+    """At exit, before Beam destroys the job server (its atexit handler was registered earlier, so
+    runs later): the stderr that user_errors put back, without tracebacks too."""
+    if not isinstance(sys.stderr, _NoTracebacks):
+        sys.stderr = _NoTracebacks(sys.stderr)
+
+
+class _StopNoise(logging.Filter):
+    """Log records of a stopped job's worker and runner: tracebacks, a cancelled bundle, Prism's
+    end."""
+
+    MARKS = ("Traceback (most recent call last)", "pipeline canceled", "Really destroying service")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info:
+            return False
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record: not ours to judge
+            return True
+        return not any(mark in message for mark in self.MARKS)
+
+
+class _NoTracebacks:
+    """stderr without the tracebacks Beam's SDK worker prints itself (print(), not logging)."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self._dropped = False
+
+    def write(self, text: str) -> int:
+        dropped, self._dropped = self._dropped, False
+        if "Traceback (most recent call last)" in text:
+            self._dropped = True
+            return len(text)
+        if dropped and text == "\n":  # print()'s end of the dropped traceback
+            return len(text)
+        return int(self._stream.write(text))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
 
 
 def _ended(state: str, pipeline_state: Any) -> bool:

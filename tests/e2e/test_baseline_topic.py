@@ -12,7 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from _jobs import LiveEvents, ReportTail, job_kafka, run_cli, streaming_job, wait_for
+from _jobs import (
+    STOPPED_BY_CTRL_C,
+    LiveEvents,
+    ReportTail,
+    job_kafka,
+    run_cli,
+    streaming_job,
+    wait_for,
+)
 from kafka import KafkaProducer
 from scipy.stats import entropy
 
@@ -162,7 +170,7 @@ def test_a_baseline_published_to_the_topic_is_used_by_the_running_job(
 
         wait_for(lambda: windows_on_b() >= 3, 60, "3 windows scored with the new baseline")
     tail.close()
-    assert job.returncode == 0, job.output[-3000:]
+    assert job.returncode == STOPPED_BY_CTRL_C, job.output[-3000:]
     assert "watching " + location in job.output
     assert f"baseline swapped: {BASELINE_A.id[:12]} -> {BASELINE_B.id[:12]}" in job.output
     assert "rejected, keeping" in job.output and "config edges differ" in job.output

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from _jobs import (
+    STOPPED_BY_CTRL_C,
     LiveEvents,
     ReportTail,
     job_kafka,
@@ -117,7 +118,9 @@ def test_checkpointed_flink_job_reports_promptly_and_restores_exactly(
     finally:
         events.stop()
         tail.close()
-    assert run_a.returncode == 0 and run_b.returncode == 0, run_b.output[-3000:]
+    assert run_a.returncode == STOPPED_BY_CTRL_C and run_b.returncode == STOPPED_BY_CTRL_C, (
+        run_b.output[-3000:]
+    )
     assert f"restores Flink state from file://{restored_from}" in run_b.output
     # Flink itself says it restored that checkpoint (not a fresh start from committed offsets).
     restored_id = restored_from.name.split("-")[1]

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 from _jobs import (
+    STOPPED_BY_CTRL_C,
     Job,
     ReportTail,
     job_kafka,
@@ -176,7 +177,7 @@ def test_broker_outage_under_a_live_stream_loses_no_window_and_counts_each_event
         wait_for(lambda: tail.has(last_start), 60, "the last window's report")
         time.sleep(3)
         tail.poll()
-    assert job.returncode == 0, job.output[-3000:]
+    assert job.returncode == STOPPED_BY_CTRL_C, job.output[-3000:]
     assert events.failed() == 0, "the producer gave up on events during the outage"
     acked = events.acked()
     produced_in_outage = sum(1 for e in acked if outage_start <= e["ts"] < back_at)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from _jobs import (
+    STOPPED_BY_CTRL_C,
     LiveEvents,
     ReportTail,
     job_kafka,
@@ -103,7 +104,9 @@ def test_restart_from_committed_offsets_loses_no_window_and_counts_each_event_on
         first.close()
         if second is not None:
             second.close()
-    assert run_a.returncode == 0 and run_b.returncode == 0, run_b.output[-3000:]
+    assert run_a.returncode == STOPPED_BY_CTRL_C and run_b.returncode == STOPPED_BY_CTRL_C, (
+        run_b.output[-3000:]
+    )
     # The report topic holds both runs' reports; the first run's were written before the second
     # run started.
     reports_a: list[DriftReport] = []
