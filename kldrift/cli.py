@@ -85,6 +85,12 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--config", required=True)
     run.add_argument("--baseline", help="baseline file (default: the config's baseline)")
     run.add_argument("--bootstrap", help="override kafka.bootstrap_servers")
+    run.add_argument(
+        "--reset-resume",
+        action="store_true",
+        help="after a window change (size, period, allowed lateness): resume from the group's "
+        "committed offsets anyway, reporting only the new windows complete from there",
+    )
     run.add_argument("beam_args", nargs=argparse.REMAINDER, help="-- Beam pipeline options")
     run.set_defaults(func=commands.run)
 

@@ -180,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
 
         beam_args = _job_beam_args(args.beam_args)
         prepare_streaming(beam_args)
-        return run_streaming(config, baseline_, beam_args)
+        return run_streaming(config, baseline_, beam_args, reset_resume=args.reset_resume)
 
 
 def demo(args: argparse.Namespace) -> int:

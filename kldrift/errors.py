@@ -173,6 +173,7 @@ def _user_error_line(text: str) -> str | None:
         "ConfigError",
         "KafkaSetupError",
         "KafkaOutageError",
+        "TopicMissingError",
     )
     for name in names:
         marker = f"{name}: "

@@ -257,6 +257,17 @@ class LiveEvents:
         self._thread.start()
         return self
 
+    def grow(self, partitions: int, timeout_s: float = 30) -> None:
+        """Deal the next events over `partitions` partitions, once the producer knows them (the
+        topic was grown to that many)."""
+        deadline = time.monotonic() + timeout_s
+        while len(self.producer.partitions_for(self.topic) or ()) < partitions:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the producer never saw {partitions} partitions")
+            self.producer._metadata.request_update()
+            time.sleep(0.2)
+        self.partitions = partitions
+
     def stop(self) -> None:
         if not self._stop.is_set():
             self._stop.set()

@@ -157,6 +157,22 @@ def create_missing_topics(
     return created
 
 
+TOPIC_CHECK_TIMEOUT_MS = 3000
+
+
+def topic_exists(spec: KafkaSpec, topic: str) -> bool:
+    """Whether the cluster knows `topic` now (a short-lived admin client; raises if the cluster
+    does not answer within TOPIC_CHECK_TIMEOUT_MS)."""
+    settings = client_settings(spec, "admin")
+    settings["request_timeout_ms"] = TOPIC_CHECK_TIMEOUT_MS
+    settings["bootstrap_timeout_ms"] = TOPIC_CHECK_TIMEOUT_MS
+    admin = admin_client(settings)
+    try:
+        return topic in set(admin.list_topics())
+    finally:
+        admin.close()
+
+
 def partitions_of(spec: KafkaSpec, topic: str) -> list[int]:
     """The topic's partitions now; KafkaSetupError if it has none."""
     from kafka import KafkaConsumer

@@ -3,7 +3,8 @@
 Each bundle flushes before it completes. A send that fails because the cluster is unreachable is
 sent again (same key) until it is acknowledged or the outage outlasts `kafka.outage_timeout`; any
 other failure fails the bundle, so the runner retries it: at-least-once delivery, never a silent
-drop. Report keys are stable per window, so consumers dedupe revisions and a compacted topic keeps
+drop. A send that fails because its topic no longer exists (deleted, on a broker that does not
+create topics) is not an outage: TopicMissingError names the topic at once and the job stops. Report keys are stable per window, so consumers dedupe revisions and a compacted topic keeps
 the latest one.
 """
 
@@ -18,14 +19,16 @@ from typing import Any
 import apache_beam as beam
 
 from kldrift.events import DeadLetter
-from kldrift.io.kafka_client import client_settings, ensure_topics
-from kldrift.io.outage import Outage, is_unreachable
+from kldrift.io.kafka_client import client_settings, ensure_topics, topic_exists
+from kldrift.io.outage import Outage, TopicMissingError, is_unreachable, stop_job
 from kldrift.schemas.config import KafkaSpec
 from kldrift.schemas.report import SCHEMA_VERSION, DriftReport
 
 SEND_TIMEOUT_S = 60.0
 FLUSH_SLICE_S = 5.0
 MAX_BLOCK_MS = 5000
+TOPIC_CHECK_S = 5.0
+"""After a failed send, whether the topic still exists is asked at most this often."""
 
 
 class _KafkaWriter(beam.DoFn):
@@ -60,14 +63,38 @@ class _KafkaWriter(beam.DoFn):
         self._producer = KafkaProducer(**settings)
         _quiet_exit_close(self._producer)
         self._pending: list[tuple[Any, Any]] = []
+        self._topic_checked = 0.0
+
+    def _check_topic(self) -> None:
+        """After a send failed as if Kafka were unreachable: a topic that no longer exists (a
+        broker answering that it does not know it) stops the job at once, naming the topic."""
+        now = time.monotonic()
+        if now - self._topic_checked < TOPIC_CHECK_S:
+            return
+        self._topic_checked = now
+        try:
+            exists = topic_exists(self._spec, self._topic)
+        except Exception:  # the broker does not answer: an outage after all
+            return
+        if not exists:
+            stop_job(
+                TopicMissingError(
+                    f"topic {self._topic} does not exist (deleted?) on "
+                    f"{self._spec.bootstrap_servers}: {self._what} stopped. Offsets are committed "
+                    "only up to what was written: recreate the topic and start the job again "
+                    "(start_from: committed)"
+                )
+            )
 
     def start_bundle(self) -> None:
         self._pending = []
 
+    @property
+    def _what(self) -> str:
+        return f"writing to {self._topic}"
+
     def _outage(self) -> Outage:
-        return Outage(
-            self._spec.bootstrap_servers, self._spec.outage_timeout, f"writing to {self._topic}"
-        )
+        return Outage(self._spec.bootstrap_servers, self._spec.outage_timeout, self._what)
 
     def _send(
         self, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]
@@ -87,6 +114,7 @@ class _KafkaWriter(beam.DoFn):
             except Exception as err:
                 if not is_unreachable(err):
                     raise
+                self._check_topic()
                 time.sleep(outage.failed(err))
 
     def finish_bundle(self) -> None:
@@ -108,9 +136,11 @@ class _KafkaWriter(beam.DoFn):
                 elif future.failed():
                     if not is_unreachable(future.exception):
                         raise future.exception
+                    self._check_topic()
                     outage.failed(future.exception)  # raises past the outage timeout
                     still.append((message, self._enqueue(message, outage)))
             if still and all(not f.is_done for _, f in still):
+                self._check_topic()
                 outage.failed(TimeoutError(f"{len(still)} sends unacknowledged"))
             pending = still
         self._pending = []

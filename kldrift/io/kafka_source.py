@@ -19,11 +19,19 @@ are not too late; the reader backs off between read slices and fails after
 
 Commits (restart safety, kldrift.io.resume): the reader tracks, per partition, the batches whose
 windows may still be open (in the restriction, so a runner checkpoint keeps them) and commits, when
-it resumes from a checkpoint, the first offset of the first batch not closed by the job's watermark
-of COMMIT_DELAY_S ago (with several readers: the minimum over every reader's, which they publish in
-their commits), with that floor and the offsets read as metadata. A job restarted from committed
+it resumes from a checkpoint, the first offset of the first batch not closed by the job's floor:
+its watermark of COMMIT_DELAY_S ago, no further than what the sinks acknowledged (kldrift.io.acked)
+and, with several readers, the minimum over every reader's (they publish theirs in their commits);
+that floor, the offsets read and the window are the metadata. A job restarted from committed
 offsets reads those records again and knows (ResumePoint) which windows were reported and which
-records were counted.
+records were counted. A reader that finds another run committing on its partitions (two jobs on
+one group) says so once.
+
+Partitions added to the topic while the job runs are looked for every `kafka.partition_discovery`
+(the consumer's metadata is refreshed at half that): partition p belongs to reader p % readers,
+which claims it in its restriction (NewPartitions) and reads it from its beginning, its watermark
+starting at the reader's (a watermark cannot go back: the records it got before it was found are
+late data for windows still open, counted within allowed lateness).
 
 `kafka.readers` sets how many readers share the partitions. Prism (2.77) takes the watermark of
 the last checkpointed restriction as the whole read's, not the minimum over restrictions, so with
@@ -33,6 +41,7 @@ default); on Flink or Dataflow, which take the minimum, use up to one reader per
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -48,11 +57,15 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
 from kldrift import metrics
 from kldrift.events import NO_WATERMARK, EventBatch, EventDecoder, RecordBatch
 from kldrift.io import resume
+from kldrift.io.acked import acked_group, fetch_acked
 from kldrift.io.kafka_client import client_settings
 from kldrift.io.outage import Outage, is_unreachable
-from kldrift.io.resume import Offsets, Pending, ResumePoint
+from kldrift.io.resume import Offsets, PartitionResume, Pending, ResumePoint
 from kldrift.schemas.config import PipelineConfig
 
+_LOG = logging.getLogger(__name__)
+_NO_HOLD = 2**63 - 1
+"""No bound on the floor."""
 COMMIT_DELAY_S = 10.0
 """Offsets are committed for windows closed by the watermark of this long ago (wall clock): the
 time their reports have had to reach Kafka before a restart relies on them."""
@@ -91,6 +104,13 @@ class ReaderStart:
     partitions: tuple[int, ...] = ()
     floor_us: int = NO_WATERMARK
     read_to: Offsets = ()
+    reader: int = 0
+    readers: int = 1
+
+    def owns(self, partition: int) -> bool:
+        """Whether a partition found after the start is this reader's: partitions are dealt
+        round-robin, so partition p is reader p % readers's."""
+        return partition % self.readers == self.reader
 
 
 @dataclass(frozen=True)
@@ -116,6 +136,14 @@ class Claim:
     done_us: int
 
 
+@dataclass(frozen=True)
+class NewPartitions:
+    """Partitions added to the topic while the job runs, claimed by the reader that owns them, each
+    with the offset it is read from (its beginning)."""
+
+    offsets: Offsets
+
+
 class _OffsetsTracker(RestrictionTracker):
     """Claims read batches (Claim); splits only at a checkpoint (fraction 0), handing the rest and
     the pending batches to the residual."""
@@ -131,9 +159,16 @@ class _OffsetsTracker(RestrictionTracker):
     def current_restriction(self) -> PartitionOffsets:
         return self._restriction
 
-    def try_claim(self, position: Claim) -> bool:
+    def try_claim(self, position: Claim | NewPartitions) -> bool:
+        if self._checkpointed:
+            return False
+        if isinstance(position, NewPartitions):
+            for partition, offset in position.offsets:
+                self._next.setdefault(partition, offset)
+                self._pending.setdefault(partition, [])
+            return True
         partition = position.partition
-        if self._checkpointed or partition not in self._next:
+        if partition not in self._next:
             return False
         self._next[partition] = max(self._next[partition], position.next_offset)
         resume.add_pending(
@@ -226,6 +261,13 @@ class _ReaderWatermark(WatermarkEstimator):
         for partition in partitions:
             self._partitions.setdefault(partition, (NO_WATERMARK, now))
 
+    def add_partitions(self, partitions: list[int], now: float) -> None:
+        """Partitions found while the job runs start at the reader's watermark (it cannot go back):
+        their records are on time for every window still open, late within allowed lateness."""
+        current = min((wm for wm, _ in self._partitions.values()), default=NO_WATERMARK)
+        for partition in partitions:
+            self._partitions.setdefault(partition, (current, now))
+
     def partitions(self) -> list[int]:
         return list(self._partitions)
 
@@ -273,6 +315,11 @@ class _ReadPartitions(beam.DoFn):
         self._max_future_us = round(self._spec.max_future * 1_000_000)
         self._period_us = config.window.period_us
         self._horizon_us = config.window.size_us + config.window.allowed_lateness_us
+        self._window: resume.Window = (
+            config.window.size_us,
+            config.window.period_us,
+            config.window.allowed_lateness_us,
+        )
 
     def setup(self) -> None:
         self._decoder = EventDecoder(self._config)
@@ -281,6 +328,9 @@ class _ReadPartitions(beam.DoFn):
         self._published: dict[tuple[str, tuple[int, ...]], tuple[float, int | None]] = {}
         self._outages: dict[tuple[str, tuple[int, ...]], Outage] = {}
         self._confirmed: dict[tuple[str, tuple[int, ...]], tuple[float, frozenset[int]]] = {}
+        self._discovered: dict[tuple[str, int], float] = {}
+        self._known: dict[str, tuple[int, ...]] = {}
+        self._other_runs: set[str] = set()
         self._consumed = metrics.counter(metrics.RECORDS_CONSUMED)
 
     def teardown(self) -> None:
@@ -294,8 +344,13 @@ class _ReadPartitions(beam.DoFn):
         partitions = tuple(p for p, _ in offsets)
         consumer = self._consumers.get((topic, partitions))
         if consumer is None:
+            self._close_superseded(topic, partitions)
             settings = client_settings(self._spec, "consumer")
             settings.setdefault("bootstrap_timeout_ms", PROBE_TIMEOUT_MS)
+            # Metadata at half the partition discovery interval (kafka-python's default: 5 minutes).
+            settings.setdefault(
+                "metadata_max_age_ms", max(500, round(self._spec.partition_discovery * 500))
+            )
             consumer = KafkaConsumer(
                 **settings,
                 group_id=self._group_id,
@@ -309,6 +364,63 @@ class _ReadPartitions(beam.DoFn):
             if consumer.position(tp, timeout_ms=PROBE_TIMEOUT_MS) != offset:
                 consumer.seek(tp, offset)
         return consumer
+
+    def _close_superseded(self, topic: str, partitions: tuple[int, ...]) -> None:
+        """A reader that took on new partitions reads them with a new consumer: close the old."""
+        for key in [k for k in self._consumers if k[0] == topic and set(k[1]) < set(partitions)]:
+            self._consumers.pop(key).close()
+
+    def _acked_consumer(self) -> Any:
+        """A consumer of GROUP.acked, where the sinks commit their acknowledged progress; kept
+        among the DoFn's consumers (closed with them)."""
+        from kafka import KafkaConsumer
+
+        key = (acked_group(self._group_id), ())
+        consumer = self._consumers.get(key)
+        if consumer is None:
+            settings = client_settings(self._spec, "consumer")
+            settings.setdefault("bootstrap_timeout_ms", PROBE_TIMEOUT_MS)
+            consumer = KafkaConsumer(
+                **settings, group_id=acked_group(self._group_id), enable_auto_commit=False
+            )
+            self._consumers[key] = consumer
+        return consumer
+
+    def _discover(self, consumer: Any, element: ReaderStart, start: Offsets, now: float) -> Offsets:
+        """Partitions added to the topic since the start that this reader owns, with their
+        beginning offsets; looked for at most every kafka.partition_discovery."""
+        from kafka import TopicPartition
+
+        key = (element.topic, element.reader)
+        if now - self._discovered.get(key, 0.0) < self._spec.partition_discovery:
+            return ()
+        self._discovered[key] = now
+        try:
+            found = set(consumer.partitions_for_topic(element.topic))
+        except Exception as err:
+            if not is_unreachable(err):
+                raise
+            return ()
+        have = {p for p, _ in start}
+        self._known[element.topic] = tuple(sorted(found | set(element.partitions) | have))
+        new = sorted(
+            p for p in found if p not in have and p not in element.partitions and element.owns(p)
+        )
+        if not new:
+            return ()
+        tps = [TopicPartition(element.topic, p) for p in new]
+        try:
+            beginning = consumer.beginning_offsets(tps, timeout_ms=PROBE_TIMEOUT_MS)
+        except Exception as err:
+            if not is_unreachable(err):
+                raise
+            return ()
+        _LOG.warning(
+            "kafka: partition(s) %s added to %s: reading them from their beginning",
+            ", ".join(map(str, new)),
+            element.topic,
+        )
+        return tuple((p, int(beginning[tp])) for p, tp in zip(new, tps, strict=True))
 
     @beam.DoFn.unbounded_per_element()
     def process(
@@ -341,6 +453,12 @@ class _ReadPartitions(beam.DoFn):
         # Pending batches are dropped once closed by the job's floor (none while it is unknown).
         done_us = NO_WATERMARK if floor_us is None else floor_us
         watermark.sample(now)
+        added = self._discover(consumer, element, start, now) if outage.since is None else ()
+        if added:  # read from the next call, with a consumer assigned them too
+            if tracker.try_claim(NewPartitions(added)):
+                watermark.add_partitions([p for p, _ in added], now)
+                tracker.defer_remainder()
+            return
         started = time.monotonic()
         while True:
             polled = consumer.poll(timeout_ms=100)
@@ -439,7 +557,10 @@ class _ReadPartitions(beam.DoFn):
         allowed lateness of its newest event); for dead letters only, the watermark of the read."""
         if newest_us is None:
             return batch.watermark_us
-        return (newest_us // self._period_us) * self._period_us + self._horizon_us
+        closing = (newest_us // self._period_us) * self._period_us + self._horizon_us
+        # Its dead letters are stamped at least at the read's watermark (transforms.bin): the
+        # batch is done only once they are acknowledged too.
+        return max(closing, batch.watermark_us + 1)
 
     def _observed(
         self, batch: EventBatch, newest_us: int | None, watermark: Any, now: float
@@ -455,23 +576,58 @@ class _ReadPartitions(beam.DoFn):
     def _job_floor(
         self, consumer: Any, element: ReaderStart, start: Offsets, own_done_us: int, now: float
     ) -> int | None:
-        """The floor this reader may commit by (see kldrift.io.resume.job_floor): its own done
-        watermark when it reads every partition, else held back to the other readers' published
-        ones (fetched at most every COMMIT_INTERVAL_S; an older answer is only more cautious)."""
+        """The floor this reader may commit by (see kldrift.io.resume): its own done watermark,
+        held back to the other readers' published ones and to what the sinks have acknowledged
+        (kldrift.io.acked); None while either is unknown. Asked at most every COMMIT_INTERVAL_S
+        (an older answer is only more cautious)."""
         own = {p for p, _ in start}
-        others = [p for p in element.partitions if p not in own]
-        if not others:
-            return own_done_us
         key = (element.topic, tuple(sorted(own)))
         cached = self._published.get(key)
         if cached is not None and now - cached[0] < COMMIT_INTERVAL_S:
-            others_floor = cached[1]
+            held = cached[1]
         else:
-            others_floor = resume.published_floor(
-                element.run, _published(consumer, element.topic, others)
+            partitions = self._known.get(element.topic) or element.partitions
+            every = sorted(set(partitions) | own)
+            fetched = dict(zip(every, _published(consumer, element.topic, every), strict=True))
+            self._notice_other_runs(element, own, fetched)
+            others = [fetched[p] for p in every if p not in own]
+            others_floor = resume.published_floor(element.run, others) if others else None
+            acked = self._acked(element.run)
+            if acked is None or (others and others_floor is None):
+                held = None
+            else:
+                held = acked if others_floor is None else min(acked, others_floor)
+            self._published[key] = (now, held)
+        return None if held is None else min(own_done_us, held)
+
+    def _acked(self, run: str) -> int | None:
+        """What the sinks acknowledged in this run (kldrift.io.acked); without commits there is
+        no acknowledging step and nothing to hold the floor back for."""
+        if not self._spec.commit_offsets:
+            return _NO_HOLD
+        return fetch_acked(self._acked_consumer(), self._spec, run, PROBE_TIMEOUT_MS)
+
+    def _notice_other_runs(
+        self, element: ReaderStart, own: set[int], fetched: dict[int, PartitionResume | None]
+    ) -> None:
+        """Once this reader has committed, a commit of another run on its own partitions means a
+        second job reads with the same group: said once per other run."""
+        if (element.topic, tuple(sorted(own))) not in self._committed:
+            return
+        for partition in sorted(own):
+            fields = fetched.get(partition)
+            if fields is None or fields.run in ("", element.run) or fields.run in self._other_runs:
+                continue
+            self._other_runs.add(fields.run)
+            _LOG.warning(
+                "kafka: another job (run %s) commits offsets of group %s on %s partition %d: two "
+                "jobs share the consumer group, so each reads every partition and every window is "
+                "reported twice. Stop one of them, or give each its own kafka.group_id",
+                fields.run,
+                self._group_id,
+                element.topic,
+                partition,
             )
-            self._published[key] = (now, others_floor)
-        return None if others_floor is None else min(own_done_us, others_floor)
 
     def _commit(
         self,
@@ -511,7 +667,9 @@ class _ReadPartitions(beam.DoFn):
                 TopicPartition(element.topic, p): OffsetAndMetadata(
                     offset,
                     resume.encode(
-                        resume.PartitionResume(floor_us, read_to[p], element.run, own_done_us)
+                        resume.PartitionResume(
+                            floor_us, read_to[p], element.run, own_done_us, self._window
+                        )
                     ),
                     -1,
                 )
@@ -532,7 +690,7 @@ def _recovered(outage: Outage, watermark: Any, at: float) -> None:
     outage.reached(at)
 
 
-def _published(consumer: Any, topic: str, partitions: list[int]) -> list[Any]:
+def _published(consumer: Any, topic: str, partitions: list[int]) -> list[PartitionResume | None]:
     """The resume fields other readers committed for `partitions` (None where there are none),
     in one OffsetFetch request."""
     from kafka import TopicPartition
@@ -575,6 +733,8 @@ def reader_starts(
             read_to=tuple(
                 (p, read_to[(topic, p)]) for p in partitions[i::count] if (topic, p) in read_to
             ),
+            reader=i,
+            readers=count,
         )
         for i in range(count)
     ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import NoReturn
 
 FIRST_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 5.0
@@ -27,17 +28,39 @@ class KafkaOutageError(RuntimeError):
     """Kafka stayed unreachable longer than kafka.outage_timeout (one line, no secrets)."""
 
 
+class TopicMissingError(KafkaOutageError):
+    """A topic the job writes to does not exist (deleted while it ran) and the broker does not
+    create it: the job stops as after an outage, in one line, with nothing committed past what
+    was written."""
+
+
 OUTAGE_MARK = "kafka.outage_timeout"
 """In every KafkaOutageError message: how its traces in runner logs are recognised."""
+MISSING_MARK = "does not exist (deleted?)"
+"""In every TopicMissingError message, likewise."""
 
 
 def outage_line(text: str) -> str | None:
-    """The KafkaOutageError message in a job failure's text (a runner's traceback), or None."""
-    marker = f"{KafkaOutageError.__name__}: "
-    at = text.rfind(marker)
+    """The KafkaOutageError (or TopicMissingError) message in a job failure's text (a runner's
+    traceback), or None."""
+    found = [
+        (text.rfind(marker), marker)
+        for marker in (f"{KafkaOutageError.__name__}: ", f"{TopicMissingError.__name__}: ")
+    ]
+    at, marker = max(found)
     if at < 0:
         return None
     return text[at + len(marker) :].splitlines()[0].split(" [while running")[0].strip()
+
+
+def stop_job(err: KafkaOutageError) -> NoReturn:
+    """Raise `err` after handing it to the in-process caller, if any, to stop the job in one line
+    (see on_timeout)."""
+    handler = _timeout_handler
+    if handler is not None:
+        handler(err)
+        time.sleep(HANDOFF_S)  # the job is being cancelled, this process ends meanwhile
+    raise err from None
 
 
 class DropOutageTraces(logging.Filter):
@@ -48,7 +71,8 @@ class DropOutageTraces(logging.Filter):
         if record.exc_info and isinstance(record.exc_info[1], KafkaOutageError):
             return False
         try:
-            return OUTAGE_MARK not in record.getMessage()
+            message = record.getMessage()
+            return OUTAGE_MARK not in message and MISSING_MARK not in message
         except Exception:  # a malformed record: not ours to judge
             return True
 
@@ -99,10 +123,6 @@ class Outage:
                 f"{OUTAGE_MARK} ({self.timeout_s:g} s): {self.what} stopped "
                 f"({type(err).__name__})"
             )
-            handler = _timeout_handler
-            if handler is not None:
-                handler(gave_up)
-                time.sleep(HANDOFF_S)  # the job is being cancelled, this process ends meanwhile
-            raise gave_up from None
+            stop_job(gave_up)
         self._failures += 1
         return min(MAX_BACKOFF_S, FIRST_BACKOFF_S * 2 ** (self._failures - 1))

@@ -1,7 +1,7 @@
 """The restart protocol of the Kafka source: what a reader commits, and what a restart reads back.
 
 A reader commits, per partition, an offset behind what it read, with metadata
-``{"kldrift": 2, "run", "floor_us", "read_to", "done_us"}``:
+``{"kldrift": 3, "run", "floor_us", "read_to", "done_us", "window"}``:
 
 * ``floor_us``: every window whose end + allowed_lateness <= it has been reported (by this run or
   an earlier one). Each partition's floor is such a claim on its own, so a restart may take the
@@ -10,6 +10,14 @@ A reader commits, per partition, an offset behind what it read, with metadata
 * ``read_to``: the records before it were read (binned or dead-lettered) by some run.
 * ``done_us``: the committing reader's own watermark COMMIT_DELAY_S ago, published for the other
   readers of the same run (``run``).
+* ``window``: ``[size_us, period_us, allowed_lateness_us]``, what the floor and the offsets mean. A
+  restart with another window refuses (``geometry_change``) unless told to reset its resume point
+  (``reset_for_window``), which reports only windows complete from the committed offsets on.
+
+The floor never passes what the sinks have acknowledged: a step after both sinks (kldrift.io.acked)
+commits, to the group ``GROUP.acked`` on partition 0 of the report topic, the event time before
+which every report and dead letter was acknowledged by the broker (``{"kldrift": 3, "run",
+"acked_us"}``); each reader commits by the minimum of its floor and that.
 
 With several readers a window is reported only once the slowest reader's watermark passes it, so a
 reader may not commit past a window because its own watermark has: its floor is the minimum of its
@@ -35,8 +43,13 @@ from kldrift.events import NO_WATERMARK
 if TYPE_CHECKING:
     from kldrift.schemas.config import KafkaSpec
 
-METADATA_VERSION = 2
-_READABLE_VERSIONS = (1, 2)
+METADATA_VERSION = 3
+_READABLE_VERSIONS = (1, 2, 3)
+ACKED_GROUP_SUFFIX = ".acked"
+"""The sinks' acknowledged progress is committed to the group GROUP + this (kldrift.io.acked)."""
+
+Window = tuple[int, int, int]
+"""(size_us, period_us, allowed_lateness_us): what a resume point's floor and offsets mean."""
 
 Offsets = tuple[tuple[int, int], ...]
 """((partition, next offset to read), ...), sorted by partition."""
@@ -58,6 +71,8 @@ class ResumePoint:
 
     floor_us: int
     read_to: dict[tuple[str, int], int]
+    window: Window | None = None
+    """The window the previous run reported with (None: written by kldrift before it was kept)."""
 
     def read_before(self, source: str, partition: int, offset: int) -> bool:
         return offset < self.read_to.get((source, partition), -1)
@@ -108,19 +123,21 @@ class PartitionResume:
     read_to: int
     run: str = ""
     done_us: int = NO_WATERMARK
+    window: Window | None = None
 
 
 def encode(resume: PartitionResume) -> str:
     """A committed offset's metadata (Kafka keeps up to offset.metadata.max.bytes, 4 KiB)."""
-    return json.dumps(
-        {
-            "kldrift": METADATA_VERSION,
-            "run": resume.run,
-            "floor_us": resume.floor_us,
-            "read_to": resume.read_to,
-            "done_us": resume.done_us,
-        }
-    )
+    fields: dict[str, object] = {
+        "kldrift": METADATA_VERSION,
+        "run": resume.run,
+        "floor_us": resume.floor_us,
+        "read_to": resume.read_to,
+        "done_us": resume.done_us,
+    }
+    if resume.window is not None:
+        fields["window"] = list(resume.window)
+    return json.dumps(fields)
 
 
 def decode(metadata: str | None) -> PartitionResume | None:
@@ -130,12 +147,37 @@ def decode(metadata: str | None) -> PartitionResume | None:
         fields = json.loads(metadata or "")
         if not isinstance(fields, dict) or fields.get("kldrift") not in _READABLE_VERSIONS:
             return None
+        window = fields.get("window")
         return PartitionResume(
             floor_us=int(fields["floor_us"]),
             read_to=int(fields["read_to"]),
             run=str(fields.get("run", "")),
             done_us=int(fields.get("done_us", NO_WATERMARK)),
+            window=None if window is None else _window(window),
         )
+    except (ValueError, TypeError, KeyError):
+        return None
+
+
+def _window(value: object) -> Window:
+    if not isinstance(value, list) or len(value) != 3:
+        raise ValueError(f"not a window: {value!r}")
+    size_us, period_us, lateness_us = (int(v) for v in value)
+    return size_us, period_us, lateness_us
+
+
+def encode_acked(run: str, acked_us: int) -> str:
+    """The sinks' acknowledged progress (see the module docstring), as commit metadata."""
+    return json.dumps({"kldrift": METADATA_VERSION, "run": run, "acked_us": acked_us})
+
+
+def decode_acked(metadata: str | None, run: str) -> int | None:
+    """The acknowledged progress this run's sinks committed; None if none (or another run's)."""
+    try:
+        fields = json.loads(metadata or "")
+        if not isinstance(fields, dict) or fields.get("run") != run:
+            return None
+        return int(fields["acked_us"])
     except (ValueError, TypeError, KeyError):
         return None
 
@@ -143,17 +185,51 @@ def decode(metadata: str | None) -> PartitionResume | None:
 def resume_point(topic: str, committed: Mapping[int, str | None]) -> ResumePoint | None:
     """What a restart takes from the committed metadata per partition: the newest floor (each is
     a claim of its own) and the offsets read; None when no partition carries kldrift's metadata."""
-    floors: list[int] = []
+    newest: PartitionResume | None = None
     read_to: dict[tuple[str, int], int] = {}
     for partition, metadata in committed.items():
         fields = decode(metadata)
         if fields is None:
             continue
-        floors.append(fields.floor_us)
+        if newest is None or fields.floor_us > newest.floor_us:
+            newest = fields
         read_to[(topic, partition)] = fields.read_to
-    if not read_to:
+    if newest is None:
         return None
-    return ResumePoint(floor_us=max(floors), read_to=read_to)
+    return ResumePoint(floor_us=newest.floor_us, read_to=read_to, window=newest.window)
+
+
+def geometry_change(resume: ResumePoint, window: Window) -> str | None:
+    """What differs between the window a resume point was written with and `window` (None if
+    nothing does, nothing was reported yet, or the point predates kept windows)."""
+    if resume.window is None or resume.floor_us == NO_WATERMARK or resume.window == window:
+        return None
+    names = ("window.size", "window.period", "window.allowed_lateness")
+    return ", ".join(
+        f"{name} {before / 1e6:g} s -> {after / 1e6:g} s"
+        for name, before, after in zip(names, resume.window, window, strict=True)
+        if before != after
+    )
+
+
+def complete_from_us(resume: ResumePoint) -> int:
+    """The earliest event time from which the committed offsets hold every record: a record before
+    them belongs only to windows closed by the floor, so its pane started at or before
+    floor - size - allowed_lateness of the window it was counted in."""
+    assert resume.window is not None
+    size_us, period_us, lateness_us = resume.window
+    return resume.floor_us - size_us - lateness_us + period_us
+
+
+def reset_for_window(resume: ResumePoint, window: Window) -> ResumePoint:
+    """A resume point for a changed `window` (`kldrift run --reset-resume`): read from the
+    committed offsets as before, but report only the new windows starting at or after
+    complete_from_us (complete from there on); earlier ones are counted as reported."""
+    size_us, _, lateness_us = window
+    first_start_us = complete_from_us(resume)
+    # reported_until_us = floor - lateness; windows ending after it start at >= first_start_us.
+    floor_us = first_start_us + size_us - 1 + lateness_us
+    return ResumePoint(floor_us=floor_us, read_to=resume.read_to, window=window)
 
 
 def published_floor(run: str, others: Iterable[PartitionResume | None]) -> int | None:

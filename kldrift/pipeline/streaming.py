@@ -17,6 +17,7 @@ import apache_beam as beam
 
 from kldrift import metrics
 from kldrift.events import NO_WATERMARK
+from kldrift.io.acked import PublishAcknowledged
 from kldrift.io.baselines import BaselineTopic, topic_of
 from kldrift.io.kafka_client import (
     KafkaSetupError,
@@ -28,7 +29,13 @@ from kldrift.io.kafka_client import (
 from kldrift.io.kafka_sink import WriteDeadLetters, WriteReports
 from kldrift.io.kafka_source import ReaderStart, ReadEventsFromKafka, reader_starts
 from kldrift.io.outage import DropOutageTraces, KafkaOutageError, on_timeout, outage_line
-from kldrift.io.resume import ResumePoint, read_resume_point
+from kldrift.io.resume import (
+    ResumePoint,
+    complete_from_us,
+    geometry_change,
+    read_resume_point,
+    reset_for_window,
+)
 from kldrift.pipeline.options import flag_value, is_flink_runner, pipeline_options, runner_name
 from kldrift.schemas.baseline import Baseline
 from kldrift.schemas.config import KafkaSpec, PipelineConfig
@@ -62,13 +69,22 @@ def build_streaming(
         | "ReadFromKafka" >> ReadEventsFromKafka(config, starts, group_id_of(config))
         | "SlidingKLDivergence" >> SlidingKLFromBatches(config, baseline, updates, resume)
     )
-    _ = outputs[REPORTS] | "WriteReports" >> WriteReports(config.kafka)
-    _ = outputs[DEAD_LETTERS] | "WriteDeadLetters" >> WriteDeadLetters(config.kafka)
+    written = (
+        outputs[REPORTS] | "WriteReports" >> WriteReports(config.kafka),
+        outputs[DEAD_LETTERS] | "WriteDeadLetters" >> WriteDeadLetters(config.kafka),
+    )
+    if config.kafka.commit_offsets:
+        run = starts[0].run if starts else ""
+        _ = written | "Acknowledged" >> PublishAcknowledged(config.kafka, group_id_of(config), run)
 
 
-def resolve_starts(config: PipelineConfig) -> tuple[list[ReaderStart], ResumePoint | None]:
+def resolve_starts(
+    config: PipelineConfig, reset_resume: bool = False
+) -> tuple[list[ReaderStart], ResumePoint | None]:
     """Create or check topics, discover the input's partitions and where to start in each; with
-    `start_from: committed`, also what previous runs reported and read (None: a first run)."""
+    `start_from: committed`, also what previous runs reported and read (None: a first run).
+    A resume point written with another window is refused (ResumeMismatch) unless `reset_resume`
+    (see kldrift.io.resume.reset_for_window)."""
     spec = config.kafka
     assert spec is not None
     ensure_topics(
@@ -82,6 +98,8 @@ def resolve_starts(config: PipelineConfig) -> tuple[list[ReaderStart], ResumePoi
     resume = None
     if spec.start_from == "committed":
         resume = read_resume_point(spec, spec.input_topic, partitions, group_id)
+        if resume is not None:
+            resume = checked_resume(config, resume, group_id, reset_resume)
     starts = reader_starts(
         spec.input_topic,
         dict(zip(partitions, offsets, strict=True)),
@@ -90,6 +108,33 @@ def resolve_starts(config: PipelineConfig) -> tuple[list[ReaderStart], ResumePoi
         resume_from=resume,
     )
     return starts, resume
+
+
+class ResumeMismatch(KafkaSetupError):
+    """The group's resume point was written with another window: resuming would report partial
+    windows."""
+
+
+def checked_resume(
+    config: PipelineConfig, resume: ResumePoint, group_id: str, reset_resume: bool
+) -> ResumePoint:
+    """`resume` if it was written with this config's window; with `reset_resume`, one for the new
+    window (reporting only windows complete from the committed offsets on); else ResumeMismatch
+    naming the change and the choices."""
+    spec = config.window
+    window = (spec.size_us, spec.period_us, spec.allowed_lateness_us)
+    change = geometry_change(resume, window)
+    if change is None:
+        return resume
+    if reset_resume:
+        return reset_for_window(resume, window)
+    first = datetime.fromtimestamp(complete_from_us(resume) / 1e6, UTC).isoformat()
+    raise ResumeMismatch(
+        f"group {group_id} was committed with another window ({change}): resuming from its "
+        f"offsets would report partial windows. Pass --reset-resume to resume anyway (windows "
+        f"starting before {first} are then not reported), or set kafka.group_id to a new group "
+        "(with start_from: earliest or timestamp) to start afresh"
+    )
 
 
 def _resume_line(resume: ResumePoint | None) -> list[str]:
@@ -150,7 +195,12 @@ def _watching(config: PipelineConfig) -> str:
     return f"; watching {config.baseline} every {config.baseline_refresh:g} s"
 
 
-def run_streaming(config: PipelineConfig, baseline: Baseline, beam_args: Sequence[str] = ()) -> int:
+def run_streaming(
+    config: PipelineConfig,
+    baseline: Baseline,
+    beam_args: Sequence[str] = (),
+    reset_resume: bool = False,
+) -> int:
     """Run until cancelled; Ctrl-C (SIGINT) or SIGTERM cancels the job cleanly and returns 130 or
     143 (128 + the signal's number, the shell's convention).
 
@@ -159,7 +209,7 @@ def run_streaming(config: PipelineConfig, baseline: Baseline, beam_args: Sequenc
     spec: KafkaSpec | None = config.kafka
     if spec is None:
         raise KafkaSetupError("the config has no `kafka:` section")
-    starts, resume = resolve_starts(config)
+    starts, resume = resolve_starts(config, reset_resume)
     restore = savepoint_of(beam_args)
     if restore is not None:
         resume = None  # the restored state is the truth; its readers resume where it says

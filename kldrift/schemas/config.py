@@ -189,6 +189,12 @@ class KafkaSpec(_Frozen):
         "clock cannot close every window early",
     )
     poll_max_records: int = Field(default=2000, ge=1, description="records per poll (a batch)")
+    partition_discovery: Duration = Field(
+        default=5.0,
+        gt=0,
+        description="how often a running job looks for partitions added to input_topic; a new "
+        "one is read from its beginning, whatever start_from says",
+    )
     readers: int = Field(
         default=1,
         ge=1,

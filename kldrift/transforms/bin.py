@@ -74,8 +74,11 @@ class BinPanes(beam.DoFn):
     def process(
         self, batch: EventBatch, timestamp: Any = beam.DoFn.TimestampParam
     ) -> Iterator[Any]:
+        # Dead letters are stamped at least at the read's watermark, never late downstream: the
+        # step after the sinks (kldrift.io.acked) then knows when they are written.
+        dead_stamp = Timestamp(micros=max(timestamp.micros, batch.watermark_us))
         for dead_letter in batch.dead_letters:
-            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, dead_letter)
+            yield _dead(dead_letter, dead_stamp)
         self._dead.inc(len(batch.dead_letters))
         if not batch.events:
             return
@@ -84,7 +87,7 @@ class BinPanes(beam.DoFn):
             batch, pane_start = self._skip_already_reported(batch, pane_start, self._resume)
         on_time = self._split_too_late(batch, pane_start)
         for dead_letter in on_time[1]:
-            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, dead_letter)
+            yield _dead(dead_letter, dead_stamp)
         events, keys, pane_start = on_time[0]
         if not events:
             return
@@ -186,6 +189,10 @@ class BinPanes(beam.DoFn):
             yield TimestampedValue(
                 (distinct_keys[groups[0, g]], histogram), Timestamp(micros=stamp_us)
             )
+
+
+def _dead(dead_letter: DeadLetter, stamp: Timestamp) -> beam.pvalue.TaggedOutput:
+    return beam.pvalue.TaggedOutput(DEAD_LETTERS, TimestampedValue(dead_letter, stamp))
 
 
 def _rfc3339_us(micros: int) -> str:

@@ -9,7 +9,13 @@ import pytest
 from apache_beam.io.iobase import RestrictionProgress
 from apache_beam.runners.worker.bundle_processor import DataInputOperation
 
-from kldrift.io.kafka_source import Claim, PartitionOffsets, _OffsetsTracker, reader_starts
+from kldrift.io.kafka_source import (
+    Claim,
+    NewPartitions,
+    PartitionOffsets,
+    _OffsetsTracker,
+    reader_starts,
+)
 from kldrift.io.resume import add_pending, safe_offsets
 
 
@@ -82,3 +88,36 @@ def test_partitions_are_dealt_to_readers_round_robin() -> None:
     starts = reader_starts("t", {0: 10, 1: 11, 2: 12}, readers=2)
     assert [s.offsets for s in starts] == [((0, 10), (2, 12)), ((1, 11),)]
     assert len(reader_starts("t", {0: 1}, readers=4)) == 1
+
+
+def test_partitions_added_later_go_to_the_reader_that_would_have_been_dealt_them() -> None:
+    """Partition p is reader p % readers's, as the round-robin deal at the start made it: the
+    partitions 3 and 4 added to a 3-partition topic read by 2 readers go to readers 1 and 0."""
+    starts = reader_starts("t", {0: 0, 1: 0, 2: 0}, readers=2)
+    assert [[p for p in range(6) if s.owns(p)] for s in starts] == [[0, 2, 4], [1, 3, 5]]
+    for start in starts:  # the deal at the start follows the same rule
+        assert all(start.owns(p) for p, _ in start.offsets)
+
+
+def test_a_claimed_new_partition_is_read_from_its_offset_and_survives_a_checkpoint() -> None:
+    tracker = _OffsetsTracker(PartitionOffsets(((0, 5),)))
+    assert tracker.try_claim(NewPartitions(((3, 0),)))
+    assert tracker.try_claim(Claim(3, 4, first_offset=0, closing_us=100, done_us=0))
+    _, residual = tracker.try_split(0)
+    assert residual == PartitionOffsets(((0, 5), (3, 4)), None, ((3, 0, 100),))
+    assert not tracker.try_claim(NewPartitions(((4, 0),)))  # nothing after the checkpoint
+
+
+def test_a_new_partition_starts_at_the_readers_watermark_never_holding_it_back_to_the_start() -> (
+    None
+):
+    from kldrift.io.kafka_source import _ReaderWatermark
+
+    watermark = _ReaderWatermark(None)
+    watermark.start([0, 1], now=100.0)
+    watermark.records_seen(0, 5_000_000, now=100.0)
+    watermark.records_seen(1, 7_000_000, now=100.0)
+    watermark.add_partitions([2], now=101.0)
+    assert watermark.partition_watermark(2) == 5_000_000
+    assert watermark.current_watermark().micros == 5_000_000
+    assert watermark.idle_partitions(102.0, idle_s=2.0) == [0, 1]  # 2 is quiet only from 101 s
