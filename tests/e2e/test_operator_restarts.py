@@ -134,6 +134,7 @@ def test_a_second_job_on_the_same_group_is_noticed_in_one_line(
             wait_for(lambda: bool(tail.poll()), 90, "reports")
             wait_for(lambda: bool(committed(kafka_bootstrap, group, topic)), 60, "a commit")
             time.sleep(8)  # both commit, each sees the other's
+        tail.poll()  # what the jobs wrote before they stopped
     finally:
         events.stop()
         tail.close()
@@ -141,4 +142,18 @@ def test_a_second_job_on_the_same_group_is_noticed_in_one_line(
         said = [line for line in job.output.splitlines() if "another job (run " in line]
         assert len(said) == 1, job.output[-3000:]
         assert f"group {group}" in said[0] and "kafka.group_id" in said[0]
-    print(f"double deploy: {said[0]}")
+    # Each job counts every event: a window's reports (both jobs', every revision) reach its
+    # count and never pass it.
+    expected = _expected(events.sent, 4)
+    most: dict = {}
+    for report in tail.reports:
+        window = (report.key, report.window_start.timestamp())
+        most[window] = max(most.get(window, 0), report.count)
+    wrong = sorted((w, n, expected[w]) for w, n in most.items() if n != expected[w])
+    twice = Counter((r.key, r.window_start.timestamp(), r.revision) for r in tail.reports)
+    print(
+        f"double deploy: {len(most)} (key, window)s reported, {len(wrong)} wrong, "
+        f"{sum(1 for n in twice.values() if n > 1)} (key, window, revision)s reported twice; "
+        f"totals {one.totals} / {two.totals}; said: {said[0]}"
+    )
+    assert not wrong, wrong[:5]
