@@ -78,8 +78,7 @@ class _PublishAcked(beam.DoFn):
         if (newest.read() or NO_WATERMARK) < stamp_us:
             newest.write(stamp_us)
         if armed.read() is None:
-            timer.set(Timestamp(micros=stamp_us + TIMER_STEP_US))
-            armed.write(stamp_us + TIMER_STEP_US)
+            _arm(timer, armed, stamp_us + TIMER_STEP_US)
         return iter(())
 
     @userstate.on_timer(FIRE)
@@ -94,8 +93,7 @@ class _PublishAcked(beam.DoFn):
         self._publish(acked_us)
         newest_us = newest.read()
         if newest_us is not None and newest_us + TIMER_STEP_US > acked_us:
-            timer.set(Timestamp(micros=newest_us + TIMER_STEP_US))
-            armed.write(newest_us + TIMER_STEP_US)
+            _arm(timer, armed, newest_us + TIMER_STEP_US)
         else:
             armed.clear()
         return iter(())
@@ -124,6 +122,11 @@ class _PublishAcked(beam.DoFn):
             if not is_unreachable(err):
                 raise
             _LOG.debug("acknowledged progress not committed (%s)", err)
+
+
+def _arm(timer: Any, armed: Any, at_us: int) -> None:
+    timer.set(Timestamp(micros=at_us))
+    armed.write(at_us)
 
 
 def fetch_acked(consumer: Any, spec: KafkaSpec, run: str, timeout_ms: int) -> int | None:

@@ -121,6 +121,14 @@ def install() -> None:
     kafka.setLevel(logging.INFO)  # "Connected" and "Initializing connection" are INFO
     kafka.propagate = False
     kafka.addHandler(KafkaStateLog())
+    # The reader's own lines for an operator ("kafka: partition(s) 3 added to ...", "kafka:
+    # another job ... commits offsets of group ..."): as they are, without a logger prefix.
+    reader = logging.getLogger("kldrift.io.kafka_source")
+    plain = logging.StreamHandler(sys.stderr)
+    plain.setFormatter(logging.Formatter("%(message)s"))
+    plain.setLevel(logging.WARNING)
+    reader.addHandler(plain)
+    reader.propagate = False
 
 
 def kafka_error_line(err: BaseException) -> str | None:

@@ -305,10 +305,13 @@ class _ReaderWatermarks(WatermarkEstimatorProvider):
 
 
 class _ReadPartitions(beam.DoFn):
-    def __init__(self, config: PipelineConfig, group_id: str) -> None:
+    def __init__(self, config: PipelineConfig, group_id: str, run: str = "") -> None:
         assert config.kafka is not None
         self._config = config
         self._spec = config.kafka
+        # This job's run, as the Acknowledged step knows it. Not the elements' `run`: a Flink job
+        # restored from a checkpoint carries the elements (and their run) of the job it restores.
+        self._run = run
         self._group_id = group_id
         self._max_delay_us = round(self._spec.max_delay * 1_000_000)
         self._idle_s = self._spec.idle_timeout
@@ -592,7 +595,7 @@ class _ReadPartitions(beam.DoFn):
             self._notice_other_runs(element, own, fetched)
             others = [fetched[p] for p in every if p not in own]
             others_floor = resume.published_floor(element.run, others) if others else None
-            acked = self._acked(element.run)
+            acked = self._acked()
             if acked is None or (others and others_floor is None):
                 held = None
             else:
@@ -600,12 +603,12 @@ class _ReadPartitions(beam.DoFn):
             self._published[key] = (now, held)
         return None if held is None else min(own_done_us, held)
 
-    def _acked(self, run: str) -> int | None:
+    def _acked(self) -> int | None:
         """What the sinks acknowledged in this run (kldrift.io.acked); without commits there is
         no acknowledging step and nothing to hold the floor back for."""
         if not self._spec.commit_offsets:
             return _NO_HOLD
-        return fetch_acked(self._acked_consumer(), self._spec, run, PROBE_TIMEOUT_MS)
+        return fetch_acked(self._acked_consumer(), self._spec, self._run, PROBE_TIMEOUT_MS)
 
     def _notice_other_runs(
         self, element: ReaderStart, own: set[int], fetched: dict[int, PartitionResume | None]
@@ -751,11 +754,10 @@ class ReadEventsFromKafka(beam.PTransform):
         self._group_id = group_id
 
     def expand(self, pipeline: beam.pvalue.PBegin) -> beam.PCollection[EventBatch]:
+        run = self._starts[0].run if self._starts else ""
+        read = _ReadPartitions(self._config, self._group_id, run)
         return (
             pipeline
             | "Partitions" >> beam.Create(self._starts)
-            | "Read"
-            >> beam.ParDo(_ReadPartitions(self._config, self._group_id)).with_output_types(
-                EventBatch
-            )
+            | "Read" >> beam.ParDo(read).with_output_types(EventBatch)
         )
