@@ -5,7 +5,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 basetemp=$(mktemp -d "${TMPDIR:-/tmp}/kldrift-test.XXXXXX")
 before=$(.venv/bin/python scripts/leftovers.py snapshot)
-.venv/bin/pytest -n 2 --dist loadfile --no-loadscope-reorder --basetemp "$basetemp" --durations=10 "$@"
+.venv/bin/pytest -n "${KLDRIFT_TEST_WORKERS:-3}" --dist loadfile --no-loadscope-reorder --basetemp "$basetemp" --durations=10 "$@"
 rc=$?
 if [ "$rc" -eq 5 ]; then
   echo "test: pytest collected no tests" >&2

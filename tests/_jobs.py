@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -108,6 +109,22 @@ def window_starts(t: float, size_s: int, period_s: int) -> list[float]:
     """The starts of the sliding windows holding event time `t`."""
     last = math.floor(t / period_s) * period_s
     return [float(last - i * period_s) for i in range(size_s // period_s)]
+
+
+def window_counts(events: list[dict], size_s: int, period_s: int) -> Counter:
+    """Worked out here, independently of kldrift: the number of `events` in each (key, window
+    start) of sliding windows `size_s` every `period_s` (the synthetic events' key is `model`)."""
+    counts: Counter = Counter()
+    for event in events:
+        for start in window_starts(event["ts"], size_s, period_s):
+            counts[(event["model"], start)] += 1
+    return counts
+
+
+def last_counts(reports: list[DriftReport]) -> dict[tuple[str | None, float], int]:
+    """Each (key, window start)'s count in the newest of its reports (`reports` in the order they
+    reached the topic)."""
+    return {(r.key, r.window_start.timestamp()): r.count for r in reports}
 
 
 def run_cli(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:

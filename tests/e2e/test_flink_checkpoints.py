@@ -21,6 +21,7 @@ from _jobs import (
     latency_job,
     streaming_job,
     wait_for,
+    window_counts,
     window_starts,
 )
 
@@ -150,10 +151,7 @@ def test_checkpointed_flink_job_reports_promptly_and_restores_exactly(
     # Both runs: every window holding events is reported, every report has its window's complete
     # count (nothing counted twice, nothing lost across the restore), and a window reported by
     # both runs (it closed after the checkpoint) is reported identically.
-    expected: Counter = Counter()
-    for event in events.sent:
-        for start in window_starts(event["ts"], SIZE_S, PERIOD_S):
-            expected[(event["model"], start)] += 1
+    expected = window_counts(events.sent, SIZE_S, PERIOD_S)
     reports: list[DriftReport] = tail.reports
     wrong = [
         f"{r.key} window {r.window_start.timestamp() - stopped_at:+.1f} s from the stop, "

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -15,9 +14,11 @@ from _jobs import (
     LiveEvents,
     ReportTail,
     job_kafka,
+    last_counts,
     latency_job,
     streaming_job,
     wait_for,
+    window_counts,
     window_starts,
 )
 from kafka import KafkaAdminClient
@@ -91,13 +92,8 @@ def test_partitions_added_while_running_and_while_stopped_are_read_and_counted(
         events.stop()
         tail.close()
 
-    expected: Counter = Counter()
-    for event in events.sent:
-        for start in window_starts(event["ts"], SIZE_S, PERIOD_S):
-            expected[(event["model"], start)] += 1
-    last: dict = {}
-    for report in tail.reports:  # in the order they reached the topic
-        last[(report.key, report.window_start.timestamp())] = report.count
+    expected = window_counts(events.sent, SIZE_S, PERIOD_S)
+    last = last_counts(tail.reports)
     first_event = min(e["ts"] for e in events.sent)
     # Windows starting before the first event also hold only what was produced: all checked.
     checked = {w for w in expected if w[1] >= first_event - SIZE_S}

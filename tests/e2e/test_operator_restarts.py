@@ -22,6 +22,7 @@ from _jobs import (
     run_cli,
     streaming_job,
     wait_for,
+    window_counts,
     window_starts,
 )
 
@@ -30,14 +31,6 @@ from kldrift.local.kafka import create_topics
 pytestmark = pytest.mark.services
 
 PERIOD_S, LATENESS_S = 2, 2
-
-
-def _expected(sent: list[dict], size_s: int) -> Counter:
-    counts: Counter = Counter()
-    for event in sent:
-        for start in window_starts(event["ts"], size_s, PERIOD_S):
-            counts[(event["model"], start)] += 1
-    return counts
 
 
 def test_a_changed_window_is_refused_and_reset_resume_reports_only_complete_windows(
@@ -88,7 +81,7 @@ def test_a_changed_window_is_refused_and_reset_resume_reports_only_complete_wind
     assert "--reset-resume" in errors[0] and "kafka.group_id" in errors[0]
     assert "Traceback" not in refused.stderr
 
-    expected = _expected(events.sent, 8)
+    expected = window_counts(events.sent, 8, PERIOD_S)
     resized_reports = tail.reports[first_report:]
     eight_s = [r for r in resized_reports if (r.window_end - r.window_start).total_seconds() == 8]
     assert eight_s, "the resized job reported no 8 s window"
@@ -144,7 +137,7 @@ def test_a_second_job_on_the_same_group_is_noticed_in_one_line(
         assert f"group {group}" in said[0] and "kafka.group_id" in said[0]
     # Each job counts every event: a window's reports (both jobs', every revision) reach its
     # count and never pass it.
-    expected = _expected(events.sent, 4)
+    expected = window_counts(events.sent, 4, PERIOD_S)
     most: dict = {}
     for report in tail.reports:
         window = (report.key, report.window_start.timestamp())

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -16,10 +15,12 @@ from _jobs import (
     ReportTail,
     committed,
     job_kafka,
+    last_counts,
     latency_job,
     parse_totals,
     streaming_job,
     wait_for,
+    window_counts,
     window_starts,
 )
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
@@ -133,14 +134,9 @@ def test_deleted_output_topics_stop_the_job_in_one_line_and_a_restart_loses_noth
         assert job.returncode == 1
     assert POISON in _dead_letters(kafka_bootstrap, dead)
 
-    expected: Counter = Counter()
-    for event in events.sent:
-        for start in window_starts(event["ts"], SIZE_S, PERIOD_S):
-            expected[(event["model"], start)] += 1
-    last: dict = {}
-    for tail in tails:  # the first topic's reports, then the recreated one's, in arrival order
-        for report in tail.reports:
-            last[(report.key, report.window_start.timestamp())] = report.count
+    expected = window_counts(events.sent, SIZE_S, PERIOD_S)
+    # The first topic's reports, then the recreated one's, in the order they arrived.
+    last = last_counts([report for tail in tails for report in tail.reports])
     missing = sorted(w for w in expected if w not in last)
     wrong = sorted(
         (w, last[w], expected[w]) for w in expected if w in last and last[w] != expected[w]

@@ -26,6 +26,7 @@ from _jobs import (
     latency_job,
     streaming_job,
     wait_for,
+    window_counts,
     window_starts,
 )
 from kafka import KafkaConsumer, KafkaProducer
@@ -184,10 +185,7 @@ def test_broker_outage_under_a_live_stream_loses_no_window_and_counts_each_event
     assert produced_in_outage > 0.5 * OUTAGE_S * 40  # the producer kept going meanwhile
 
     # Expected, counted here from the events the broker acknowledged.
-    expected: Counter = Counter()
-    for event in acked:
-        for start in window_starts(event["ts"], SIZE_S, PERIOD_S):
-            expected[(event["model"], start)] += 1
+    expected = window_counts(acked, SIZE_S, PERIOD_S)
     latest: dict[tuple[str, float], tuple[int, int]] = {}
     seen: dict[tuple[str, float, int], int] = {}
     for report in tail.reports:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from _jobs import (
     latency_job,
     streaming_job,
     wait_for,
+    window_counts,
     window_starts,
 )
 from kafka import KafkaConsumer, TopicPartition
@@ -123,10 +123,7 @@ def test_restart_from_committed_offsets_loses_no_window_and_counts_each_event_on
     assert "  resumes  windows closed by" in run_b.output
 
     # Expected, counted here: every (key, window) holding an event, with its event count.
-    expected: Counter = Counter()
-    for event in events.sent:
-        for start in window_starts(event["ts"], SIZE_S, PERIOD_S):
-            expected[(event["model"], start)] += 1
+    expected = window_counts(events.sent, SIZE_S, PERIOD_S)
 
     # Every report of either run has its window's complete count: none is partial.
     for report in reports_a + reports_b:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from _jobs import (
     job_kafka,
     streaming_job,
     wait_for,
-    window_starts,
+    window_counts,
 )
 from kafka import KafkaConsumer, KafkaProducer
 
@@ -97,10 +96,7 @@ def test_run_against_a_secured_broker_reports_and_leaks_no_secret(
         producer.send(kafka["input_topic"], json.dumps(event).encode())
     producer.flush()
     producer.close()
-    expected: Counter = Counter()
-    for event in events:
-        for start in window_starts(event["ts"], SIZE_S, PERIOD_S):
-            expected[(event["model"], start)] += 1
+    expected = window_counts(events, SIZE_S, PERIOD_S)
 
     reports: dict[tuple[str, float], int] = {}
     tail = KafkaConsumer(

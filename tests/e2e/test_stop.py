@@ -26,6 +26,7 @@ from _jobs import (
     stop,
     streaming_job,
     wait_for,
+    window_counts,
     window_starts,
 )
 from kafka import KafkaConsumer, KafkaProducer
@@ -162,10 +163,7 @@ def test_a_partition_whose_producer_starts_late_far_behind_is_dead_lettered_too_
     assert sorted(json.loads(m.value)["ts"] for m in dead) == sorted(e["ts"] for e in late)
 
     # Every (key, window) of the live partitions' events, with its exact count (last revision).
-    expected: Counter = Counter()
-    for event in live.sent:
-        for start in window_starts(event["ts"], SIZE_S, PERIOD_S):
-            expected[(event["model"], start)] += 1
+    expected = window_counts(live.sent, SIZE_S, PERIOD_S)
     latest = LatestRevisions()
     for report in tail.reports:
         latest.offer(report)
