@@ -91,7 +91,7 @@ SLOWEST_MODULES = (
     "test_demo",
     "test_baseline_topic",
 )
-"""`make test` runs on two pytest-xdist workers, a test file at a time (`--dist loadfile`, so a
+"""`make test` runs on three pytest-xdist workers (scripts/test.sh), a test file at a time (`--dist loadfile`, so a
 module fixture is built once): the kinds and modules that take longest start first (measured
 2026-12-06, tests/e2e), and the short ones fill the gaps at the end."""
 
