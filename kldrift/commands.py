@@ -176,11 +176,18 @@ def run(args: argparse.Namespace) -> int:
     if config.kafka is None:
         raise UserError(f"{args.config}: `kafka:` is required to run the streaming job")
     with user_errors():
+        from kldrift.local.children import stop_leftover_children
         from kldrift.local.runners import prepare_streaming
 
         beam_args = _job_beam_args(args.beam_args)
         prepare_streaming(beam_args)
-        return run_streaming(config, baseline_, beam_args, reset_resume=args.reset_resume)
+        return run_streaming(
+            config,
+            baseline_,
+            beam_args,
+            reset_resume=args.reset_resume,
+            stop_runner=lambda: stop_leftover_children(quiet=True),
+        )
 
 
 def demo(args: argparse.Namespace) -> int:

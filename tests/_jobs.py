@@ -156,6 +156,15 @@ class ReportTail:
             self.arrived_ms.extend(r.timestamp for r in records)
         return self.reports
 
+    def drain(self, quiet_s: float = 2.0) -> list[DriftReport]:
+        """Every report on the topic so far: polls until none arrives for `quiet_s`."""
+        quiet_since = time.monotonic()
+        while time.monotonic() - quiet_since < quiet_s:
+            before = len(self.reports)
+            if len(self.poll()) > before:
+                quiet_since = time.monotonic()
+        return self.reports
+
     def has(self, window_start: float, revision: int = 0, key: str | None = None) -> bool:
         return any(
             r.window_start.timestamp() == window_start
@@ -211,7 +220,10 @@ def stop(job: Job, signum: int = signal.SIGINT) -> None:
     totals; kill it if it does not stop within 60 s. Nothing happens to a job already stopped."""
     if job.returncode is not None:
         return
-    job.process.send_signal(signum)
+    if signum == signal.SIGINT:  # as a terminal's Ctrl-C: to the job's whole process group
+        os.killpg(job.process.pid, signum)
+    else:  # as `docker stop` or Kubernetes: to the process only
+        job.process.send_signal(signum)
     try:
         job.output, _ = job.process.communicate(timeout=60)
     except subprocess.TimeoutExpired:

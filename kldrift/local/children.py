@@ -27,15 +27,17 @@ def _children(parent: int) -> dict[int, str]:
 
 
 def stop_leftover_children(
-    patterns: Sequence[str] = SERVICE_PATTERNS, grace_s: float = 5.0
+    patterns: Sequence[str] = SERVICE_PATTERNS, grace_s: float = 5.0, quiet: bool = False
 ) -> list[int]:
     """SIGTERM, then after `grace_s` SIGKILL, this process's children whose command line contains
-    one of `patterns`; returns their pids (each is reported on stderr)."""
+    one of `patterns`; returns their pids (each is reported on stderr unless `quiet`: kldrift run
+    stopping its runner after a cancelled job)."""
     leftovers = {
         pid: cmd for pid, cmd in _children(os.getpid()).items() if any(p in cmd for p in patterns)
     }
     for pid, cmd in leftovers.items():
-        print(f"kldrift: stopping a leftover process {pid}: {cmd[:120]}", file=sys.stderr)
+        if not quiet:
+            print(f"kldrift: stopping a leftover process {pid}: {cmd[:120]}", file=sys.stderr)
         _signal(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
     while time.monotonic() < deadline and any(p in _children(os.getpid()) for p in leftovers):

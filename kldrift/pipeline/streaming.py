@@ -9,7 +9,8 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -200,12 +201,15 @@ def run_streaming(
     baseline: Baseline,
     beam_args: Sequence[str] = (),
     reset_resume: bool = False,
+    stop_runner: Callable[[], object] | None = None,
 ) -> int:
     """Run until cancelled; Ctrl-C (SIGINT) or SIGTERM cancels the job cleanly and returns 130 or
     143 (128 + the signal's number, the shell's convention).
 
     `beam_args` must already name what the runner needs: the CLI adds a local Prism or Flink, and
-    sets an embedded Flink cluster up to restore --savepoint_path, before calling this."""
+    sets an embedded Flink cluster up to restore --savepoint_path, before calling this. The runner
+    processes started here ignore Ctrl-C; `stop_runner` stops them after a stop (the CLI stops
+    its Prism or job server children). `reset_resume`: see resolve_starts."""
     spec: KafkaSpec | None = config.kafka
     if spec is None:
         raise KafkaSetupError("the config has no `kafka:` section")
@@ -223,8 +227,27 @@ def run_streaming(
         handler.addFilter(DropOutageTraces())
     pipeline = beam.Pipeline(options=options)
     build_streaming(pipeline, config, baseline, starts, resume)
-    result = pipeline.run()
-    return _wait_or_cancel(result, metrics_served=not is_flink_runner(runner_name(beam_args)))
+    with _runner_ignores_ctrl_c():
+        result = pipeline.run()
+    return _wait_or_cancel(
+        result,
+        metrics_served=not is_flink_runner(runner_name(beam_args)),
+        stop_runner=stop_runner,
+    )
+
+
+@contextmanager
+def _runner_ignores_ctrl_c() -> Iterator[None]:
+    """The runner processes started meanwhile (Prism; Flink's job server) inherit an ignored SIGINT.
+    A Ctrl-C at a terminal goes to the whole foreground process group: a runner killed by it
+    would end the job under kldrift run (no cancel, no totals, the SDK worker's tracebacks).
+    kldrift run cancels the job and stops them itself (a Ctrl-C while the job starts, a few
+    seconds, is ignored)."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def savepoint_of(beam_args: Sequence[str]) -> str | None:
@@ -244,7 +267,9 @@ def _job_state(result: Any) -> str:
         return f"UNKNOWN ({type(err).__name__})"
 
 
-def _wait_or_cancel(result: Any, metrics_served: bool = True) -> int:
+def _wait_or_cancel(
+    result: Any, metrics_served: bool = True, stop_runner: Callable[[], object] | None = None
+) -> int:
     """Wait until the job ends or SIGINT/SIGTERM asks to stop; then cancel it cleanly and return
     128 + the signal's number (130 for Ctrl-C, 143 for SIGTERM), or 1 if Kafka was unreachable
     for too long."""
@@ -286,6 +311,8 @@ def _wait_or_cancel(result: Any, metrics_served: bool = True) -> int:
             print(f"kldrift run: cancel: {type(err).__name__}: {err}", file=sys.stderr)
         _await_worker_stop()
         _print_totals(result, metrics_served)
+        if stop_runner is not None:  # it ignores SIGINT (_runner_ignores_ctrl_c)
+            stop_runner()
         print("kldrift run: stopped", file=sys.stderr, flush=True)
         return 1 if gave_up else 128 + signals[0]
     finally:

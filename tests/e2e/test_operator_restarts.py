@@ -127,7 +127,7 @@ def test_a_second_job_on_the_same_group_is_noticed_in_one_line(
             wait_for(lambda: bool(tail.poll()), 90, "reports")
             wait_for(lambda: bool(committed(kafka_bootstrap, group, topic)), 60, "a commit")
             time.sleep(8)  # both commit, each sees the other's
-        tail.poll()  # what the jobs wrote before they stopped
+        tail.drain()  # what the jobs wrote before they stopped
     finally:
         events.stop()
         tail.close()
