@@ -220,7 +220,7 @@ def test_poison_records_and_bad_clocks_never_stop_the_job_nor_spoil_a_window(
             wait_for(lambda: any(r.window_start.timestamp() == last_window for r in tail.poll()),
                      60, "the last window's report")  # fmt: skip
             time.sleep(2)
-            tail.poll()
+            tail.drain()
         finally:
             tail.close()
             producer.close()
@@ -321,7 +321,7 @@ def test_a_partition_behind_holds_windows_back_and_one_of_future_garbage_does_no
             wait_for(lambda: any(r.window_start.timestamp() == last_window for r in tail.poll()),
                      60, "the last window's report")  # fmt: skip
             time.sleep(2)
-            tail.poll()
+            tail.drain()
         finally:
             tail.close()
             producer.close()

@@ -172,7 +172,7 @@ def test_run_on_flink_matches_replay(
                     )
                 time.sleep(0.3)
             time.sleep(2)  # other keys' reports for that window
-            tail.poll()
+            tail.drain()
     finally:
         tail.close()
     elapsed = time.monotonic() - began

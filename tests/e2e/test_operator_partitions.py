@@ -86,7 +86,7 @@ def test_partitions_added_while_running_and_while_stopped_are_read_and_counted(
             last_start = window_starts(events.sent[-1]["ts"], SIZE_S, PERIOD_S)[0]
             wait_for(lambda: tail.has(last_start), 60, "the last window's report")
             time.sleep(2)
-        tail.poll()
+        tail.drain()
         assert "partition(s) 3, 4, 5 added to" in first.output, first.output[-3000:]
     finally:
         events.stop()

@@ -70,7 +70,7 @@ def test_a_changed_window_is_refused_and_reset_resume_reports_only_complete_wind
             last_start = window_starts(events.sent[-1]["ts"], 8, PERIOD_S)[0]
             wait_for(lambda: tail.has(last_start), 60, "the last window's report")
             time.sleep(2)
-        tail.poll()
+        tail.drain()
     finally:
         events.stop()
         tail.close()

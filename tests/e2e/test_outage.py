@@ -177,7 +177,7 @@ def test_broker_outage_under_a_live_stream_loses_no_window_and_counts_each_event
         last_start = max(window_starts(e["ts"], SIZE_S, PERIOD_S)[0] for e in events.acked())
         wait_for(lambda: tail.has(last_start), 60, "the last window's report")
         time.sleep(3)
-        tail.poll()
+        tail.drain()
     assert job.returncode == STOPPED_BY_CTRL_C, job.output[-3000:]
     assert events.failed() == 0, "the producer gave up on events during the outage"
     acked = events.acked()

@@ -98,7 +98,7 @@ def test_restart_from_committed_offsets_loses_no_window_and_counts_each_event_on
             last_start = window_starts(events.sent[-1]["ts"], SIZE_S, PERIOD_S)[0]
             wait_for(lambda: second.has(last_start), 60, "the last window's report")
             time.sleep(2)
-        second.poll()
+        second.drain()
     finally:
         events.stop()
         first.close()

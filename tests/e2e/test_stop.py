@@ -139,7 +139,7 @@ def test_a_partition_whose_producer_starts_late_far_behind_is_dead_lettered_too_
             last_start = window_starts(live.sent[-1]["ts"], SIZE_S, PERIOD_S)[0]
             wait_for(lambda: tail.has(last_start), 60, "the last live window's report")
             time.sleep(2)
-            tail.poll()
+            tail.drain()
             stop(job, signal.SIGTERM)
     finally:
         live.stop()

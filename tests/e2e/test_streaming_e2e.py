@@ -141,7 +141,7 @@ def test_run_on_kafka_matches_replay_and_accounts_for_every_record(
             wait_for(lambda: tail.has(last_window), 150, "the last window's report")
             wait_for(lambda: tail.has(t0 + 10, 1, "model-b"), 10, "the late revision")
             time.sleep(2)
-            tail.poll()
+            tail.drain()
         except BaseException as err:
             seen = sorted({(r.window_start.timestamp() - t0, r.revision) for r in tail.reports})
             raise AssertionError(f"{err}\nwindows seen (start - t0, revision): {seen}") from err
