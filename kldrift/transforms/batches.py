@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import apache_beam as beam
 from apache_beam.transforms import window
+from apache_beam.typehints.decorators import no_annotations
 from apache_beam.utils.timestamp import Duration, Timestamp
 
 from kldrift.binning import resolve_bins
@@ -82,6 +83,7 @@ class SlidingKLFromBatches(beam.PTransform):
         self._updates = baseline_updates
         self._resume = resume
 
+    @no_annotations  # Beam takes no dict of PCollections as an output hint (it warns)
     def expand(self, batches: beam.PCollection[EventBatch]) -> dict[str, beam.PCollection]:
         spec = self._config.window
         period = Duration(micros=spec.period_us)

@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 import apache_beam as beam
 from apache_beam.transforms.window import GlobalWindow, GlobalWindows
+from apache_beam.typehints.decorators import no_annotations
 from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
@@ -94,6 +95,7 @@ class SlidingKLDivergence(beam.PTransform):
         # Built now: a baseline that does not fit the config fails at construction.
         self._windows = SlidingKLFromBatches(config, baseline, baseline_updates)
 
+    @no_annotations  # Beam takes no dict of PCollections as an output hint (it warns)
     def expand(self, events: beam.PCollection) -> dict[str, beam.PCollection]:
         batches = (
             events
