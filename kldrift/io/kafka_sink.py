@@ -65,6 +65,12 @@ class _KafkaWriter(beam.DoFn):
         self._pending: list[tuple[Any, Any]] = []
         self._topic_checked = 0.0
 
+    def _failed(self, outage: Outage, err: BaseException) -> float:
+        """A send failed as if Kafka were unreachable: TopicMissingError if its topic is gone,
+        else the outage's backoff (KafkaOutageError past the timeout)."""
+        self._check_topic()
+        return outage.failed(err)
+
     def _check_topic(self) -> None:
         """After a send failed as if Kafka were unreachable: a topic that no longer exists (a
         broker answering that it does not know it) stops the job at once, naming the topic."""
@@ -114,8 +120,7 @@ class _KafkaWriter(beam.DoFn):
             except Exception as err:
                 if not is_unreachable(err):
                     raise
-                self._check_topic()
-                time.sleep(outage.failed(err))
+                time.sleep(self._failed(outage, err))
 
     def finish_bundle(self) -> None:
         """Every send of the bundle acknowledged; sends that failed because Kafka was unreachable
@@ -136,12 +141,10 @@ class _KafkaWriter(beam.DoFn):
                 elif future.failed():
                     if not is_unreachable(future.exception):
                         raise future.exception
-                    self._check_topic()
-                    outage.failed(future.exception)  # raises past the outage timeout
+                    self._failed(outage, future.exception)  # raises past the outage timeout
                     still.append((message, self._enqueue(message, outage)))
             if still and all(not f.is_done for _, f in still):
-                self._check_topic()
-                outage.failed(TimeoutError(f"{len(still)} sends unacknowledged"))
+                self._failed(outage, TimeoutError(f"{len(still)} sends unacknowledged"))
             pending = still
         self._pending = []
 

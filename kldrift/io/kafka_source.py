@@ -342,22 +342,16 @@ class _ReadPartitions(beam.DoFn):
         self._consumers = {}
 
     def _consumer(self, topic: str, offsets: Offsets) -> Any:
-        from kafka import KafkaConsumer, TopicPartition
+        from kafka import TopicPartition
 
         partitions = tuple(p for p, _ in offsets)
         consumer = self._consumers.get((topic, partitions))
         if consumer is None:
             self._close_superseded(topic, partitions)
-            settings = client_settings(self._spec, "consumer")
-            settings.setdefault("bootstrap_timeout_ms", PROBE_TIMEOUT_MS)
-            # Metadata at half the partition discovery interval (kafka-python's default: 5 minutes).
-            settings.setdefault(
-                "metadata_max_age_ms", max(500, round(self._spec.partition_discovery * 500))
-            )
-            consumer = KafkaConsumer(
-                **settings,
-                group_id=self._group_id,
-                enable_auto_commit=False,
+            consumer = self._new_consumer(
+                self._group_id,
+                # Metadata at half the partition discovery interval (kafka-python's: 5 minutes).
+                {"metadata_max_age_ms": max(500, round(self._spec.partition_discovery * 500))},
                 max_poll_records=self._spec.poll_max_records,
             )
             consumer.assign([TopicPartition(topic, p) for p in partitions])
@@ -376,18 +370,24 @@ class _ReadPartitions(beam.DoFn):
     def _acked_consumer(self) -> Any:
         """A consumer of GROUP.acked, where the sinks commit their acknowledged progress; kept
         among the DoFn's consumers (closed with them)."""
+        key = (acked_group(self._group_id), ())
+        if key not in self._consumers:
+            self._consumers[key] = self._new_consumer(acked_group(self._group_id))
+        return self._consumers[key]
+
+    def _new_consumer(
+        self, group_id: str, defaults: dict[str, Any] | None = None, **fixed: Any
+    ) -> Any:
+        """A consumer of `group_id` that commits only when told: the config's client settings
+        over `defaults` (and the bootstrap timeout), `fixed` over all."""
         from kafka import KafkaConsumer
 
-        key = (acked_group(self._group_id), ())
-        consumer = self._consumers.get(key)
-        if consumer is None:
-            settings = client_settings(self._spec, "consumer")
-            settings.setdefault("bootstrap_timeout_ms", PROBE_TIMEOUT_MS)
-            consumer = KafkaConsumer(
-                **settings, group_id=acked_group(self._group_id), enable_auto_commit=False
-            )
-            self._consumers[key] = consumer
-        return consumer
+        settings = {
+            "bootstrap_timeout_ms": PROBE_TIMEOUT_MS,
+            **(defaults or {}),
+            **client_settings(self._spec, "consumer"),
+        }
+        return KafkaConsumer(**settings, group_id=group_id, enable_auto_commit=False, **fixed)
 
     def _discover(self, consumer: Any, element: ReaderStart, start: Offsets, now: float) -> Offsets:
         """Partitions added to the topic since the start that this reader owns, with their
