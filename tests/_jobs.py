@@ -111,6 +111,17 @@ def window_starts(t: float, size_s: int, period_s: int) -> list[float]:
     return [float(last - i * period_s) for i in range(size_s // period_s)]
 
 
+def last_window_reported(
+    events: LiveEvents, tail: ReportTail, size_s: int, period_s: int, timeout_s: float = 60
+) -> None:
+    """Stop the producer, wait for the report of the window holding its last event, then drain
+    the report topic (the other keys' reports of that window, late revisions)."""
+    events.stop()
+    last_start = window_starts(events.sent[-1]["ts"], size_s, period_s)[0]
+    wait_for(lambda: tail.has(last_start), timeout_s, "the last window's report")
+    tail.drain()
+
+
 def window_counts(events: list[dict], size_s: int, period_s: int) -> Counter:
     """Worked out here, independently of kldrift: the number of `events` in each (key, window
     start) of sliding windows `size_s` every `period_s` (the synthetic events' key is `model`)."""
@@ -225,12 +236,24 @@ def stop(job: Job, signum: int = signal.SIGINT) -> None:
     else:  # as `docker stop` or Kubernetes: to the process only
         job.process.send_signal(signum)
     try:
-        job.output, _ = job.process.communicate(timeout=60)
+        _keep(job, job.process.communicate(timeout=60)[0])
     except subprocess.TimeoutExpired:
         os.killpg(job.process.pid, signal.SIGKILL)
-        job.output, _ = job.process.communicate()
+        _keep(job, job.process.communicate()[0])
+
+
+def wait_ended(job: Job, timeout_s: float) -> float:
+    """Seconds until the job exits by itself (subprocess.TimeoutExpired if not within
+    `timeout_s`), its output, exit code and totals kept."""
+    started = time.monotonic()
+    _keep(job, job.process.communicate(timeout=timeout_s)[0])
+    return time.monotonic() - started
+
+
+def _keep(job: Job, output: str) -> None:
+    job.output = output
     job.returncode = job.process.returncode
-    job.totals = parse_totals(job.output)
+    job.totals = parse_totals(output)
 
 
 def parse_totals(output: str) -> dict[str, int]:

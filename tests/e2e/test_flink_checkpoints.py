@@ -18,11 +18,11 @@ from _jobs import (
     LiveEvents,
     ReportTail,
     job_kafka,
+    last_window_reported,
     latency_job,
     streaming_job,
     wait_for,
     window_counts,
-    window_starts,
 )
 
 from kldrift.local import flink
@@ -111,11 +111,7 @@ def test_checkpointed_flink_job_reports_promptly_and_restores_exactly(
                 120,
                 "the restored run to report windows after the stop",
             )
-            events.stop()
-            last_start = window_starts(events.sent[-1]["ts"], SIZE_S, PERIOD_S)[0]
-            wait_for(lambda: tail.has(last_start), 60, "the last window's report")
-            time.sleep(2)
-            tail.drain()
+            last_window_reported(events, tail, SIZE_S, PERIOD_S)
     finally:
         events.stop()
         tail.close()

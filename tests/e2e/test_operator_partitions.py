@@ -15,11 +15,11 @@ from _jobs import (
     ReportTail,
     job_kafka,
     last_counts,
+    last_window_reported,
     latency_job,
     streaming_job,
     wait_for,
     window_counts,
-    window_starts,
 )
 from kafka import KafkaAdminClient
 from kafka.admin import NewPartitions
@@ -82,11 +82,7 @@ def test_partitions_added_while_running_and_while_stopped_are_read_and_counted(
                 90,
                 "the second run's windows",
             )
-            events.stop()
-            last_start = window_starts(events.sent[-1]["ts"], SIZE_S, PERIOD_S)[0]
-            wait_for(lambda: tail.has(last_start), 60, "the last window's report")
-            time.sleep(2)
-        tail.drain()
+            last_window_reported(events, tail, SIZE_S, PERIOD_S)
         assert "partition(s) 3, 4, 5 added to" in first.output, first.output[-3000:]
     finally:
         events.stop()

@@ -16,12 +16,12 @@ from _jobs import (
     committed,
     job_kafka,
     last_counts,
+    last_window_reported,
     latency_job,
-    parse_totals,
     streaming_job,
+    wait_ended,
     wait_for,
     window_counts,
-    window_starts,
 )
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 
@@ -33,22 +33,12 @@ SIZE_S, PERIOD_S, LATENESS_S = 4, 2, 2
 POISON = b"not json, dead-lettered"
 
 
-def _delete(bootstrap: str, topic: str) -> float:
+def _delete(bootstrap: str, topic: str) -> None:
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     try:
         admin.delete_topics([topic])
     finally:
         admin.close()
-    return time.monotonic()
-
-
-def _ended(job, timeout_s: float) -> float:
-    """Seconds until the job exits by itself (it must, within timeout_s)."""
-    started = time.monotonic()
-    job.output, _ = job.process.communicate(timeout=timeout_s)
-    job.returncode = job.process.returncode
-    job.totals = parse_totals(job.output)
-    return time.monotonic() - started
 
 
 def _dead_letters(bootstrap: str, topic: str) -> list[bytes]:
@@ -87,7 +77,7 @@ def test_deleted_output_topics_stop_the_job_in_one_line_and_a_restart_loses_noth
             wait_for(lambda: bool(committed(kafka_bootstrap, group, topic_in)), 60, "a commit")
             tails[0].poll()
             _delete(kafka_bootstrap, reports)
-            stopped_in_s = _ended(first, 120)
+            stopped_in_s = wait_ended(first, 120)
         create_topics(kafka_bootstrap, {reports: 1})
         time.sleep(2)
         # 2. The second run rewrites what was lost; then the dead-letter topic is deleted and a
@@ -105,7 +95,7 @@ def test_deleted_output_topics_stop_the_job_in_one_line_and_a_restart_loses_noth
             producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
             producer.send(kafka["input_topic"], POISON, partition=0)
             producer.close()
-            dead_stopped_in_s = _ended(second, 120)
+            dead_stopped_in_s = wait_ended(second, 120)
         create_topics(kafka_bootstrap, {dead: 1})
         time.sleep(2)
         # 3. The third run writes the poison record's dead letter and the reports in between.
@@ -116,11 +106,7 @@ def test_deleted_output_topics_stop_the_job_in_one_line_and_a_restart_loses_noth
                 90,
                 "the third run's reports",
             )
-            events.stop()
-            last_start = window_starts(events.sent[-1]["ts"], SIZE_S, PERIOD_S)[0]
-            wait_for(lambda: tails[1].has(last_start), 60, "the last window's report")
-            time.sleep(2)
-        tails[1].poll()
+            last_window_reported(events, tails[1], SIZE_S, PERIOD_S)
     finally:
         events.stop()
         for tail in tails:

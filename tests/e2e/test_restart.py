@@ -17,11 +17,11 @@ from _jobs import (
     LiveEvents,
     ReportTail,
     job_kafka,
+    last_window_reported,
     latency_job,
     streaming_job,
     wait_for,
     window_counts,
-    window_starts,
 )
 from kafka import KafkaConsumer, TopicPartition
 
@@ -94,11 +94,7 @@ def test_restart_from_committed_offsets_loses_no_window_and_counts_each_event_on
                 90,
                 "the second run to report windows after the stop",
             )
-            events.stop()
-            last_start = window_starts(events.sent[-1]["ts"], SIZE_S, PERIOD_S)[0]
-            wait_for(lambda: second.has(last_start), 60, "the last window's report")
-            time.sleep(2)
-        second.drain()
+            last_window_reported(events, second, SIZE_S, PERIOD_S)
     finally:
         events.stop()
         first.close()
