@@ -11,14 +11,21 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from kldrift.events import field_getter
 from kldrift.schemas.baseline import Baseline, FeatureBaseline
-from kldrift.schemas.config import OTHER_CATEGORY, FeatureSpec, NumericFeature, PipelineConfig
+from kldrift.schemas.config import (
+    OTHER_CATEGORY,
+    FeatureSpec,
+    JointFeature,
+    NumericFeature,
+    PipelineConfig,
+)
 
 _NUMBER_TYPES = frozenset({int, float})
 _NUMBER_OR_NONE = frozenset({int, float, type(None)})
@@ -82,17 +89,30 @@ class FeatureBins:
     >>> country = FeatureBins.categorical("country", ["US", "DE"])
     >>> country.codes(["DE", "FR", None, 1.5]).tolist()
     [1, 2, 3, 4]
+
+    A joint pairs two features' bins: 4 x 3 cells, the first part's bin varying slowest; a
+    value is a pair, missing (invalid) when either part is:
+
+    >>> pair = FeatureBins.joint("latency_by_country", latency, country)
+    >>> pair.n_bins, pair.labels[3]
+    (12, '[0, 10) & US')
+    >>> pair.codes([(5, "US"), (500, "FR"), (5, None), (None, 1.5)]).tolist()
+    [3, 11, 12, 13]
     """
 
     name: str
     kind: str
     edges: np.ndarray | None = None
     categories: tuple[str, ...] | None = None
+    parts: tuple[FeatureBins, FeatureBins] | None = None
+    """A joint's two features, in cell order."""
 
     @property
     def n_bins(self) -> int:
         if self.edges is not None:
             return len(self.edges) + 1
+        if self.parts is not None:
+            return self.parts[0].n_bins * self.parts[1].n_bins
         assert self.categories is not None
         return len(self.categories) + 1
 
@@ -106,6 +126,9 @@ class FeatureBins:
 
     @property
     def labels(self) -> tuple[str, ...]:
+        if self.parts is not None:
+            first, second = self.parts
+            return tuple(f"{a} & {b}" for a in first.labels for b in second.labels)
         if self.categories is not None:
             return (*self.categories, OTHER_CATEGORY)
         assert self.edges is not None
@@ -121,11 +144,38 @@ class FeatureBins:
     def categorical(cls, name: str, categories: Sequence[str]) -> FeatureBins:
         return cls(name, "categorical", categories=tuple(categories))
 
+    @classmethod
+    def joint(cls, name: str, first: FeatureBins, second: FeatureBins) -> FeatureBins:
+        return cls(name, "joint", parts=(first, second))
+
+    @property
+    def of(self) -> list[str] | None:
+        """A joint's two feature names; None for a plain feature."""
+        return None if self.parts is None else [self.parts[0].name, self.parts[1].name]
+
     def codes(self, values: Sequence[Any]) -> np.ndarray:
-        """A slot per value: its bin, or missing_slot, or invalid_slot."""
+        """A slot per value: its bin, or missing_slot, or invalid_slot. A joint's values are
+        pairs (as `value_getter` reads them)."""
         if self.edges is not None:
             return self._numeric_codes(values)
+        if self.parts is not None:
+            first, second = self.parts
+            return self.joint_codes(
+                first.codes([v[0] for v in values]), second.codes([v[1] for v in values])
+            )
         return self._categorical_codes(values)
+
+    def joint_codes(self, first_codes: np.ndarray, second_codes: np.ndarray) -> np.ndarray:
+        """A joint's slots from its parts' slots: invalid if either part is, else missing if
+        either part is, else the cell (first bin x second's bins + second bin)."""
+        assert self.parts is not None
+        first, second = self.parts
+        codes = first_codes * second.n_bins + second_codes
+        missing = (first_codes == first.missing_slot) | (second_codes == second.missing_slot)
+        invalid = (first_codes == first.invalid_slot) | (second_codes == second.invalid_slot)
+        codes[missing] = self.missing_slot
+        codes[invalid] = self.invalid_slot
+        return codes
 
     def _numeric_codes(self, values: Sequence[Any]) -> np.ndarray:
         assert self.edges is not None
@@ -184,7 +234,20 @@ class FeatureBins:
         return np.bincount(flat, minlength=n_groups * width).reshape(n_groups, width)
 
 
-def bins_from_baseline(feature: FeatureBaseline) -> FeatureBins:
+def value_getter(bins: FeatureBins) -> Callable[[dict[str, Any]], Any]:
+    """What a feature reads from an event: its (dotted) field, or a joint's pair of fields."""
+    if bins.parts is None:
+        return field_getter(bins.name)
+    get_first, get_second = (field_getter(part.name) for part in bins.parts)
+    return lambda event: (get_first(event), get_second(event))
+
+
+def bins_from_baseline(feature: FeatureBaseline, baseline: Baseline | None = None) -> FeatureBins:
+    """A feature's bins as a baseline stored them (a joint's parts from `baseline`)."""
+    if feature.kind == "joint":
+        assert feature.of is not None and baseline is not None
+        first, second = (bins_from_baseline(baseline.feature(name)) for name in feature.of)
+        return FeatureBins.joint(feature.name, first, second)
     if feature.kind == "numeric":
         assert feature.edges is not None
         return FeatureBins.numeric(feature.name, feature.edges)
@@ -193,12 +256,37 @@ def bins_from_baseline(feature: FeatureBaseline) -> FeatureBins:
 
 
 def bins_from_spec(spec: FeatureSpec) -> FeatureBins | None:
-    """Bins fixed by the config itself; None where they are learned from the baseline."""
+    """A plain feature's bins fixed by the config itself; None where they are learned from the
+    baseline (and for a joint: see `bins_from_config`)."""
+    if isinstance(spec, JointFeature):
+        return None
     if isinstance(spec, NumericFeature):
         return FeatureBins.numeric(spec.name, spec.edges) if spec.edges is not None else None
     if spec.categories is not None:
         return FeatureBins.categorical(spec.name, spec.categories)
     return None
+
+
+def with_joints(
+    config: PipelineConfig, plain: Mapping[str, FeatureBins | None]
+) -> list[FeatureBins | None]:
+    """Every config feature's bins in config order: the plain ones from `plain`, each joint
+    paired from its parts' (None where a part's are None)."""
+    resolved: list[FeatureBins | None] = []
+    for spec in config.features:
+        if isinstance(spec, JointFeature):
+            first, second = (plain[name] for name in spec.of)
+            pair = None if first is None or second is None else (first, second)
+            resolved.append(None if pair is None else FeatureBins.joint(spec.name, *pair))
+        else:
+            resolved.append(plain[spec.name])
+    return resolved
+
+
+def bins_from_config(config: PipelineConfig) -> list[FeatureBins | None]:
+    """Every feature's bins as fixed by the config alone, in config order (None: learned)."""
+    plain = {s.name: bins_from_spec(s) for s in config.features if not isinstance(s, JointFeature)}
+    return with_joints(config, plain)
 
 
 def resolve_bins(config: PipelineConfig, baseline: Baseline) -> list[FeatureBins]:
@@ -213,7 +301,7 @@ def resolve_bins(config: PipelineConfig, baseline: Baseline) -> list[FeatureBins
                 "rebuild the baseline with this config"
             ) from None
         _check_matches(spec, stored)
-        resolved.append(bins_from_baseline(stored))
+        resolved.append(bins_from_baseline(stored, baseline))
     return resolved
 
 
@@ -221,6 +309,12 @@ def _check_matches(spec: FeatureSpec, stored: FeatureBaseline) -> None:
     where = f"feature {spec.name!r}"
     if spec.kind != stored.kind:
         raise BaselineMismatch(f"{where}: config says {spec.kind}, baseline has {stored.kind}")
+    if isinstance(spec, JointFeature):
+        if list(spec.of) != list(stored.of or []):
+            raise BaselineMismatch(
+                f"{where}: config pairs {spec.of}, the baseline's joint pairs {stored.of}"
+            )
+        return
     if isinstance(spec, NumericFeature):
         if spec.edges is not None and list(spec.edges) != list(stored.edges or []):
             raise BaselineMismatch(f"{where}: config edges differ from the baseline's edges")
@@ -243,6 +337,12 @@ def bins_differ(current: Sequence[FeatureBins], candidate: Sequence[FeatureBins]
         same_edges = (a.edges is None and b.edges is None) or (
             a.edges is not None and b.edges is not None and np.array_equal(a.edges, b.edges)
         )
-        if a.name != b.name or a.kind != b.kind or not same_edges or a.categories != b.categories:
+        if (
+            a.name != b.name
+            or a.kind != b.kind
+            or not same_edges
+            or a.categories != b.categories
+            or a.of != b.of
+        ):
             return a.name
     return None

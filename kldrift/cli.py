@@ -153,7 +153,13 @@ def _add_watch(sub: argparse._SubParsersAction) -> None:
     watch.add_argument("--k", type=int, default=3, help="drifted windows needed...")
     watch.add_argument("--m", type=int, default=5, help="...among the last m windows")
     watch.add_argument("--cooldown", default="30m", help="quiet time after a trigger (event time)")
-    watch.add_argument("--scope", choices=["feature", "key"], default="feature")
+    watch.add_argument(
+        "--scope",
+        choices=["feature", "key", "window"],
+        default="feature",
+        help="count drifted windows per (key, feature), per key (any feature), or per key from "
+        "the window summaries (one verdict per window)",
+    )
     watch.add_argument("--features", help="only these features (comma-separated)")
     watch.add_argument(
         "--fdr",

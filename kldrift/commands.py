@@ -232,7 +232,11 @@ def report(args: argparse.Namespace) -> int:
 
         with tempfile.TemporaryDirectory() as tmp:
             source = Path(tmp) / "reports.jsonl"
-            lines = [m.report.to_json_bytes() for m in read_reports(args.bootstrap, args.topic)]
+            lines = [
+                m.report.to_json_bytes()
+                for m in read_reports(args.bootstrap, args.topic)
+                if m.report.record == "feature"  # window summaries are not plotted
+            ]
             if not lines:
                 raise UserError(f"no reports on topic {args.topic} at {args.bootstrap}")
             source.write_bytes(b"\n".join(lines) + b"\n")

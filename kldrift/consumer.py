@@ -1,5 +1,6 @@
-"""Consuming drift reports: typed reports (the producer's own model), dedupe of revisions, the
-retraining trigger policy, and a consumer that commits only after a handler succeeded."""
+"""Consuming drift reports: typed records (the producer's own models: a feature's report or a
+window's summary), dedupe of revisions, the retraining trigger policy, and a consumer that commits
+only after a handler succeeded."""
 
 from __future__ import annotations
 
@@ -8,22 +9,22 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from kldrift.schemas.report import DriftReport
+from kldrift.schemas.report import DriftReport, ReportRecord, WindowSummary, parse_report_record
 
 
 @dataclass(frozen=True)
 class ReportMessage:
-    """A report with where it came from (for committing) and its message key."""
+    """A report (or window summary) with where it came from (for committing) and its message key."""
 
-    report: DriftReport
+    report: ReportRecord
     key: str
     partition: int
     offset: int
 
 
 def parse_report_message(message: Any) -> ReportMessage:
-    """A kafka-python ConsumerRecord -> ReportMessage (raises on a malformed report)."""
-    report = DriftReport.from_json_bytes(message.value)
+    """A kafka-python ConsumerRecord -> ReportMessage (raises on a malformed record)."""
+    report = parse_report_record(message.value)
     key = message.key.decode() if message.key else report.message_key
     return ReportMessage(report, key, message.partition, message.offset)
 
@@ -58,9 +59,9 @@ class LatestRevisions:
     an at-least-once stream needs."""
 
     def __init__(self) -> None:
-        self.by_key: dict[str, DriftReport] = {}
+        self.by_key: dict[str, ReportRecord] = {}
 
-    def offer(self, report: DriftReport) -> bool:
+    def offer(self, report: ReportRecord) -> bool:
         """True when `report` is new: a window not seen, or a higher revision of one."""
         key = report.message_key
         current = self.by_key.get(key)
@@ -92,7 +93,9 @@ class Trigger:
 
 
 class RetrainTrigger:
-    """Fires when at least `k` of the last `m` windows drift, per (key, feature) or per key.
+    """Fires when at least `k` of the last `m` windows drift, per (key, feature) or per key (from
+    the features' reports), or per key from the window summaries (`scope="window"`: one verdict
+    per window, with the summary's stated error rate; the feature reports are then not read).
 
     Windows are identified by their end; a later revision of a window replaces its earlier one.
     After firing, a scope is quiet for `cooldown_s` seconds of event time (window ends), so one
@@ -101,7 +104,8 @@ class RetrainTrigger:
 
     With `fdr` a window counts as drifted only if its report is flagged and its `q_value`
     (Benjamini-Hochberg over the features of its key, window and revision) is below `fdr`; a
-    report without a q-value (report schema 1) counts by its flag alone.
+    report without a q-value (report schema 1) counts by its flag alone. A summary's q-value is
+    its `min_q_value`.
     """
 
     def __init__(
@@ -117,15 +121,17 @@ class RetrainTrigger:
             raise ValueError(f"fdr must be in (0, 1], got {fdr!r}")
         if not 1 <= k <= m:
             raise ValueError(f"k ({k}) must be between 1 and m ({m})")
-        if scope not in ("feature", "key"):
-            raise ValueError(f"scope must be 'feature' or 'key', not {scope!r}")
+        if scope not in ("feature", "key", "window"):
+            raise ValueError(f"scope must be 'feature', 'key' or 'window', not {scope!r}")
+        if scope == "window" and features is not None:
+            raise ValueError("a window summary covers every feature: no features with scope window")
         if cooldown_s < 0:
             raise ValueError("cooldown must not be negative")
         self.k, self.m, self.cooldown_s, self.scope = k, m, cooldown_s, scope
         self.features = features
         self.fdr = fdr
         # scope -> window end (epoch s) -> feature -> latest report of that window
-        self._windows: dict[tuple, dict[float, dict[str, DriftReport]]] = {}
+        self._windows: dict[tuple, dict[float, dict[str, ReportRecord]]] = {}
         self._last_fired: dict[tuple, float] = {}
 
     def pending(self) -> bool:
@@ -137,28 +143,36 @@ class RetrainTrigger:
                     return True
         return False
 
-    def drifted(self, report: DriftReport) -> bool:
-        """Whether the report counts as a drifted window for this policy."""
+    def drifted(self, report: ReportRecord) -> bool:
+        """Whether the report (or summary) counts as a drifted window for this policy."""
         if not report.drift:
             return False
-        return self.fdr is None or report.q_value is None or report.q_value < self.fdr
+        q_value = report.min_q_value if isinstance(report, WindowSummary) else report.q_value
+        return self.fdr is None or q_value is None or q_value < self.fdr
 
     def _scope_of(self, report: DriftReport) -> tuple:
         if self.scope == "key":
             return (report.pipeline, report.key)
         return (report.pipeline, report.key, report.feature)
 
-    def offer(self, report: DriftReport) -> Trigger | None:
-        """Take one report; return a Trigger if this report completes the condition."""
-        if self.features is not None and report.feature not in self.features:
-            return None
-        scope = self._scope_of(report)
+    def offer(self, report: ReportRecord) -> Trigger | None:
+        """Take one report or summary; return a Trigger if it completes the condition."""
+        if isinstance(report, WindowSummary):
+            if self.scope != "window":
+                return None
+            scope, slot = (report.pipeline, report.key), ""
+        else:
+            if self.scope == "window":
+                return None
+            if self.features is not None and report.feature not in self.features:
+                return None
+            scope, slot = self._scope_of(report), report.feature
         windows = self._windows.setdefault(scope, {})
         end = report.window_end.timestamp()
-        current = windows.setdefault(end, {}).get(report.feature)
+        current = windows.setdefault(end, {}).get(slot)
         if current is not None and current.revision > report.revision:
             return None
-        windows[end][report.feature] = report
+        windows[end][slot] = report
         for old in sorted(windows)[: -self.m]:
             del windows[old]
         return self._check(scope, report, windows, end)
@@ -166,8 +180,8 @@ class RetrainTrigger:
     def _check(
         self,
         scope: tuple,
-        report: DriftReport,
-        windows: dict[float, dict[str, DriftReport]],
+        report: ReportRecord,
+        windows: dict[float, dict[str, ReportRecord]],
         end: float,
     ) -> Trigger | None:
         if end != max(windows) or not self.drifted(report):
@@ -187,13 +201,25 @@ class RetrainTrigger:
         return Trigger(
             pipeline=report.pipeline,
             key=report.key,
-            feature=report.feature if self.scope == "feature" else None,
+            feature=report.feature
+            if isinstance(report, DriftReport) and self.scope == "feature"
+            else None,
             window_end=report.window_end.isoformat().replace("+00:00", "Z"),
             drifted_windows=count,
             considered_windows=len(windows),
-            features=sorted({r.feature for r in flagged}),
-            kl_bits_debiased=max(r.kl_bits_debiased or 0.0 for r in flagged),
+            features=sorted({name for r in flagged for name in _drifted_features(r)}),
+            kl_bits_debiased=max(_kl_bits_debiased(r) or 0.0 for r in flagged),
         )
+
+
+def _drifted_features(record: ReportRecord) -> list[str]:
+    return record.features_drifted if isinstance(record, WindowSummary) else [record.feature]
+
+
+def _kl_bits_debiased(record: ReportRecord) -> float | None:
+    if isinstance(record, WindowSummary):
+        return record.max_kl_bits_debiased
+    return record.kl_bits_debiased
 
 
 class ReportConsumer:

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from kldrift.schemas.report import DriftReport
+from kldrift.schemas.report import DriftReport, parse_report_record
 from kldrift.synthetic import demo_config, make_event, training_lines
 
 KEYS = ["model-a", "model-b"]
@@ -330,7 +330,9 @@ def _stream_and_watch(
         while True:
             for records in consumer.poll(timeout_ms=250).values():
                 for record in records:
-                    report = DriftReport.from_json_bytes(record.value)
+                    report = parse_report_record(record.value)
+                    if not isinstance(report, DriftReport):
+                        continue  # a window summary: the demo shows the features' reports
                     reports.append(report)
                     latest[(report.key, report.feature)] = report
             if job.poll() is not None:

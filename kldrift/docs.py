@@ -12,6 +12,7 @@ from pydantic_core import PydanticUndefined
 from kldrift.schemas.config import (
     CategoricalFeature,
     DriftSpec,
+    JointFeature,
     KafkaSpec,
     NumericFeature,
     PipelineConfig,
@@ -26,6 +27,7 @@ _SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("window.", WindowSpec),
     ("features[] (kind: numeric)", NumericFeature),
     ("features[] (kind: categorical)", CategoricalFeature),
+    ("features[] (kind: joint)", JointFeature),
     ("drift.", DriftSpec),
     ("kafka.", KafkaSpec),
 ]

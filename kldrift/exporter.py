@@ -19,7 +19,7 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from kldrift.schemas.report import DriftReport
+from kldrift.schemas.report import DriftReport, WindowSummary, parse_report_record
 
 PAIR_LABELS = ("pipeline", "key", "feature")
 MAX_REASONS = 20
@@ -47,6 +47,23 @@ _PAIR_GAUGES: dict[str, tuple[str, Callable[[DriftReport], float | None]]] = {
     "kldrift_window_end_timestamp_seconds": (
         "end of the newest reported window, event time, Unix seconds",
         lambda r: r.window_end.timestamp(),
+    ),
+}
+
+
+# name -> (help, value of a window summary or None)
+_SUMMARY_GAUGES: dict[str, tuple[str, Callable[[WindowSummary], float | None]]] = {
+    "kldrift_window_drift": (
+        "1 if the newest window's summary says drift (one verdict over its features), else 0",
+        lambda s: float(s.drift),
+    ),
+    "kldrift_window_combined_p_value": (
+        "Cauchy combination of the newest window's feature p-values",
+        lambda s: s.combined_p_value,
+    ),
+    "kldrift_window_features_drifted": (
+        "features whose report says drift in the newest window",
+        lambda s: len(s.features_drifted),
     ),
 }
 
@@ -87,6 +104,7 @@ class DriftMetrics(Collector):
         self.clock = clock
         self._lock = threading.Lock()
         self._pairs: dict[tuple[str, str], _Pair] = {}
+        self._summaries: dict[str, WindowSummary] = {}
         self._reports = 0
         self._other_pipelines = 0
         self._dropped = 0
@@ -118,6 +136,20 @@ class DriftMetrics(Collector):
             elif _order(report) < _order(current.report):
                 return  # a revision of an older window: the gauges show the newest window
             self._pairs[pair] = _Pair(report, produced_at_s)
+
+    def offer_summary(self, summary: WindowSummary) -> None:
+        """One window summary from the topic: the newest window's is exported per key."""
+        with self._lock:
+            if summary.pipeline != self.pipeline:
+                self._other_pipelines += 1
+                return
+            key = summary.key or ""
+            current = self._summaries.get(key)
+            if current is None and len(self._summaries) >= self.max_pairs:
+                self._dropped += 1
+                return
+            if current is None or _order(summary) >= _order(current):
+                self._summaries[key] = summary
 
     def offer_dead_letter(self, reason: str) -> None:
         with self._lock:
@@ -151,6 +183,7 @@ class DriftMetrics(Collector):
         with self._lock:
             self._forget_stale()
             yield from self._collect_pairs(self.clock())
+            yield from self._collect_summaries()
             yield from self._collect_pipeline()
 
     def _collect_pairs(self, now: float) -> Iterator[Metric]:
@@ -172,6 +205,18 @@ class DriftMetrics(Collector):
             lag.add_metric(labels, now - pair.report.window_end.timestamp())
         yield from families.values()
         yield lag
+
+    def _collect_summaries(self) -> Iterator[Metric]:
+        families = {
+            name: GaugeMetricFamily(name, help_text, labels=["pipeline", "key"])
+            for name, (help_text, _) in _SUMMARY_GAUGES.items()
+        }
+        for key, summary in sorted(self._summaries.items()):
+            for name, (_, value_of) in _SUMMARY_GAUGES.items():
+                value = value_of(summary)
+                if value is not None:
+                    families[name].add_metric([self.pipeline, key], float(value))
+        yield from families.values()
 
     def _collect_pipeline(self) -> Iterator[Metric]:
         p = [self.pipeline]
@@ -259,7 +304,7 @@ class DriftMetrics(Collector):
         yield unreadable
 
 
-def _order(report: DriftReport) -> tuple[float, int]:
+def _order(report: DriftReport | WindowSummary) -> tuple[float, int]:
     return (report.window_end.timestamp(), report.revision)
 
 
@@ -350,7 +395,7 @@ class TopicFeed:
 
     def _offer_report(self, record: Any) -> None:
         try:
-            report = DriftReport.from_json_bytes(record.value)
+            report = parse_report_record(record.value)
         except ValueError as err:
             self.metrics.offer_unreadable(self.report_topic)
             first = str(err).splitlines()[0][:200]
@@ -360,6 +405,9 @@ class TopicFeed:
                 file=sys.stderr,
                 flush=True,
             )
+            return
+        if isinstance(report, WindowSummary):
+            self.metrics.offer_summary(report)
             return
         self.metrics.offer_report(report, record.timestamp / 1000.0)
 

@@ -12,13 +12,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from kldrift.schemas.report import DriftReport
+from kldrift.schemas.report import DriftReport, parse_report_record
 
 
 def load_reports(path: Path) -> list[DriftReport]:
-    return [
-        DriftReport.from_json_bytes(line) for line in path.read_bytes().splitlines() if line.strip()
-    ]
+    """The features' reports of a file of report records (window summaries are left out)."""
+    records = (parse_report_record(line) for line in path.read_bytes().splitlines() if line.strip())
+    return [r for r in records if isinstance(r, DriftReport)]
 
 
 def latest_revisions(reports: Iterable[DriftReport]) -> tuple[list[DriftReport], list[DriftReport]]:

@@ -1,5 +1,6 @@
 """A window's stacked counts (every feature's slots) against a baseline -> one DriftReport per
-feature, with Benjamini-Hochberg q-values over those features. Pure numpy/scipy, no Beam."""
+feature, with Benjamini-Hochberg q-values over those features, and the window's one verdict over
+them (WindowSummary, Cauchy combination). Pure numpy/scipy, no Beam."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from kldrift import divergence
 from kldrift.binning import FeatureBins
 from kldrift.schemas.baseline import Baseline
 from kldrift.schemas.config import DriftSpec
-from kldrift.schemas.report import DriftReport, OtherValue, TopBinReport
+from kldrift.schemas.report import DriftReport, OtherValue, TopBinReport, WindowSummary
 
 OTHER_VALUES_SHOWN = 5
 """How many raw `__other__` values a report names (the most frequent)."""
@@ -256,3 +257,72 @@ def _share(unusable: int | None, binned: float) -> float | None:
 def _top_other_values(counts: Mapping[str, int]) -> list[OtherValue]:
     ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
     return [OtherValue(value=v, count=c) for v, c in ranked[:OTHER_VALUES_SHOWN] if c > 0]
+
+
+P_CAP = 0.99
+"""The largest p-value the Cauchy combination takes as it is (see cauchy_combined_p_value)."""
+
+
+def cauchy_combined_p_value(p_values: Sequence[float]) -> float | None:
+    """The Cauchy combination of p-values with equal weights (Liu & Xie, JASA 115:393, 2020):
+    T = mean(tan((1/2 - p_i) pi)), combined p = P(Cauchy > T). Valid whatever the dependence
+    between the tests (exactly so as the significance level goes to 0); None for no p-values.
+
+    Computed without cancellation: tan((1/2 - p) pi) = 1/tan(p pi), and P(Cauchy > T) =
+    arctan(1/T)/pi for T > 0. A p-value above P_CAP counts as P_CAP: at exactly 1 (a window
+    identical in shape to the baseline) tan(-pi/2) would outweigh any evidence of the others.
+
+    Examples
+    --------
+    One p-value comes back as it is; equal p-values combine to the same (fully dependent tests
+    lose nothing); one tiny p-value dominates:
+
+    >>> round(cauchy_combined_p_value([0.2]), 12)
+    0.2
+    >>> round(cauchy_combined_p_value([0.03, 0.03, 0.03]), 12)
+    0.03
+    >>> round(cauchy_combined_p_value([1e-8, 0.5, 0.9]), 10)
+    3e-08
+    >>> round(cauchy_combined_p_value([1e-6, 1.0]), 8)  # 1.0 counts as 0.99
+    2e-06
+    """
+    if not p_values:
+        return None
+    ps = np.asarray(p_values, dtype=np.float64)
+    if not np.all((ps >= 0.0) & (ps <= 1.0)):
+        raise ValueError(f"p-values must lie in [0, 1]: {p_values}")
+    if np.any(ps == 0.0):
+        return 0.0
+    statistic = float(np.mean(1.0 / np.tan(np.minimum(ps, P_CAP) * math.pi)))
+    if statistic > 0:
+        return math.atan(1.0 / statistic) / math.pi
+    return 0.5 - math.atan(statistic) / math.pi
+
+
+def window_summary(reports: Sequence[DriftReport], drift_spec: DriftSpec) -> WindowSummary:
+    """One verdict over the reports of one (key, window, revision) (every feature's)."""
+    first = reports[0]
+    decision_ps = [p for p in map(decision_p_value, reports) if p is not None]
+    combined = cauchy_combined_p_value(decision_ps)
+    drifted = [r.feature for r in reports if r.drift]
+    q_values = [r.q_value for r in reports if r.q_value is not None]
+    debiased = [r.kl_bits_debiased for r in reports if r.kl_bits_debiased is not None]
+    return WindowSummary(
+        record="window_summary",
+        pipeline=first.pipeline,
+        key=first.key,
+        window_start=first.window_start,
+        window_end=first.window_end,
+        revision=first.revision,
+        events=first.count + first.missing + first.invalid,
+        features=len(reports),
+        features_checked=len(decision_ps),
+        features_drifted=drifted,
+        min_q_value=min(q_values) if q_values else None,
+        combined_p_value=combined,
+        max_kl_bits_debiased=max(debiased) if debiased else None,
+        decision=drift_spec.decision,
+        significance=drift_spec.significance,
+        drift=bool(drifted) and combined is not None and combined < drift_spec.significance,
+        baseline_id=first.baseline_id,
+    )

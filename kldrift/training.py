@@ -9,8 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from kldrift.binning import FeatureBins, bins_from_spec
-from kldrift.events import field_getter
+from kldrift.binning import FeatureBins, bins_from_config, value_getter
 from kldrift.schemas.baseline import Baseline, BaselineError, FeatureBaseline
 from kldrift.schemas.config import PipelineConfig
 
@@ -38,14 +37,14 @@ def baseline_from_events(
     """
     rows = list(events)
     features = []
-    for spec in config.features:
-        bins = bins_from_spec(spec)
+    for spec, bins in zip(config.features, bins_from_config(config), strict=True):
         if bins is None:
             raise BaselineError(
                 f"feature {spec.name!r} learns its bins from the data: give it `edges` or "
-                "`categories`, or build the baseline with `kldrift baseline`"
+                "`categories` (a joint: give its parts theirs), or build the baseline with "
+                "`kldrift baseline`"
             )
-        get = field_getter(spec.name)
+        get = value_getter(bins)
         counts = bins.count([get(event) for event in rows])
         features.append(feature_baseline(bins, counts, f"the {len(rows)} training events"))
     created_at = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
@@ -65,6 +64,7 @@ def feature_baseline(bins: FeatureBins, counts: np.ndarray, source: str) -> Feat
         kind=bins.kind,
         edges=[float(e) for e in bins.edges] if bins.edges is not None else None,
         categories=list(bins.categories) if bins.categories is not None else None,
+        of=bins.of,
         counts=[int(c) for c in counts[: bins.n_bins]],
         missing=int(counts[bins.missing_slot]),
         invalid=int(counts[bins.invalid_slot]),

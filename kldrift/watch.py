@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from kldrift.consumer import ReportConsumer, ReportMessage, RetrainTrigger, Trigger
-from kldrift.schemas.report import DriftReport
+from kldrift.schemas.report import DriftReport, WindowSummary
 
 MAX_BACKOFF_S = 60.0
 WEBHOOK_TIMEOUT_S = 10.0
@@ -47,6 +47,18 @@ def report_line(report: DriftReport) -> str:
     return (
         f"{end} {report.key or '-'} {report.feature} rev {report.revision}: n={report.count} "
         f"debiased KL {kl}, p {p_value}{marker}"
+    )
+
+
+def summary_line(summary: WindowSummary) -> str:
+    end = summary.window_end.isoformat().replace("+00:00", "Z")
+    p_value = "-" if summary.combined_p_value is None else f"{summary.combined_p_value:.2g}"
+    drifted = ", ".join(summary.features_drifted) or "none"
+    marker = "  DRIFT" if summary.drift else ""
+    return (
+        f"{end} {summary.key or '-'} window rev {summary.revision}: n={summary.events} "
+        f"{len(summary.features_drifted)} of {summary.features} features drifted ({drifted}), "
+        f"combined p {p_value}{marker}"
     )
 
 
@@ -214,8 +226,12 @@ def _process(
     backoff_s: float,
     stop: threading.Event,
 ) -> bool:
-    print(report_line(message.report), flush=True)
-    trigger = policy.offer(message.report)
+    record = message.report
+    if isinstance(record, DriftReport):
+        print(report_line(record), flush=True)
+    elif policy.scope == "window":  # the summaries are the lines that matter there
+        print(summary_line(record), flush=True)
+    trigger = policy.offer(record)
     if trigger is not None:
         print(f"watch: TRIGGER {trigger.to_json()}", flush=True)
         if not _handle(trigger, actions, backoff_s, stop):

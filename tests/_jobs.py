@@ -24,7 +24,7 @@ import yaml
 from kafka import KafkaConsumer, TopicPartition
 
 from kldrift.schemas.baseline import Baseline, FeatureBaseline
-from kldrift.schemas.report import DriftReport
+from kldrift.schemas.report import DriftReport, WindowSummary, parse_report_record
 from kldrift.synthetic import LATENCY_EDGES, demo_config, make_event
 
 KLDRIFT = str(Path(sys.executable).with_name("kldrift"))
@@ -152,7 +152,8 @@ def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None
 
 
 class ReportTail:
-    """Consumes the report topic as the job writes it; `arrived_ms` is each report's CreateTime."""
+    """Consumes the report topic as the job writes it: the features' reports in `reports` (with
+    each one's CreateTime in `arrived_ms`), the window summaries in `summaries`."""
 
     def __init__(self, bootstrap: str, topic: str) -> None:
         self.consumer = KafkaConsumer(
@@ -160,11 +161,17 @@ class ReportTail:
         )
         self.reports: list[DriftReport] = []
         self.arrived_ms: list[int] = []
+        self.summaries: list[WindowSummary] = []
 
     def poll(self) -> list[DriftReport]:
         for records in self.consumer.poll(timeout_ms=200).values():
-            self.reports.extend(DriftReport.from_json_bytes(r.value) for r in records)
-            self.arrived_ms.extend(r.timestamp for r in records)
+            for record in records:
+                parsed = parse_report_record(record.value)
+                if isinstance(parsed, WindowSummary):
+                    self.summaries.append(parsed)
+                else:
+                    self.reports.append(parsed)
+                    self.arrived_ms.append(record.timestamp)
         return self.reports
 
     def drain(self, quiet_s: float = 2.0) -> list[DriftReport]:

@@ -22,7 +22,7 @@ from kldrift.events import DeadLetter
 from kldrift.io.kafka_client import client_settings, ensure_topics, topic_exists
 from kldrift.io.outage import Outage, TopicMissingError, is_unreachable, stop_job
 from kldrift.schemas.config import KafkaSpec
-from kldrift.schemas.report import SCHEMA_VERSION, DriftReport
+from kldrift.schemas.report import SCHEMA_VERSION, ReportRecord
 
 SEND_TIMEOUT_S = 60.0
 FLUSH_SLICE_S = 5.0
@@ -157,13 +157,16 @@ class _KafkaWriter(beam.DoFn):
 
 
 class _WriteReport(_KafkaWriter):
-    def process(self, report: DriftReport) -> Iterator[DriftReport]:
+    """A report or a window summary; its `record` header says which (as its JSON does)."""
+
+    def process(self, report: ReportRecord) -> Iterator[ReportRecord]:
         self._send(
             report.message_key.encode(),
             report.to_json_bytes(),
             [
                 ("schema_version", str(SCHEMA_VERSION).encode()),
                 ("content-type", b"application/json"),
+                ("record", report.record.encode()),
             ],
         )
         yield report
@@ -205,13 +208,13 @@ class _WriteDeadLetter(_KafkaWriter):
 
 
 class WriteReports(beam.PTransform):
-    """DriftReport -> the report topic; passes the reports on once written."""
+    """DriftReports (and WindowSummaries) -> the report topic; passes them on once written."""
 
     def __init__(self, spec: KafkaSpec) -> None:
         super().__init__()
         self._spec = spec
 
-    def expand(self, reports: beam.PCollection[DriftReport]) -> beam.PCollection[DriftReport]:
+    def expand(self, reports: beam.PCollection[ReportRecord]) -> beam.PCollection[ReportRecord]:
         return reports | "Send" >> beam.ParDo(_WriteReport(self._spec, self._spec.output_topic))
 
 
@@ -277,8 +280,9 @@ class _WriteToKafka(beam.PTransform):
 
 
 class WriteReportsToKafka(_WriteToKafka):
-    """DriftReports -> a Kafka topic, as `kldrift run` writes them; passes the reports on once the
-    broker acknowledged them.
+    """DriftReports (and WindowSummaries) -> a Kafka topic, as `kldrift run` writes them; passes
+    them on once the broker acknowledged them. Write the composite's "reports" and "summaries"
+    flattened into one PCollection to give consumers both record kinds, as `kldrift run` does.
 
     Each report's key is stable per (pipeline, key, feature, window), so a consumer keeps the
     newest revision and a compacted topic keeps one report per window. Sends use acks=all and an

@@ -14,13 +14,25 @@ import numpy as np
 from apache_beam import typehints
 from apache_beam.io.filesystems import FileSystems
 
-from kldrift.binning import FeatureBins, as_float, bins_from_spec, category_of
+from kldrift.binning import (
+    FeatureBins,
+    as_float,
+    bins_from_spec,
+    category_of,
+    value_getter,
+    with_joints,
+)
 from kldrift.events import EventBatch, encodable, field_getter
 from kldrift.io.baselines import read_baseline
 from kldrift.io.files import ReadRecordBatches, require_paths
 from kldrift.pipeline.options import pipeline_options
 from kldrift.schemas.baseline import Baseline, BaselineError
-from kldrift.schemas.config import CategoricalFeature, NumericFeature, PipelineConfig
+from kldrift.schemas.config import (
+    CategoricalFeature,
+    JointFeature,
+    NumericFeature,
+    PipelineConfig,
+)
 from kldrift.training import feature_baseline
 from kldrift.transforms.decode import DecodeRecords
 from kldrift.transforms.histogram_coder import HistogramHint
@@ -97,7 +109,7 @@ class _CountFeatures(beam.DoFn):
         self, batch: EventBatch, learned: dict[str, FeatureBins]
     ) -> Iterator[tuple[str, np.ndarray]]:
         for name, bins in learned.items():
-            get = field_getter(name)
+            get = value_getter(bins)
             yield name, bins.count([get(e) for e in batch.events])
 
 
@@ -106,6 +118,8 @@ def _resolve(
 ) -> dict[str, FeatureBins]:
     resolved: dict[str, FeatureBins] = {}
     for spec in config.features:
+        if isinstance(spec, JointFeature):
+            continue  # paired below, from its parts' bins
         fixed = bins_from_spec(spec)
         if fixed is not None:
             resolved[spec.name] = fixed
@@ -121,7 +135,8 @@ def _resolve(
             resolved[spec.name] = FeatureBins.categorical(
                 spec.name, learn_categories(counts, spec.top_k)
             )
-    return resolved
+    every = with_joints(config, resolved)
+    return {spec.name: bins for spec, bins in zip(config.features, every, strict=True) if bins}
 
 
 def build_baseline(

@@ -14,8 +14,8 @@ from kldrift.io.files import ReadRecordBatches, WriteSortedLines, require_paths
 from kldrift.pipeline.options import pipeline_options
 from kldrift.schemas.baseline import Baseline
 from kldrift.schemas.config import PipelineConfig
-from kldrift.schemas.report import DriftReport
-from kldrift.transforms.batches import DEAD_LETTERS, REPORTS, SlidingKLFromBatches
+from kldrift.schemas.report import DriftReport, WindowSummary
+from kldrift.transforms.batches import DEAD_LETTERS, REPORTS, SUMMARIES, SlidingKLFromBatches
 from kldrift.transforms.decode import DecodeRecords
 
 
@@ -30,11 +30,12 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
 
-def report_sort_key(report: DriftReport) -> tuple:
+def report_sort_key(report: DriftReport | WindowSummary) -> tuple:
     # The window start as integer microseconds (the same order as the datetime): Beam's default
     # coder pickles a datetime, once per report and shuffle.
     start_us = (report.window_start - _EPOCH) // _MICROSECOND
-    return (start_us, report.key or "", report.feature, report.revision)
+    feature = report.feature if isinstance(report, DriftReport) else ""
+    return (start_us, report.key or "", feature, report.revision)
 
 
 def build_replay(
@@ -44,6 +45,7 @@ def build_replay(
     paths: list[str],
     output: str,
     dead_letter_output: str | None,
+    summary_output: str | None = None,
 ) -> None:
     outputs = (
         pipeline
@@ -56,6 +58,12 @@ def build_replay(
         | "ReportLines" >> beam.Map(lambda r: (report_sort_key(r), r.to_json_bytes()))
         | "WriteReports" >> WriteSortedLines(output)
     )
+    if summary_output is not None:
+        _ = (
+            outputs[SUMMARIES]
+            | "SummaryLines" >> beam.Map(lambda s: (report_sort_key(s), s.to_json_bytes()))
+            | "WriteSummaries" >> WriteSortedLines(summary_output)
+        )
     if dead_letter_output is not None:
         _ = (
             outputs[DEAD_LETTERS]
@@ -75,10 +83,13 @@ def run_replay(
     output: str,
     dead_letter_output: str | None = None,
     beam_args: Sequence[str] = (),
+    summary_output: str | None = None,
 ) -> ReplaySummary:
+    """Replay the events of `input_pattern`: reports to `output` (one JSON per line, sorted by
+    window, key, feature), and optionally dead letters and window summaries to their files."""
     paths = require_paths(input_pattern)
     pipeline = beam.Pipeline(options=pipeline_options(beam_args, streaming=False))
-    build_replay(pipeline, config, baseline, paths, output, dead_letter_output)
+    build_replay(pipeline, config, baseline, paths, output, dead_letter_output, summary_output)
     result = pipeline.run()
     result.wait_until_finish()
     return ReplaySummary(

@@ -40,7 +40,7 @@ from kldrift.io.resume import (
 from kldrift.pipeline.options import flag_value, is_flink_runner, pipeline_options, runner_name
 from kldrift.schemas.baseline import Baseline
 from kldrift.schemas.config import KafkaSpec, PipelineConfig
-from kldrift.transforms.batches import DEAD_LETTERS, REPORTS, SlidingKLFromBatches
+from kldrift.transforms.batches import DEAD_LETTERS, REPORTS, SUMMARIES, SlidingKLFromBatches
 
 
 def group_id_of(config: PipelineConfig) -> str:
@@ -70,8 +70,10 @@ def build_streaming(
         | "ReadFromKafka" >> ReadEventsFromKafka(config, starts, group_id_of(config))
         | "SlidingKLDivergence" >> SlidingKLFromBatches(config, baseline, updates, resume)
     )
+    # A window's summary goes to the report topic beside its features' reports.
+    records = (outputs[REPORTS], outputs[SUMMARIES]) | "ReportsAndSummaries" >> beam.Flatten()
     written = (
-        outputs[REPORTS] | "WriteReports" >> WriteReports(config.kafka),
+        records | "WriteReports" >> WriteReports(config.kafka),
         outputs[DEAD_LETTERS] | "WriteDeadLetters" >> WriteDeadLetters(config.kafka),
     )
     if config.kafka.commit_offsets:

@@ -21,15 +21,25 @@ class FeatureBaseline(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str
-    kind: Literal["numeric", "categorical"]
+    kind: Literal["numeric", "categorical", "joint"]
     edges: list[float] | None = None
     categories: list[str] | None = None
+    of: list[str] | None = Field(
+        default=None, description="joint: the two features whose bins it pairs, in cell order"
+    )
     counts: list[int] = Field(description="count per bin, in bin order")
     missing: int = Field(default=0, ge=0)
     invalid: int = Field(default=0, ge=0)
 
     @model_validator(mode="after")
     def _bins_match_counts(self) -> FeatureBaseline:
+        if self.kind == "joint":
+            if self.of is None or len(self.of) != 2 or self.edges is not None or self.categories:
+                raise ValueError(f"feature {self.name!r}: a joint baseline has `of` (2 names) only")
+            _check_counts(self.name, self.counts)
+            return self  # its number of cells is checked by Baseline, which holds its parts
+        if self.of is not None:
+            raise ValueError(f"feature {self.name!r}: only a joint feature has `of`")
         if self.kind == "numeric":
             if self.edges is None or self.categories is not None:
                 raise ValueError(f"feature {self.name!r}: a numeric baseline has edges only")
@@ -46,11 +56,15 @@ class FeatureBaseline(BaseModel):
             raise ValueError(
                 f"feature {self.name!r}: {len(self.counts)} counts for {expected} bins"
             )
-        if any(c < 0 for c in self.counts):
-            raise ValueError(f"feature {self.name!r}: counts cannot be negative")
-        if sum(self.counts) == 0:
-            raise ValueError(f"feature {self.name!r}: the baseline has no binned values")
+        _check_counts(self.name, self.counts)
         return self
+
+
+def _check_counts(name: str, counts: list[int]) -> None:
+    if any(c < 0 for c in counts):
+        raise ValueError(f"feature {name!r}: counts cannot be negative")
+    if sum(counts) == 0:
+        raise ValueError(f"feature {name!r}: the baseline has no binned values")
 
 
 def _checked(name: str, check: Callable[[Any], Any], bins: Any) -> None:
@@ -70,6 +84,25 @@ class Baseline(BaseModel):
     created_at: str
     source: str
     features: list[FeatureBaseline] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _joints_match_parts(self) -> Baseline:
+        plain = {f.name: f for f in self.features if f.kind != "joint"}
+        for joint in self.features:
+            if joint.kind != "joint":
+                continue
+            assert joint.of is not None
+            missing = [name for name in joint.of if name not in plain]
+            if missing:
+                raise ValueError(
+                    f"feature {joint.name!r}: joint of {missing[0]!r}, which the baseline lacks"
+                )
+            cells = len(plain[joint.of[0]].counts) * len(plain[joint.of[1]].counts)
+            if len(joint.counts) != cells:
+                raise ValueError(
+                    f"feature {joint.name!r}: {len(joint.counts)} counts for {cells} joint cells"
+                )
+        return self
 
     @model_validator(mode="after")
     def _id_matches_content(self) -> Baseline:
@@ -96,12 +129,22 @@ def content_id(features: list[FeatureBaseline]) -> str:
     canonical = json.dumps(
         {
             "schema_version": BASELINE_SCHEMA_VERSION,
-            "features": [f.model_dump(mode="json") for f in features],
+            "features": [_content(f) for f in features],
         },
         sort_keys=True,
         separators=(",", ":"),
     )
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+_ADDED_FIELDS = frozenset({"of"})
+"""Fields added after baselines were first written: left out of the id where unset, so every
+baseline written before keeps its id."""
+
+
+def _content(feature: FeatureBaseline) -> dict[str, Any]:
+    unset = {name for name in _ADDED_FIELDS if getattr(feature, name) is None}
+    return feature.model_dump(mode="json", exclude=unset)
 
 
 class BaselineError(ValueError):

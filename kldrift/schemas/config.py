@@ -132,7 +132,32 @@ class CategoricalFeature(_Frozen):
         return self
 
 
-FeatureSpec = Annotated[NumericFeature | CategoricalFeature, Field(discriminator="kind")]
+class JointFeature(_Frozen):
+    """Two features of the config binned together: B1 x B2 cells, one per pair of their bins (the
+    first feature's bin varies slowest). An event missing (or invalid) in either part is the
+    joint's missing (invalid). Drift in how two features go together shows here even when
+    neither feature's own distribution moves."""
+
+    name: str = Field(min_length=1, description="the joint's name (reports' `feature`)")
+    kind: Literal["joint"] = Field(description="joint: the product of two features' bins")
+    of: list[str] = Field(
+        min_length=2,
+        max_length=2,
+        description="the names of two numeric or categorical features of this config",
+    )
+
+    @field_validator("of")
+    @classmethod
+    def _two_different(cls, of: list[str]) -> list[str]:
+        if of[0] == of[1]:
+            raise ValueError(f"a joint needs two different features, not {of[0]!r} twice")
+        return of
+
+
+PlainFeature = NumericFeature | CategoricalFeature
+FeatureSpec = Annotated[
+    NumericFeature | CategoricalFeature | JointFeature, Field(discriminator="kind")
+]
 
 
 class DriftSpec(_Frozen):
@@ -232,7 +257,7 @@ class PipelineConfig(_Frozen):
     )
     window: WindowSpec = Field(description="sliding windows in event time (below)")
     features: list[FeatureSpec] = Field(
-        min_length=1, description="the features to watch (numeric or categorical, below)"
+        min_length=1, description="the features to watch (numeric, categorical or joint, below)"
     )
     drift: DriftSpec = Field(default_factory=DriftSpec, description="the drift rule (below)")
     baseline: str | None = Field(
@@ -255,6 +280,15 @@ class PipelineConfig(_Frozen):
             if feature.name in seen:
                 raise ValueError(f"duplicate feature {feature.name!r}")
             seen.add(feature.name)
+        plain = {f.name for f in features if not isinstance(f, JointFeature)}
+        for feature in features:
+            if isinstance(feature, JointFeature):
+                for part in feature.of:
+                    if part not in plain:
+                        raise ValueError(
+                            f"joint {feature.name!r}: {part!r} is not a numeric or categorical "
+                            "feature of this config (list it under features too)"
+                        )
         return features
 
     def feature(self, name: str) -> FeatureSpec:

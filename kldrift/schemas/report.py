@@ -1,16 +1,18 @@
-"""The drift report: one JSON message per (key, feature, window, revision). Producer and consumers
-share this model."""
+"""The report topic's records: a DriftReport per (key, feature, window, revision), and a
+WindowSummary per (key, window, revision), the one verdict over its features. Producer and
+consumers share these models."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """2 added the whole histogram, the minimum-effect and missing-share tests, q_value and the raw
-values behind `__other__`; reports of version 1 still parse (the new fields are null)."""
+values behind `__other__`; 3 added `record` and the window summary (its own record kind on the
+same topic). Reports of versions 1 and 2 still parse (the newer fields take their defaults)."""
 
 
 class TopBinReport(BaseModel):
@@ -39,6 +41,9 @@ class DriftReport(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     schema_version: int = SCHEMA_VERSION
+    record: Literal["feature"] = Field(
+        default="feature", description="the record kind: a feature's report (version 3)"
+    )
     pipeline: str
     key: str | None = Field(description="value of key_field, null without one")
     feature: str
@@ -136,10 +141,102 @@ class DriftReport(BaseModel):
         return cls.model_validate_json(data)
 
 
+class WindowSummary(BaseModel):
+    """One verdict per (key, window, revision): its features' reports combined.
+
+    `combined_p_value` is the Cauchy combination of the features' decision p-values (Liu & Xie,
+    "Cauchy combination test", JASA 115:393-402, 2020): valid whatever the dependence between
+    features, so `drift` (combined_p_value < significance, and at least one feature's report
+    says drift) is a false alarm in at most about `significance` of windows that did not drift.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: int = SCHEMA_VERSION
+    record: Literal["window_summary"] = Field(description="the record kind: a window summary")
+    pipeline: str
+    key: str | None = Field(description="value of key_field, null without one")
+    window_start: AwareDatetime = Field(description="inclusive, RFC 3339 UTC")
+    window_end: AwareDatetime = Field(description="exclusive, RFC 3339 UTC")
+    revision: int = Field(ge=0, description="as its features' reports: 0, then late-data updates")
+    events: int = Field(ge=0, description="events of this key in the window")
+    features: int = Field(ge=1, description="features reported (joints included)")
+    features_checked: int = Field(
+        ge=0, description="features with a decision p-value (values binned in the window)"
+    )
+    features_drifted: list[str] = Field(description="features whose report says drift")
+    min_q_value: float | None = Field(description="the smallest q_value of its features' reports")
+    combined_p_value: float | None = Field(
+        description="Cauchy combination of the features' decision p-values (valid under any "
+        "dependence between features); null when no feature was checked"
+    )
+    combination: Literal["cauchy"] = Field(default="cauchy", description="how p-values combine")
+    max_kl_bits_debiased: float | None = Field(
+        description="the largest debiased KL of its features' reports, bits"
+    )
+    decision: Literal["estimate", "confident"] = Field(
+        description="the features' decision rule, whose p-values are combined"
+    )
+    significance: float
+    drift: bool = Field(
+        description="combined_p_value < significance and features_drifted is not empty"
+    )
+    baseline_id: str
+
+    @property
+    def message_key(self) -> str:
+        """`pipeline|key||window_start|window_end`: its features' keys with the feature empty."""
+        return "|".join(
+            [
+                self.pipeline,
+                self.key or "",
+                "",
+                _rfc3339(self.window_start),
+                _rfc3339(self.window_end),
+            ]
+        )
+
+    def to_json_bytes(self) -> bytes:
+        return self.model_dump_json().encode()
+
+
+ReportRecord = DriftReport | WindowSummary
+"""A record of the report topic."""
+
+
+def parse_report_record(data: bytes | str) -> ReportRecord:
+    """A report topic's record from its JSON: a WindowSummary when its `record` says so, else a
+    DriftReport (versions 1-3). Raises pydantic's ValidationError for anything else.
+
+    Examples
+    --------
+    >>> summary = parse_report_record(
+    ...     '{"record": "window_summary", "pipeline": "shop", "key": null, '
+    ...     '"window_start": "2024-01-01T00:00:00Z", "window_end": "2024-01-01T00:10:00Z", '
+    ...     '"revision": 0, "events": 500, "features": 2, "features_checked": 2, '
+    ...     '"features_drifted": ["latency_ms"], "min_q_value": 0.0004, '
+    ...     '"combined_p_value": 0.0002, "max_kl_bits_debiased": 0.31, "decision": "estimate", '
+    ...     '"significance": 0.01, "drift": true, "baseline_id": "b1"}'
+    ... )
+    >>> type(summary).__name__, summary.drift, summary.message_key
+    ('WindowSummary', True, 'shop|||2024-01-01T00:00:00Z|2024-01-01T00:10:00Z')
+    """
+    try:
+        return DriftReport.model_validate_json(data)
+    except ValidationError as not_a_report:
+        try:
+            return WindowSummary.model_validate_json(data)
+        except ValidationError:
+            pass
+        raise not_a_report from None
+
+
 def report_json_schema() -> dict[str, Any]:
-    """The report's JSON Schema (draft 2020-12), for consumers in other languages."""
-    schema = DriftReport.model_json_schema()
+    """The report topic's JSON Schema (draft 2020-12): a record is a feature's report or a window
+    summary (`record` says which), for consumers in other languages."""
+    schema = TypeAdapter(DriftReport | WindowSummary).json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "kldrift report topic record"
     return schema
 
 

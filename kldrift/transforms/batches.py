@@ -18,7 +18,7 @@ Steps (stable labels, so a Dataflow `--update` keeps state), one module each:
   Score               transforms.score: divergence against the baseline (a construction argument,
                       or a newer one with the same bins from `baseline_updates`, e.g. a kafka://
                       topic) -> a DriftReport per feature, q-values across the features of one
-                      (key, window, revision)
+                      (key, window, revision); a WindowSummary per (key, window, revision)
 Each event is counted once, whatever size/period is: the sliding step costs windows x bins.
 Only standard WindowFns are used: Flink's and Dataflow's Java side reject pickled Python ones.
 """
@@ -38,7 +38,7 @@ from kldrift.schemas.baseline import Baseline
 from kldrift.schemas.config import PipelineConfig
 from kldrift.schemas.report import DriftReport
 from kldrift.transforms.bin import PANE_COUNTS, BinPanes, feature_slots
-from kldrift.transforms.outputs import DEAD_LETTERS, REPORTS
+from kldrift.transforms.outputs import DEAD_LETTERS, REPORTS, SUMMARIES
 from kldrift.transforms.panes import WindowedSum
 from kldrift.transforms.revise import (
     REVISION,
@@ -50,11 +50,12 @@ from kldrift.transforms.revise import (
 from kldrift.transforms.score import BaselineUpdates, Score
 from kldrift.transforms.sliding import WINDOW_ELEMENT, PaneToWindows
 
-__all__ = ["DEAD_LETTERS", "REPORTS", "SlidingKLFromBatches"]
+__all__ = ["DEAD_LETTERS", "REPORTS", "SUMMARIES", "SlidingKLFromBatches"]
 
 
 class SlidingKLFromBatches(beam.PTransform):
-    """EventBatch -> {"reports": DriftReport, "dead_letters": DeadLetter}: the steps wired together.
+    """EventBatch -> {"reports": DriftReport, "summaries": WindowSummary, "dead_letters":
+    DeadLetter}: the steps wired together.
 
     Internal: what the Kafka source (`kldrift run`, with `resume` after a restart) and file replay
     use. The public composite on any PCollection is kldrift.transforms.sliding_kl.SlidingKLDivergence.
@@ -132,7 +133,13 @@ class SlidingKLFromBatches(beam.PTransform):
             .with_input_types(STAMPED_DELTA)
             .with_output_types(REVISION)
         )
-        reports = windows | "Score" >> beam.ParDo(
+        scored = windows | "Score" >> beam.ParDo(
             Score(self._config, self._feature_bins, self._baseline, self._updates)
-        ).with_input_types(REVISION).with_output_types(DriftReport)
-        return {REPORTS: reports, DEAD_LETTERS: binned[DEAD_LETTERS]}
+        ).with_input_types(REVISION).with_output_types(DriftReport).with_outputs(
+            SUMMARIES, main=REPORTS
+        )
+        return {
+            REPORTS: scored[REPORTS],
+            SUMMARIES: scored[SUMMARIES],
+            DEAD_LETTERS: binned[DEAD_LETTERS],
+        }

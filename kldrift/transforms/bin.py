@@ -20,9 +20,8 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
 from kldrift import metrics
-from kldrift.binning import FeatureBins
+from kldrift.binning import FeatureBins, value_getter
 from kldrift.events import NO_WATERMARK, DeadLetter, EventBatch
-from kldrift.events import field_getter as _field_getter
 from kldrift.io.resume import ResumePoint
 from kldrift.other_values import CountsWithOthers, Histogram, count_other_values
 from kldrift.schemas.config import PipelineConfig
@@ -65,7 +64,7 @@ class BinPanes(beam.DoFn):
         self._horizon_us = config.window.size_us + config.window.allowed_lateness_us
 
     def setup(self) -> None:
-        self._getters = [_field_getter(b.name) for b in self._feature_bins]
+        self._getters = [value_getter(b) for b in self._feature_bins]
         self._binned = metrics.counter(metrics.EVENTS_BINNED)
         self._dead = metrics.counter(metrics.RECORDS_DEAD_LETTERED)
         self._too_late = metrics.counter(metrics.EVENTS_TOO_LATE)

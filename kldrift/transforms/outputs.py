@@ -1,4 +1,6 @@
-"""The composite's output tags: {REPORTS: DriftReport, DEAD_LETTERS: DeadLetter}."""
+"""The composite's output tags: {REPORTS: DriftReport, SUMMARIES: WindowSummary, DEAD_LETTERS:
+DeadLetter}."""
 
 REPORTS = "reports"
+SUMMARIES = "summaries"
 DEAD_LETTERS = "dead_letters"

@@ -1,5 +1,5 @@
 """Score: a window's counts against the baseline -> one DriftReport per feature, q-values across
-the features of one (key, window, revision)."""
+the features of one (key, window, revision), and the window's summary (on the SUMMARIES output)."""
 
 from __future__ import annotations
 
@@ -22,9 +22,11 @@ from kldrift.scoring import (
     FeatureReference,
     feature_references,
     window_reports,
+    window_summary,
     windows_boundary_nulls,
 )
 from kldrift.transforms.bin import feature_slots
+from kldrift.transforms.outputs import SUMMARIES
 from kldrift.transforms.sliding import SlideKey
 
 _LOG = logging.getLogger(__name__)
@@ -44,7 +46,8 @@ class BaselineUpdates(Protocol):
 
 
 class Score(beam.DoFn):
-    """A window's counts against the baseline -> one DriftReport per feature, q-values across them.
+    """A window's counts against the baseline -> one DriftReport per feature, q-values across them,
+    and one WindowSummary on the SUMMARIES output.
 
     The baseline is the one given at construction, or the newest one `updates` handed out that
     has the job's bins (panes are binned with them); one with other bins is rejected and logged.
@@ -123,17 +126,17 @@ class Score(beam.DoFn):
         timestamp: Any = beam.DoFn.TimestampParam,
         window: Any = beam.DoFn.WindowParam,
         pane: Any = beam.DoFn.PaneInfoParam,
-    ) -> Iterator[WindowedValue]:
+    ) -> Iterator[Any]:
         # Windows are scored together at the end of the bundle (or every _MAX_PENDING): the
         # minimum-effect test's bisection then runs once per block of windows, not per window.
         self._pending.append(_Pending(element, self._baseline(), timestamp, window, pane))
         if len(self._pending) >= _MAX_PENDING:
             yield from self._score_pending()
 
-    def finish_bundle(self) -> Iterator[WindowedValue]:
+    def finish_bundle(self) -> Iterator[Any]:
         yield from self._score_pending()
 
-    def _score_pending(self) -> Iterator[WindowedValue]:
+    def _score_pending(self) -> Iterator[Any]:
         pending, self._pending = self._pending, []
         by_baseline: dict[str, list[_Pending]] = {}
         for item in pending:
@@ -141,7 +144,7 @@ class Score(beam.DoFn):
         for items in by_baseline.values():
             yield from self._score(items)
 
-    def _score(self, items: list[_Pending]) -> Iterator[WindowedValue]:
+    def _score(self, items: list[_Pending]) -> Iterator[Any]:
         baseline = items[0].baseline
         references = self._references(baseline)
         nulls = windows_boundary_nulls(
@@ -171,6 +174,10 @@ class Score(beam.DoFn):
                 if report.drift:
                     self._drift.inc()
                 yield WindowedValue(report, item.timestamp, (item.window,), item.pane)
+            summary = window_summary(reports, self._config.drift)
+            yield beam.pvalue.TaggedOutput(
+                SUMMARIES, WindowedValue(summary, item.timestamp, (item.window,), item.pane)
+            )
 
 
 _MAX_PENDING = 2048

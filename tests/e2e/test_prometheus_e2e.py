@@ -32,7 +32,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kldrift.consumer import read_reports
 from kldrift.local import prometheus
 from kldrift.schemas.baseline import Baseline
-from kldrift.schemas.report import DriftReport
+from kldrift.schemas.report import DriftReport, WindowSummary
 from kldrift.synthetic import make_event
 
 pytestmark = pytest.mark.services
@@ -183,7 +183,9 @@ def test_prometheus_scrapes_the_exporter_and_promql_returns_the_reports_values(
         assert job.returncode == STOPPED_BY_CTRL_C, job.output[-3000:]
 
         # What the topics say, read independently of the exporter.
-        reports = [m.report for m in read_reports(kafka_bootstrap, kafka["output_topic"])]
+        records = [m.report for m in read_reports(kafka_bootstrap, kafka["output_topic"])]
+        reports = [r for r in records if isinstance(r, DriftReport)]
+        summaries = [r for r in records if isinstance(r, WindowSummary)]
         dead = KafkaConsumer(
             kafka["dead_letter_topic"],
             bootstrap_servers=kafka_bootstrap,
@@ -229,6 +231,24 @@ def test_prometheus_scrapes_the_exporter_and_promql_returns_the_reports_values(
         }
         for name, value_of in expected.items():
             assert gauge(name) == {pair: value_of(r) for pair, r in newest.items()}, name
+        # Per key: the window summary gauges are the newest window's latest summary, exactly.
+        newest_summary: dict[str, WindowSummary] = {}
+        for summary in summaries:
+            order = (summary.window_end.timestamp(), summary.revision)
+            current = newest_summary.get(summary.key or "")
+            if current is None or order > (current.window_end.timestamp(), current.revision):
+                newest_summary[summary.key or ""] = summary
+        assert set(newest_summary) == {"model-a", "model-b"}
+        for name, value_of in {
+            "kldrift_window_drift": lambda s: float(s.drift),
+            "kldrift_window_combined_p_value": lambda s: s.combined_p_value,
+            "kldrift_window_features_drifted": lambda s: float(len(s.features_drifted)),
+        }.items():
+            scraped_by_key = {
+                series["metric"]["key"]: float(series["value"][1])
+                for series in prom.query(f"{name}{{{pipeline}}}")
+            }
+            assert scraped_by_key == {k: value_of(s) for k, s in newest_summary.items()}, name
         # The drift halfway through shows: latency's newest windows are flagged for both keys.
         assert gauge("kldrift_drift")[("model-a", "latency_ms")] == 1.0
         assert gauge("kldrift_drift")[("model-b", "latency_ms")] == 1.0

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 import subprocess
 import sys
 from collections import Counter
@@ -16,8 +15,8 @@ from typing import Any
 import jsonschema
 import numpy as np
 import pytest
-from scipy.optimize import brentq
-from scipy.stats import chi2, chi2_contingency, entropy, ncx2
+from _oracle import p_above_threshold, williams
+from scipy.stats import chi2, chi2_contingency
 
 from kldrift.local.runners import local_runner_args
 from kldrift.pipeline.replay import run_replay
@@ -155,34 +154,6 @@ def scored(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[dict], list[d
     return [json.loads(line) for line in lines], events, baseline
 
 
-def _williams(table: np.ndarray) -> float:
-    n = table.sum()
-    rows, columns = table.shape
-    row_part = n * np.sum(1 / table.sum(axis=1)) - 1
-    column_part = n * np.sum(1 / table.sum(axis=0)) - 1
-    return 1 + row_part * column_part / (6 * n * (rows - 1) * (columns - 1))
-
-
-def _p_above_threshold(counts: np.ndarray, b: np.ndarray, g: float) -> float:
-    """README's minimum-effect test written out: G against scale x chi'^2(df, nc), matching G's
-    mean and variance at the boundary point (1 - s) q + s p_hat with KL = threshold (brentq)."""
-    n, m, dof = counts.sum(), b.sum(), len(b) - 1
-    n_eff, tau = n * m / (n + m), THRESHOLD * math.log(2)
-    q = (b + 0.5) / (m + 0.5 * len(b))
-    p_hat = counts / n
-    mean = dof + 2 * n_eff * tau
-    if entropy(p_hat, q) <= tau:
-        return float(ncx2.sf(g, dof, 2 * n_eff * tau))
-    s = brentq(lambda s: entropy((1 - s) * q + s * p_hat, q) - tau, 0, 1, xtol=1e-15)
-    boundary = (1 - s) * q + s * p_hat
-    log_ratio = np.log(boundary / q, where=boundary > 0, out=np.zeros_like(q))
-    v = (boundary * log_ratio**2).sum() - (boundary * log_ratio).sum() ** 2
-    variance = 2 * dof + 4 * n_eff * v
-    roots = np.roots([2 * dof, -4 * mean, variance])
-    scale = max(1.0, float(np.min(roots.real)))
-    return float(ncx2.sf(g / scale, dof, max(mean / scale - dof, 0.0)))
-
-
 def _benjamini_hochberg(p_values: list[float]) -> list[float]:
     """q_(i) = min over j >= i of p_(j) m / j, capped at 1 (sorted ascending, 1-based ranks)."""
     order = np.argsort(p_values)
@@ -197,7 +168,9 @@ def test_every_new_field_matches_an_independent_computation(
     scored: tuple[list[dict], list[dict], Baseline],
 ) -> None:
     reports, events, baseline = scored
-    assert len(reports) > 40 and all(r["schema_version"] == 2 for r in reports)
+    assert len(reports) > 40 and all(
+        r["schema_version"] == 3 and r["record"] == "feature" for r in reports
+    )
     times = np.array([e["ts"] for e in events])
     checked_above = 0
     for report in reports:
@@ -228,15 +201,15 @@ def test_every_new_field_matches_an_independent_computation(
             assert report["missing_p_value"] == 1.0
         else:
             g2 = chi2_contingency(two_by_two, correction=False, lambda_="log-likelihood").statistic
-            missing_p = chi2.sf(g2 / _williams(two_by_two), 1)
+            missing_p = chi2.sf(g2 / williams(two_by_two), 1)
             assert report["missing_p_value"] == pytest.approx(missing_p, rel=1e-9, abs=1e-300)
             rose = (missing + invalid) / events_total > base_unusable / base_total
             assert report["missing_drift"] == bool(rose and missing_p < SIGNIFICANCE)
         occupied = (counts + b) > 0
         table = np.array([counts[occupied], b[occupied]], dtype=float)
         g = chi2_contingency(table, correction=False, lambda_="log-likelihood").statistic
-        g /= _williams(table)
-        expected_above = _p_above_threshold(counts[occupied], b[occupied], g)
+        g /= williams(table)
+        expected_above = p_above_threshold(counts[occupied], b[occupied], g, THRESHOLD, SMOOTHING)
         assert report["p_value"] == pytest.approx(chi2.sf(g, occupied.sum() - 1), rel=1e-9)
         assert report["p_value_above_threshold"] == pytest.approx(expected_above, rel=1e-7)
         assert report["decision"] == "estimate"
@@ -297,7 +270,7 @@ VERSION_1_REPORT = """{"schema_version": 1, "pipeline": "checkout-model", "key":
 
 def test_a_version_1_report_still_parses_with_the_new_fields_null() -> None:
     report = DriftReport.from_json_bytes(VERSION_1_REPORT)
-    assert report.schema_version == 1 and SCHEMA_VERSION == 2
+    assert report.schema_version == 1 and SCHEMA_VERSION == 3 and report.record == "feature"
     assert report.p_value == 0.005843238249692533 and report.drift is True
     for field in ("p_value_above_threshold", "q_value", "counts", "bins", "other_values"):
         assert getattr(report, field) is None

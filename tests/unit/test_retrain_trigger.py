@@ -66,7 +66,7 @@ def test_bad_parameters_are_refused_by_name() -> None:
     with pytest.raises(ValueError, match="k"):
         RetrainTrigger(k=6, m=5)
     with pytest.raises(ValueError, match="scope"):
-        RetrainTrigger(scope="window")
+        RetrainTrigger(scope="model")
 
 
 def test_latest_revisions_keeps_the_highest_revision_per_window() -> None:
