@@ -76,6 +76,9 @@ def _add_replay(sub: argparse._SubParsersAction) -> None:
     replay.add_argument("--input", required=True, help="JSON lines: a path or glob")
     replay.add_argument("--output", required=True, help="reports, one JSON per line, sorted")
     replay.add_argument("--dead-letter", help="where to write records that were not binned")
+    replay.add_argument(
+        "--summaries", help="where to write the window summaries, one JSON per line, sorted"
+    )
     replay.add_argument("beam_args", nargs=argparse.REMAINDER, help="-- Beam pipeline options")
     replay.set_defaults(func=commands.replay)
 

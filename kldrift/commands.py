@@ -159,6 +159,7 @@ def replay(args: argparse.Namespace) -> int:
             args.output,
             args.dead_letter,
             _job_beam_args(args.beam_args),
+            summary_output=args.summaries,
         )
     elapsed = time.monotonic() - started
     rate = summary.events_binned / elapsed if elapsed > 0 else 0.0

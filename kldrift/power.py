@@ -50,18 +50,26 @@ class PowerTable:
     cells: list[PowerCell]
 
 
-def drifted_distribution(q: np.ndarray, kind: str, kl_bits: float) -> tuple[np.ndarray, str]:
+def drifted_distribution(
+    q: np.ndarray, kind: str, kl_bits: float, cells: tuple[int, int] | None = None
+) -> tuple[np.ndarray, str]:
     """A distribution P with KL(P || q) = kl_bits, and its shape's name.
 
     numeric: an exponential tilt along the bins, P ∝ q exp(t z), z the standardised bin index
     (a shift of location); categorical: mass moved into the last bin, `__other__`, P = (1 - e) q
-    + e 1_other (a new category). If the shape cannot reach kl_bits it goes as far as it can.
+    + e 1_other (a new category); joint (`cells` = its parts' bin counts): a tilt along the
+    product of the parts' standardised bin indices, P ∝ q exp(t z_i w_j), which changes how the
+    two go together far more than either alone. If the shape cannot reach kl_bits it goes as far
+    as it can.
     """
     if kl_bits <= 0:
         return q.copy(), _shape_name(kind)
-    if kind == "numeric":
-        z = np.arange(q.size, dtype=np.float64)
-        z = (z - z.mean()) / z.std() if q.size > 1 else z
+    if kind in ("numeric", "joint"):
+        if kind == "joint":
+            assert cells is not None and cells[0] * cells[1] == q.size
+            z = np.outer(_standardised(cells[0]), _standardised(cells[1])).ravel()
+        else:
+            z = _standardised(q.size)
 
         def shaped(t: float) -> np.ndarray:
             w = np.log(q) + t * z
@@ -85,8 +93,14 @@ def drifted_distribution(q: np.ndarray, kind: str, kl_bits: float) -> tuple[np.n
     return shaped(t), _shape_name(kind)
 
 
+def _standardised(size: int) -> np.ndarray:
+    z = np.arange(size, dtype=np.float64)
+    return (z - z.mean()) / z.std() if size > 1 else z
+
+
 def _shape_name(kind: str) -> str:
-    return "location tilt" if kind == "numeric" else "mass into __other__"
+    names = {"numeric": "location tilt", "joint": "association tilt"}
+    return names.get(kind, "mass into __other__")
 
 
 def _kl(p: np.ndarray, q: np.ndarray) -> float:
@@ -179,9 +193,12 @@ def operating_characteristic(
         counts = np.asarray(stored.counts, dtype=np.float64)
         # The truth under "no drift": the baseline's shares, smoothed so every bin can occur.
         q = baseline_probabilities(counts, max(drift.smoothing, 1e-9))
+        joint_cells = _joint_cells(baseline, stored.of)
         for n in sizes or window_sizes_around(window_events):
             for multiple in multiples:
-                p, shape = drifted_distribution(q, stored.kind, multiple * drift.threshold_bits)
+                p, shape = drifted_distribution(
+                    q, stored.kind, multiple * drift.threshold_bits, joint_cells
+                )
                 sample = rng.multinomial(n, p, size=windows)
                 flagged = flag_rates(sample, counts, drift)
                 cells.append(
@@ -195,6 +212,14 @@ def operating_characteristic(
                     )
                 )
     return PowerTable(drift.threshold_bits, drift.significance, windows, cells)
+
+
+def _joint_cells(baseline: Baseline, of: list[str] | None) -> tuple[int, int] | None:
+    """A joint's (first part's bins, second part's bins); None for a plain feature."""
+    if of is None:
+        return None
+    first, second = (len(baseline.feature(name).counts) for name in of)
+    return first, second
 
 
 def format_power_table(table: PowerTable) -> str:

@@ -25,7 +25,7 @@ from _jobs import (
 from kafka import KafkaConsumer, KafkaProducer
 
 from kldrift.consumer import LatestRevisions
-from kldrift.schemas.report import DriftReport
+from kldrift.schemas.report import DriftReport, WindowSummary, parse_report_record
 from kldrift.synthetic import SyntheticStream
 
 pytestmark = pytest.mark.services
@@ -228,6 +228,8 @@ def test_run_on_kafka_matches_replay_and_accounts_for_every_record(
         str(events_file),
         "--output",
         str(replay_out),
+        "--summaries",
+        str(job_files["dir"] / "summaries.jsonl"),
     )
     assert replayed.returncode == 0, replayed.stderr[-3000:]
     replay_reports = [
@@ -246,6 +248,32 @@ def test_run_on_kafka_matches_replay_and_accounts_for_every_record(
         else:
             assert actual.kl_bits == pytest.approx(expected.kl_bits, abs=1e-12, rel=0)
             assert actual.p_value == pytest.approx(expected.p_value, abs=1e-300, rel=1e-9)
+
+    # One summary per (key, window, revision) the job reported, after its reports; each window's
+    # newest equals replay's summary of the same window.
+    reported = {(r.key, r.window_start, r.revision) for r in reports}
+    summarised = Counter((s.key, s.window_start, s.revision) for s in tail.summaries)
+    assert set(summarised) == reported and max(summarised.values()) == 1
+    newest_summary = LatestRevisions()
+    for summary in tail.summaries:
+        newest_summary.offer(summary)
+    replay_summaries = [
+        parse_report_record(line)
+        for line in (job_files["dir"] / "summaries.jsonl").read_bytes().splitlines()
+    ]
+    assert len(replay_summaries) == len(newest_summary.by_key) == len(by_window) // 4
+    for expected_summary in replay_summaries:
+        actual_summary = newest_summary.by_key[expected_summary.message_key]
+        assert isinstance(actual_summary, WindowSummary)
+        assert isinstance(expected_summary, WindowSummary)
+        assert actual_summary.events == expected_summary.events
+        assert actual_summary.features_drifted == expected_summary.features_drifted
+        assert actual_summary.drift == expected_summary.drift
+        if expected_summary.combined_p_value is not None:
+            assert actual_summary.combined_p_value == pytest.approx(
+                expected_summary.combined_p_value, rel=1e-9, abs=1e-300
+            )
+    assert any(s.drift for s in replay_summaries) and not all(s.drift for s in replay_summaries)
 
     # Drift: latency windows wholly before the shift are calm, wholly after are flagged.
     for r in latest.by_key.values():

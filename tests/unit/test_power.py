@@ -175,3 +175,48 @@ def test_false_triggers_per_day_on_a_stationary_stream() -> None:
         assert row.flags_per_day == pytest.approx(row.window_flag_rate * 2880)
         assert row.triggers_per_day <= row.flags_per_day / 3  # each trigger needs 3 flags
         assert row.window_flag_rate <= 0.02  # stationary: about `significance` at most
+
+
+def test_a_joints_drift_is_an_association_tilt_at_the_kl_asked_for() -> None:
+    q = np.outer([0.5, 0.3, 0.2], [0.6, 0.4]).ravel()  # independent parts: 3 x 2 cells
+    p, shape = drifted_distribution(q, "joint", 0.1, (3, 2))
+    assert shape == "association tilt"
+    assert entropy(p, q, base=2) == pytest.approx(0.1, abs=1e-10)
+    table = p.reshape(3, 2)
+    # The tilt makes the parts go together: the first part's high bins favour the second's high.
+    assert table[2, 1] / table[2].sum() > 0.4 > table[0, 1] / table[0].sum()
+
+
+def test_a_joint_needs_more_events_per_window_than_its_parts() -> None:
+    """README: for the same power, a joint of a 7-bin and a 4-bin feature (28 cells) needs more
+    events per window than either part (here at twice the threshold, estimate rule)."""
+    joint = {"name": "latency_by_device", "kind": "joint", "of": ["latency_ms", "device"]}
+    config = PipelineConfig.model_validate({**CONFIG, "features": [*CONFIG["features"], joint]})
+    latency, device = (BASELINE.feature(n) for n in ("latency_ms", "device"))
+    cells = np.outer(latency.counts, device.counts).ravel() // sum(latency.counts)
+    baseline = Baseline.create(
+        [
+            latency,
+            device,
+            FeatureBaseline(
+                name="latency_by_device",
+                kind="joint",
+                of=["latency_ms", "device"],
+                counts=list(map(int, cells)),
+            ),
+        ],
+        source="test",
+        created_at="2026-12-01T00:00:00Z",
+    )
+    table = operating_characteristic(
+        config, baseline, 200, windows=1000, multiples=(0.0, 2.0), sizes=[200, 800]
+    )
+    rate = {
+        (c.feature, c.window_events): c.flag_rate["estimate"]
+        for c in table.cells
+        if c.multiple == 2.0
+    }
+    assert rate[("latency_by_device", 200)] < min(rate[("latency_ms", 200)], rate[("device", 200)])
+    assert rate[("latency_by_device", 800)] > 0.9
+    false_alarms = [c.flag_rate["estimate"] for c in table.cells if c.multiple == 0.0]
+    assert max(false_alarms) < 0.02
