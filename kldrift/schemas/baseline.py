@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from kldrift.exceptions import BaselineError as BaselineError
 from kldrift.schemas.config import check_categories, check_edges
 
 BASELINE_SCHEMA_VERSION = 1
@@ -102,10 +103,6 @@ def content_id(features: list[FeatureBaseline]) -> str:
         separators=(",", ":"),
     )
     return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-class BaselineError(ValueError):
-    """A baseline file that cannot be used; the message names the feature or field."""
 
 
 def load_baseline(path: str | Path) -> Baseline:

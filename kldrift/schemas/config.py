@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from kldrift.exceptions import ConfigError as ConfigError
 from kldrift.schemas.durations import Duration
 
 OTHER_CATEGORY = "__other__"
@@ -262,10 +263,6 @@ class PipelineConfig(_Frozen):
             if feature.name == name:
                 return feature
         raise KeyError(name)
-
-
-class ConfigError(ValueError):
-    """A config that cannot be used; the message names the field and what is wrong."""
 
 
 def _format_validation_error(source: str, err: ValidationError) -> str:
