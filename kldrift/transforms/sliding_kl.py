@@ -65,14 +65,14 @@ class SlidingKLDivergence(beam.PTransform):
         baseline of 50 "de" and 50 "fr": with the default smoothing (0.5 added to each of the 3
         baseline bins, ``__other__`` included) Q(de) = 50.5 / 101.5, so KL = log2(101.5 / 50.5)
         = 1.007 bits. ``options`` are your pipeline's options; here Prism as kldrift's set-up
-        installed it (``prism_location()``), its Python worker in this process (no Docker).
+        installed it (``prism_location()``; Prism runs the Python worker in this process).
 
         >>> import apache_beam as beam
         >>> from apache_beam.options.pipeline_options import PipelineOptions
         >>> from kldrift import SlidingKLDivergence, baseline_from_events, parse_config
         >>> from kldrift import prism_location
         >>> options = PipelineOptions(
-        ...     [f"--prism_location={prism_location()}", "--environment_type=LOOPBACK"])
+        ...     ["--runner=PrismRunner", f"--prism_location={prism_location()}"])
         >>> config = parse_config({
         ...     "name": "shop", "event_time_field": "ts",
         ...     "window": {"size": "60s", "period": "60s"},
