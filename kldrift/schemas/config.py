@@ -295,7 +295,7 @@ def parse_config(data: Any, source: str = "config") -> PipelineConfig:
     >>> parse_config(bad, "job.yaml")
     Traceback (most recent call last):
     ...
-    kldrift.schemas.config.ConfigError: job.yaml: window: window.size (90s) must be a whole multiple of window.period (60s)
+    kldrift.exceptions.ConfigError: job.yaml: window: window.size (90s) must be a whole multiple of window.period (60s)
     """
     try:
         return PipelineConfig.model_validate(data)
