@@ -94,7 +94,8 @@ def config_check(path: str) -> int:
     if config.baseline and _not_built_yet(config.baseline):
         # README's tour checks the config before it builds the baseline: not an error yet.
         print(
-            f"{config.baseline}: not built yet: `kldrift baseline` writes it (config check then compares its bins)"
+            f"{config.baseline}: not built yet: `kldrift baseline` writes it "
+            "(config check then compares its bins)"
         )
     elif config.baseline:
         load_job(path, None)

@@ -33,7 +33,8 @@ class InputNotFound(KldriftError, ValueError):
 
 
 class KafkaSetupError(KldriftError, RuntimeError):
-    """Kafka could not be used as configured (unreachable, missing topic...): one line, no secrets."""
+    """Kafka could not be used as configured (unreachable, missing topic...): one line, no
+    secrets."""
 
 
 class ResumeMismatch(KafkaSetupError):
