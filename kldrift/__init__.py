@@ -1,13 +1,25 @@
 """kldrift: streaming KL-divergence drift detection for Apache Beam, reported in bits.
 
-The library's front door::
+The library's front door: a config, a baseline, and the composite applied to your events. A
+pipeline built here (``pipeline.run()`` would start it and write to the broker):
 
-    from kldrift import SlidingKLDivergence, load_config, read_baseline
+>>> import apache_beam as beam
+>>> from kldrift import SlidingKLDivergence, WriteReportsToKafka, baseline_from_events, parse_config
+>>> config = parse_config({
+...     "name": "shop", "event_time_field": "ts",
+...     "window": {"size": "10m", "period": "1m"},
+...     "features": [{"name": "latency_ms", "kind": "numeric", "edges": [10, 100]}]})
+>>> baseline = baseline_from_events(config, [{"latency_ms": 5}, {"latency_ms": 50}] * 50)
+>>> pipeline = beam.Pipeline()
+>>> events = pipeline | beam.Create([b'{"ts": 1704067200, "latency_ms": 7}'])
+>>> outputs = events | SlidingKLDivergence(config, baseline)
+>>> _ = outputs["reports"] | WriteReportsToKafka("broker:9092", "drift-reports")
+>>> sorted(outputs)
+['dead_letters', 'reports']
 
-    config = load_config("config.yaml")
-    baseline = read_baseline("baseline.json")
-    outputs = events | SlidingKLDivergence(config, baseline)
-    outputs["reports"] | WriteReportsToKafka("broker:9092", "drift-reports")
+From files: ``load_config("config.yaml")`` and ``read_baseline("baseline.json")`` (what
+``kldrift baseline`` wrote; a gs:// or s3:// URL, or kafka://TOPIC, reads as well). The errors
+a user can fix are one hierarchy: ``except kldrift.KldriftError`` catches them all.
 
 Names are imported on first use, so `import kldrift.schemas` (a report consumer) loads no Beam.
 """
@@ -19,6 +31,22 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
+_EXCEPTIONS = (
+    "KldriftError",
+    "ConfigError",
+    "BaselineError",
+    "BaselineMismatch",
+    "InputNotFound",
+    "KafkaSetupError",
+    "ResumeMismatch",
+    "KafkaOutageError",
+    "TopicMissingError",
+    "FlinkSetupError",
+    "PrismNotInstalled",
+    "UserError",
+)
+"""Every error a user can fix, one hierarchy under KldriftError (kldrift.exceptions)."""
+
 _EXPORTS = {
     "SlidingKLDivergence": "kldrift.transforms.sliding_kl",
     "REPORTS": "kldrift.transforms.sliding_kl",
@@ -26,16 +54,15 @@ _EXPORTS = {
     "WriteReportsToKafka": "kldrift.io.kafka_sink",
     "WriteDeadLettersToKafka": "kldrift.io.kafka_sink",
     "PipelineConfig": "kldrift.schemas.config",
-    "ConfigError": "kldrift.schemas.config",
     "load_config": "kldrift.schemas.config",
     "parse_config": "kldrift.schemas.config",
     "Baseline": "kldrift.schemas.baseline",
-    "BaselineError": "kldrift.schemas.baseline",
-    "BaselineMismatch": "kldrift.binning",
     "read_baseline": "kldrift.io.baselines",
     "baseline_from_events": "kldrift.training",
     "DriftReport": "kldrift.schemas.report",
     "DeadLetter": "kldrift.events",
+    "prism_location": "kldrift.pipeline.prism",
+    **dict.fromkeys(_EXCEPTIONS, "kldrift.exceptions"),
 }
 
 __all__ = [
@@ -47,14 +74,24 @@ __all__ = [
     "ConfigError",
     "DeadLetter",
     "DriftReport",
+    "FlinkSetupError",
+    "InputNotFound",
+    "KafkaOutageError",
+    "KafkaSetupError",
+    "KldriftError",
     "PipelineConfig",
+    "PrismNotInstalled",
+    "ResumeMismatch",
     "SlidingKLDivergence",
+    "TopicMissingError",
+    "UserError",
     "WriteDeadLettersToKafka",
     "WriteReportsToKafka",
     "__version__",
     "baseline_from_events",
     "load_config",
     "parse_config",
+    "prism_location",
     "read_baseline",
 ]
 
@@ -73,12 +110,26 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from kldrift.binning import BaselineMismatch
     from kldrift.events import DeadLetter
+    from kldrift.exceptions import (
+        BaselineError,
+        BaselineMismatch,
+        ConfigError,
+        FlinkSetupError,
+        InputNotFound,
+        KafkaOutageError,
+        KafkaSetupError,
+        KldriftError,
+        PrismNotInstalled,
+        ResumeMismatch,
+        TopicMissingError,
+        UserError,
+    )
     from kldrift.io.baselines import read_baseline
     from kldrift.io.kafka_sink import WriteDeadLettersToKafka, WriteReportsToKafka
-    from kldrift.schemas.baseline import Baseline, BaselineError
-    from kldrift.schemas.config import ConfigError, PipelineConfig, load_config, parse_config
+    from kldrift.pipeline.prism import prism_location
+    from kldrift.schemas.baseline import Baseline
+    from kldrift.schemas.config import PipelineConfig, load_config, parse_config
     from kldrift.schemas.report import DriftReport
     from kldrift.training import baseline_from_events
     from kldrift.transforms.sliding_kl import DEAD_LETTERS, REPORTS, SlidingKLDivergence

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from kldrift.events import field_getter
+from kldrift.exceptions import BaselineMismatch as BaselineMismatch
 from kldrift.schemas.baseline import Baseline, FeatureBaseline
 from kldrift.schemas.config import (
     OTHER_CATEGORY,
@@ -29,10 +30,6 @@ from kldrift.schemas.config import (
 
 _NUMBER_TYPES = frozenset({int, float})
 _NUMBER_OR_NONE = frozenset({int, float, type(None)})
-
-
-class BaselineMismatch(ValueError):
-    """The baseline's bins do not match the config; the message names the feature."""
 
 
 def _is_number(value: Any) -> bool:

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from kldrift import commands
-from kldrift.commands import UserError
+from kldrift.exceptions import KldriftError
 from kldrift.io import kafka_log
 
 
@@ -228,7 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except UserError as err:
+    except KldriftError as err:  # a UserError, or one a command raised outside user_errors()
         print(f"kldrift: error: {err}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `kldrift config schema | head`: the reader had enough

@@ -1,9 +1,11 @@
-"""Errors a user can cause and fix, shared by the pipelines, the launchers and the CLI (no Beam
-import here): each becomes one line on stderr, never a traceback."""
+"""The CLI's one-line presentation of the errors a user can fix (`kldrift.exceptions`), raised
+here or inside a pipeline (no Beam import here): each becomes one line on stderr, never a
+traceback."""
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import threading
 import traceback
@@ -11,33 +13,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-
-class InputNotFound(ValueError):
-    """No file matched the input path or glob."""
-
-
-class FlinkSetupError(RuntimeError):
-    """The Flink job server could not be installed, or a restore could not be set up."""
-
-
-class UserError(Exception):
-    """An error the user can fix: printed as one line, exit code 2."""
-
-
-def _user_error_types() -> tuple[type[BaseException], ...]:
-    from kldrift.binning import BaselineMismatch
-    from kldrift.io.kafka_client import KafkaSetupError
-    from kldrift.schemas.baseline import BaselineError
-    from kldrift.schemas.config import ConfigError
-
-    return (
-        ConfigError,
-        BaselineError,
-        BaselineMismatch,
-        InputNotFound,
-        KafkaSetupError,
-        FlinkSetupError,
-    )
+from kldrift.exceptions import FlinkSetupError as FlinkSetupError
+from kldrift.exceptions import InputNotFound as InputNotFound
+from kldrift.exceptions import KldriftError, user_error_types
+from kldrift.exceptions import UserError as UserError
 
 
 @contextmanager
@@ -59,7 +38,7 @@ def user_errors(*, batch_job: bool = False) -> Iterator[None]:
     try:
         yield
     except Exception as err:
-        line = str(err) if isinstance(err, _user_error_types()) else _user_error_line(str(err))
+        line = str(err) if isinstance(err, KldriftError) else _user_error_line(str(err))
         if line is None:
             raise
         # The job is over: what its runner and worker threads log while they stop is noise.
@@ -167,18 +146,16 @@ def _user_error_line(text: str) -> str | None:
     """A pipeline failure that wraps one of our user errors: its message, without the trace."""
     # KafkaOutageError: `kldrift run` says an outage past kafka.outage_timeout in one line; the
     # worker prints the traceback of each client that gave up (reader and writer may race).
-    names = (
-        "BaselineError",
-        "BaselineMismatch",
-        "ConfigError",
-        "KafkaSetupError",
-        "KafkaOutageError",
-        "TopicMissingError",
-    )
-    for name in names:
-        marker = f"{name}: "
-        at = text.rfind(marker)
-        if at >= 0:
-            message = text[at + len(marker) :].splitlines()[0]
-            return message.split(" [while running")[0].strip()
-    return None
+    # The last one named: a runner's wrapper repeats the message of the error it wraps.
+    markers = list(_user_error_marker().finditer(text))
+    if not markers:
+        return None
+    message = text[markers[-1].end() :].splitlines()[0]
+    return message.split(" [while running")[0].strip()
+
+
+def _user_error_marker() -> re.Pattern[str]:
+    """`ConfigError: `, `BaselineMismatch: `...: any class of the hierarchy, as a traceback names
+    it (its bare name, or dotted with its module)."""
+    names = "|".join(sorted((cls.__name__ for cls in user_error_types()), key=len, reverse=True))
+    return re.compile(rf"(?<![\w])(?:{names}): ")

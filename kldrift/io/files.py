@@ -14,8 +14,8 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.window import GlobalWindows
 
-from kldrift.errors import InputNotFound
 from kldrift.events import RecordBatch
+from kldrift.exceptions import InputNotFound
 
 BATCH_LINES = 4096
 PROGRESS_EVERY_S = 5.0

@@ -7,16 +7,13 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from kldrift.exceptions import KafkaSetupError as KafkaSetupError
 from kldrift.io.kafka_log import last_problem
 from kldrift.schemas.config import KafkaSpec
 
 CONNECT_TIMEOUT_S = 10
 RECONNECT_BACKOFF_MAX_MS = 2000
 _SECRET = re.compile(r"password|secret|token|sasl_oauth|ssl_context", re.IGNORECASE)
-
-
-class KafkaSetupError(RuntimeError):
-    """Kafka could not be used as configured (unreachable, missing topic...): one line, no secrets."""
 
 
 def masked(settings: Mapping[str, Any]) -> dict[str, Any]:

@@ -8,6 +8,9 @@ import time
 from collections.abc import Callable
 from typing import NoReturn
 
+from kldrift.exceptions import KafkaOutageError as KafkaOutageError
+from kldrift.exceptions import TopicMissingError as TopicMissingError
+
 FIRST_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 5.0
 HANDOFF_S = 30.0
@@ -22,16 +25,6 @@ def on_timeout(handler: Callable[[KafkaOutageError], None] | None) -> None:
     harness cancels the job and says so in one line; the runner would print tracebacks)."""
     global _timeout_handler
     _timeout_handler = handler
-
-
-class KafkaOutageError(RuntimeError):
-    """Kafka stayed unreachable longer than kafka.outage_timeout (one line, no secrets)."""
-
-
-class TopicMissingError(KafkaOutageError):
-    """A topic the job writes to does not exist (deleted while it ran) and the broker does not
-    create it: the job stops as after an outage, in one line, with nothing committed past what
-    was written."""
 
 
 OUTAGE_MARK = "kafka.outage_timeout"

@@ -30,7 +30,7 @@ import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from kldrift.errors import FlinkSetupError
+from kldrift.exceptions import FlinkSetupError as FlinkSetupError
 from kldrift.local.maven import fetch_jars, file_lock, require_mvn
 from kldrift.local.paths import cache_dir
 

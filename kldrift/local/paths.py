@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from kldrift.pipeline.prism import cache_root
 
 
 def cache_dir() -> Path:
-    """The cache root: $KLDRIFT_HOME, else ~/.cache/kldrift."""
-    root = os.environ.get("KLDRIFT_HOME") or os.path.join(Path.home(), ".cache", "kldrift")
-    path = Path(root)
+    """The cache root (`cache_root`: $KLDRIFT_HOME, else ~/.cache/kldrift), created."""
+    path = cache_root()
     path.mkdir(parents=True, exist_ok=True)
     return path

@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from kldrift.local.paths import cache_dir
+from kldrift.pipeline.prism import prism_binary
 
 PRISM_MODULE = "github.com/apache/beam/sdks/v2/go/cmd/prism"
 
@@ -25,8 +25,9 @@ def beam_version() -> str:
 
 
 def prism_path() -> Path:
-    """Where the Prism binary for the installed Beam version lives (it may not exist yet)."""
-    return cache_dir() / "bin" / f"prism-{beam_version()}" / "prism"
+    """Where the Prism binary for the installed Beam version lives (it may not exist yet): the
+    library's `prism_location` finds it there."""
+    return prism_binary()
 
 
 def ensure_installed() -> Path:

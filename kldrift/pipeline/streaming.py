@@ -18,6 +18,7 @@ import apache_beam as beam
 
 from kldrift import metrics
 from kldrift.events import NO_WATERMARK
+from kldrift.exceptions import ResumeMismatch as ResumeMismatch
 from kldrift.io.acked import PublishAcknowledged
 from kldrift.io.baselines import BaselineTopic, topic_of
 from kldrift.io.kafka_client import (
@@ -111,11 +112,6 @@ def resolve_starts(
         resume_from=resume,
     )
     return starts, resume
-
-
-class ResumeMismatch(KafkaSetupError):
-    """The group's resume point was written with another window: resuming would report partial
-    windows."""
 
 
 def checked_resume(

@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from kldrift.exceptions import BaselineError as BaselineError
 from kldrift.schemas.config import check_categories, check_edges
 
 BASELINE_SCHEMA_VERSION = 1
@@ -145,10 +146,6 @@ baseline written before keeps its id."""
 def _content(feature: FeatureBaseline) -> dict[str, Any]:
     unset = {name for name in _ADDED_FIELDS if getattr(feature, name) is None}
     return feature.model_dump(mode="json", exclude=unset)
-
-
-class BaselineError(ValueError):
-    """A baseline file that cannot be used; the message names the feature or field."""
 
 
 def load_baseline(path: str | Path) -> Baseline:

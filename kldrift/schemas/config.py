@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from kldrift.exceptions import ConfigError as ConfigError
 from kldrift.schemas.durations import Duration
 
 OTHER_CATEGORY = "__other__"
@@ -298,10 +299,6 @@ class PipelineConfig(_Frozen):
         raise KeyError(name)
 
 
-class ConfigError(ValueError):
-    """A config that cannot be used; the message names the field and what is wrong."""
-
-
 def _format_validation_error(source: str, err: ValidationError) -> str:
     problems = []
     for item in err.errors():
@@ -332,7 +329,7 @@ def parse_config(data: Any, source: str = "config") -> PipelineConfig:
     >>> parse_config(bad, "job.yaml")
     Traceback (most recent call last):
     ...
-    kldrift.schemas.config.ConfigError: job.yaml: window: window.size (90s) must be a whole multiple of window.period (60s)
+    kldrift.exceptions.ConfigError: job.yaml: window: window.size (90s) must be a whole multiple of window.period (60s)
     """
     try:
         return PipelineConfig.model_validate(data)

@@ -50,29 +50,41 @@ class SlidingKLDivergence(beam.PTransform):
         element that is not an event (bad JSON, no event time, no key...) is a dead letter with
         its reason; nothing is dropped silently.
 
+    Windowing of the outputs:
+        A report of the window [start, end) is stamped at end + ``allowed_lateness`` - 1 ms, in
+        the ``IntervalWindow`` [end + allowed_lateness - period, end + allowed_lateness) (Beam's
+        ``FixedWindows(period)``, offset): with 1-minute periods and no lateness, the report of
+        [00:00, 00:10) is in [00:09, 00:10). Dead letters are in the ``GlobalWindow``,
+        stamped at the earliest event time of their batch. A global combine of the reports
+        (``beam.combiners.Count.Globally()``) therefore refuses their windowing (Beam asks for
+        ``.without_defaults()``); re-window first: ``reports | beam.WindowInto(GlobalWindows())``
+        on bounded input, or into your own windows (or with a trigger) on a stream.
+
     Example:
-        Twenty events, all from "de", in the window [60 s, 120 s), against a baseline of 50 "de"
-        and 50 "fr": with the default smoothing (0.5 added to each of the 3 baseline bins,
-        ``__other__`` included) Q(de) = 50.5 / 101.5, so KL = log2(101.5 / 50.5) = 1.007 bits.
-        ``options`` are your pipeline's options; here Prism as kldrift's set-up installed it.
+        Twenty events, all from "de", in the window [00:01, 00:02) of 2024-01-01, against a
+        baseline of 50 "de" and 50 "fr": with the default smoothing (0.5 added to each of the 3
+        baseline bins, ``__other__`` included) Q(de) = 50.5 / 101.5, so KL = log2(101.5 / 50.5)
+        = 1.007 bits. ``options`` are your pipeline's options; here Prism as kldrift's set-up
+        installed it (``prism_location()``; Prism runs the Python worker in this process).
 
         >>> import apache_beam as beam
         >>> from apache_beam.options.pipeline_options import PipelineOptions
         >>> from kldrift import SlidingKLDivergence, baseline_from_events, parse_config
-        >>> from kldrift.local.runners import local_runner_args
-        >>> options = PipelineOptions(local_runner_args(["--environment_type=LOOPBACK"]))
+        >>> from kldrift import prism_location
+        >>> options = PipelineOptions(
+        ...     ["--runner=PrismRunner", f"--prism_location={prism_location()}"])
         >>> config = parse_config({
         ...     "name": "shop", "event_time_field": "ts",
         ...     "window": {"size": "60s", "period": "60s"},
         ...     "features": [{"name": "country", "kind": "categorical",
         ...                   "categories": ["de", "fr"]}]})
         >>> baseline = baseline_from_events(config, [{"country": "de"}, {"country": "fr"}] * 50)
-        >>> events = [{"ts": 60 + i, "country": "de"} for i in range(20)]
+        >>> events = [{"ts": 1_704_067_260 + i, "country": "de"} for i in range(20)]
         >>> with beam.Pipeline(options=options) as pipeline:
         ...     outputs = pipeline | beam.Create(events) | SlidingKLDivergence(config, baseline)
         ...     _ = outputs["reports"] | beam.Map(
         ...         lambda r: print(r.window_start, r.count, f"{r.kl_bits:.3f} bits"))
-        1970-01-01 00:01:00+00:00 20 1.007 bits
+        2024-01-01 00:01:00+00:00 20 1.007 bits
     """
 
     def __init__(

@@ -1,6 +1,6 @@
-"""Dependencies point one way: schemas and divergence know nothing of Beam; the library (pipeline,
-transforms, io and the other modules) never imports the CLI, the demo or the dev-only local
-services. Read from the source with ast, so a lazy import inside a function counts too."""
+"""Dependencies point one way: the exceptions a user catches sit at the bottom (they import nothing
+of kldrift); schemas and divergence know nothing of Beam; the library (pipeline, transforms, io
+and the other modules) never imports the CLI, the demo or the dev-only local services. Read from the source with ast, so a lazy import inside a function counts too."""
 
 from __future__ import annotations
 
@@ -65,6 +65,10 @@ def test_the_library_never_imports_the_cli_or_local_services(path: Path) -> None
 )
 def test_schemas_and_divergence_know_nothing_of_beam(path: Path) -> None:
     assert _offending(path, ("apache_beam",)) == []
+
+
+def test_the_exceptions_import_nothing_of_kldrift() -> None:
+    assert _offending(PACKAGE / "exceptions.py", ("kldrift", "apache_beam")) == []
 
 
 def test_the_check_sees_a_forbidden_import() -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -335,3 +336,86 @@ def test_rows_with_datetime_times_and_nested_rows_report_what_replay_does(tmp_pa
         outputs = pipeline | beam.Create(rows) | SlidingKLDivergence(config, baseline)
         assert_that(outputs["reports"], _matches_replay(expected), label="AsReplay")
         assert_that(outputs["dead_letters"], equal_to([]), label="NoDeadLetters")
+
+
+# --- the outputs' windows, Beam's default runner, the counters ------------------------------
+
+
+class _WindowOf(beam.DoFn):
+    """Each element with the window and timestamp it arrives in, as epoch seconds."""
+
+    def process(
+        self,
+        element: Any,
+        window: Any = beam.DoFn.WindowParam,
+        stamp: Any = beam.DoFn.TimestampParam,
+    ) -> Iterator[tuple]:
+        if isinstance(window, beam.window.IntervalWindow):
+            where: tuple = (float(window.start), float(window.end))
+        else:
+            where = (type(window).__name__,)
+        end = element.window_end.timestamp() if isinstance(element, DriftReport) else None
+        yield end, where, float(stamp)
+
+
+def test_reports_arrive_in_period_windows_and_count_once_rewindowed() -> None:
+    """README's "Windows of the outputs": a report of [start, end) sits in the IntervalWindow
+    [end + lateness - period, end + lateness) at its last ms; dead letters in the GlobalWindow.
+    Count.Globally() refuses the reports' windowing, and counts them once re-windowed."""
+    lateness, period = 10.0, 10.0  # CONFIG's
+    with beam.Pipeline(
+        options=pipeline_options(local_runner_args([]), streaming=False)
+    ) as pipeline:
+        outputs = (
+            pipeline | beam.Create([_json(e) for e in ON_TIME] + [b"{not json"])
+        ) | SlidingKLDivergence(CONFIG, BASELINE)
+
+        def in_their_windows(found: list[tuple]) -> None:
+            wrong = [
+                (end, where, stamp)
+                for end, where, stamp in found
+                if where != (end + lateness - period, end + lateness)
+                or abs(stamp - (end + lateness - 0.001)) > 1e-6
+            ]
+            if wrong or not found:
+                raise BeamAssertException(f"reports outside their windows: {wrong[:3]}")
+
+        reports = outputs["reports"]
+        assert_that(reports | "Windows" >> beam.ParDo(_WindowOf()), in_their_windows)
+        dead_windows = outputs["dead_letters"] | "DeadWindows" >> beam.ParDo(_WindowOf())
+        dead_where = dead_windows | beam.Map(lambda found: found[1])
+        assert_that(dead_where, equal_to([("GlobalWindow",)]), label="DeadInGlobalWindow")
+        with pytest.raises(ValueError, match="GlobalWindows"):
+            _ = reports | "CountAsTheyAre" >> beam.combiners.Count.Globally()
+        counted = (
+            reports
+            | "Rewindow" >> beam.WindowInto(beam.window.GlobalWindows())
+            | "Count" >> beam.combiners.Count.Globally()
+        )
+        # Keys a and b each have events in the windows starting at -10, 0, 10 and 20 s (t from
+        # 0.5 to 27.8 s): 2 keys x 4 windows x 2 features.
+        assert_that(counted, equal_to([16]), label="Counted")
+
+
+def test_beams_default_runner_reports_what_replay_does_on_bounded_input(tmp_path: Path) -> None:
+    """No runner flag at all: Beam's DirectRunner (Prism if it can fetch it, else the Python
+    FnApiRunner) runs the composite on a bounded PCollection; the kldrift counters are read from
+    its PipelineResult as README shows."""
+    expected, _ = _replay(tmp_path, [_json(e) for e in ON_TIME])
+    pipeline = beam.Pipeline()
+    outputs = (
+        pipeline
+        | beam.Create([*ON_TIME, {"model": "a", "x": 1}])
+        | SlidingKLDivergence(CONFIG, BASELINE)
+    )
+    assert_that(outputs["reports"], _matches_replay(expected), label="AsReplay")
+    result = pipeline.run()
+    result.wait_until_finish()
+
+    from apache_beam.metrics.metric import MetricsFilter
+
+    counters = result.metrics().query(MetricsFilter().with_namespace("kldrift"))["counters"]
+    totals = {c.key.metric.name: c.committed for c in counters}
+    assert totals["events_binned"] == len(ON_TIME)
+    assert totals["records_dead_lettered"] == 1  # the event without a time
+    assert totals["reports"] == len(expected) == 16
