@@ -13,9 +13,10 @@ pipeline built here (``pipeline.run()`` would start it and write to the broker):
 >>> pipeline = beam.Pipeline()
 >>> events = pipeline | beam.Create([b'{"ts": 1704067200, "latency_ms": 7}'])
 >>> outputs = events | SlidingKLDivergence(config, baseline)
->>> _ = outputs["reports"] | WriteReportsToKafka("broker:9092", "drift-reports")
+>>> records = (outputs["reports"], outputs["summaries"]) | beam.Flatten()
+>>> _ = records | WriteReportsToKafka("broker:9092", "drift-reports")
 >>> sorted(outputs)
-['dead_letters', 'reports']
+['dead_letters', 'reports', 'summaries']
 
 From files: ``load_config("config.yaml")`` and ``read_baseline("baseline.json")`` (what
 ``kldrift baseline`` wrote; a gs:// or s3:// URL, or kafka://TOPIC, reads as well). The errors
@@ -50,6 +51,7 @@ _EXCEPTIONS = (
 _EXPORTS = {
     "SlidingKLDivergence": "kldrift.transforms.sliding_kl",
     "REPORTS": "kldrift.transforms.sliding_kl",
+    "SUMMARIES": "kldrift.transforms.sliding_kl",
     "DEAD_LETTERS": "kldrift.transforms.sliding_kl",
     "WriteReportsToKafka": "kldrift.io.kafka_sink",
     "WriteDeadLettersToKafka": "kldrift.io.kafka_sink",
@@ -60,6 +62,8 @@ _EXPORTS = {
     "read_baseline": "kldrift.io.baselines",
     "baseline_from_events": "kldrift.training",
     "DriftReport": "kldrift.schemas.report",
+    "WindowSummary": "kldrift.schemas.report",
+    "parse_report_record": "kldrift.schemas.report",
     "DeadLetter": "kldrift.events",
     "prism_location": "kldrift.pipeline.prism",
     **dict.fromkeys(_EXCEPTIONS, "kldrift.exceptions"),
@@ -68,6 +72,7 @@ _EXPORTS = {
 __all__ = [
     "DEAD_LETTERS",
     "REPORTS",
+    "SUMMARIES",
     "Baseline",
     "BaselineError",
     "BaselineMismatch",
@@ -85,12 +90,14 @@ __all__ = [
     "SlidingKLDivergence",
     "TopicMissingError",
     "UserError",
+    "WindowSummary",
     "WriteDeadLettersToKafka",
     "WriteReportsToKafka",
     "__version__",
     "baseline_from_events",
     "load_config",
     "parse_config",
+    "parse_report_record",
     "prism_location",
     "read_baseline",
 ]
@@ -130,6 +137,6 @@ if TYPE_CHECKING:
     from kldrift.pipeline.prism import prism_location
     from kldrift.schemas.baseline import Baseline
     from kldrift.schemas.config import PipelineConfig, load_config, parse_config
-    from kldrift.schemas.report import DriftReport
+    from kldrift.schemas.report import DriftReport, WindowSummary, parse_report_record
     from kldrift.training import baseline_from_events
-    from kldrift.transforms.sliding_kl import DEAD_LETTERS, REPORTS, SlidingKLDivergence
+    from kldrift.transforms.sliding_kl import DEAD_LETTERS, REPORTS, SUMMARIES, SlidingKLDivergence

@@ -16,7 +16,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 from kldrift.events import EventBatch, EventDecoder, RecordBatch
 from kldrift.schemas.baseline import Baseline
 from kldrift.schemas.config import PipelineConfig
-from kldrift.transforms.batches import DEAD_LETTERS, REPORTS, SlidingKLFromBatches
+from kldrift.transforms.batches import DEAD_LETTERS, REPORTS, SUMMARIES, SlidingKLFromBatches
 from kldrift.transforms.score import BaselineUpdates
 
 EventTime = Literal["field", "timestamp"]
@@ -46,9 +46,12 @@ class SlidingKLDivergence(beam.PTransform):
         max_batch: the most events binned in one numpy batch.
 
     Returns:
-        ``{"reports": PCollection[DriftReport], "dead_letters": PCollection[DeadLetter]}``: an
-        element that is not an event (bad JSON, no event time, no key...) is a dead letter with
-        its reason; nothing is dropped silently.
+        ``{"reports": PCollection[DriftReport], "summaries": PCollection[WindowSummary],
+        "dead_letters": PCollection[DeadLetter]}``: a report per (key, feature, window,
+        revision), one summary per (key, window, revision) over its features (one verdict, see
+        README "The window summary"); an element that is not an event (bad JSON, no event time,
+        no key...) is a dead letter with its reason; nothing is dropped silently. Summaries are
+        windowed and stamped as the reports of their window.
 
     Windowing of the outputs:
         A report of the window [start, end) is stamped at end + ``allowed_lateness`` - 1 ms, in
@@ -189,4 +192,4 @@ def _as_dict(value: Any) -> Any:
     return {name: _as_dict(field) for name, field in as_dict().items()}
 
 
-__all__ = ["DEAD_LETTERS", "REPORTS", "SlidingKLDivergence"]
+__all__ = ["DEAD_LETTERS", "REPORTS", "SUMMARIES", "SlidingKLDivergence"]
