@@ -39,12 +39,12 @@ TOTALS = (
 DEAD_LETTERS_BY_REASON = "dead_letters_"
 """Prefix of a counter per dead-letter reason (`dead_letters_missing_event_time`, ...): records
 dead-lettered for it. They sum to records_dead_lettered."""
-FEATURE_VALUES = "feature_values_"
-"""Prefix of a counter per feature (`feature_values_latency_ms`): binned events whose value fell
-in one of the feature's bins (neither missing nor invalid)."""
 FEATURE_MISSING = "feature_missing_"
-"""Prefix of a counter per feature: binned events without the feature's value (absent, null, NaN).
-events_binned - values - missing of a feature are its invalid values."""
+"""Prefix of a counter per feature (`feature_missing_latency_ms`): binned events without the
+feature's value (absent, null, NaN)."""
+FEATURE_INVALID = "feature_invalid_"
+"""Prefix of a counter per feature: binned events whose value is of a type the feature's kind
+does not take. events_binned - missing - invalid of a feature had a value in one of its bins."""
 
 
 def counter(name: str):
@@ -79,28 +79,29 @@ def reasons_text(by_reason: Mapping[str, int]) -> str:
     return ", ".join(f"{count} {reason}" for reason, count in ranked_reasons(by_reason))
 
 
-def empty_feature_line(feature: str, binned: int, values: int, missing: int) -> str | None:
-    """A line for a feature with no value in a bin among `binned` events (> 0), else None.
+def empty_feature_line(feature: str, binned: int, missing: int, invalid: int) -> str | None:
+    """A line for a feature whose values were all missing or invalid among `binned` events (> 0),
+    else None.
 
-    >>> empty_feature_line("latency_ms", 30000, 0, 30000)
+    >>> empty_feature_line("latency_ms", 30000, 30000, 0)
     "feature 'latency_ms': missing in all 30000 events binned (renamed field?)"
-    >>> empty_feature_line("amount", 10, 0, 0)
+    >>> empty_feature_line("amount", 10, 0, 10)
     "feature 'amount': invalid in all 10 events binned (a type its kind does not take)"
-    >>> empty_feature_line("amount", 10, 0, 4)
+    >>> empty_feature_line("amount", 10, 4, 6)
     "feature 'amount': missing or invalid in all 10 events binned (4 missing, 6 invalid)"
-    >>> empty_feature_line("amount", 10, 1, 9) is None
+    >>> empty_feature_line("amount", 10, 1, 8) is None
     True
     """
-    if binned <= 0 or values > 0:
+    if binned <= 0 or missing + invalid < binned:
         return None
     if missing == binned:
         return f"feature '{feature}': missing in all {binned} events binned (renamed field?)"
-    if missing == 0:
+    if invalid == binned:
         return (
             f"feature '{feature}': invalid in all {binned} events binned "
             "(a type its kind does not take)"
         )
     return (
         f"feature '{feature}': missing or invalid in all {binned} events binned "
-        f"({missing} missing, {binned - missing} invalid)"
+        f"({missing} missing, {invalid} invalid)"
     )

@@ -29,10 +29,10 @@ class ReplaySummary:
     dead_letter_reasons: dict[str, int] = field(default_factory=dict)
     """Records dead-lettered per reason (kldrift.events.DEAD_LETTER_REASONS): they sum to
     dead_letters."""
-    feature_values: dict[str, int] = field(default_factory=dict)
-    """Per feature of the config: events binned with a value in one of its bins."""
     feature_missing: dict[str, int] = field(default_factory=dict)
     """Per feature of the config: events binned without its value (absent, null, NaN)."""
+    feature_invalid: dict[str, int] = field(default_factory=dict)
+    """Per feature of the config: events binned with a value of a type its kind does not take."""
 
     @property
     def records_read(self) -> int:
@@ -42,9 +42,9 @@ class ReplaySummary:
         """A line per dead-letter reason (the most frequent first), then one per feature with no
         value in any event binned."""
         lines = metrics.dead_letter_lines(self.dead_letter_reasons)
-        for feature, values in self.feature_values.items():
-            missing = self.feature_missing.get(feature, 0)
-            line = metrics.empty_feature_line(feature, self.events_binned, values, missing)
+        for feature, missing in self.feature_missing.items():
+            invalid = self.feature_invalid.get(feature, 0)
+            line = metrics.empty_feature_line(feature, self.events_binned, missing, invalid)
             if line is not None:
                 lines.append(line)
         return lines
@@ -53,7 +53,11 @@ class ReplaySummary:
         """The features with no value in a bin in any event binned (none if none was binned)."""
         if self.events_binned == 0:
             return []
-        return [name for name, values in self.feature_values.items() if values == 0]
+        return [
+            name
+            for name, missing in self.feature_missing.items()
+            if missing + self.feature_invalid.get(name, 0) >= self.events_binned
+        ]
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -118,8 +122,8 @@ def run_replay(
         dead_letters=counters.get(metrics.RECORDS_DEAD_LETTERED, 0),
         events_binned=counters.get(metrics.EVENTS_BINNED, 0),
         dead_letter_reasons=_with_prefix(counters, metrics.DEAD_LETTERS_BY_REASON),
-        feature_values={f: counters.get(metrics.FEATURE_VALUES + f, 0) for f in features},
         feature_missing={f: counters.get(metrics.FEATURE_MISSING + f, 0) for f in features},
+        feature_invalid={f: counters.get(metrics.FEATURE_INVALID + f, 0) for f in features},
     )
 
 

@@ -92,8 +92,16 @@ class BinPanes(beam.DoFn):
         self._reread = metrics.counter(metrics.EVENTS_ALREADY_REPORTED)
         self._dead_by_reason: dict[str, Any] = {}
         names = [b.name for b in self._feature_bins]
-        self._values = [metrics.counter(metrics.FEATURE_VALUES + n) for n in names]
-        self._missing = [metrics.counter(metrics.FEATURE_MISSING + n) for n in names]
+        # Per feature, its missing and its invalid slot: counted only when not 0 (rare), so an
+        # ordinary batch pays one numpy sum for them and no counter.
+        self._absent_slots = np.array(
+            [slot for _, _, end in feature_slots(self._feature_bins) for slot in (end - 2, end - 1)]
+        )
+        self._absent = [
+            metrics.counter(prefix + n)
+            for n in names
+            for prefix in (metrics.FEATURE_MISSING, metrics.FEATURE_INVALID)
+        ]
         interval_s = float(os.environ.get(WARN_INTERVAL_ENV, WARN_INTERVAL_S))
         self._watch = _shared_watch(self._watch_id, names, interval_s)
 
@@ -110,7 +118,8 @@ class BinPanes(beam.DoFn):
         dead_stamp = Timestamp(micros=max(timestamp.micros, batch.watermark_us))
         for dead_letter in batch.dead_letters:
             yield _dead(dead_letter, dead_stamp)
-        self._count_dead(Counter(d.reason for d in batch.dead_letters))
+        if batch.dead_letters:
+            self._count_dead(Counter(d.reason for d in batch.dead_letters))
         if not batch.events:
             return
         pane_start = (batch.event_time_us // self._period_us) * self._period_us
@@ -211,24 +220,18 @@ class BinPanes(beam.DoFn):
         input_us = timestamp.micros
         blocks = []
         others: dict[int, dict[str, Counter[str]]] = {}
-        in_bins = np.zeros(len(self._feature_bins), np.int64)
-        missing = np.zeros(len(self._feature_bins), np.int64)
-        for f, (feature_bins, get) in enumerate(
-            zip(self._feature_bins, self._getters, strict=True)
-        ):
+        for feature_bins, get in zip(self._feature_bins, self._getters, strict=True):
             values = [get(e) for e in events]
             block = feature_bins.count_groups(values, group_of_event, n_groups)
             blocks.append(block)
-            in_bins[f] = block[:, : feature_bins.n_bins].sum()
-            missing[f] = block[:, feature_bins.missing_slot].sum()
             other = feature_bins.n_bins - 1
             # Only a categorical feature with values in __other__ pays for naming them.
             if feature_bins.categories is not None and block[:, other].any():
                 codes = feature_bins.codes(values)
                 for g, named in count_other_values(values, codes, other, group_of_event).items():
                     others.setdefault(g, {})[feature_bins.name] = named
-        self._count_values(len(events), in_bins, missing)
         counts = np.hstack(blocks)
+        self._count_absent(len(events), counts)
         for g in range(n_groups):
             stamp_us = max(int(groups[1, g]), input_us)
             histogram: Histogram = counts[g]
@@ -238,22 +241,26 @@ class BinPanes(beam.DoFn):
                 (distinct_keys[groups[0, g]], histogram), Timestamp(micros=stamp_us)
             )
 
-    def _count_values(self, binned: int, in_bins: np.ndarray, missing: np.ndarray) -> None:
-        for f, (values, absent) in enumerate(zip(in_bins.tolist(), missing.tolist(), strict=True)):
-            self._values[f].inc(values)
-            self._missing[f].inc(absent)
-        self._watch.binned(binned, in_bins, missing)
+    def _count_absent(self, binned: int, counts: np.ndarray) -> None:
+        """Each feature's missing and invalid values among the `binned` events of `counts`."""
+        absent = counts[:, self._absent_slots].sum(axis=0)
+        if absent.any():
+            for counter, count in zip(self._absent, absent.tolist(), strict=True):
+                if count:
+                    counter.inc(count)
+        self._watch.binned(binned, absent.reshape(-1, 2))
 
 
 class EmptinessWatch:
-    """What the Bin steps of one pipeline in this process dead-lettered, and each feature's values
-    among the events they binned, since the last warning: one warning line for the dead letters
-    and one per feature without a value in any event binned, at most once per `interval_s`.
+    """What the Bin steps of one pipeline in this process dead-lettered, and each feature's missing
+    and invalid values among the events they binned, since the last warning: one warning line
+    for the dead letters and one per feature without a value in any event binned, at most once
+    per `interval_s`.
 
     >>> watch = EmptinessWatch(["latency_ms", "amount"], interval_s=60, now=0.0)
     >>> watch.read(12)
     >>> watch.dead_lettered({"missing_event_time": 2})
-    >>> watch.binned(10, np.array([0, 7]), np.array([10, 3]))
+    >>> watch.binned(10, np.array([[10, 0], [3, 0]]))  # (missing, invalid) per feature
     >>> watch.lines(now=30.0)
     []
     >>> for line in watch.lines(now=61.0):
@@ -275,8 +282,7 @@ class EmptinessWatch:
         self._records = 0
         self._dead: Counter[str] = Counter()
         self._binned = 0
-        self._in_bins = np.zeros(len(self._features), np.int64)
-        self._missing = np.zeros(len(self._features), np.int64)
+        self._absent = np.zeros((len(self._features), 2), np.int64)
 
     def read(self, records: int) -> None:
         with self._lock:
@@ -286,11 +292,11 @@ class EmptinessWatch:
         with self._lock:
             self._dead.update(by_reason)
 
-    def binned(self, events: int, in_bins: np.ndarray, missing: np.ndarray) -> None:
+    def binned(self, events: int, absent: np.ndarray) -> None:
+        """`events` binned, of which absent[f] = (missing, invalid) for feature f."""
         with self._lock:
             self._binned += events
-            self._in_bins += in_bins
-            self._missing += missing
+            self._absent += absent
 
     def lines(self, now: float) -> list[str]:
         """The warning lines due at `now` (none before `interval_s` has passed); starts over."""
@@ -304,10 +310,10 @@ class EmptinessWatch:
             if dead:
                 reasons = metrics.reasons_text(self._dead)
                 lines.append(f"{prefix}{dead} of {self._records} records dead-lettered ({reasons})")
-            for f, feature in enumerate(self._features):
-                line = metrics.empty_feature_line(
-                    feature, self._binned, int(self._in_bins[f]), int(self._missing[f])
-                )
+            for feature, (missing, invalid) in zip(
+                self._features, self._absent.tolist(), strict=True
+            ):
+                line = metrics.empty_feature_line(feature, self._binned, missing, invalid)
                 if line is not None:
                     lines.append(prefix + line)
             self._start(now)
