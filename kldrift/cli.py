@@ -79,6 +79,12 @@ def _add_replay(sub: argparse._SubParsersAction) -> None:
     replay.add_argument(
         "--summaries", help="where to write the window summaries, one JSON per line, sorted"
     )
+    replay.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit 2 when no record was read, every record was dead-lettered, or a feature had "
+        "no value in any event binned (a renamed field); without it these are printed, exit 0",
+    )
     replay.add_argument("beam_args", nargs=argparse.REMAINDER, help="-- Beam pipeline options")
     replay.set_defaults(func=commands.replay)
 
@@ -214,6 +220,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_bin_warnings() -> None:
+    """The Bin step's warnings (records dead-lettered, features without values, at most once a
+    minute) as plain lines on stderr: a job's Python worker runs in this process (LOOPBACK), so
+    what it logs reaches the terminal of `kldrift run` or `replay`."""
+    from kldrift import metrics
+
+    logger = logging.getLogger(metrics.WARNINGS_LOGGER)
+    if logger.handlers:
+        return
+    plain = logging.StreamHandler(sys.stderr)
+    plain.setFormatter(logging.Formatter("%(message)s"))
+    plain.setLevel(logging.WARNING)
+    logger.addHandler(plain)
+    logger.propagate = False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # Beam's GCP extras warn at import about a client library kldrift does not use.
@@ -224,6 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger(name).setLevel(logging.ERROR)
     # Connection retries: one line when a broker is lost, one when it is back.
     kafka_log.install()
+    _show_bin_warnings()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

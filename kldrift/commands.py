@@ -8,12 +8,16 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
+from kldrift import metrics
 from kldrift.errors import UserError, user_errors
 from kldrift.events import parse_rfc3339_us
 from kldrift.jobs import load_job
 from kldrift.schemas.config import config_json_schema, load_config, with_kafka_overrides
+
+if TYPE_CHECKING:
+    from kldrift.pipeline.replay import ReplaySummary
 
 T = TypeVar("T")
 
@@ -179,7 +183,31 @@ def replay(args: argparse.Namespace) -> int:
         f"wrote {summary.reports} reports to {args.output}; {summary.events_binned} events binned, "
         f"{summary.dead_letters} dead-lettered; {elapsed:.1f} s ({rate:,.0f} events/s)"
     )
+    if summary.records_read == 0:
+        print(f"no records read from {args.input}")
+    for line in summary.emptiness_lines():
+        print(line)
+    if args.strict:
+        problem = _strict_problem(summary, args.input)
+        if problem is not None:
+            raise UserError(f"--strict: {problem}")
     return 0
+
+
+def _strict_problem(summary: ReplaySummary, input_pattern: str) -> str | None:
+    """What `kldrift replay --strict` refuses: nothing read, nothing binned, or a feature without
+    a value in any event binned (None if none of these)."""
+    if summary.records_read == 0:
+        return f"no records read from {input_pattern}"
+    if summary.events_binned == 0:
+        reasons = metrics.reasons_text(summary.dead_letter_reasons)
+        return f"all {summary.records_read} records read were dead-lettered ({reasons})"
+    empty = summary.empty_features()
+    if empty:
+        names = ", ".join(f"'{name}'" for name in empty)
+        noun = "feature" if len(empty) == 1 else "features"
+        return f"{noun} {names} had no value in any of the {summary.events_binned} events binned"
+    return None
 
 
 def run(args: argparse.Namespace) -> int:

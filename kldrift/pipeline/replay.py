@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import apache_beam as beam
@@ -21,9 +21,43 @@ from kldrift.transforms.decode import DecodeRecords
 
 @dataclass(frozen=True)
 class ReplaySummary:
+    """What a replay's counters say: every record read is binned or dead-lettered, once."""
+
     reports: int
     dead_letters: int
     events_binned: int
+    dead_letter_reasons: dict[str, int] = field(default_factory=dict)
+    """Records dead-lettered per reason (kldrift.events.DEAD_LETTER_REASONS): they sum to
+    dead_letters."""
+    feature_missing: dict[str, int] = field(default_factory=dict)
+    """Per feature of the config: events binned without its value (absent, null, NaN)."""
+    feature_invalid: dict[str, int] = field(default_factory=dict)
+    """Per feature of the config: events binned with a value of a type its kind does not take."""
+
+    @property
+    def records_read(self) -> int:
+        return self.events_binned + self.dead_letters
+
+    def emptiness_lines(self) -> list[str]:
+        """A line per dead-letter reason (the most frequent first), then one per feature with no
+        value in any event binned."""
+        lines = metrics.dead_letter_lines(self.dead_letter_reasons)
+        for feature, missing in self.feature_missing.items():
+            invalid = self.feature_invalid.get(feature, 0)
+            line = metrics.empty_feature_line(feature, self.events_binned, missing, invalid)
+            if line is not None:
+                lines.append(line)
+        return lines
+
+    def empty_features(self) -> list[str]:
+        """The features with no value in a bin in any event binned (none if none was binned)."""
+        if self.events_binned == 0:
+            return []
+        return [
+            name
+            for name, missing in self.feature_missing.items()
+            if missing + self.feature_invalid.get(name, 0) >= self.events_binned
+        ]
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -92,14 +126,31 @@ def run_replay(
     build_replay(pipeline, config, baseline, paths, output, dead_letter_output, summary_output)
     result = pipeline.run()
     result.wait_until_finish()
+    counters = _counters(result)
+    features = [f.name for f in config.features]
     return ReplaySummary(
-        reports=_counter(result, metrics.REPORTS),
-        dead_letters=_counter(result, metrics.RECORDS_DEAD_LETTERED),
-        events_binned=_counter(result, metrics.EVENTS_BINNED),
+        reports=counters.get(metrics.REPORTS, 0),
+        dead_letters=counters.get(metrics.RECORDS_DEAD_LETTERED, 0),
+        events_binned=counters.get(metrics.EVENTS_BINNED, 0),
+        dead_letter_reasons=_with_prefix(counters, metrics.DEAD_LETTERS_BY_REASON),
+        feature_missing={f: counters.get(metrics.FEATURE_MISSING + f, 0) for f in features},
+        feature_invalid={f: counters.get(metrics.FEATURE_INVALID + f, 0) for f in features},
     )
 
 
-def _counter(result: beam.runners.runner.PipelineResult, name: str) -> int:
-    metric_filter = beam.metrics.MetricsFilter().with_namespace(metrics.NAMESPACE).with_name(name)
-    query = result.metrics().query(metric_filter)
-    return sum(c.committed or c.attempted or 0 for c in query["counters"])
+def _counters(result: beam.runners.runner.PipelineResult) -> dict[str, int]:
+    """The job's kldrift counters by name, summed over steps (committed, else attempted)."""
+    metric_filter = beam.metrics.MetricsFilter().with_namespace(metrics.NAMESPACE)
+    totals: dict[str, int] = {}
+    for counter in result.metrics().query(metric_filter)["counters"]:
+        name = counter.key.metric.name
+        totals[name] = totals.get(name, 0) + (counter.committed or counter.attempted or 0)
+    return totals
+
+
+def _with_prefix(counters: dict[str, int], prefix: str) -> dict[str, int]:
+    return {
+        name.removeprefix(prefix): value
+        for name, value in counters.items()
+        if name.startswith(prefix) and value > 0
+    }

@@ -3,13 +3,23 @@
 Every feature's slots lie side by side in one array (feature_slots), so Beam's per-element cost is
 paid once per (key, pane), not once per feature. Dead letters (undecodable records, and events
 whose every window has closed) leave here on the "dead_letters" output.
+
+Silent emptiness is said here: counters per dead-letter reason and per feature's values (read by
+`kldrift replay`), and, at most once per WARN_INTERVAL_S of wall-clock time per worker process, a
+warning on the `kldrift.transforms.bin` logger when records were dead-lettered or a feature had no
+value in any event binned since the last one (what `kldrift run` shows while it runs).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
+import os
+import threading
+import time
+import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,6 +37,14 @@ from kldrift.other_values import CountsWithOthers, Histogram, count_other_values
 from kldrift.schemas.config import PipelineConfig
 from kldrift.transforms.histogram_coder import HistogramHint
 from kldrift.transforms.outputs import DEAD_LETTERS
+
+WARN_INTERVAL_S = 60.0
+"""The least wall-clock time between two emptiness warnings of a worker process."""
+WARN_INTERVAL_ENV = "KLDRIFT_WARN_INTERVAL_S"
+"""For tests only: an environment variable that replaces WARN_INTERVAL_S (seconds), read when a
+worker sets the Bin step up."""
+
+_LOG = logging.getLogger(metrics.WARNINGS_LOGGER)
 
 FeatureSlots = tuple[tuple[str, int, int], ...]
 """(feature, first slot, end slot) per feature: where its counts lie in a (key, pane) array."""
@@ -62,6 +80,8 @@ class BinPanes(beam.DoFn):
         self._period_us = config.window.period_us
         # An event is too late only when every window containing it has closed.
         self._horizon_us = config.window.size_us + config.window.allowed_lateness_us
+        # The same in every copy of this step a worker deserialises: its one EmptinessWatch.
+        self._watch_id = uuid.uuid4().hex
 
     def setup(self) -> None:
         self._getters = [value_getter(b) for b in self._feature_bins]
@@ -69,16 +89,36 @@ class BinPanes(beam.DoFn):
         self._dead = metrics.counter(metrics.RECORDS_DEAD_LETTERED)
         self._too_late = metrics.counter(metrics.EVENTS_TOO_LATE)
         self._reread = metrics.counter(metrics.EVENTS_ALREADY_REPORTED)
+        self._dead_by_reason: dict[str, Any] = {}
+        names = [b.name for b in self._feature_bins]
+        # Per feature, its missing and its invalid slot: counted only when not 0 (rare), so an
+        # ordinary batch pays one numpy sum for them and no counter.
+        self._absent_slots = np.array(
+            [slot for _, _, end in feature_slots(self._feature_bins) for slot in (end - 2, end - 1)]
+        )
+        self._absent = [
+            metrics.counter(prefix + n)
+            for n in names
+            for prefix in (metrics.FEATURE_MISSING, metrics.FEATURE_INVALID)
+        ]
+        interval_s = float(os.environ.get(WARN_INTERVAL_ENV, WARN_INTERVAL_S))
+        self._watch = _shared_watch(self._watch_id, names, interval_s)
 
     def process(
         self, batch: EventBatch, timestamp: Any = beam.DoFn.TimestampParam
     ) -> Iterator[Any]:
+        self._watch.read(batch.records)
+        yield from self._bin(batch, timestamp)
+        self._watch.warn_when_due(time.monotonic())
+
+    def _bin(self, batch: EventBatch, timestamp: Timestamp) -> Iterator[Any]:
         # Dead letters are stamped at least at the read's watermark, never late downstream: the
         # step after the sinks (kldrift.io.acked) then knows when they are written.
         dead_stamp = Timestamp(micros=max(timestamp.micros, batch.watermark_us))
         for dead_letter in batch.dead_letters:
             yield _dead(dead_letter, dead_stamp)
-        self._dead.inc(len(batch.dead_letters))
+        if batch.dead_letters:
+            self._count_dead(Counter(d.reason for d in batch.dead_letters))
         if not batch.events:
             return
         pane_start = (batch.event_time_us // self._period_us) * self._period_us
@@ -92,6 +132,16 @@ class BinPanes(beam.DoFn):
             return
         self._binned.inc(len(events))
         yield from self._pane_counts(events, keys, pane_start, timestamp)
+
+    def _count_dead(self, by_reason: Mapping[str, int]) -> None:
+        for reason, count in by_reason.items():
+            counter = self._dead_by_reason.get(reason)
+            if counter is None:
+                counter = metrics.counter(metrics.DEAD_LETTERS_BY_REASON + reason)
+                self._dead_by_reason[reason] = counter
+            counter.inc(count)
+            self._dead.inc(count)
+        self._watch.dead_lettered(by_reason)
 
     def _skip_already_reported(
         self, batch: EventBatch, pane_start: np.ndarray, resume: ResumePoint
@@ -132,7 +182,7 @@ class BinPanes(beam.DoFn):
             return (batch.events, batch.keys, pane_start), []
         late_rows = np.flatnonzero(too_late)
         self._too_late.inc(len(late_rows))
-        self._dead.inc(len(late_rows))
+        self._count_dead({"too_late": len(late_rows)})
         dead = [
             DeadLetter(
                 batch.values[i],
@@ -180,6 +230,7 @@ class BinPanes(beam.DoFn):
                 for g, named in count_other_values(values, codes, other, group_of_event).items():
                     others.setdefault(g, {})[feature_bins.name] = named
         counts = np.hstack(blocks)
+        self._count_absent(len(events), counts)
         for g in range(n_groups):
             stamp_us = max(int(groups[1, g]), input_us)
             histogram: Histogram = counts[g]
@@ -188,6 +239,102 @@ class BinPanes(beam.DoFn):
             yield TimestampedValue(
                 (distinct_keys[groups[0, g]], histogram), Timestamp(micros=stamp_us)
             )
+
+    def _count_absent(self, binned: int, counts: np.ndarray) -> None:
+        """Each feature's missing and invalid values among the `binned` events of `counts`."""
+        absent = counts[:, self._absent_slots].sum(axis=0)
+        if absent.any():
+            for counter, count in zip(self._absent, absent.tolist(), strict=True):
+                if count:
+                    counter.inc(count)
+        self._watch.binned(binned, absent.reshape(-1, 2))
+
+
+class EmptinessWatch:
+    """What the Bin steps of one pipeline in this process dead-lettered, and each feature's missing
+    and invalid values among the events they binned, since the last warning: one warning line
+    for the dead letters and one per feature without a value in any event binned, at most once
+    per `interval_s`.
+
+    >>> watch = EmptinessWatch(["latency_ms", "amount"], interval_s=60, now=0.0)
+    >>> watch.read(12)
+    >>> watch.dead_lettered({"missing_event_time": 2})
+    >>> watch.binned(10, np.array([[10, 0], [3, 0]]))  # (missing, invalid) per feature
+    >>> watch.lines(now=30.0)
+    []
+    >>> for line in watch.lines(now=61.0):
+    ...     print(line)
+    kldrift: last 61 s: 2 of 12 records dead-lettered (2 missing_event_time)
+    kldrift: last 61 s: feature 'latency_ms': missing in all 10 events binned (renamed field?)
+    >>> watch.lines(now=200.0)  # nothing read since
+    []
+    """
+
+    def __init__(self, features: list[str], interval_s: float, now: float) -> None:
+        self._features = features
+        self._interval_s = interval_s
+        self._lock = threading.Lock()
+        self._start(now)
+
+    def _start(self, now: float) -> None:
+        self._since = now
+        self._records = 0
+        self._dead: Counter[str] = Counter()
+        self._binned = 0
+        self._absent = np.zeros((len(self._features), 2), np.int64)
+
+    def read(self, records: int) -> None:
+        with self._lock:
+            self._records += records
+
+    def dead_lettered(self, by_reason: Mapping[str, int]) -> None:
+        with self._lock:
+            self._dead.update(by_reason)
+
+    def binned(self, events: int, absent: np.ndarray) -> None:
+        """`events` binned, of which absent[f] = (missing, invalid) for feature f."""
+        with self._lock:
+            self._binned += events
+            self._absent += absent
+
+    def lines(self, now: float) -> list[str]:
+        """The warning lines due at `now` (none before `interval_s` has passed); starts over."""
+        with self._lock:
+            if now - self._since < self._interval_s:
+                return []
+            elapsed_s = now - self._since
+            prefix = f"kldrift: last {elapsed_s:.{0 if elapsed_s >= 10 else 1}f} s: "
+            lines = []
+            dead = sum(self._dead.values())
+            if dead:
+                reasons = metrics.reasons_text(self._dead)
+                lines.append(f"{prefix}{dead} of {self._records} records dead-lettered ({reasons})")
+            for feature, (missing, invalid) in zip(
+                self._features, self._absent.tolist(), strict=True
+            ):
+                line = metrics.empty_feature_line(feature, self._binned, missing, invalid)
+                if line is not None:
+                    lines.append(prefix + line)
+            self._start(now)
+            return lines
+
+    def warn_when_due(self, now: float) -> None:
+        for line in self.lines(now):
+            _LOG.warning(line)
+
+
+_WATCHES: dict[str, EmptinessWatch] = {}
+_WATCHES_LOCK = threading.Lock()
+
+
+def _shared_watch(watch_id: str, features: list[str], interval_s: float) -> EmptinessWatch:
+    """One EmptinessWatch per Bin step per process, shared by the step's DoFn instances (a worker
+    runs several bundles at once): one warning a minute, not one per instance."""
+    with _WATCHES_LOCK:
+        watch = _WATCHES.get(watch_id)
+        if watch is None:
+            watch = _WATCHES[watch_id] = EmptinessWatch(features, interval_s, time.monotonic())
+        return watch
 
 
 def _dead(dead_letter: DeadLetter, stamp: Timestamp) -> beam.pvalue.TaggedOutput:

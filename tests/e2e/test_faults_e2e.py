@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 import uuid
 from collections import Counter
@@ -285,12 +286,19 @@ def test_poison_records_and_bad_clocks_never_stop_the_job_nor_spoil_a_window(
 LAG_S = 15
 
 
+WARN_INTERVAL_S = 5
+WARNING = re.compile(r"kldrift: last [\d.]+ s: (\d+) of (\d+) records dead-lettered \((.*)\)$")
+
+
 @pytest.mark.parametrize("job_files", [3], indirect=True)
 def test_a_partition_behind_holds_windows_back_and_one_of_future_garbage_does_not(
-    job_files: dict, kafka_bootstrap: str
+    job_files: dict, kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Partition 0: good events stamped with the wall clock; partition 1: good events from a
-    producer whose clock is LAG_S behind; partition 2: nothing but year-9000 events."""
+    producer whose clock is LAG_S behind; partition 2: nothing but year-9000 events. The job
+    warns of the dead letters while it runs (every WARN_INTERVAL_S here, every minute by
+    default)."""
+    monkeypatch.setenv("KLDRIFT_WARN_INTERVAL_S", str(WARN_INTERVAL_S))
     kafka = job_files["kafka"]
     topic = kafka["input_topic"]
     producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
@@ -337,6 +345,16 @@ def test_a_partition_behind_holds_windows_back_and_one_of_future_garbage_does_no
     assert totals["records_dead_lettered"] == future_sent
     assert totals["events_too_late"] == 0
 
+    # While it ran, the job said what it dead-lettered and why, WARN_INTERVAL_S apart at most:
+    # only future_event_time, never more than were sent. No feature went without values.
+    warnings = [m for m in map(WARNING.match, job.output.splitlines()) if m]
+    assert len(warnings) >= 3, job.output[-4000:]
+    assert all(m.group(3) == f"{m.group(1)} future_event_time" for m in warnings)
+    assert sum(int(m.group(1)) for m in warnings) <= future_sent
+    assert sum(int(m.group(2)) for m in warnings) <= len(good) + future_sent
+    said = [line for line in job.output.splitlines() if line.startswith("kldrift: last")]
+    assert len(said) == len(warnings), said
+
     # The garbage-only partition went idle: windows closed while it was still being written to.
     assert first_report_s is not None and first_report_s < stopped_s
     # The lagging partition held the job's watermark: no window closed before the lagging
@@ -350,5 +368,8 @@ def test_a_partition_behind_holds_windows_back_and_one_of_future_garbage_does_no
     assert early == []
     print(
         f"clocks e2e: consumed {len(good) + future_sent}, binned {len(good)}, dead-lettered "
-        f"{future_sent} (future_event_time); windows checked {len(expected)}, wrong {len(wrong)}"
+        f"{future_sent} (future_event_time); windows checked {len(expected)}, wrong {len(wrong)}; "
+        f"{len(warnings)} warnings while it ran, of {sum(int(m.group(1)) for m in warnings)} "
+        "future_event_time"
     )
+    print("\n".join(said))
