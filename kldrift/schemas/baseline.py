@@ -27,6 +27,11 @@ class FeatureBaseline(BaseModel):
     counts: list[int] = Field(description="count per bin, in bin order")
     missing: int = Field(default=0, ge=0)
     invalid: int = Field(default=0, ge=0)
+    learned_with: dict[Literal["bins", "top_k"], int] | None = Field(
+        default=None,
+        description="what the config asked when the bins were learned ({bins: N} or {top_k: K}); "
+        "absent where the config fixed them, and in baselines built before it was recorded",
+    )
 
     @model_validator(mode="after")
     def _bins_match_counts(self) -> FeatureBaseline:
@@ -46,11 +51,35 @@ class FeatureBaseline(BaseModel):
             raise ValueError(
                 f"feature {self.name!r}: {len(self.counts)} counts for {expected} bins"
             )
+        _check_learned_with(self)
         if any(c < 0 for c in self.counts):
             raise ValueError(f"feature {self.name!r}: counts cannot be negative")
         if sum(self.counts) == 0:
             raise ValueError(f"feature {self.name!r}: the baseline has no binned values")
         return self
+
+
+def _check_learned_with(feature: FeatureBaseline) -> None:
+    """A learned feature's record names its kind's setting, and the learned bins fit in it (ties
+    can collapse quantile edges, so fewer bins than asked is consistent)."""
+    if feature.learned_with is None:
+        return
+    setting: Literal["bins", "top_k"] = "bins" if feature.kind == "numeric" else "top_k"
+    asked = feature.learned_with.get(setting)
+    if asked is None or len(feature.learned_with) != 1 or asked < 1:
+        raise ValueError(
+            f"feature {feature.name!r}: learned_with of a {feature.kind} feature is "
+            f"{{{setting}: N}} with N >= 1"
+        )
+    if feature.kind == "numeric":
+        learned, unit = len(feature.counts), "bins"
+    else:
+        learned, unit = len(feature.counts) - 1, "categories"
+    if learned > asked:
+        raise ValueError(
+            f"feature {feature.name!r}: {learned} learned {unit}, more than learned_with's "
+            f"{setting}: {asked}"
+        )
 
 
 def _checked(name: str, check: Callable[[Any], Any], bins: Any) -> None:
@@ -96,12 +125,21 @@ def content_id(features: list[FeatureBaseline]) -> str:
     canonical = json.dumps(
         {
             "schema_version": BASELINE_SCHEMA_VERSION,
-            "features": [f.model_dump(mode="json") for f in features],
+            "features": [_hashed(f) for f in features],
         },
         sort_keys=True,
         separators=(",", ":"),
     )
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _hashed(feature: FeatureBaseline) -> dict[str, Any]:
+    """A feature as its baseline's id hashes it. An unset learned_with is left out, so a baseline
+    built before the field existed keeps its id."""
+    dumped = feature.model_dump(mode="json")
+    if dumped["learned_with"] is None:
+        del dumped["learned_with"]
+    return dumped
 
 
 class BaselineError(ValueError):

@@ -166,6 +166,29 @@ def test_baseline_that_does_not_match_is_refused_naming_the_feature(
     assert "'latency_ms'" in result.stderr and "edges" in result.stderr
 
 
+def test_baseline_records_what_learned_bins_were_asked_and_replay_refuses_other_asks(
+    job: dict[str, Path], replayed, tmp_path: Path
+) -> None:
+    baseline = json.loads((job["dir"] / "baseline.json").read_text())
+    recorded = {f["name"]: f["learned_with"] for f in baseline["features"]}
+    assert recorded == {
+        "latency_ms": None,  # edges fixed by the config
+        "amount": {"bins": 10},
+        "payload.country": None,
+        "device": {"top_k": 5},
+    }
+    config = demo_config(size="2m", period="1m", baseline=str(job["dir"] / "baseline.json"))
+    config["features"][3]["top_k"] = 6  # the baseline's 5 devices fit: used silently before
+    path = tmp_path / "top6.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = _kldrift("replay", "--config", str(path), "--input", "x", "--output", "y")
+    assert result.returncode == 2
+    assert result.stderr == (
+        "kldrift: error: feature 'device': baseline was learned with top_k: 5, config asks "
+        "top_k: 6: rebuild the baseline with this config\n"
+    )
+
+
 def test_missing_input_is_one_line(job: dict[str, Path], replayed, tmp_path: Path) -> None:
     result = _kldrift(
         "replay",
