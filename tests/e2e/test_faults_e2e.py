@@ -217,7 +217,6 @@ def test_poison_records_and_bad_clocks_never_stop_the_job_nor_spoil_a_window(
             # The job is reading: now the battery, in one stream with the good events.
             now = time.time()
             dead_sent, binned_poison = _battery(now)
-            dead_sent = early_dead + dead_sent
             hour_old = dict(good[-1], ts=now - 3600)  # a producer clock an hour behind
             dead_sent.append((json.dumps(hour_old).encode(), "too_late"))
             for value, _ in dead_sent:
@@ -225,6 +224,7 @@ def test_poison_records_and_bad_clocks_never_stop_the_job_nor_spoil_a_window(
             for event in binned_poison:
                 producer.send(topic, json.dumps(event).encode())
             producer.flush()
+            dead_sent = early_dead + dead_sent
             battery_at = time.time()
             send_good(15)
             # After the idle timeout the watermark follows wall-clock time: every window closes.
