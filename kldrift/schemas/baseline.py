@@ -8,7 +8,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
 
 from kldrift.schemas.config import check_categories, check_edges
 
@@ -33,6 +41,15 @@ class FeatureBaseline(BaseModel):
         "absent where the config fixed them, and in baselines built before it was recorded",
     )
 
+    @model_serializer(mode="wrap")
+    def _without_unset_learned_with(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """An unset learned_with is not written: a baseline with fixed bins reads as before this
+        field existed (older kldrift reads it) and hashes to the same id."""
+        dumped: dict[str, Any] = handler(self)
+        if dumped.get("learned_with", ...) is None:
+            del dumped["learned_with"]
+        return dumped
+
     @model_validator(mode="after")
     def _bins_match_counts(self) -> FeatureBaseline:
         if self.kind == "numeric":
@@ -51,11 +68,15 @@ class FeatureBaseline(BaseModel):
             raise ValueError(
                 f"feature {self.name!r}: {len(self.counts)} counts for {expected} bins"
             )
-        _check_learned_with(self)
         if any(c < 0 for c in self.counts):
             raise ValueError(f"feature {self.name!r}: counts cannot be negative")
         if sum(self.counts) == 0:
             raise ValueError(f"feature {self.name!r}: the baseline has no binned values")
+        return self
+
+    @model_validator(mode="after")
+    def _learned_bins_fit_what_was_asked(self) -> FeatureBaseline:
+        _check_learned_with(self)
         return self
 
 
@@ -125,21 +146,12 @@ def content_id(features: list[FeatureBaseline]) -> str:
     canonical = json.dumps(
         {
             "schema_version": BASELINE_SCHEMA_VERSION,
-            "features": [_hashed(f) for f in features],
+            "features": [f.model_dump(mode="json") for f in features],
         },
         sort_keys=True,
         separators=(",", ":"),
     )
     return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def _hashed(feature: FeatureBaseline) -> dict[str, Any]:
-    """A feature as its baseline's id hashes it. An unset learned_with is left out, so a baseline
-    built before the field existed keeps its id."""
-    dumped = feature.model_dump(mode="json")
-    if dumped["learned_with"] is None:
-        del dumped["learned_with"]
-    return dumped
 
 
 class BaselineError(ValueError):

@@ -469,6 +469,17 @@ def test_a_baseline_built_before_learned_with_loads_with_its_old_id_and_the_size
         resolve_bins(_config({**ten_bins, "bins": 4}), baseline)
 
 
+def test_a_baseline_with_fixed_bins_is_written_without_learned_with() -> None:
+    # What older kldrift reads (it refuses unknown fields), with the id it computed.
+    _, old_id = _old_baseline_text()
+    features = [FeatureBaseline(**f) for f in _OLD_FEATURES]
+
+    written = json.loads(Baseline.create(features, source="t", created_at="2025").model_dump_json())
+
+    assert written["id"] == old_id
+    assert written["features"] == _OLD_FEATURES
+
+
 def test_learned_with_is_part_of_a_baselines_id_and_checked_against_its_bins() -> None:
     text, old_id = _old_baseline_text()
     recorded = json.loads(text)
