@@ -312,6 +312,7 @@ def _check_matches(spec: FeatureSpec, stored: FeatureBaseline) -> None:
                 f"{where}: config pairs {spec.of}, the baseline's joint pairs {stored.of}"
             )
         return
+    _check_learned_with(spec, stored)
     if isinstance(spec, NumericFeature):
         if spec.edges is not None and list(spec.edges) != list(stored.edges or []):
             raise BaselineMismatch(f"{where}: config edges differ from the baseline's edges")
@@ -325,6 +326,21 @@ def _check_matches(spec: FeatureSpec, stored: FeatureBaseline) -> None:
     if spec.top_k is not None and len(stored.categories or []) > spec.top_k:
         raise BaselineMismatch(
             f"{where}: baseline has {len(stored.categories or [])} categories, top_k is {spec.top_k}"
+        )
+
+
+def _check_learned_with(spec: FeatureSpec, stored: FeatureBaseline) -> None:
+    """Where the config asks for learned bins and the baseline recorded what its bins were learned
+    with, the two must be the same. A baseline without the record (built before it existed) gets
+    the size checks below; fixed edges or categories in the config are compared as such."""
+    if stored.learned_with is None:
+        return
+    ((setting, learned_with),) = stored.learned_with.items()
+    asked = getattr(spec, setting, None)
+    if asked is not None and asked != learned_with:
+        raise BaselineMismatch(
+            f"feature {spec.name!r}: baseline was learned with {setting}: {learned_with}, "
+            f"config asks {setting}: {asked}: rebuild the baseline with this config"
         )
 
 

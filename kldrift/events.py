@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from msgspec.json import Decoder as _JSONDecoder
 
-from kldrift.schemas.config import PipelineConfig
+from kldrift.schemas.config import PipelineConfig, datetime_us
 
 NO_WATERMARK = -(2**63)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -45,6 +45,8 @@ DEAD_LETTER_REASONS: dict[str, str] = {
     "invalid_event_time": "an event time that is not epoch seconds/ms or RFC 3339, or whose "
     "windows lie outside years 1-9999",
     "future_event_time": "an event time more than kafka.max_future ahead of the reader's clock",
+    "past_event_time": "an event time before min_event_time (default 2000-01-01T00:00:00Z): a "
+    "producer clock far behind or unset (1970)",
     "missing_key": "no usable key_field value (absent, null, an object or a list)",
     "invalid_key": f"a key_field text longer than {MAX_KEY_CHARS} characters or not valid "
     "Unicode (a lone surrogate)",
@@ -138,7 +140,8 @@ def field_getter(path: str):
 
 
 class EventDecoder:
-    """Decodes raw JSON records per the config's event_time_field, event_time_unit and key_field.
+    """Decodes raw JSON records per the config's event_time_field, event_time_unit, key_field and
+    min_event_time.
 
     Never raises for a record's content: every record comes out as an event or a dead letter
     with one of DEAD_LETTER_REASONS."""
@@ -152,7 +155,11 @@ class EventDecoder:
         # Every window holding an accepted event must be expressible as RFC 3339 (years 1-9999).
         self._min_time_us = _MIN_EVENT_TIME_US + config.window.size_us
         self._max_time_us = _MAX_EVENT_TIME_US - config.window.size_us
-        self._fast_min_us = max(-_FAST_EVENT_TIME_LIMIT_US, self._min_time_us)
+        self._floor_us = config.min_event_time_us
+        # A unit's margin above the floor: a float time that close to it is checked exactly.
+        self._fast_min_us = max(
+            -_FAST_EVENT_TIME_LIMIT_US, self._min_time_us, self._floor_us + self._time_scale_us
+        )
         self._fast_max_us = min(_FAST_EVENT_TIME_LIMIT_US, self._max_time_us)
 
     def decode(self, batch: RecordBatch, times_us: Sequence[int] | None = None) -> EventBatch:
@@ -211,8 +218,8 @@ class EventDecoder:
         keys: list[str | None] = []
         dead: list[DeadLetter] = []
         dead_rows: list[int] = []
-        # The common record (an object, a finite epoch time well inside the valid range and not in
-        # the future, an ASCII text key of usual length or none) is checked inline; anything else
+        # The common record (an object, a finite epoch time well inside the valid range, not before
+        # min_event_time and not in the future, an ASCII text key of usual length or none) is checked inline; anything else
         # takes the general path, which says why.
         get_time = self._get_time
         get_key = self._get_key
@@ -304,6 +311,16 @@ class EventDecoder:
                     f"or RFC 3339 within years 1-9999: {_excerpt(raw_time)}",
                 ),
             )
+        if time_us < self._floor_us:
+            return (
+                0,
+                None,
+                (
+                    "past_event_time",
+                    f"event time {_rfc3339(time_us)} is before min_event_time "
+                    f"{_rfc3339(self._floor_us)}",
+                ),
+            )
         if max_time_us is not None and time_us > max_time_us:
             return (
                 0,
@@ -355,7 +372,7 @@ class EventDecoder:
         elif isinstance(raw, str):
             time_us = parse_rfc3339_us(raw)
         elif isinstance(raw, datetime):  # events given as Python objects (dicts, Beam Rows)
-            time_us = _datetime_us(raw)
+            time_us = datetime_us(raw)
         elif type(getattr(raw, "micros", None)) is int:  # apache_beam.utils.timestamp.Timestamp
             time_us = raw.micros
         else:
@@ -447,15 +464,7 @@ def parse_rfc3339_us(text: str) -> int | None:
         moment = datetime.fromisoformat(text.strip().replace("z", "Z"))
     except ValueError:
         return None
-    return _datetime_us(moment)
-
-
-def _datetime_us(moment: datetime) -> int:
-    """Microseconds since the epoch; a naive datetime is taken as UTC."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    delta = moment - EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    return datetime_us(moment)
 
 
 def batch_records(values: Sequence[bytes], offsets: Sequence[int], **kwargs: Any) -> RecordBatch:

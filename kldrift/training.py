@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -51,9 +51,15 @@ def baseline_from_events(
     return Baseline.create(features, source=source, created_at=created_at)
 
 
-def feature_baseline(bins: FeatureBins, counts: np.ndarray, source: str) -> FeatureBaseline:
-    """One feature's baseline from its counts (bins, then missing and invalid); BaselineError,
-    naming the feature and `source`, when no value fell in a bin."""
+def feature_baseline(
+    bins: FeatureBins,
+    counts: np.ndarray,
+    source: str,
+    learned_with: dict[Literal["bins", "top_k"], int] | None = None,
+) -> FeatureBaseline:
+    """One feature's baseline from its counts (bins, then missing and invalid), with what the config
+    asked where the bins were learned; BaselineError, naming the feature and `source`, when no
+    value fell in a bin."""
     if counts[: bins.n_bins].sum() == 0:
         raise BaselineError(
             f"feature {bins.name!r}: no binnable values in {source} "
@@ -68,4 +74,5 @@ def feature_baseline(bins: FeatureBins, counts: np.ndarray, source: str) -> Feat
         counts=[int(c) for c in counts[: bins.n_bins]],
         missing=int(counts[bins.missing_slot]),
         invalid=int(counts[bins.invalid_slot]),
+        learned_with=learned_with,
     )

@@ -7,7 +7,7 @@ import math
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import apache_beam as beam
 import numpy as np
@@ -29,6 +29,7 @@ from kldrift.pipeline.options import pipeline_options
 from kldrift.schemas.baseline import Baseline, BaselineError
 from kldrift.schemas.config import (
     CategoricalFeature,
+    FeatureSpec,
     JointFeature,
     NumericFeature,
     PipelineConfig,
@@ -214,9 +215,19 @@ def _assemble(
         feature_counts = counts.get(spec.name)
         if feature_counts is None:
             feature_counts = np.zeros(bins.n_bins + 2, dtype=np.int64)
-        features.append(feature_baseline(bins, feature_counts, "the input"))
+        features.append(feature_baseline(bins, feature_counts, "the input", _asked(spec)))
     created_at = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     return Baseline.create(features, source=source, created_at=created_at)
+
+
+def _asked(spec: FeatureSpec) -> dict[Literal["bins", "top_k"], int] | None:
+    """What the config asked of a feature whose bins are learned (recorded in the baseline, so a
+    config asking otherwise is refused); None where the config fixes the bins."""
+    if isinstance(spec, NumericFeature) and spec.bins is not None:
+        return {"bins": spec.bins}
+    if isinstance(spec, CategoricalFeature) and spec.top_k is not None:
+        return {"top_k": spec.top_k}
+    return None
 
 
 def _write(baseline: Baseline, output: str) -> None:

@@ -8,12 +8,26 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
 
 from kldrift.exceptions import BaselineError as BaselineError
 from kldrift.schemas.config import check_categories, check_edges
 
 BASELINE_SCHEMA_VERSION = 1
+
+
+_ADDED_FIELDS = ("of", "learned_with")
+"""FeatureBaseline fields added after baselines were first written: left out of the file and the
+id when unset, so every baseline written before keeps its id and older kldrift reads new files
+that use neither."""
 
 
 class FeatureBaseline(BaseModel):
@@ -31,6 +45,22 @@ class FeatureBaseline(BaseModel):
     counts: list[int] = Field(description="count per bin, in bin order")
     missing: int = Field(default=0, ge=0)
     invalid: int = Field(default=0, ge=0)
+    learned_with: dict[Literal["bins", "top_k"], int] | None = Field(
+        default=None,
+        description="what the config asked when the bins were learned ({bins: N} or {top_k: K}); "
+        "absent where the config fixed them, and in baselines built before it was recorded",
+    )
+
+    @model_serializer(mode="wrap")
+    def _without_unset_added_fields(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Fields added after baselines were first written (`of`, `learned_with`) are not written
+        when unset: a baseline without joints or learned bins reads as before they existed (older
+        kldrift reads it) and hashes to the same id."""
+        dumped: dict[str, Any] = handler(self)
+        for name in _ADDED_FIELDS:
+            if dumped.get(name, ...) is None:
+                del dumped[name]
+        return dumped
 
     @model_validator(mode="after")
     def _bins_match_counts(self) -> FeatureBaseline:
@@ -59,6 +89,34 @@ class FeatureBaseline(BaseModel):
             )
         _check_counts(self.name, self.counts)
         return self
+
+    @model_validator(mode="after")
+    def _learned_bins_fit_what_was_asked(self) -> FeatureBaseline:
+        _check_learned_with(self)
+        return self
+
+
+def _check_learned_with(feature: FeatureBaseline) -> None:
+    """A learned feature's record names its kind's setting, and the learned bins fit in it (ties
+    can collapse quantile edges, so fewer bins than asked is consistent)."""
+    if feature.learned_with is None:
+        return
+    setting: Literal["bins", "top_k"] = "bins" if feature.kind == "numeric" else "top_k"
+    asked = feature.learned_with.get(setting)
+    if asked is None or len(feature.learned_with) != 1 or asked < 1:
+        raise ValueError(
+            f"feature {feature.name!r}: learned_with of a {feature.kind} feature is "
+            f"{{{setting}: N}} with N >= 1"
+        )
+    if feature.kind == "numeric":
+        learned, unit = len(feature.counts), "bins"
+    else:
+        learned, unit = len(feature.counts) - 1, "categories"
+    if learned > asked:
+        raise ValueError(
+            f"feature {feature.name!r}: {learned} learned {unit}, more than learned_with's "
+            f"{setting}: {asked}"
+        )
 
 
 def _check_counts(name: str, counts: list[int]) -> None:
@@ -130,22 +188,12 @@ def content_id(features: list[FeatureBaseline]) -> str:
     canonical = json.dumps(
         {
             "schema_version": BASELINE_SCHEMA_VERSION,
-            "features": [_content(f) for f in features],
+            "features": [f.model_dump(mode="json") for f in features],
         },
         sort_keys=True,
         separators=(",", ":"),
     )
     return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-_ADDED_FIELDS = frozenset({"of"})
-"""Fields added after baselines were first written: left out of the id where unset, so every
-baseline written before keeps its id."""
-
-
-def _content(feature: FeatureBaseline) -> dict[str, Any]:
-    unset = {name for name in _ADDED_FIELDS if getattr(feature, name) is None}
-    return feature.model_dump(mode="json", exclude=unset)
 
 
 def load_baseline(path: str | Path) -> Baseline:

@@ -6,6 +6,7 @@ import itertools
 import json
 import math
 from collections.abc import Mapping
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -245,6 +246,38 @@ class KafkaSpec(_Frozen):
         return self
 
 
+DEFAULT_MIN_EVENT_TIME = "2000-01-01T00:00:00Z"
+"""No real event is older; an unset device clock (1970) or a garbled one (year 5) is."""
+
+_YEAR_1_US = -62_135_596_800_000_000  # 0001-01-01T00:00:00Z
+_YEAR_10000_US = 253_402_300_800_000_000  # 10000-01-01T00:00:00Z
+
+
+def datetime_us(moment: datetime) -> int:
+    """Microseconds since the epoch, exact; a naive datetime is taken as UTC."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def event_time_floor_us(value: str | float) -> int:
+    """`min_event_time` (RFC 3339 text, naive = UTC, or epoch seconds) in microseconds since the
+    epoch; ValueError naming what is wrong."""
+    if isinstance(value, str):
+        try:
+            floor_us = datetime_us(datetime.fromisoformat(value.strip().replace("z", "Z")))
+        except ValueError:
+            raise ValueError(f"not RFC 3339 text or epoch seconds: {value!r}") from None
+    elif math.isfinite(value):
+        floor_us = math.floor(value * 1_000_000)
+    else:
+        raise ValueError(f"not RFC 3339 text or epoch seconds: {value!r}")
+    if not _YEAR_1_US <= floor_us < _YEAR_10000_US:
+        raise ValueError(f"{value!r} is outside years 1-9999 (UTC)")
+    return floor_us
+
+
 class PipelineConfig(_Frozen):
     """One kldrift job."""
 
@@ -255,6 +288,11 @@ class PipelineConfig(_Frozen):
     )
     key_field: str | None = Field(
         default=None, description="report drift separately per value of this field"
+    )
+    min_event_time: str | float = Field(
+        default=DEFAULT_MIN_EVENT_TIME,
+        description="RFC 3339 text or epoch seconds: an earlier event time is dead-lettered "
+        "(`past_event_time`), so a producer clock far behind (unset: 1970) opens no window",
     )
     window: WindowSpec = Field(description="sliding windows in event time (below)")
     features: list[FeatureSpec] = Field(
@@ -272,6 +310,21 @@ class PipelineConfig(_Frozen):
         description="how often a running job checks a kafka:// baseline for a newer one",
     )
     kafka: KafkaSpec | None = Field(default=None, description="Kafka in and out (below)")
+
+    @field_validator("min_event_time", mode="before")
+    @classmethod
+    def _min_event_time_a_time(cls, value: Any) -> Any:
+        if isinstance(value, date):  # YAML reads an unquoted 2000-01-01T00:00:00Z as a datetime
+            value = value.isoformat()
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise ValueError(f"not RFC 3339 text or epoch seconds: {value!r}")
+        event_time_floor_us(value)
+        return value
+
+    @property
+    def min_event_time_us(self) -> int:
+        """The earliest event time accepted, in microseconds since the epoch."""
+        return event_time_floor_us(self.min_event_time)
 
     @field_validator("features")
     @classmethod

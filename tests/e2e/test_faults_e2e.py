@@ -1,7 +1,7 @@
 """Poison records and bad clocks on a real broker and Prism: `kldrift run` reads a live stream
 carrying the whole battery (tombstone, empty, invalid UTF-8, 100,000-deep nesting, 5 MB records,
 NaN/Infinity/1e400, 30-digit integers, times as text/bools, objects/lists as values, a year-9000
-event, an hour-old event) among good events, keeps running, dead-letters each bad record with
+event, an hour-old event, and year-5 and 1970 events among the first records read) among good events, keeps running, dead-letters each bad record with
 its reason, and reports every window of the good events exactly (counts, and KL against scipy)."""
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ FEATURES = [
 ]
 SMOOTHING = 0.5
 YEAR_9000 = 221_845_392_000  # 9000-01-01T00:00:00Z, epoch seconds
+YEAR_5 = -62_000_000_000  # 0005-04-19T09:46:40Z: a producer clock far behind
 BIG = 5_000_000  # bytes: the broker takes them compressed (gzip), the reader decompresses
 
 
@@ -197,6 +198,16 @@ def test_poison_records_and_bad_clocks_never_stop_the_job_nor_spoil_a_window(
             time.sleep(0.02)
         producer.flush()
 
+    # Among the first records the fresh job reads (no watermark yet): a producer clock far behind
+    # and an unset one (1970). Before min_event_time they opened year-5 and 1970 windows.
+    early = {"model": "model-a", "latency_ms": 12.0, "payload": {"country": "US"}}
+    early_dead = [
+        (json.dumps({**early, "ts": YEAR_5}).encode(), "past_event_time"),
+        (json.dumps({**early, "ts": 0}).encode(), "past_event_time"),
+    ]
+    for value, _ in early_dead:
+        producer.send(topic, value)
+    producer.flush()
     tail = ReportTail(kafka_bootstrap, kafka["output_topic"])
     with streaming_job("--config", str(job_files["config"])) as job:
         try:
@@ -214,6 +225,7 @@ def test_poison_records_and_bad_clocks_never_stop_the_job_nor_spoil_a_window(
             for event in binned_poison:
                 producer.send(topic, json.dumps(event).encode())
             producer.flush()
+            dead_sent = early_dead + dead_sent
             battery_at = time.time()
             send_good(15)
             # After the idle timeout the watermark follows wall-clock time: every window closes.
@@ -244,6 +256,14 @@ def test_poison_records_and_bad_clocks_never_stop_the_job_nor_spoil_a_window(
     assert big[0].value == b"x" * len(big[0].value)
     assert 0 < len(big[0].value) < BIG
     assert [m.value for m in dead_letters if dict(m.headers)["reason"] == b"null_value"] == [None]
+    assert sorted(
+        dict(m.headers)["detail"].decode()
+        for m in dead_letters
+        if dict(m.headers)["reason"] == b"past_event_time"
+    ) == [
+        "event time 0005-04-19T09:46:40Z is before min_event_time 2000-01-01T00:00:00Z",
+        "event time 1970-01-01T00:00:00Z is before min_event_time 2000-01-01T00:00:00Z",
+    ]
 
     # The job's totals: consumed = binned + dead-lettered, and each as sent.
     consumed = len(good) + len(binned_poison) + len(dead_sent)
@@ -254,7 +274,8 @@ def test_poison_records_and_bad_clocks_never_stop_the_job_nor_spoil_a_window(
     assert totals["records_dead_lettered"] == len(dead_sent)
     assert totals["events_too_late"] == 1
 
-    # Every window of the good events: final counts as produced, KL as scipy computes it.
+    # Every window of the good events and no other (none in year 5 or 1970): final counts as
+    # produced, KL as scipy computes it.
     baseline = _baseline(job_files)
     reported = _final_reports(tail.reports)
     expected, wrong = _check_windows(

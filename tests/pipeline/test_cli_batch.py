@@ -20,6 +20,12 @@ from kldrift.synthetic import LATENCY_EDGES, SyntheticStream, demo_config, train
 KLDRIFT = str(Path(sys.executable).with_name("kldrift"))
 T0 = 1_700_000_400.0  # a multiple of 60 s
 SHIFT = T0 + 300
+MIN_EVENT_TIME = 946_684_800  # 2000-01-01T00:00:00Z, the default min_event_time
+# A producer clock far behind (year 5) and an unset one (1970): dead letters, not windows.
+BAD_CLOCKS = [
+    json.dumps({"ts": ts, "model": "model-a", "latency_ms": 999.0, "amount": 1.0}).encode()
+    for ts in (-62_000_000_000, 0)
+]
 
 
 def _kldrift(*args: str) -> subprocess.CompletedProcess:
@@ -31,10 +37,12 @@ def job(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("batch")
     config = demo_config(size="2m", period="1m", baseline=str(folder / "baseline.json"))
     (folder / "config.yaml").write_text(yaml.safe_dump(config))
-    (folder / "training.jsonl").write_bytes(b"\n".join(training_lines(20_000, seed=5)) + b"\n")
+    training = [*BAD_CLOCKS, *training_lines(20_000, seed=5)]  # the baseline skips bad clocks too
+    (folder / "training.jsonl").write_bytes(b"\n".join(training) + b"\n")
     stream = SyntheticStream(start=T0, duration=600, rate=20, drift_at=SHIFT, drift_size=1.0)
     malformed = [b"not json", b'{"model": "model-a"}', b'{"ts": "soon", "model": "model-a"}']
-    (folder / "events.jsonl").write_bytes(b"\n".join([*stream.lines(), *malformed]) + b"\n")
+    lines = [*BAD_CLOCKS, *stream.lines(), *malformed]  # bad clocks among the first records read
+    (folder / "events.jsonl").write_bytes(b"\n".join(lines) + b"\n")
     return {"dir": folder, "config": folder / "config.yaml"}
 
 
@@ -64,7 +72,7 @@ def replayed(job: dict[str, Path]) -> list[dict]:
         str(folder / "dead.jsonl"),
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "12000 events binned, 3 dead-lettered" in done.stdout
+    assert "12000 events binned, 5 dead-lettered" in done.stdout
     assert "events/s" in done.stdout
     return [json.loads(line) for line in (folder / "reports.jsonl").read_text().splitlines()]
 
@@ -76,7 +84,7 @@ def _events(folder: Path) -> list[dict]:
             event = json.loads(line)
         except ValueError:
             continue
-        if isinstance(event.get("ts"), float | int):
+        if isinstance(event.get("ts"), float | int) and event["ts"] >= MIN_EVENT_TIME:
             events.append(event)
     return events
 
@@ -84,15 +92,14 @@ def _events(folder: Path) -> list[dict]:
 def test_baseline_counts_equal_an_independent_histogram(job: dict[str, Path], replayed) -> None:
     baseline = json.loads((job["dir"] / "baseline.json").read_text())
     latency = next(f for f in baseline["features"] if f["name"] == "latency_ms")
-    values = [json.loads(line)["latency_ms"] for line in (job["dir"] / "training.jsonl").open()]
+    training = [json.loads(line) for line in (job["dir"] / "training.jsonl").open()]
+    values = [e["latency_ms"] for e in training if e["ts"] >= MIN_EVENT_TIME]
     # Bin i holds values with exactly i edges <= value: [e(i-1), e(i)).
     expected = np.bincount([sum(v >= e for e in LATENCY_EDGES) for v in values], minlength=9)
     assert latency["counts"] == expected.tolist()
     amount = next(f for f in baseline["features"] if f["name"] == "amount")
     assert 5 <= len(amount["edges"]) <= 9  # bins: 10 -> up to 9 learned quantile edges
-    amounts = np.array(
-        [json.loads(line)["amount"] for line in (job["dir"] / "training.jsonl").open()]
-    )
+    amounts = np.array([e["amount"] for e in training if e["ts"] >= MIN_EVENT_TIME])
     shares = np.array(amount["counts"]) / len(amounts)
     assert np.all(np.abs(shares[1:-1] - 0.1) < 0.03)  # quantile bins hold ~10% each
 
@@ -141,8 +148,20 @@ def test_drift_is_flagged_after_the_shift_and_not_before(replayed: list[dict]) -
 
 def test_dead_letters_carry_their_reasons(job: dict[str, Path], replayed) -> None:
     dead = [json.loads(line) for line in (job["dir"] / "dead.jsonl").read_text().splitlines()]
-    assert [d["reason"] for d in dead] == ["not_json", "missing_event_time", "invalid_event_time"]
-    assert dead[0]["value"] == "not json"
+    assert [d["reason"] for d in dead] == [
+        "past_event_time",
+        "past_event_time",
+        "not_json",
+        "missing_event_time",
+        "invalid_event_time",
+    ]
+    assert [d["detail"] for d in dead[:2]] == [
+        "event time 0005-04-19T09:46:40Z is before min_event_time 2000-01-01T00:00:00Z",
+        "event time 1970-01-01T00:00:00Z is before min_event_time 2000-01-01T00:00:00Z",
+    ]
+    assert dead[2]["value"] == "not json"
+    # No window of year 5 or 1970: the first report is the stream's first window.
+    assert min(_epoch(r["window_start"]) for r in replayed) == T0 - 60
 
 
 def test_bad_config_is_one_line_naming_the_field(tmp_path: Path) -> None:
@@ -164,6 +183,29 @@ def test_baseline_that_does_not_match_is_refused_naming_the_feature(
     result = _kldrift("replay", "--config", str(path), "--input", "x", "--output", "y")
     assert result.returncode == 2
     assert "'latency_ms'" in result.stderr and "edges" in result.stderr
+
+
+def test_baseline_records_what_learned_bins_were_asked_and_replay_refuses_other_asks(
+    job: dict[str, Path], replayed, tmp_path: Path
+) -> None:
+    baseline = json.loads((job["dir"] / "baseline.json").read_text())
+    recorded = {f["name"]: f.get("learned_with", "absent") for f in baseline["features"]}
+    assert recorded == {
+        "latency_ms": "absent",  # edges fixed by the config: the file reads as before
+        "amount": {"bins": 10},
+        "payload.country": "absent",
+        "device": {"top_k": 5},
+    }
+    config = demo_config(size="2m", period="1m", baseline=str(job["dir"] / "baseline.json"))
+    config["features"][3]["top_k"] = 6  # the baseline's 5 devices fit: used silently before
+    path = tmp_path / "top6.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = _kldrift("replay", "--config", str(path), "--input", "x", "--output", "y")
+    assert result.returncode == 2
+    assert result.stderr == (
+        "kldrift: error: feature 'device': baseline was learned with top_k: 5, config asks "
+        "top_k: 6: rebuild the baseline with this config\n"
+    )
 
 
 def test_missing_input_is_one_line(job: dict[str, Path], replayed, tmp_path: Path) -> None:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -325,3 +329,193 @@ def test_baseline_create_gives_the_same_id_for_the_same_content() -> None:
     assert first.id != other.id
     assert len(first.id) == 64 and int(first.id, 16) >= 0  # a sha256 hex digest
     assert parse_baseline(first.model_dump_json(), "b.json") == first
+
+
+# --- what the config asked when the bins were learned ------------------------------------------
+
+
+def _learned(spec: dict[str, Any], n_bins: int) -> FeatureBaseline:
+    """A feature learned under `spec` (bins or top_k) that got `n_bins` bins."""
+    if spec["kind"] == "numeric":
+        return FeatureBaseline(
+            name=spec["name"],
+            kind="numeric",
+            edges=[float(e) for e in range(n_bins - 1)],
+            counts=[1] * n_bins,
+            learned_with={"bins": spec["bins"]},
+        )
+    return FeatureBaseline(
+        name=spec["name"],
+        kind="categorical",
+        categories=[f"c{i}" for i in range(n_bins - 1)],
+        counts=[1] * n_bins,
+        learned_with={"top_k": spec["top_k"]},
+    )
+
+
+@pytest.mark.parametrize(
+    ("learned_under", "n_bins", "config_asks", "message"),
+    [
+        (  # fewer bins than the config asks: used silently before
+            {"name": "latency_ms", "kind": "numeric", "bins": 5},
+            5,
+            {"name": "latency_ms", "kind": "numeric", "bins": 10},
+            "feature 'latency_ms': baseline was learned with bins: 5, config asks bins: 10: "
+            "rebuild the baseline with this config",
+        ),
+        (  # ties collapsed 10 asked bins to 7: still refused under bins: 8, which 7 bins fit
+            {"name": "latency_ms", "kind": "numeric", "bins": 10},
+            7,
+            {"name": "latency_ms", "kind": "numeric", "bins": 8},
+            "feature 'latency_ms': baseline was learned with bins: 10, config asks bins: 8: "
+            "rebuild the baseline with this config",
+        ),
+        (
+            {"name": "device", "kind": "categorical", "top_k": 3},
+            4,
+            {"name": "device", "kind": "categorical", "top_k": 4},
+            "feature 'device': baseline was learned with top_k: 3, config asks top_k: 4: "
+            "rebuild the baseline with this config",
+        ),
+        (
+            {"name": "device", "kind": "categorical", "top_k": 4},
+            5,
+            {"name": "device", "kind": "categorical", "top_k": 3},
+            "feature 'device': baseline was learned with top_k: 4, config asks top_k: 3: "
+            "rebuild the baseline with this config",
+        ),
+    ],
+)
+def test_resolve_bins_refuses_a_baseline_learned_with_other_bins(
+    learned_under: dict[str, Any], n_bins: int, config_asks: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(BaselineMismatch) as caught:
+        resolve_bins(_config(config_asks), _baseline(_learned(learned_under, n_bins)))
+
+    assert str(caught.value) == message
+
+
+def test_a_baseline_whose_ties_collapsed_its_bins_is_used_under_the_same_config() -> None:
+    spec = {"name": "latency_ms", "kind": "numeric", "bins": 10}
+
+    (latency,) = resolve_bins(_config(spec), _baseline(_learned(spec, 7)))
+
+    assert latency.n_bins == 7
+
+
+def test_a_learned_baseline_with_the_configs_own_edges_is_used() -> None:
+    # Learned edges copied into the config fix the same bins: nothing to refuse.
+    stored = _learned({"name": "latency_ms", "kind": "numeric", "bins": 4}, 4)
+    config = _config({"name": "latency_ms", "kind": "numeric", "edges": [0, 1, 2]})
+
+    (latency,) = resolve_bins(config, _baseline(stored))
+
+    assert latency.labels == ("(-inf, 0)", "[0, 1)", "[1, 2)", "[2, +inf)")
+
+
+# The file a baseline built before `learned_with` existed: amount learned with bins: 10 (5 bins,
+# ties), country with top_k: 2. Its id is the sha256 of what the id hashed then, worked out here.
+_OLD_FEATURES: list[dict[str, Any]] = [
+    {
+        "name": "amount",
+        "kind": "numeric",
+        "edges": [1.5, 2.5, 4.0, 8.0],
+        "categories": None,
+        "counts": [3, 4, 5, 6, 7],
+        "missing": 1,
+        "invalid": 0,
+    },
+    {
+        "name": "country",
+        "kind": "categorical",
+        "edges": None,
+        "categories": ["US", "DE"],
+        "counts": [9, 8, 2],
+        "missing": 0,
+        "invalid": 1,
+    },
+]
+
+
+def _old_baseline_text() -> tuple[str, str]:
+    hashed = json.dumps(
+        {"schema_version": 1, "features": _OLD_FEATURES}, sort_keys=True, separators=(",", ":")
+    )
+    old_id = hashlib.sha256(hashed.encode()).hexdigest()
+    text = json.dumps(
+        {
+            "schema_version": 1,
+            "id": old_id,
+            "created_at": "2025-01-01T00:00:00Z",
+            "source": "train.jsonl",
+            "features": _OLD_FEATURES,
+        }
+    )
+    return text, old_id
+
+
+def test_a_baseline_built_before_learned_with_loads_with_its_old_id_and_the_size_checks() -> None:
+    text, old_id = _old_baseline_text()
+
+    baseline = parse_baseline(text, "old.json")
+
+    assert baseline.id == old_id
+    assert baseline.feature("amount").learned_with is None
+    ten_bins = {"name": "amount", "kind": "numeric", "bins": 10}
+    top_2 = {"name": "country", "kind": "categorical", "top_k": 2}
+    amount, country = resolve_bins(_config(ten_bins, top_2), baseline)
+    assert amount.n_bins == 5 and country.categories == ("US", "DE")
+    with pytest.raises(BaselineMismatch, match="'amount': baseline has 5 bins, config asks 4"):
+        resolve_bins(_config({**ten_bins, "bins": 4}), baseline)
+
+
+def test_a_baseline_with_fixed_bins_is_written_without_learned_with() -> None:
+    # What older kldrift reads (it refuses unknown fields), with the id it computed.
+    _, old_id = _old_baseline_text()
+    features = [FeatureBaseline(**f) for f in _OLD_FEATURES]
+
+    written = json.loads(Baseline.create(features, source="t", created_at="2025").model_dump_json())
+
+    assert written["id"] == old_id
+    assert written["features"] == _OLD_FEATURES
+
+
+def test_learned_with_is_part_of_a_baselines_id_and_checked_against_its_bins() -> None:
+    text, old_id = _old_baseline_text()
+    recorded = json.loads(text)
+    recorded["features"][0]["learned_with"] = {"bins": 10}
+
+    with pytest.raises(BaselineError, match="does not match its content"):
+        parse_baseline(json.dumps(recorded), "edited.json")  # a record added by hand
+    features = [FeatureBaseline(**f) for f in recorded["features"]]
+    assert Baseline.create(features, source="t", created_at="2025").id != old_id
+    with pytest.raises(
+        ValidationError, match="'amount': 5 learned bins, more than learned_with's bins: 4"
+    ):
+        FeatureBaseline(**{**recorded["features"][0], "learned_with": {"bins": 4}})
+    with pytest.raises(ValidationError, match=r"'amount': learned_with of a numeric feature is"):
+        FeatureBaseline(**{**recorded["features"][0], "learned_with": {"top_k": 10}})
+
+
+def test_config_check_says_the_learned_with_mismatch_in_one_line(tmp_path: Path) -> None:
+    baseline = _baseline(_learned({"name": "latency_ms", "kind": "numeric", "bins": 5}, 5))
+    (tmp_path / "baseline.json").write_text(baseline.model_dump_json())
+    config = tmp_path / "job.yaml"
+    config.write_text(
+        "name: m\nevent_time_field: ts\nwindow: {size: 10m, period: 1m}\n"
+        "features: [{name: latency_ms, kind: numeric, bins: 10}]\nbaseline: baseline.json\n"
+    )
+
+    result = subprocess.run(
+        [sys.executable, "-m", "kldrift.cli", "config", "check", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert result.returncode == 2
+    assert result.stderr == (
+        "kldrift: error: feature 'latency_ms': baseline was learned with bins: 5, config asks "
+        "bins: 10: rebuild the baseline with this config\n"
+    )

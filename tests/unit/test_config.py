@@ -250,6 +250,51 @@ def test_kafka_start_from_timestamp_needs_start_timestamp() -> None:
     assert config.kafka is not None and config.kafka.start_timestamp == 1_700_000_000.0
 
 
+@pytest.mark.parametrize(
+    ("bad", "problem"),
+    [
+        ("yesterday", "not RFC 3339 text or epoch seconds: 'yesterday'"),
+        ("2024-13-01T00:00:00Z", "not RFC 3339 text or epoch seconds: '2024-13-01T00:00:00Z'"),
+        (True, "not RFC 3339 text or epoch seconds: True"),
+        (None, "not RFC 3339 text or epoch seconds: None"),
+        (math.nan, "not RFC 3339 text or epoch seconds: nan"),
+        (1e12, "1000000000000.0 is outside years 1-9999 (UTC)"),  # ms given as seconds: year 33658
+        ("0001-01-01T00:00:00+01:00", "'0001-01-01T00:00:00+01:00' is outside years 1-9999 (UTC)"),
+    ],
+)
+def test_bad_min_event_time_is_refused_naming_the_field(bad: object, problem: str) -> None:
+    assert _refusal(_with(min_event_time=bad)) == f"config: min_event_time: {problem}"
+
+
+@pytest.mark.parametrize(
+    ("floor", "floor_us"),
+    [
+        (None, 946_684_800_000_000),  # unset: 2000-01-01T00:00:00Z
+        ("1970-01-01T00:00:00Z", 0),
+        ("2024-01-01T01:00:00+01:00", 1_704_067_200_000_000),
+        ("2024-01-01", 1_704_067_200_000_000),  # naive: UTC
+        (1_704_067_200.5, 1_704_067_200_500_000),  # epoch seconds, whatever event_time_unit
+    ],
+)
+def test_min_event_time_as_text_or_epoch_seconds(floor: object, floor_us: int) -> None:
+    data = _with(event_time_unit="ms") if floor is None else _with(min_event_time=floor)
+
+    config = parse_config(data)
+
+    assert config.min_event_time_us == floor_us
+    assert parse_config(config.model_dump(mode="json")) == config  # round-trips
+
+
+@pytest.mark.parametrize(
+    "written", ["2024-01-01T00:00:00Z", "2024-01-01", "'2024-01-01T00:00:00Z'"]
+)
+def test_min_event_time_written_unquoted_in_yaml(tmp_path: Path, written: str) -> None:
+    # YAML reads an unquoted timestamp as a datetime (a date alone as a date): still the same time.
+    path = _write(tmp_path, yaml.safe_dump(MINIMAL) + f"min_event_time: {written}\n")
+
+    assert load_config(path).min_event_time_us == 1_704_067_200_000_000
+
+
 def test_every_bad_field_is_named_in_one_message() -> None:
     data = _with(window={"size": "10m", "period": "nope"}, bogus=1)
     message = _refusal(data)

@@ -41,18 +41,18 @@ def _same(a: Any, b: Any) -> bool:
 
 # Each is valid for json.loads; msgspec refuses all but the last two.
 REFUSED_BY_MSGSPEC = [
-    b'{"ts": 100, "k": "a", "x": NaN}',
-    b'{"ts": 100, "k": "a", "x": Infinity}',
-    b'{"ts": 100, "k": "a", "x": -Infinity}',
-    b'{"ts": 100, "k": "a", "x": 1e400}',
-    b'{"ts": 100, "k": "a\\ud800", "x": 1}',
-    b'{"ts": 100, "k": "a", "x": "\\udc00"}',
-    b'\xef\xbb\xbf{"ts": 100, "k": "a", "x": 1}',
-    '{"ts": 100, "k": "a", "x": 1}'.encode("utf-16"),
+    b'{"ts": 1700000100, "k": "a", "x": NaN}',
+    b'{"ts": 1700000100, "k": "a", "x": Infinity}',
+    b'{"ts": 1700000100, "k": "a", "x": -Infinity}',
+    b'{"ts": 1700000100, "k": "a", "x": 1e400}',
+    b'{"ts": 1700000100, "k": "a\\ud800", "x": 1}',
+    b'{"ts": 1700000100, "k": "a", "x": "\\udc00"}',
+    b'\xef\xbb\xbf{"ts": 1700000100, "k": "a", "x": 1}',
+    '{"ts": 1700000100, "k": "a", "x": 1}'.encode("utf-16"),
 ]
 ACCEPTED_BY_BOTH = [
-    b'{"ts": 100, "k": 123456789012345678901234567890, "x": 18446744073709551616}',
-    b'{"ts": 100.5, "k": "a", "x": 0.1, "x": -0.0}',
+    b'{"ts": 1700000100, "k": 123456789012345678901234567890, "x": 18446744073709551616}',
+    b'{"ts": 1700000100.5, "k": "a", "x": 0.1, "x": -0.0}',
 ]
 
 
@@ -77,9 +77,9 @@ def test_a_record_decodes_as_json_loads_alone_would(value: bytes) -> None:
 
 
 def test_records_json_loads_refuses_are_dead_letters_with_its_message() -> None:
-    too_big = b'{"ts": 100, "k": "a", "x": ' + b"9" * 5000 + b"}"
-    too_deep = b'{"ts": 100, "k": "a", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}"
-    bad_utf8 = b'{"ts": 100, "k": "a", "x": "\xff"}'
+    too_big = b'{"ts": 1700000100, "k": "a", "x": ' + b"9" * 5000 + b"}"
+    too_deep = b'{"ts": 1700000100, "k": "a", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    bad_utf8 = b'{"ts": 1700000100, "k": "a", "x": "\xff"}'
     decoded = _decoder().decode(
         RecordBatch(values=[too_big, too_deep, bad_utf8], offsets=[1, 2, 3])
     )

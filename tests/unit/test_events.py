@@ -20,6 +20,7 @@ from kldrift.events import (
 from kldrift.schemas.config import parse_config
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+YEAR_1 = "0001-01-01T00:00:00Z"  # a min_event_time that lets every time RFC 3339 can write through
 
 
 def _us(moment: datetime) -> int:
@@ -114,10 +115,95 @@ def test_event_time_beyond_year_9999_is_dead_lettered_not_a_crash(raw_time: floa
 def test_missing_key_is_dead_lettered() -> None:
     decoder = _decoder(key_field="user")
 
-    for value in [b'{"ts": 1}', b'{"ts": 1, "user": null}', b'{"ts": 1, "user": {"id": 7}}']:
+    for user in [b"", b', "user": null', b', "user": {"id": 7}']:
+        value = b'{"ts": 1700000000' + user + b"}"
         dead = _one_dead_letter(value, decoder)
         assert dead.reason == "missing_key"
         assert "'user'" in dead.detail
+
+
+# --- min_event_time --------------------------------------------------------------------------
+
+Y2K_S = 946_684_800  # 2000-01-01T00:00:00Z, the default min_event_time: 30 years of 365.25 days
+
+
+def test_default_floor_is_2000() -> None:
+    assert _us(datetime(2000, 1, 1, tzinfo=UTC)) == Y2K_S * 1_000_000
+    assert _time_us(Y2K_S) == Y2K_S * 1_000_000  # at the floor: an event
+
+
+@pytest.mark.parametrize(
+    ("raw_time", "when"),
+    [
+        (-62_000_000_000, "0005-04-19T09:46:40Z"),  # -62e9 s = -717,593 days + 09:46:40
+        (0, "1970-01-01T00:00:00Z"),  # an unset device clock
+        (Y2K_S - 1, "1999-12-31T23:59:59Z"),
+        (Y2K_S - 0.000001, "1999-12-31T23:59:59.999999Z"),  # a microsecond before
+        ("1999-12-31T23:59:59.5Z", "1999-12-31T23:59:59.500000Z"),
+        ("0005-04-19T09:46:40Z", "0005-04-19T09:46:40Z"),
+    ],
+)
+def test_an_event_time_before_min_event_time_is_dead_lettered(raw_time: Any, when: str) -> None:
+    dead = _one_dead_letter(json.dumps({"ts": raw_time, "x": 1}).encode())
+
+    assert dead.reason == "past_event_time"
+    assert dead.detail == f"event time {when} is before min_event_time 2000-01-01T00:00:00Z"
+
+
+def test_just_after_the_floor_is_an_event_on_the_fast_path_and_off_it() -> None:
+    decoder = _decoder(key_field="k")
+    values = [
+        b'{"ts": 946684800.000001, "k": "a"}',  # inside the fast path's margin
+        b'{"ts": 946684801.5, "k": "a"}',  # past it
+        b'{"ts": 946684801.5, "k": "\u00e9"}',  # a non-ASCII key: the general path
+    ]
+
+    decoded = _decode(values, decoder)
+
+    assert decoded.dead_letters == []
+    assert decoded.event_time_us.tolist() == [
+        946_684_800_000_001,
+        946_684_801_500_000,
+        946_684_801_500_000,
+    ]
+
+
+@pytest.mark.parametrize(
+    ("floor", "floor_text"),
+    [
+        ("2024-01-01T00:00:00Z", "2024-01-01T00:00:00Z"),
+        ("2024-01-01T02:00:00+02:00", "2024-01-01T00:00:00Z"),
+        (1_704_067_200, "2024-01-01T00:00:00Z"),
+        ("1970-01-01T00:00:00Z", "1970-01-01T00:00:00Z"),
+    ],
+)
+def test_min_event_time_as_text_or_epoch_seconds(floor: Any, floor_text: str) -> None:
+    decoder = _decoder(min_event_time=floor, event_time_unit="ms")
+    floor_ms = _us(datetime.fromisoformat(floor_text)) // 1000
+    values = [json.dumps({"ts": floor_ms + d}).encode() for d in (-1, 0, 1)]
+
+    decoded = _decode(values, decoder)
+
+    assert decoded.event_time_us.tolist() == [floor_ms * 1000, (floor_ms + 1) * 1000]
+    assert [d.reason for d in decoded.dead_letters] == ["past_event_time"]
+    assert decoded.dead_letters[0].offset == 100
+    assert decoded.dead_letters[0].detail.endswith(f"before min_event_time {floor_text}")
+
+
+def test_given_timestamps_are_held_to_the_floor_too() -> None:
+    # event_time="timestamp" in the library: the element timestamps are the events' times.
+    floor_us = Y2K_S * 1_000_000
+    times_us = [-62_000_000_000 * 1_000_000, 0, floor_us - 1, floor_us, floor_us + 1]
+    batch = RecordBatch(values=[{"x": i} for i in range(5)], offsets=list(range(5)))
+
+    decoded = _decoder().decode(batch, times_us)
+
+    assert decoded.event_time_us.tolist() == [floor_us, floor_us + 1]
+    assert [(d.offset, d.reason) for d in decoded.dead_letters] == [
+        (0, "past_event_time"),
+        (1, "past_event_time"),
+        (2, "past_event_time"),
+    ]
 
 
 # --- event time ------------------------------------------------------------------------------
@@ -141,7 +227,7 @@ def test_missing_key_is_dead_lettered() -> None:
     ],
 )
 def test_rfc3339_event_time(text: str, moment: datetime) -> None:
-    assert _time_us(text) == _us(moment)
+    assert _time_us(text, _decoder(min_event_time=YEAR_1)) == _us(moment)
 
 
 def test_rfc3339_offset_is_applied() -> None:
@@ -160,7 +246,7 @@ def test_rfc3339_offset_is_applied() -> None:
     ],
 )
 def test_epoch_seconds_event_time(raw_time: float, expected_us: int) -> None:
-    assert _time_us(raw_time) == expected_us
+    assert _time_us(raw_time, _decoder(min_event_time=YEAR_1)) == expected_us
 
 
 def test_epoch_seconds_agree_with_rfc3339() -> None:
@@ -199,19 +285,21 @@ def test_dotted_event_time_field_reads_a_nested_field() -> None:
     [(7, "7"), ("eu-west", "eu-west"), (True, "true"), (2.5, "2.5"), ("", "")],
 )
 def test_key_is_text(raw_key: Any, key: str) -> None:
-    decoded = _decode([json.dumps({"ts": 1, "user": raw_key}).encode()], _decoder(key_field="user"))
+    decoded = _decode(
+        [json.dumps({"ts": 1_700_000_000, "user": raw_key}).encode()], _decoder(key_field="user")
+    )
 
     assert decoded.keys == [key]
 
 
 def test_dotted_key_field() -> None:
-    decoded = _decode([b'{"ts": 1, "who": {"id": 7}}'], _decoder(key_field="who.id"))
+    decoded = _decode([b'{"ts": 1700000000, "who": {"id": 7}}'], _decoder(key_field="who.id"))
 
     assert decoded.keys == ["7"]
 
 
 def test_keys_are_none_without_a_key_field() -> None:
-    decoded = _decode([b'{"ts": 1, "user": 7}', b'{"ts": 2}'])
+    decoded = _decode([b'{"ts": 1700000001, "user": 7}', b'{"ts": 1700000002}'])
 
     assert decoded.keys == [None, None]
 
@@ -221,9 +309,9 @@ def test_keys_are_none_without_a_key_field() -> None:
 
 def test_every_record_is_accounted_for_with_its_offset() -> None:
     values = [
-        b'{"ts": 1, "x": 1}',  # 100 ok
+        b'{"ts": 1700000001, "x": 1}',  # 100 ok
         b"garbage",  # 101 not_json
-        b'{"ts": 2, "x": 2}',  # 102 ok
+        b'{"ts": 1700000002, "x": 2}',  # 102 ok
         b"[]",  # 103 not_object
         b'{"x": 3}',  # 104 missing_event_time
         b'{"ts": "soon"}',  # 105 invalid_event_time
@@ -236,7 +324,11 @@ def test_every_record_is_accounted_for_with_its_offset() -> None:
     assert decoded.offsets == [100, 102, 106]
     assert decoded.values == [values[0], values[2], values[6]]
     assert [e.get("x") for e in decoded.events] == [1, 2, None]
-    assert decoded.event_time_us.tolist() == [1_000_000, 2_000_000, 1_704_067_200_000_000]
+    assert decoded.event_time_us.tolist() == [
+        1_700_000_001_000_000,
+        1_700_000_002_000_000,
+        1_704_067_200_000_000,
+    ]
     assert [(d.offset, d.reason) for d in decoded.dead_letters] == [
         (101, "not_json"),
         (103, "not_object"),
