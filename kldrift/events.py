@@ -218,9 +218,9 @@ class EventDecoder:
         keys: list[str | None] = []
         dead: list[DeadLetter] = []
         dead_rows: list[int] = []
-        # The common record (an object, a finite epoch time well inside the valid range, not before
-        # min_event_time and not in the future, an ASCII text key of usual length or none) is checked inline; anything else
-        # takes the general path, which says why.
+        # The common record (an object, a finite epoch time well inside the valid range, not
+        # before min_event_time and not in the future, an ASCII text key of usual length or none)
+        # is checked inline; anything else takes the general path, which says why.
         get_time = self._get_time
         get_key = self._get_key
         scale = self._time_scale_us

@@ -361,8 +361,8 @@ def report_topic_config(tmp_path: Path, bootstrap: str, name: str) -> tuple[str,
     return topic, config
 
 
-def send_reports(bootstrap: str, topic: str, reports: list[DriftReport]) -> None:
-    """Write `reports` to `topic` as the job does (keyed by their message key)."""
+def send_reports(bootstrap: str, topic: str, reports: list) -> None:
+    """Write `reports` (or window summaries) to `topic` as the job does (keyed by their message key)."""
     from kafka import KafkaProducer
 
     producer = KafkaProducer(bootstrap_servers=bootstrap)

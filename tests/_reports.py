@@ -1,10 +1,11 @@
-"""Hand-made drift reports for consumer-side tests (the values matter only through `drift`)."""
+"""Hand-made drift reports and window summaries for consumer-side tests (the values matter only
+through `drift`)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from kldrift.schemas.report import DriftReport
+from kldrift.schemas.report import DriftReport, WindowSummary
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -42,4 +43,37 @@ def make_report(
         drift=drift,
         top_bins=[],
         baseline_id="b",
+    )
+
+
+def make_summary(
+    minute: int,
+    drift: bool,
+    *,
+    pipeline: str = "p",
+    key: str = "m1",
+    revision: int = 0,
+    window_minutes: int = 10,
+    drifted: tuple[str, ...] = ("latency_ms",),
+) -> WindowSummary:
+    """A window summary for the window ending `minute` minutes after START (`drifted` names the
+    features that drifted when `drift`)."""
+    return WindowSummary(
+        record="window_summary",
+        pipeline=pipeline,
+        key=key,
+        window_start=START + timedelta(minutes=minute - window_minutes),
+        window_end=START + timedelta(minutes=minute),
+        revision=revision,
+        events=100,
+        features=2,
+        features_checked=2,
+        features_drifted=list(drifted) if drift else [],
+        min_q_value=1e-4 if drift else 0.5,
+        combined_p_value=1e-4 if drift else 0.5,
+        max_kl_bits_debiased=0.3 if drift else 0.0,
+        decision="estimate",
+        significance=0.01,
+        drift=drift,
+        baseline_id="b1",
     )

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from _jobs import committed, report_topic_config, send_reports, wait_for, watcher
-from _reports import make_report
+from _reports import make_report, make_summary
 
 from kldrift.schemas.report import DriftReport
 
@@ -73,3 +73,39 @@ def test_a_command_that_keeps_failing_leaves_the_drift_episode_uncommitted(
     assert "failed (attempt 2)" in watch.output
     # Only the calm first window is committed; the two drifted ones will be delivered again.
     assert committed(kafka_bootstrap, watch.group, topic) == 1
+
+
+def test_window_scope_triggers_on_the_summaries_alone(tmp_path: Path, kafka_bootstrap: str) -> None:
+    """Every feature report says drift (feature scope would fire at once); the summaries say two
+    of three windows drifted: `--scope window` fires once, at the third, from the summaries."""
+    topic, config = report_topic_config(tmp_path, kafka_bootstrap, "watch-test")
+    received = tmp_path / "trigger.json"
+    records: list = []
+    for minute, drift in enumerate([True, False, True], start=1):
+        records.append(_report(minute, True))
+        records.append(
+            make_summary(
+                minute,
+                drift,
+                pipeline="watch-test",
+                key="model-a",
+                window_minutes=2,
+                drifted=("latency_ms", "latency_by_country"),
+            )
+        )
+    send_reports(kafka_bootstrap, topic, records)
+    with watcher(
+        config, "--scope", "window", "--k", "2", "--m", "3", "--on-drift", f'cat > "{received}"'
+    ) as watch:
+        wait_for(received.exists, 60, "the trigger")
+        time.sleep(1.5)
+    assert watch.returncode == 0, watch.output
+    trigger = json.loads(received.read_text())
+    assert trigger["feature"] is None and trigger["window_end"] == "2024-01-01T00:03:00Z"
+    assert trigger["features"] == ["latency_by_country", "latency_ms"]
+    assert (trigger["drifted_windows"], trigger["considered_windows"]) == (2, 3)
+    assert watch.output.count("TRIGGER") == 1
+    # The summaries' lines are printed with the reports': 3 drifted reports, 2 drifted windows.
+    assert watch.output.count("window rev 0") == 3
+    assert watch.output.count("DRIFT") == 3 + 2
+    assert committed(kafka_bootstrap, watch.group, topic) == len(records)

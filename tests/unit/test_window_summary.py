@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import numpy as np
 import pytest
-from _reports import START, make_report
+from _reports import START, make_report, make_summary
 from scipy.stats import binom, cauchy
 
 from kldrift import baseline_from_events, parse_config
@@ -137,26 +137,7 @@ def test_a_p_value_of_one_does_not_mask_another_features_drift() -> None:
 
 
 def _summary(minute: int, drift: bool, key: str = "m1", revision: int = 0) -> WindowSummary:
-    report = make_report(minute, drift, key=key, revision=revision)
-    return WindowSummary(
-        record="window_summary",
-        pipeline=report.pipeline,
-        key=key,
-        window_start=report.window_start,
-        window_end=report.window_end,
-        revision=revision,
-        events=100,
-        features=2,
-        features_checked=2,
-        features_drifted=["latency_ms"] if drift else [],
-        min_q_value=1e-4 if drift else 0.5,
-        combined_p_value=1e-4 if drift else 0.5,
-        max_kl_bits_debiased=0.3 if drift else 0.0,
-        decision="estimate",
-        significance=0.01,
-        drift=drift,
-        baseline_id="b1",
-    )
+    return make_summary(minute, drift, key=key, revision=revision)
 
 
 def test_retrain_policy_with_window_scope_reads_summaries_only() -> None:
