@@ -128,6 +128,8 @@ class ReportTail(threading.Thread):
                 for records in self.consumer.poll(timeout_ms=200).values():
                     for record in records:
                         report = json.loads(record.value)
+                        if report.get("record") == "window_summary":
+                            continue  # the window's verdict: latency is timed on its reports
                         fields = {
                             "key": report["key"],
                             "feature": report["feature"],
