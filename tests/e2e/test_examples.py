@@ -227,3 +227,56 @@ def test_readme_shows_the_example_pipeline_as_it_runs() -> None:
     }
     missing = [line for line in snippet.splitlines() if line.strip() not in example]
     assert not missing, f"README's pipeline differs from examples/beam_pipeline.py: {missing}"
+
+
+def test_the_retrain_consumer_example_retrains_from_window_summaries(
+    tmp_path: Path, kafka_bootstrap: str
+) -> None:
+    """examples/retrain_consumer.py on a real broker: every feature report of a model drifts, its
+    window summaries say 3 of 5 windows drifted; it writes one retraining job, for the model."""
+    import os
+    import signal
+    import uuid
+
+    from _jobs import send_reports, wait_for
+    from _reports import make_report, make_summary
+
+    from kldrift.local.kafka import create_topics
+
+    topic = f"examples-retrain-{uuid.uuid4().hex[:8]}"
+    create_topics(kafka_bootstrap, {topic: 1})
+    records: list = []
+    for minute, drift in enumerate([False, True, True, False, True], start=1):
+        records.append(make_report(minute, True, key="model-a"))
+        records.append(make_summary(minute, drift, key="model-a"))
+    send_reports(kafka_bootstrap, topic, records)
+    jobs = tmp_path / "jobs"
+    consumer = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "examples" / "retrain_consumer.py"),
+            "--bootstrap",
+            kafka_bootstrap,
+            "--topic",
+            topic,
+            "--group",
+            f"retrain-{uuid.uuid4().hex[:8]}",
+            "--jobs",
+            str(jobs),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        wait_for(lambda: jobs.exists() and any(jobs.iterdir()), 60, "the retraining job file")
+        time.sleep(1.0)
+    finally:
+        consumer.send_signal(signal.SIGINT)
+        output, _ = consumer.communicate(timeout=30)
+    [job] = list(jobs.iterdir())
+    trigger = json.loads(job.read_text())
+    assert trigger["key"] == "model-a" and trigger["feature"] is None
+    assert trigger["drifted_windows"] == 3 and trigger["window_end"] == "2024-01-01T00:05:00Z"
+    assert output.count('"combined_p_value"') == 5 and "Traceback" not in output, output
