@@ -41,6 +41,13 @@ the lost/back lines."""
 
 
 _last_problem: list[str] = []
+_quiet: list[bool] = []
+
+
+def quiet() -> None:
+    """From now on, no state lines: the job is being stopped, and the connections its reader and
+    writers close mid-request ("connection lost") are its aftermath, not news for the operator."""
+    _quiet[:] = [True]
 
 
 def last_problem() -> str | None:
@@ -65,6 +72,8 @@ class KafkaStateLog(logging.Handler):
         self._said: set[str] = set()
 
     def emit(self, record: logging.LogRecord) -> None:
+        if _quiet:
+            return
         try:
             message = record.getMessage()
         except Exception:  # a malformed record from the library: not ours to fail on

@@ -19,6 +19,7 @@ import apache_beam as beam
 from kldrift import metrics
 from kldrift.events import NO_WATERMARK
 from kldrift.exceptions import ResumeMismatch as ResumeMismatch
+from kldrift.io import kafka_log
 from kldrift.io.acked import PublishAcknowledged
 from kldrift.io.baselines import BaselineTopic, topic_of
 from kldrift.io.kafka_client import (
@@ -354,7 +355,8 @@ def _quiet_worker_stop() -> None:
     the data channel closes under it) and prints and logs that bundle's traceback, about 40 lines
     each, and its gRPC threads die with theirs; Prism logs the bundle as failed ('pipeline
     canceled'), and Beam says it destroys the job server. The job is over: none of it is for the
-    operator."""
+    operator; nor are the Kafka connections the stopping job closes mid-request."""
+    kafka_log.quiet()
     noise = _StopNoise()
     for handler in logging.getLogger().handlers:
         handler.addFilter(noise)
