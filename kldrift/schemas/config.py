@@ -156,7 +156,6 @@ class JointFeature(_Frozen):
         return of
 
 
-PlainFeature = NumericFeature | CategoricalFeature
 FeatureSpec = Annotated[
     NumericFeature | CategoricalFeature | JointFeature, Field(discriminator="kind")
 ]
