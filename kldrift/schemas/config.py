@@ -134,6 +134,18 @@ class CategoricalFeature(_Frozen):
         return self
 
 
+MAX_JOINT_CELLS = 100_000
+"""The most cells a joint may have (as many as a feature's bins may be)."""
+
+
+def _most_bins(spec: NumericFeature | CategoricalFeature) -> int:
+    """The most bins a plain feature can have: its edges + 1, `bins`, its categories + 1
+    (`__other__`), or `top_k` + 1."""
+    if isinstance(spec, NumericFeature):
+        return len(spec.edges) + 1 if spec.edges is not None else spec.bins or 0
+    return len(spec.categories) + 1 if spec.categories is not None else (spec.top_k or 0) + 1
+
+
 class JointFeature(_Frozen):
     """Two features of the config binned together: B1 x B2 cells, one per pair of their bins (the
     first feature's bin varies slowest). An event missing (or invalid) in either part is the
@@ -333,7 +345,7 @@ class PipelineConfig(_Frozen):
             if feature.name in seen:
                 raise ValueError(f"duplicate feature {feature.name!r}")
             seen.add(feature.name)
-        plain = {f.name for f in features if not isinstance(f, JointFeature)}
+        plain = {f.name: f for f in features if not isinstance(f, JointFeature)}
         for feature in features:
             if isinstance(feature, JointFeature):
                 for part in feature.of:
@@ -342,6 +354,12 @@ class PipelineConfig(_Frozen):
                             f"joint {feature.name!r}: {part!r} is not a numeric or categorical "
                             "feature of this config (list it under features too)"
                         )
+                first, second = (_most_bins(plain[part]) for part in feature.of)
+                if first * second > MAX_JOINT_CELLS:
+                    raise ValueError(
+                        f"joint {feature.name!r}: up to {first} x {second} = {first * second:,} "
+                        f"cells, more than {MAX_JOINT_CELLS:,}: give its parts fewer bins"
+                    )
         return features
 
     def feature(self, name: str) -> FeatureSpec:

@@ -51,6 +51,18 @@ def test_a_bad_joint_is_refused_naming_it(of: list[str], message: str) -> None:
         parse_config(_config(_joint(of)), "job.yaml")
 
 
+def test_a_joint_of_more_than_100000_cells_is_refused_before_any_baseline() -> None:
+    """1,000 learned quantile bins x (500 top categories + __other__): the joint's cells would
+    not fit a report, and a baseline job would count 501,000 cells per window and key."""
+    data = _config(_joint(["latency_ms", "payload.country"]))
+    data["features"][0] = {"name": "latency_ms", "kind": "numeric", "bins": 1000}
+    data["features"][1] = {"name": "payload.country", "kind": "categorical", "top_k": 500}
+    with pytest.raises(ConfigError, match="up to 1000 x 501 = 501,000 cells, more than 100,000"):
+        parse_config(data, "job.yaml")
+    data["features"][1]["top_k"] = 99  # 1,000 x 100 cells: allowed
+    assert parse_config(data).feature("latency_by_country").kind == "joint"
+
+
 def test_a_joint_of_a_joint_is_refused() -> None:
     inner = _joint(["latency_ms", "payload.country"], "inner")
     with pytest.raises(ConfigError, match="joint 'outer': 'inner' is not a numeric or categorical"):
