@@ -22,12 +22,14 @@ except ImportError:  # pragma: no cover - other scipy versions
 __all__ = [
     "DECISIONS",
     "Divergence",
+    "DriftStatistics",
     "TopBin",
     "above_threshold_null",
     "baseline_probabilities",
     "boundary_nulls",
     "cross_entropy_bits",
     "debias_kl_bits",
+    "drift_statistics",
     "entropy_bits",
     "g_test_p_value",
     "js_bits",
@@ -37,6 +39,7 @@ __all__ = [
     "psi",
     "score",
     "score_window",
+    "score_windows",
 ]
 
 _LN2 = math.log(2.0)
@@ -599,20 +602,34 @@ def boundary_nulls(
     for that window alone: the rows are reduced one by one along the bins
     (tests/unit/test_divergence.py checks this)."""
     rows = np.asarray(windows, dtype=np.float64).reshape(-1, baseline.size)
-    result: list[BoundaryNull | None] = [None] * len(rows)
     if not (0.0 < threshold_bits < math.inf):
-        return result
+        return [None] * len(rows)
     occupied = np.count_nonzero(_occupied_bins(rows, baseline), axis=1)
-    needed = np.flatnonzero((rows.sum(axis=1) > 0) & (occupied >= 2))
+    needed = (rows.sum(axis=1) > 0) & (occupied >= 2)
+    scales, noncentralities = _boundary_null_rows(rows, baseline, threshold_bits, needed)
+    return [
+        (scale, noncentrality) if need else None
+        for need, scale, noncentrality in zip(
+            needed.tolist(), scales.tolist(), noncentralities.tolist(), strict=True
+        )
+    ]
+
+
+def _boundary_null_rows(
+    rows: Counts, baseline: Counts, threshold_bits: float, needed: NDArray[np.bool_]
+) -> tuple[Counts, Counts]:
+    """(scale, noncentrality) of `above_threshold_null` for the `needed` rows, a block of rows
+    per call (the bisection's temporaries stay a few MB); scale 1 and noncentrality 0 for the
+    others."""
+    scales, noncentralities = np.ones(len(rows)), np.zeros(len(rows))
+    indices = np.flatnonzero(needed)
     rows_per_block = max(1, _NULL_BLOCK // max(baseline.size, 1))
-    for first in range(0, len(needed), rows_per_block):
-        block = needed[first : first + rows_per_block]
-        scales, noncentralities = above_threshold_null(rows[block], baseline, threshold_bits)
-        for i, scale, noncentrality in zip(
-            block.tolist(), scales.tolist(), noncentralities.tolist(), strict=True
-        ):
-            result[i] = (scale, noncentrality)
-    return result
+    for first in range(0, len(indices), rows_per_block):
+        block = indices[first : first + rows_per_block]
+        scales[block], noncentralities[block] = above_threshold_null(
+            rows[block], baseline, threshold_bits
+        )
+    return scales, noncentralities
 
 
 def _ncx2_sf(x: float, df: int, nc: float) -> float:
@@ -980,3 +997,262 @@ def score_window(
         missing_p_value=missing_p,
         missing_drift=missing_drift,
     )
+
+
+# --- many windows at once ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DriftStatistics:
+    """What the drift decision takes, for many windows over the same bins (rows of counts, each
+    with a positive total) at once: one entry per window. The statistics of `score_window`,
+    computed over a (windows x bins) array.
+
+    Attributes
+    ----------
+    totals : numpy.ndarray
+        ``N`` per window.
+    p : numpy.ndarray
+        ``c / N``, windows x bins.
+    contributions_bits : numpy.ndarray
+        ``p log2(p / q)``, windows x bins.
+    kl_bits, kl_bits_debiased, p_value, p_value_above_threshold : numpy.ndarray
+        As in `Divergence`.
+    reliable : numpy.ndarray of bool
+        The G-test's approximation holds (``g_test_is_reliable``).
+    """
+
+    totals: Counts
+    p: Counts
+    contributions_bits: Counts
+    kl_bits: Counts
+    kl_bits_debiased: Counts
+    p_value: Counts
+    p_value_above_threshold: Counts
+    reliable: NDArray[np.bool_]
+
+    def drift(self, decision: str, threshold_bits: float, significance: float) -> NDArray[np.bool_]:
+        """Each window's verdict under `decision` (see `score`)."""
+        if decision == "confident":
+            decided = self.p_value_above_threshold < significance
+        else:
+            decided = (self.kl_bits_debiased > threshold_bits) & (self.p_value < significance)
+        return decided & self.reliable
+
+
+def drift_statistics(
+    windows: Counts, baseline: Counts, q: Counts, threshold_bits: float
+) -> DriftStatistics:
+    """`DriftStatistics` of the rows of `windows` (float64, each row's total positive) against
+    `baseline` (its total positive), `q` the smoothed baseline (`baseline_probabilities`)."""
+    totals = windows.sum(axis=1)
+    p = windows / totals[:, None]
+    contributions = _kl_contributions_bits(p, q[None, :])
+    kl = contributions.sum(axis=1)
+    occupied = np.count_nonzero(_occupied_bins(windows, baseline), axis=1)
+    bias = _kl_bias_bits(occupied, totals, float(baseline.sum()))
+    g = _corrected_g_rows(windows, baseline)
+    testable = occupied >= 2
+    degrees_of_freedom = np.maximum(occupied - 1, 1)
+    p_value = np.where(testable, chdtrc(degrees_of_freedom, g), 1.0)
+    return DriftStatistics(
+        totals=totals,
+        p=p,
+        contributions_bits=contributions,
+        kl_bits=kl,
+        kl_bits_debiased=np.maximum(0.0, kl - bias),
+        p_value=p_value,
+        p_value_above_threshold=_p_above_threshold_rows(
+            windows, baseline, g, degrees_of_freedom, testable, threshold_bits
+        ),
+        reliable=totals >= MIN_MEAN_EXPECTED * occupied,
+    )
+
+
+def _corrected_g_rows(windows: Counts, baseline: Counts) -> Counts:
+    """Williams-corrected G of each row's ``2 x B_eff`` table ``[c; b]`` (`_g_statistic` /
+    `_williams_q` of each row's table, the unoccupied bins masked instead of dropped). Rows need
+    a positive total; a row with fewer than two occupied bins gets a G no test uses."""
+    window_totals = windows.sum(axis=1, keepdims=True)
+    baseline_total = float(baseline.sum())
+    table_totals = window_totals + baseline_total
+    columns = windows + baseline[None, :]
+    occupied = columns > 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = _g_terms(windows, window_totals * columns / table_totals) + _g_terms(
+            baseline[None, :], baseline_total * columns / table_totals
+        )
+        g = 2.0 * np.where(occupied, terms, 0.0).sum(axis=1)
+        inverse_columns = np.where(occupied, 1.0 / columns, 0.0).sum(axis=1)
+    totals = table_totals[:, 0]
+    row_term = totals * (1.0 / window_totals[:, 0] + 1.0 / baseline_total) - 1.0
+    column_term = totals * inverse_columns - 1.0
+    degrees_of_freedom = np.maximum(np.count_nonzero(occupied, axis=1) - 1, 1)
+    williams = 1.0 + row_term * column_term / (6.0 * totals * degrees_of_freedom)
+    return np.asarray(g / williams, dtype=np.float64)
+
+
+def _g_terms(observed: Counts, expected: Counts) -> Counts:
+    """`_g_statistic`'s terms of one row of a table: ``O ln(O / E) - (O - E)``, ``E`` where
+    ``O == 0``."""
+    excess = observed - expected
+    terms = observed * np.log1p(excess / expected) - excess
+    return np.where(observed > 0, terms, expected)
+
+
+def _p_above_threshold_rows(
+    windows: Counts,
+    baseline: Counts,
+    g: Counts,
+    degrees_of_freedom: NDArray[np.int64],
+    testable: NDArray[np.bool_],
+    threshold_bits: float,
+) -> Counts:
+    """`_p_above_threshold` of each row; `g` its corrected G."""
+    if threshold_bits == math.inf:
+        return np.ones(len(g))
+    if threshold_bits <= 0:
+        return np.where(testable, chdtrc(degrees_of_freedom, g), 1.0)
+    scales, noncentralities = _boundary_null_rows(windows, baseline, threshold_bits, testable)
+    with np.errstate(over="ignore"):
+        survival = ncx2.sf(g / scales, degrees_of_freedom, noncentralities)
+    return np.where(testable, survival, 1.0)
+
+
+def score_windows(
+    windows: Counts,
+    baseline: Counts,
+    *,
+    smoothing: float,
+    threshold_bits: float,
+    significance: float,
+    labels: Sequence[str],
+    top_n: int = 5,
+    decision: str = "estimate",
+    windows_unusable: NDArray[np.int64] | None = None,
+    baseline_unusable: int | None = None,
+) -> list[Divergence]:
+    """`score_window` of each row of `windows` (windows x bins, float64, as a pipeline's are:
+    finite, non-negative, over the bins of `baseline`), computed together over the array: one
+    numpy or scipy call per measure for all the windows, not per window. `windows_unusable`:
+    each window's missing plus invalid values (None: 0). The same values as `score_window`
+    within rounding (tests/unit/test_divergence.py: 1e-12 relative for the divergences, 1e-9 for
+    the p-values; decisions and top bins the same)."""
+    _check_smoothing(smoothing)
+    _check_score_options(baseline.size, threshold_bits, significance, labels, top_n, decision)
+    totals = windows.sum(axis=1)
+    unusable = np.zeros(len(windows), np.int64) if windows_unusable is None else windows_unusable
+    missing_ps, missing_drifts = _missing_tests(
+        unusable, totals, baseline_unusable, float(baseline.sum()), significance
+    )
+    scored = np.flatnonzero(totals > 0)
+    results = [_empty_window(p, flag) for p, flag in zip(missing_ps, missing_drifts, strict=True)]
+    if len(scored) == 0:
+        return results
+    q = _smoothed_probabilities(baseline, smoothing)
+    rows = windows[scored]
+    statistics = drift_statistics(rows, baseline, q, threshold_bits)
+    p = statistics.p
+    mixture = 0.5 * (p + q[None, :])
+    columns = zip(
+        scored.tolist(),
+        np.rint(statistics.totals).astype(np.int64).tolist(),
+        statistics.kl_bits.tolist(),
+        statistics.kl_bits_debiased.tolist(),
+        (np.sum(entr(p), axis=1) / _LN2).tolist(),
+        (-np.sum(xlogy(p, q[None, :]), axis=1) / _LN2).tolist(),
+        np.maximum(
+            0.0,
+            0.5
+            * (np.sum(rel_entr(p, mixture), axis=1) + np.sum(rel_entr(q, mixture), axis=1))
+            / _LN2,
+        ).tolist(),
+        _psi_rows(rows, statistics.totals, q, smoothing).tolist(),
+        statistics.p_value.tolist(),
+        statistics.drift(decision, threshold_bits, significance).tolist(),
+        _top_bins_rows(statistics, q, labels, top_n),
+        statistics.p_value_above_threshold.tolist(),
+        strict=True,
+    )
+    for i, count, kl, debiased, entropy, cross, js, psi_, p_value, drift, top, p_above in columns:
+        results[i] = Divergence(
+            count=count,
+            kl_bits=kl,
+            kl_bits_debiased=debiased,
+            entropy_bits=entropy,
+            cross_entropy_bits=cross,
+            js_bits=js,
+            psi=psi_,
+            p_value=p_value,
+            drift=drift,
+            top_bins=top,
+            p_value_above_threshold=p_above,
+            missing_p_value=missing_ps[i],
+            missing_drift=missing_drifts[i],
+        )
+    return results
+
+
+def _psi_rows(windows: Counts, totals: Counts, q: Counts, smoothing: float) -> Counts:
+    """`_psi` of each row; bins empty on both sides masked to 0 rather than dropped."""
+    p = (windows + smoothing) / (totals + windows.shape[1] * smoothing)[:, None]
+    seen = (p > 0) | (q[None, :] > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = (p - q[None, :]) * np.log(p / q[None, :])
+    return np.asarray(np.where(seen, terms, 0.0).sum(axis=1), dtype=np.float64)
+
+
+def _top_bins_rows(
+    statistics: DriftStatistics, q: Counts, labels: Sequence[str], top_n: int
+) -> list[tuple[TopBin, ...]]:
+    """`_top_bins` of each row: one stable sort of the windows x bins contributions (ties to
+    the lower bin), then the positive ones among each row's first `top_n`."""
+    rows = len(statistics.totals)
+    if top_n <= 0:
+        return [()] * rows
+    order = np.argsort(-statistics.contributions_bits, axis=1, kind="stable")[:, :top_n]
+    contributions = np.take_along_axis(statistics.contributions_bits, order, axis=1)
+    shares = np.take_along_axis(statistics.p, order, axis=1)
+    return [
+        tuple(
+            TopBin(label=labels[i], window_p=share, baseline_q=baseline_q, contribution_bits=bits)
+            for i, share, baseline_q, bits in zip(indices, share_row, q_row, bits_row, strict=True)
+            if bits > 0
+        )
+        for indices, share_row, q_row, bits_row in zip(
+            order.tolist(), shares.tolist(), q[order].tolist(), contributions.tolist(), strict=True
+        )
+    ]
+
+
+def _missing_tests(
+    windows_unusable: NDArray[np.int64],
+    totals: Counts,
+    baseline_unusable: int | None,
+    baseline_total: float,
+    significance: float,
+) -> tuple[list[float | None], list[bool]]:
+    """`_missing_test` of each window: the 2 x 2 tables' corrected G, one call for all."""
+    windows = len(totals)
+    if baseline_unusable is None:
+        return [None] * windows, [False] * windows
+    window_events = np.rint(totals).astype(np.int64) + windows_unusable
+    baseline_events = round(baseline_total) + baseline_unusable
+    tested = np.flatnonzero(window_events > 0)
+    usable = window_events[tested] - windows_unusable[tested]
+    table = np.stack((usable, windows_unusable[tested]), axis=1).astype(np.float64)
+    baseline_row = np.array([baseline_events - baseline_unusable, baseline_unusable], np.float64)
+    g = _corrected_g_rows(table, baseline_row)
+    two_columns = np.count_nonzero(_occupied_bins(table, baseline_row), axis=1) == 2
+    tested_ps = np.where(two_columns, chdtrc(1, g), 1.0)
+    rose = windows_unusable[tested] * baseline_events > baseline_unusable * window_events[tested]
+    p_values: list[float | None] = [None] * windows
+    flags = [False] * windows
+    for i, p, flag in zip(
+        tested.tolist(),
+        tested_ps.tolist(),
+        (rose & (tested_ps < significance)).tolist(),
+        strict=True,
+    ):
+        p_values[i], flags[i] = p, flag
+    return p_values, flags

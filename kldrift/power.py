@@ -10,15 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import brentq
-from scipy.special import chdtrc, rel_entr
-from scipy.stats import ncx2
+from scipy.special import rel_entr
 
-from kldrift.divergence import (
-    DECISIONS,
-    MIN_MEAN_EXPECTED,
-    above_threshold_null,
-    baseline_probabilities,
-)
+from kldrift.divergence import DECISIONS, baseline_probabilities, drift_statistics
 from kldrift.schemas.baseline import Baseline
 from kldrift.schemas.config import DriftSpec, PipelineConfig
 
@@ -110,52 +104,19 @@ def _kl(p: np.ndarray, q: np.ndarray) -> float:
 def flag_rates(
     window_counts: np.ndarray, baseline_counts: np.ndarray, drift: DriftSpec
 ) -> dict[str, np.ndarray]:
-    """Per simulated window (rows of `window_counts`), whether each decision rule flags it: the
-    statistics of `divergence.score`, vectorised over rows."""
-    c = np.asarray(window_counts, dtype=np.float64)
-    b = np.asarray(baseline_counts, dtype=np.float64)[None, :]
-    n = c.sum(axis=1, keepdims=True)
-    m = float(b.sum())
-    total = n + m
-    column = c + b
-    occupied = column > 0
-    bins_used = occupied.sum(axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        expected_c = n * column / total
-        expected_b = m * column / total
-        terms = _g_terms(c, expected_c) + _g_terms(b, expected_b)
-        g = 2.0 * np.where(occupied, terms, 0.0).sum(axis=1)
-        inverse_columns = np.where(occupied, 1.0 / column, 0.0).sum(axis=1)
-    total = total[:, 0]
-    row_part = total * (1.0 / n[:, 0] + 1.0 / m) - 1.0
-    column_part = total * inverse_columns - 1.0
-    dof = bins_used - 1
-    williams = 1.0 + row_part * column_part / (6.0 * total * np.maximum(dof, 1))
-    g = g / williams
-    p_value = np.where(dof >= 1, chdtrc(np.maximum(dof, 1), g), 1.0)
-    if drift.threshold_bits > 0:
-        scale, noncentrality = above_threshold_null(c, baseline_counts, drift.threshold_bits)
-        p_above = ncx2.sf(g / scale, np.maximum(dof, 1), noncentrality)
-    else:
-        p_above = chdtrc(np.maximum(dof, 1), g)
-    p_above = np.where(dof >= 1, p_above, 1.0)
-
-    q = baseline_probabilities(baseline_counts, drift.smoothing)
-    p = c / n
-    kl = rel_entr(p, q[None, :]).sum(axis=1) / _LN2
-    bias = (bins_used - 1) * (1.0 / n[:, 0] + 1.0 / m) / (2.0 * _LN2)
-    debiased = np.maximum(0.0, kl - bias)
-    reliable = n[:, 0] >= MIN_MEAN_EXPECTED * bins_used
+    """Per simulated window (rows of `window_counts`, each with events), whether each decision
+    rule flags it: the statistics of `divergence.score`, vectorised over rows
+    (`divergence.drift_statistics`)."""
+    baseline = np.asarray(baseline_counts, dtype=np.float64)
+    statistics = drift_statistics(
+        np.asarray(window_counts, dtype=np.float64),
+        baseline,
+        baseline_probabilities(baseline, drift.smoothing),
+        drift.threshold_bits,
+    )
     return {
-        "estimate": (debiased > drift.threshold_bits) & (p_value < drift.significance) & reliable,
-        "confident": (p_above < drift.significance) & reliable,
+        rule: statistics.drift(rule, drift.threshold_bits, drift.significance) for rule in DECISIONS
     }
-
-
-def _g_terms(observed: np.ndarray, expected: np.ndarray) -> np.ndarray:
-    excess = observed - expected
-    terms = observed * np.log1p(excess / expected) - excess
-    return np.where(observed > 0, terms, expected)
 
 
 def window_sizes_around(window_events: int) -> list[int]:

@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
+from typing import NamedTuple
 
 import numpy as np
 from scipy.stats import false_discovery_control
@@ -130,6 +131,19 @@ def bh_q_values(p_values: Sequence[float | None]) -> list[float | None]:
     return result
 
 
+@dataclass(frozen=True)
+class WindowCounts:
+    """One (key, window, revision) to score: every feature's slots (bins, missing, invalid) side
+    by side in `counts`, as the job's `slots` say."""
+
+    key: str | None
+    window_start: datetime
+    window_end: datetime
+    revision: int
+    counts: np.ndarray
+    other_values: Mapping[str, Mapping[str, int]] | None = None
+
+
 def window_reports(
     *,
     pipeline: str,
@@ -143,53 +157,109 @@ def window_reports(
     drift_spec: DriftSpec,
     baseline_id: str,
     other_values: Mapping[str, Mapping[str, int]] | None = None,
-    boundary_nulls: Sequence[divergence.BoundaryNull | None] | None = None,
 ) -> list[DriftReport]:
     """One report per feature of a (key, window, revision); `counts` holds every feature's slots
-    (bins, missing, invalid) side by side as `slots` says. `boundary_nulls`: this window's entry
-    of `windows_boundary_nulls` (one per feature), computed for many windows at once; None
-    computes them here, window by window."""
-    nulls = boundary_nulls if boundary_nulls is not None else [None] * len(references)
-    scored = []
-    for (feature, start, end), reference, null in zip(slots, references, nulls, strict=True):
-        feature_counts = counts[start:end]
-        n_bins = len(reference.counts)
-        missing, invalid = int(feature_counts[n_bins]), int(feature_counts[n_bins + 1])
-        window = feature_counts[:n_bins]
-        # Counts from binning against a baseline checked when loaded: nothing to check again.
-        result = divergence.score_window(
-            np.asarray(window, dtype=np.float64),
-            reference.counts,
-            smoothing=drift_spec.smoothing,
-            threshold_bits=drift_spec.threshold_bits,
-            significance=drift_spec.significance,
-            labels=reference.labels,
-            decision=drift_spec.decision,
-            window_unusable=missing + invalid,
-            baseline_unusable=reference.unusable,
-            boundary_null=null,
-        )
-        scored.append((feature, reference, window, missing, invalid, result))
+    (bins, missing, invalid) side by side as `slots` says. `windows_reports` for one window."""
+    window = WindowCounts(key, window_start, window_end, revision, counts, other_values)
+    (reports,) = windows_reports(
+        pipeline=pipeline,
+        windows=[window],
+        slots=slots,
+        references=references,
+        drift_spec=drift_spec,
+        baseline_id=baseline_id,
+    )
+    return reports
+
+
+def windows_reports(
+    *,
+    pipeline: str,
+    windows: Sequence[WindowCounts],
+    slots: Sequence[tuple[str, int, int]],
+    references: Sequence[FeatureReference],
+    drift_spec: DriftSpec,
+    baseline_id: str,
+) -> list[list[DriftReport]]:
+    """Per window, one report per feature, with q-values across the window's features. Each
+    feature is scored for all the windows at once (`divergence.score_windows` over a windows x
+    bins array); the reports are then built window by window."""
+    if not windows:
+        return []
+    stacked = np.stack([window.counts for window in windows])
+    per_feature = [
+        _feature_scores(stacked[:, start:end], reference, drift_spec)
+        for (_, start, end), reference in zip(slots, references, strict=True)
+    ]
+    return [
+        _reports(pipeline, window, slots, references, drift_spec, baseline_id, scores)
+        for window, scores in zip(windows, zip(*per_feature, strict=True), strict=True)
+    ]
+
+
+class _FeatureScore(NamedTuple):
+    missing: int
+    invalid: int
+    result: divergence.Divergence
+
+
+def _feature_scores(
+    feature_counts: np.ndarray, reference: FeatureReference, drift_spec: DriftSpec
+) -> list[_FeatureScore]:
+    """One feature's slots of many windows (windows x (bins + 2)) scored together."""
+    n_bins = len(reference.counts)
+    missing = feature_counts[:, n_bins].astype(np.int64)
+    invalid = feature_counts[:, n_bins + 1].astype(np.int64)
+    # Counts from binning against a baseline checked when loaded: nothing to check again.
+    results = divergence.score_windows(
+        np.ascontiguousarray(feature_counts[:, :n_bins], dtype=np.float64),
+        reference.counts,
+        smoothing=drift_spec.smoothing,
+        threshold_bits=drift_spec.threshold_bits,
+        significance=drift_spec.significance,
+        labels=reference.labels,
+        decision=drift_spec.decision,
+        windows_unusable=missing + invalid,
+        baseline_unusable=reference.unusable,
+    )
+    return [
+        _FeatureScore(m, i, result)
+        for m, i, result in zip(missing.tolist(), invalid.tolist(), results, strict=True)
+    ]
+
+
+def _reports(
+    pipeline: str,
+    window: WindowCounts,
+    slots: Sequence[tuple[str, int, int]],
+    references: Sequence[FeatureReference],
+    drift_spec: DriftSpec,
+    baseline_id: str,
+    scores: Sequence[_FeatureScore],
+) -> list[DriftReport]:
+    """One window's reports, from its features' scores."""
     q_values = bh_q_values(
         [
-            _decision_p_value(drift_spec.decision, result.p_value, result.p_value_above_threshold)
-            for *_, result in scored
+            _decision_p_value(
+                drift_spec.decision, score.result.p_value, score.result.p_value_above_threshold
+            )
+            for score in scores
         ]
     )
     reports = []
-    for (feature, reference, window, missing, invalid, result), q_value in zip(
-        scored, q_values, strict=True
+    for (feature, start, _), reference, (missing, invalid, result), q_value in zip(
+        slots, references, scores, q_values, strict=True
     ):
         events = result.count + missing + invalid
-        others = (other_values or {}).get(feature, {}) if reference.categorical else None
+        others = (window.other_values or {}).get(feature, {}) if reference.categorical else None
         reports.append(
             DriftReport(
                 pipeline=pipeline,
-                key=key,
+                key=window.key,
                 feature=feature,
-                window_start=window_start,
-                window_end=window_end,
-                revision=revision,
+                window_start=window.window_start,
+                window_end=window.window_end,
+                revision=window.revision,
                 count=result.count,
                 missing=missing,
                 invalid=invalid,
@@ -217,7 +287,7 @@ def window_reports(
                 p_value_above_threshold=result.p_value_above_threshold,
                 q_value=q_value,
                 bins=list(reference.label_list),
-                counts=window.tolist(),
+                counts=window.counts[start : start + len(reference.counts)].tolist(),
                 baseline_q=list(reference.q_list),
                 other_values=_top_other_values(others) if others is not None else None,
                 missing_share=(missing + invalid) / events if events else None,
@@ -227,27 +297,6 @@ def window_reports(
             )
         )
     return reports
-
-
-def windows_boundary_nulls(
-    windows_counts: Sequence[np.ndarray],
-    slots: Sequence[tuple[str, int, int]],
-    references: Sequence[FeatureReference],
-    threshold_bits: float,
-) -> list[list[divergence.BoundaryNull | None]]:
-    """The minimum-effect test's boundary nulls of many windows (each `counts` as in
-    `window_reports`) at once, feature by feature: one list per window, one entry per feature,
-    to pass to `window_reports`. The same floats as `window_reports` computes window by window;
-    what a window costs is then one bisection per block of windows, not per window."""
-    stacked = np.stack(windows_counts)
-    per_feature = [
-        divergence.boundary_nulls(
-            stacked[:, start : start + len(reference.counts)], reference.counts, threshold_bits
-        )
-        for (_, start, _), reference in zip(slots, references, strict=True)
-    ]
-    # A config has at least one feature, so every window gets its list.
-    return [list(window) for window in zip(*per_feature, strict=True)]
 
 
 def _share(unusable: int | None, binned: float) -> float | None:
