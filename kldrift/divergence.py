@@ -24,6 +24,7 @@ __all__ = [
     "Divergence",
     "DriftStatistics",
     "TopBin",
+    "WindowsOptions",
     "above_threshold_null",
     "baseline_probabilities",
     "boundary_nulls",
@@ -1119,18 +1120,24 @@ def _p_above_threshold_rows(
     return np.where(testable, survival, 1.0)
 
 
+@dataclass(frozen=True, slots=True)
+class WindowsOptions:
+    """`score_windows`' options: those of `score`, the same for every window of one feature."""
+
+    smoothing: float
+    threshold_bits: float
+    significance: float
+    labels: Sequence[str]
+    top_n: int = 5
+    decision: str = "estimate"
+    baseline_unusable: int | None = None
+
+
 def score_windows(
     windows: Counts,
     baseline: Counts,
-    *,
-    smoothing: float,
-    threshold_bits: float,
-    significance: float,
-    labels: Sequence[str],
-    top_n: int = 5,
-    decision: str = "estimate",
+    options: WindowsOptions,
     windows_unusable: NDArray[np.int64] | None = None,
-    baseline_unusable: int | None = None,
 ) -> list[Divergence]:
     """`score_window` of each row of `windows` (windows x bins, float64, as a pipeline's are:
     finite, non-negative, over the bins of `baseline`), computed together over the array: one
@@ -1138,12 +1145,18 @@ def score_windows(
     each window's missing plus invalid values (None: 0). The same values as `score_window`
     within rounding (tests/unit/test_divergence.py: 1e-12 relative for the divergences, 1e-9 for
     the p-values; decisions and top bins the same)."""
+    smoothing, threshold_bits, significance = (
+        options.smoothing,
+        options.threshold_bits,
+        options.significance,
+    )
+    labels, top_n, decision = options.labels, options.top_n, options.decision
     _check_smoothing(smoothing)
     _check_score_options(baseline.size, threshold_bits, significance, labels, top_n, decision)
     totals = windows.sum(axis=1)
     unusable = np.zeros(len(windows), np.int64) if windows_unusable is None else windows_unusable
     missing_ps, missing_drifts = _missing_tests(
-        unusable, totals, baseline_unusable, float(baseline.sum()), significance
+        unusable, totals, options.baseline_unusable, float(baseline.sum()), significance
     )
     scored = np.flatnonzero(totals > 0)
     results = [_empty_window(p, flag) for p, flag in zip(missing_ps, missing_drifts, strict=True)]

@@ -214,13 +214,15 @@ def _feature_scores(
     results = divergence.score_windows(
         np.ascontiguousarray(feature_counts[:, :n_bins], dtype=np.float64),
         reference.counts,
-        smoothing=drift_spec.smoothing,
-        threshold_bits=drift_spec.threshold_bits,
-        significance=drift_spec.significance,
-        labels=reference.labels,
-        decision=drift_spec.decision,
+        divergence.WindowsOptions(
+            smoothing=drift_spec.smoothing,
+            threshold_bits=drift_spec.threshold_bits,
+            significance=drift_spec.significance,
+            labels=reference.labels,
+            decision=drift_spec.decision,
+            baseline_unusable=reference.unusable,
+        ),
         windows_unusable=missing + invalid,
-        baseline_unusable=reference.unusable,
     )
     return [
         _FeatureScore(m, i, result)

@@ -543,7 +543,7 @@ def test_windows_scored_together_equal_each_window_scored_alone(
             "baseline_unusable": (None, 0, 25)[trial % 3],
         }
         together = divergence.score_windows(
-            windows, baseline, windows_unusable=unusable.astype(np.int64), **options
+            windows, baseline, divergence.WindowsOptions(**options), unusable.astype(np.int64)
         )
         assert len(together) == len(windows)
         for window, window_unusable, batched in zip(windows, unusable, together, strict=True):
