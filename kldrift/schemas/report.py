@@ -114,7 +114,8 @@ class DriftReport(BaseModel):
         )
 
     def to_json_bytes(self) -> bytes:
-        return self.model_dump_json().encode()
+        """`model_dump_json()` as bytes: its serializer's bytes, without the str round trip."""
+        return self.__pydantic_serializer__.to_json(self)
 
     @classmethod
     def from_json_bytes(cls, data: bytes | str) -> DriftReport:
@@ -197,7 +198,8 @@ class WindowSummary(BaseModel):
         )
 
     def to_json_bytes(self) -> bytes:
-        return self.model_dump_json().encode()
+        """`model_dump_json()` as bytes: its serializer's bytes, without the str round trip."""
+        return self.__pydantic_serializer__.to_json(self)
 
 
 ReportRecord = DriftReport | WindowSummary
