@@ -79,6 +79,11 @@ def reasons_text(by_reason: Mapping[str, int]) -> str:
     return ", ".join(f"{count} {reason}" for reason, count in ranked_reasons(by_reason))
 
 
+def no_value_in_any(binned: int, missing: int, invalid: int) -> bool:
+    """Whether a feature had no value in a bin in any of `binned` events (> 0)."""
+    return binned > 0 and missing + invalid >= binned
+
+
 def empty_feature_line(feature: str, binned: int, missing: int, invalid: int) -> str | None:
     """A line for a feature whose values were all missing or invalid among `binned` events (> 0),
     else None.
@@ -92,7 +97,7 @@ def empty_feature_line(feature: str, binned: int, missing: int, invalid: int) ->
     >>> empty_feature_line("amount", 10, 1, 8) is None
     True
     """
-    if binned <= 0 or missing + invalid < binned:
+    if not no_value_in_any(binned, missing, invalid):
         return None
     if missing == binned:
         return f"feature '{feature}': missing in all {binned} events binned (renamed field?)"

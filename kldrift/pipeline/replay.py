@@ -51,12 +51,12 @@ class ReplaySummary:
 
     def empty_features(self) -> list[str]:
         """The features with no value in a bin in any event binned (none if none was binned)."""
-        if self.events_binned == 0:
-            return []
         return [
             name
             for name, missing in self.feature_missing.items()
-            if missing + self.feature_invalid.get(name, 0) >= self.events_binned
+            if metrics.no_value_in_any(
+                self.events_binned, missing, self.feature_invalid.get(name, 0)
+            )
         ]
 
 
