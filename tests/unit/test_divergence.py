@@ -8,6 +8,7 @@ from decimal import Decimal, localcontext
 
 import numpy as np
 import pytest
+from _oracle import williams
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import chi2, chi2_contingency, entropy
 
@@ -206,15 +207,6 @@ def test_debias_removes_most_of_the_bias_of_same_distribution_samples() -> None:
 # --- G-test ----------------------------------------------------------------------------------
 
 
-def _williams_q(table: np.ndarray) -> float:
-    """Williams' (1976) correction for an R x C table, as Sokal and Rohlf (Biometry) state it."""
-    n = table.sum()
-    rows, columns = table.shape
-    row_part = n * np.sum(1.0 / table.sum(axis=1)) - 1
-    column_part = n * np.sum(1.0 / table.sum(axis=0)) - 1
-    return 1 + row_part * column_part / (6 * n * (rows - 1) * (columns - 1))
-
-
 def _scipy_g_test_p_value(window: np.ndarray, baseline: np.ndarray) -> float:
     """scipy's G (chi2_contingency, log-likelihood) divided by Williams' q, chi-square tail."""
     occupied = (window + baseline) > 0
@@ -222,7 +214,7 @@ def _scipy_g_test_p_value(window: np.ndarray, baseline: np.ndarray) -> float:
     if table.shape[1] < 2:
         return 1.0
     result = chi2_contingency(table, correction=False, lambda_="log-likelihood")
-    return float(chi2.sf(result.statistic / _williams_q(table), result.dof))
+    return float(chi2.sf(result.statistic / williams(table), result.dof))
 
 
 def test_g_test_p_value_matches_scipy_chi2_contingency() -> None:
