@@ -138,8 +138,21 @@ def last_counts(reports: list[DriftReport]) -> dict[tuple[str | None, float], in
     return {(r.key, r.window_start.timestamp()): r.count for r in reports}
 
 
-def run_cli(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run([KLDRIFT, *args], capture_output=True, text=True, timeout=timeout)
+def run_cli(
+    *args: str,
+    timeout: float = 180,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> subprocess.CompletedProcess:
+    """`kldrift ARGS`, its output captured; `env` adds to this process's environment."""
+    return subprocess.run(
+        [KLDRIFT, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **env} if env else None,
+        cwd=cwd,
+    )
 
 
 def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:

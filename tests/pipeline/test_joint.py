@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import json
 import random
-import subprocess
-import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from _jobs import run_cli
 from _oracle import expected_fields
 from scipy.stats import cauchy, false_discovery_control
 
@@ -30,7 +29,6 @@ from kldrift.pipeline.replay import run_replay
 from kldrift.schemas import PipelineConfig
 from kldrift.schemas.config import load_config
 
-KLDRIFT = str(Path(sys.executable).with_name("kldrift"))
 T0 = 1_735_689_600  # 2025-01-01T00:00:00Z, a whole minute
 MINUTES, FLIP_AT_MINUTE = 10, 5
 SMOOTHING, THRESHOLD, SIGNIFICANCE = 0.5, 0.05, 0.01
@@ -218,19 +216,14 @@ def test_config_check_and_replay_cli_accept_a_joint_of_learned_bins(tmp_path: Pa
     training = [e for minute in range(3) for e in _events(minute, PAIRED, rng)]
     training += [{"ts": T0, "country": "it", "latency_ms": None}]  # missing in one part
     (tmp_path / "training.jsonl").write_text("".join(json.dumps(e) + "\n" for e in training))
-    built = subprocess.run(
-        [
-            KLDRIFT,
-            "baseline",
-            "--config",
-            str(config_path),
-            "--input",
-            str(tmp_path / "training.jsonl"),
-            "--output",
-            str(tmp_path / "baseline.json"),
-        ],
-        capture_output=True,
-        text=True,
+    built = run_cli(
+        "baseline",
+        "--config",
+        str(config_path),
+        "--input",
+        str(tmp_path / "training.jsonl"),
+        "--output",
+        str(tmp_path / "baseline.json"),
         timeout=300,
     )
     assert built.returncode == 0, built.stderr[-3000:]

@@ -8,17 +8,16 @@ import re
 import shlex
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from _jobs import run_cli
 
 from kldrift.synthetic import SyntheticStream, training_lines
 
 pytestmark = pytest.mark.services  # the batch commands run on Prism
 
 ROOT = Path(__file__).resolve().parents[2]
-KLDRIFT = str(Path(sys.executable).with_name("kldrift"))
 T0 = 1_700_000_400.0  # a multiple of the example config's 60 s period
 
 
@@ -40,7 +39,7 @@ def _data(folder: Path) -> None:
 
 
 def _kldrift(folder: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([KLDRIFT, *args], cwd=folder, capture_output=True, text=True, timeout=300)
+    return run_cli(*args, timeout=300, cwd=folder)
 
 
 def test_the_tour_runs_in_its_order(tmp_path: Path) -> None:

@@ -5,17 +5,15 @@ makes either an error, and a normal file passes it saying nothing more."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from _jobs import run_cli
 
-KLDRIFT = str(Path(sys.executable).with_name("kldrift"))
 T0 = 1_700_000_400  # a multiple of 60 s
 EVENTS = 3000
 COUNTRIES = ["US", "DE", "FR"]
@@ -65,13 +63,7 @@ def job(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _kldrift(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [KLDRIFT, *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, **(env or {})},
-    )
+    return run_cli(*args, timeout=300, env=env)
 
 
 def _replay(
