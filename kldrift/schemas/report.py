@@ -5,9 +5,9 @@ consumers share these models."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter
 
 SCHEMA_VERSION = 3
 """2 added the whole histogram, the minimum-effect and missing-share tests, q_value and the raw
@@ -225,14 +225,23 @@ def parse_report_record(data: bytes | str) -> ReportRecord:
     >>> type(summary).__name__, summary.drift, summary.message_key
     ('WindowSummary', True, 'shop|||2024-01-01T00:00:00Z|2024-01-01T00:10:00Z')
     """
-    try:
-        return DriftReport.model_validate_json(data)
-    except ValidationError as not_a_report:
-        try:
-            return WindowSummary.model_validate_json(data)
-        except ValidationError:
-            pass
-        raise not_a_report from None
+    return _RECORD.validate_json(data)
+
+
+def _record_kind(value: Any) -> str | None:
+    """The union member a record is: its `record`, "feature" when absent (versions 1 and 2)."""
+    if isinstance(value, dict):
+        return value.get("record", "feature")
+    return getattr(value, "record", None)
+
+
+_RECORD: TypeAdapter[ReportRecord] = TypeAdapter(
+    Annotated[
+        Annotated[DriftReport, Tag("feature")] | Annotated[WindowSummary, Tag("window_summary")],
+        Discriminator(_record_kind),
+    ]
+)
+"""Parses a record once, as the model its `record` names."""
 
 
 def report_json_schema() -> dict[str, Any]:
