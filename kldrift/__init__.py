@@ -38,6 +38,7 @@ _EXCEPTIONS = (
     "BaselineError",
     "BaselineMismatch",
     "InputNotFound",
+    "UnreadableInput",
     "KafkaSetupError",
     "ResumeMismatch",
     "KafkaOutageError",
@@ -89,6 +90,7 @@ __all__ = [
     "ResumeMismatch",
     "SlidingKLDivergence",
     "TopicMissingError",
+    "UnreadableInput",
     "UserError",
     "WindowSummary",
     "WriteDeadLettersToKafka",
@@ -130,6 +132,7 @@ if TYPE_CHECKING:
         PrismNotInstalled,
         ResumeMismatch,
         TopicMissingError,
+        UnreadableInput,
         UserError,
     )
     from kldrift.io.baselines import read_baseline

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from kldrift import commands
 from kldrift.exceptions import KldriftError
-from kldrift.io import kafka_log
+from kldrift.io import FILE_FORMATS, kafka_log
 
 
 def _add_local(sub: argparse._SubParsersAction) -> None:
@@ -50,12 +50,23 @@ def _add_config(sub: argparse._SubParsersAction) -> None:
 def _add_baseline(sub: argparse._SubParsersAction) -> None:
     baseline = sub.add_parser("baseline", help="build a baseline from training data (batch job)")
     baseline.add_argument("--config", required=True, help="pipeline config (YAML or JSON)")
-    baseline.add_argument("--input", required=True, help="JSON lines or CSV: a path or glob")
+    baseline.add_argument(
+        "--input", required=True, help="JSON lines, CSV, Parquet or Avro: a path or glob"
+    )
+    _add_format(baseline)
     baseline.add_argument("--output", required=True, help="where to write baseline.json")
     baseline.add_argument("--start", help="only events at or after this time (RFC 3339/epoch s)")
     baseline.add_argument("--end", help="only events before this time (RFC 3339/epoch s)")
     baseline.add_argument("beam_args", nargs=argparse.REMAINDER, help="-- Beam pipeline options")
     baseline.set_defaults(func=commands.baseline)
+
+
+def _add_format(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--format",
+        choices=FILE_FORMATS,
+        help="the input files' format (default: by extension: .csv, .parquet, .avro; else jsonl)",
+    )
 
 
 def _add_publish_baseline(sub: argparse._SubParsersAction) -> None:
@@ -73,7 +84,10 @@ def _add_replay(sub: argparse._SubParsersAction) -> None:
     replay = sub.add_parser("replay", help="score a bounded file of events (backfill, reference)")
     replay.add_argument("--config", required=True)
     replay.add_argument("--baseline", help="baseline file (default: the config's baseline)")
-    replay.add_argument("--input", required=True, help="JSON lines: a path or glob")
+    replay.add_argument(
+        "--input", required=True, help="JSON lines, CSV, Parquet or Avro: a path or glob"
+    )
+    _add_format(replay)
     replay.add_argument("--output", required=True, help="reports, one JSON per line, sorted")
     replay.add_argument("--dead-letter", help="where to write records that were not binned")
     replay.add_argument(

@@ -129,6 +129,7 @@ def baseline(args: argparse.Namespace) -> int:
                 start_us=start_us,
                 end_us=end_us,
                 beam_args=_job_beam_args(args.beam_args),
+                input_format=args.format,
             ),
         )
     for feature in result.features:
@@ -176,6 +177,7 @@ def replay(args: argparse.Namespace) -> int:
             args.dead_letter,
             _job_beam_args(args.beam_args),
             summary_output=args.summaries,
+            input_format=args.format,
         )
     elapsed = time.monotonic() - started
     rate = summary.events_binned / elapsed if elapsed > 0 else 0.0

@@ -10,7 +10,7 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -20,6 +20,8 @@ from kldrift.schemas.config import PipelineConfig, datetime_us
 
 NO_WATERMARK = -(2**63)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NAIVE_EPOCH = datetime(1970, 1, 1)
+_MICROSECOND = timedelta(microseconds=1)
 
 # Numeric event times are accepted over the range RFC 3339 text can express (years 1-9999); beyond
 # it (e.g. microseconds sent as seconds) the record is a dead letter, not an int64 overflow.
@@ -178,6 +180,9 @@ class EventDecoder:
         fast_loads = _fast_loads
         shallow_bytes = _SHALLOW_BYTES
         for row, value in enumerate(batch.values):
+            if type(value) is dict:  # an event already parsed (a Parquet or Avro record...)
+                parsed.append(value)
+                continue
             try:
                 if type(value) is not bytes:
                     raise TypeError  # a tombstone (None), str, dict...: handled below
@@ -228,7 +233,8 @@ class EventDecoder:
         fast_max_us = self._fast_max_us
         if max_time_us is not None:
             fast_max_us = min(fast_max_us, max_time_us - 1_000_000)  # a second's margin: rounding
-        fast_low = self._fast_min_us / scale
+        fast_min_us = self._fast_min_us
+        fast_low = fast_min_us / scale
         fast_high = fast_max_us / scale
         problem: tuple[str, str] | None
         for row, event in enumerate(parsed):
@@ -236,13 +242,21 @@ class EventDecoder:
             if problem is None and type(event) is dict and times_us is None:
                 raw_time = get_time(event)
                 time_type = type(raw_time)
-                if (time_type is float or time_type is int) and fast_low < raw_time < fast_high:
+                if time_type is float or time_type is int:
+                    time_us = math.floor(raw_time * scale) if fast_low < raw_time < fast_high else 0
+                elif time_type is datetime:  # a Parquet or Avro timestamp (naive: UTC)
+                    epoch = _NAIVE_EPOCH if raw_time.tzinfo is None else EPOCH
+                    time_us = (raw_time - epoch) // _MICROSECOND
+                    time_us = time_us if fast_min_us < time_us < fast_max_us else 0
+                else:
+                    time_us = 0
+                if time_us:
                     key = None if get_key is None else get_key(event)
                     if get_key is None or (
                         type(key) is str and len(key) <= MAX_KEY_CHARS and key.isascii()
                     ):
                         events.append(event)
-                        times.append(math.floor(raw_time * scale))
+                        times.append(time_us)
                         keys.append(key)
                         continue
             if problem is None:
@@ -373,6 +387,8 @@ class EventDecoder:
             time_us = parse_rfc3339_us(raw)
         elif isinstance(raw, datetime):  # events given as Python objects (dicts, Beam Rows)
             time_us = datetime_us(raw)
+        elif isinstance(raw, date):  # a Parquet or Avro date: its midnight, as "2026-11-25" is
+            time_us = datetime_us(datetime(raw.year, raw.month, raw.day))
         elif type(getattr(raw, "micros", None)) is int:  # apache_beam.utils.timestamp.Timestamp
             time_us = raw.micros
         else:

@@ -32,6 +32,11 @@ class InputNotFound(KldriftError, ValueError):
     """No file matched the input path or glob."""
 
 
+class UnreadableInput(KldriftError, ValueError):
+    """An input file that is not of its format (by its extension or `--format`): the message names
+    the file."""
+
+
 class KafkaSetupError(KldriftError, RuntimeError):
     """Kafka could not be used as configured (unreachable, missing topic...): one line, no
     secrets."""
@@ -84,6 +89,7 @@ __all__ = [
     "PrismNotInstalled",
     "ResumeMismatch",
     "TopicMissingError",
+    "UnreadableInput",
     "UserError",
     "user_error_types",
 ]

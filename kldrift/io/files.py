@@ -1,4 +1,5 @@
-"""Bounded file sources (JSON lines or CSV, read in batches) and small sorted-file sinks."""
+"""Bounded file sources (JSON lines, CSV, Parquet, Avro; read in batches) and small sorted-file
+sinks."""
 
 from __future__ import annotations
 
@@ -15,10 +16,14 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.window import GlobalWindows
 
 from kldrift.events import RecordBatch
-from kldrift.exceptions import InputNotFound
+from kldrift.exceptions import InputNotFound, UserError
+from kldrift.io import FILE_FORMATS
+from kldrift.io.parquet_avro import avro_chunks, check_header, parquet_chunks
 
 BATCH_LINES = 4096
 PROGRESS_EVERY_S = 5.0
+
+_BY_EXTENSION = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".avro": "avro"}
 
 
 def match_paths(pattern: str) -> list[str]:
@@ -27,12 +32,26 @@ def match_paths(pattern: str) -> list[str]:
     return sorted(m.path for m in results)
 
 
-def require_paths(pattern: str) -> list[str]:
-    """Files matching `pattern`; InputNotFound (a user error) when there are none."""
+def require_paths(pattern: str, file_format: str | None = None) -> list[str]:
+    """Files matching `pattern`; InputNotFound (a user error) when there are none, UnreadableInput
+    naming the first Parquet or Avro file that does not start as one."""
+    if file_format is not None and file_format not in FILE_FORMATS:
+        raise UserError(f"--format {file_format}: not one of {', '.join(FILE_FORMATS)}")
     paths = match_paths(pattern)
     if not paths:
         raise InputNotFound(f"no file matches --input {pattern}")
+    for path in paths:
+        check_header(path, format_of(path, file_format))
     return paths
+
+
+def format_of(path: str, file_format: str | None = None) -> str:
+    """A file's format: `file_format` if given, else by its extension (JSON lines by default)."""
+    if file_format is not None:
+        return file_format
+    name = path.rsplit("/", 1)[-1].lower()
+    dot = name.rfind(".")
+    return _BY_EXTENSION.get(name[dot:], "jsonl") if dot >= 0 else "jsonl"
 
 
 def _csv_cell(text: str | list[str]) -> Any:
@@ -49,13 +68,22 @@ def _csv_cell(text: str | list[str]) -> Any:
 
 
 class _ReadBatches(beam.DoFn):
-    """One file -> RecordBatch chunks. CSV rows become JSON objects (numbers where they parse)."""
+    """One file -> RecordBatch chunks. CSV rows become JSON objects (numbers where they parse);
+    Parquet and Avro records come as the objects themselves (dicts), which EventDecoder takes as
+    parsed JSON."""
 
-    def __init__(self, batch_lines: int = BATCH_LINES) -> None:
+    def __init__(self, batch_lines: int = BATCH_LINES, file_format: str | None = None) -> None:
         self._batch_lines = batch_lines
+        self._file_format = file_format
 
     def process(self, path: str) -> Iterator[RecordBatch]:
-        lines = self._csv_lines(path) if path.endswith(".csv") else self._json_lines(path)
+        file_format = format_of(path, self._file_format)
+        if file_format in ("parquet", "avro"):
+            chunks = parquet_chunks if file_format == "parquet" else avro_chunks
+            for records, rows in chunks(path, self._batch_lines):
+                yield RecordBatch(records, rows, source=path)  # type: ignore[arg-type]
+            return
+        lines = self._csv_lines(path) if file_format == "csv" else self._json_lines(path)
         values: list[bytes] = []
         offsets: list[int] = []
         last_report = time.monotonic()
@@ -98,19 +126,25 @@ class _ReadBatches(beam.DoFn):
 
 
 class ReadRecordBatches(beam.PTransform):
-    """Files (already matched) -> RecordBatch elements of up to `batch_lines` records."""
+    """Files (already matched) -> RecordBatch elements of up to `batch_lines` records; each file
+    read as `file_format` (FILE_FORMATS), or as its extension says."""
 
-    def __init__(self, paths: list[str], batch_lines: int = BATCH_LINES) -> None:
+    def __init__(
+        self, paths: list[str], batch_lines: int = BATCH_LINES, file_format: str | None = None
+    ) -> None:
         super().__init__()
         self._paths = paths
         self._batch_lines = batch_lines
+        self._file_format = file_format
 
     def expand(self, pipeline: beam.pvalue.PBegin) -> beam.PCollection[RecordBatch]:
         return (
             pipeline
             | "Paths" >> beam.Create(self._paths)
             | "ReadBatches"
-            >> beam.ParDo(_ReadBatches(self._batch_lines)).with_output_types(RecordBatch)
+            >> beam.ParDo(_ReadBatches(self._batch_lines, self._file_format)).with_output_types(
+                RecordBatch
+            )
         )
 
 

@@ -148,9 +148,11 @@ def build_baseline(
     start_us: int | None = None,
     end_us: int | None = None,
     beam_args: Sequence[str] = (),
+    input_format: str | None = None,
 ) -> Baseline:
-    """Run the batch job, write the baseline JSON to `output` and return it."""
-    paths = require_paths(input_pattern)
+    """Run the batch job, write the baseline JSON to `output` and return it. `input_format`: one
+    of kldrift.io.files.FILE_FORMATS, else each file's extension decides."""
+    paths = require_paths(input_pattern, input_format)
     numeric = [f for f in config.features if isinstance(f, NumericFeature) and f.bins is not None]
     categorical = [
         f.name for f in config.features if isinstance(f, CategoricalFeature) and f.top_k is not None
@@ -160,7 +162,7 @@ def build_baseline(
     with beam.Pipeline(options=options) as pipeline:
         batches = (
             pipeline
-            | "Read" >> ReadRecordBatches(paths)
+            | "Read" >> ReadRecordBatches(paths, file_format=input_format)
             | "DecodeRecords" >> DecodeRecords(config)
             | "EventRange" >> beam.Map(_in_range, start_us, end_us)
         )

@@ -80,10 +80,11 @@ def build_replay(
     output: str,
     dead_letter_output: str | None,
     summary_output: str | None = None,
+    input_format: str | None = None,
 ) -> None:
     outputs = (
         pipeline
-        | "Read" >> ReadRecordBatches(paths)
+        | "Read" >> ReadRecordBatches(paths, file_format=input_format)
         | "DecodeRecords" >> DecodeRecords(config)
         | "SlidingKLDivergence" >> SlidingKLFromBatches(config, baseline, single_firing=True)
     )
@@ -118,12 +119,23 @@ def run_replay(
     dead_letter_output: str | None = None,
     beam_args: Sequence[str] = (),
     summary_output: str | None = None,
+    input_format: str | None = None,
 ) -> ReplaySummary:
     """Replay the events of `input_pattern`: reports to `output` (one JSON per line, sorted by
-    window, key, feature), and optionally dead letters and window summaries to their files."""
-    paths = require_paths(input_pattern)
+    window, key, feature), and optionally dead letters and window summaries to their files.
+    `input_format`: one of kldrift.io.files.FILE_FORMATS, else each file's extension decides."""
+    paths = require_paths(input_pattern, input_format)
     pipeline = beam.Pipeline(options=pipeline_options(beam_args, streaming=False))
-    build_replay(pipeline, config, baseline, paths, output, dead_letter_output, summary_output)
+    build_replay(
+        pipeline,
+        config,
+        baseline,
+        paths,
+        output,
+        dead_letter_output,
+        summary_output,
+        input_format,
+    )
     result = pipeline.run()
     result.wait_until_finish()
     counters = _counters(result)
