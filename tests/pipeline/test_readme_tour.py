@@ -4,12 +4,16 @@ data and a synthetic stream, exits 0. `config check` comes first, before the bas
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import shutil
 import subprocess
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from _jobs import run_cli
 
@@ -32,8 +36,12 @@ def _tour_commands() -> list[list[str]]:
 def _data(folder: Path) -> None:
     shutil.copy(ROOT / "examples" / "config.yaml", folder / "config.yaml")
     (folder / "training").mkdir()
-    lines = b"\n".join(training_lines(5_000, seed=3)) + b"\n"
-    (folder / "training" / "part-0.jsonl").write_bytes(lines)
+    # Training data in Parquet, as a data lake holds it: `ts` a timestamp column (UTC, µs).
+    rows = [json.loads(line) for line in training_lines(5_000, seed=3)]
+    moment = datetime(1970, 1, 1, tzinfo=UTC)
+    for row in rows:
+        row["ts"] = moment + timedelta(microseconds=round(row["ts"] * 1_000_000))
+    pq.write_table(pa.Table.from_pylist(rows), folder / "training" / "part-0.parquet")
     stream = SyntheticStream(start=T0, duration=900, rate=10, drift_at=T0 + 450, drift_size=1.0)
     (folder / "events.jsonl").write_bytes(b"\n".join(stream.lines()) + b"\n")
 
@@ -66,7 +74,7 @@ def test_config_check_compares_a_baseline_once_it_exists(tmp_path: Path) -> None
         "--config",
         "config.yaml",
         "--input",
-        "training/*.jsonl",
+        "training/*.parquet",
         "--output",
         "baseline.json",
     )
