@@ -13,6 +13,7 @@ import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import numpy as np
@@ -33,7 +34,8 @@ _NUMBER_OR_NONE = frozenset({int, float, type(None)})
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(
+    """Numbers, including a Parquet or Avro decimal (a Decimal), which bins as its float."""
+    return isinstance(value, int | float | Decimal | np.integer | np.floating) and not isinstance(
         value, bool | np.bool_
     )
 

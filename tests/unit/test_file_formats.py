@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import fastavro
@@ -14,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 from _file_formats import config, events, write_avro, write_jsonl, write_parquet
 
+from kldrift.binning import FeatureBins
 from kldrift.events import EventDecoder, RecordBatch
 from kldrift.exceptions import UnreadableInput, UserError
 from kldrift.io.files import _ReadBatches, format_of, require_paths
@@ -152,3 +154,16 @@ def test_a_parquet_batch_decodes_to_the_json_batchs_events(tmp_path: Path) -> No
     assert from_parquet.keys == from_json.keys and from_parquet.offsets == from_json.offsets
     without_time = [{k: v for k, v in e.items() if k != "ts"} for e in from_parquet.events]
     assert without_time == [{k: v for k, v in e.items() if k != "ts"} for e in from_json.events]
+
+
+def test_a_decimal_column_bins_as_the_json_number(tmp_path: Path) -> None:
+    # Money in a data lake is a decimal: Parquet decimal128 and Avro `decimal` come as Decimals.
+    amounts = ["0.50", "1.00", "2.25", "10.00", None]
+    path = tmp_path / "amounts.parquet"
+    column = pa.array([None if a is None else Decimal(a) for a in amounts], pa.decimal128(9, 2))
+    pq.write_table(pa.table({"amount": column}), path)
+    (records, _), *_ = list(parquet_chunks(str(path), 10))
+    bins = FeatureBins.numeric("amount", [1.0, 2.25])
+    from_json = [json.loads(f'{{"amount": {a or "null"}}}')["amount"] for a in amounts]
+    assert bins.codes([r["amount"] for r in records]).tolist() == bins.codes(from_json).tolist()
+    assert bins.codes(from_json).tolist() == [0, 1, 2, 2, bins.missing_slot]
