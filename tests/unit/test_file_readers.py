@@ -167,3 +167,18 @@ def test_a_decimal_column_bins_as_the_json_number(tmp_path: Path) -> None:
     from_json = [json.loads(f'{{"amount": {a or "null"}}}')["amount"] for a in amounts]
     assert bins.codes([r["amount"] for r in records]).tolist() == bins.codes(from_json).tolist()
     assert bins.codes(from_json).tolist() == [0, 1, 2, 2, bins.missing_slot]
+
+
+def test_a_timestamp_past_year_9999_is_an_invalid_event_time(tmp_path: Path) -> None:
+    # pyarrow cannot make a datetime of it; the reader must not fail, the record is dead-lettered.
+    path = tmp_path / "far.parquet"
+    micros = [1_700_000_000_000_000, 253_402_300_800_000_000, None]  # 2023, 10000-01-01, null
+    pq.write_table(pa.table({"ts": pa.array(micros, pa.timestamp("us")), "model": ["a"] * 3}), path)
+    job = parse_config(config(tmp_path / "b.json"))
+    (batch,) = list(_ReadBatches().process(str(path)))
+    decoded = EventDecoder(job).decode(batch)
+    assert decoded.event_time_us.tolist() == [1_700_000_000_000_000]
+    assert [(d.reason, d.offset) for d in decoded.dead_letters] == [
+        ("invalid_event_time", 2),
+        ("missing_event_time", 3),
+    ]
