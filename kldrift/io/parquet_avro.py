@@ -4,7 +4,8 @@ in one line naming it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
 import fastavro
@@ -78,26 +79,31 @@ def _avro_reader(path: str, handle: BinaryIO) -> Iterator[Any]:
 
 
 def _rows(columns: pa.RecordBatch) -> list[dict[str, Any]]:
-    """A column batch as one dict per row. A top-level timestamp column is converted through
-    numpy, 20x faster than pyarrow's datetimes (which then cost more than the rest of a row); a
-    null placeholder keeps its place in each dict's key order."""
+    """A column batch as one dict per row, each column converted whole (a timestamp through
+    numpy, 20x faster than pyarrow's datetimes) and the dicts built by one generated function:
+    about twice as fast as pyarrow's to_pylist, and faster than parsing the same rows as JSON."""
     columns = _as_python(columns)
-    stamped = [i for i, kind in enumerate(columns.schema.types) if pa.types.is_timestamp(kind)]
-    if not stamped:
-        return columns.to_pylist()
-    names = columns.schema.names
-    arrays = list(columns.columns)
-    for i in stamped:
-        arrays[i] = pa.nulls(columns.num_rows)
-    records = pa.RecordBatch.from_arrays(arrays, names=names).to_pylist()
-    for i in stamped:
-        name = names[i]
+    if columns.num_columns == 0:
+        return [{} for _ in range(columns.num_rows)]
+    values = [_column_values(column) for column in columns.columns]
+    return list(map(_row_maker(tuple(columns.schema.names)), *values))
+
+
+def _column_values(column: pa.Array) -> list[Any]:
+    if pa.types.is_timestamp(column.type):
         # datetime64[us] -> naive datetimes (None for null); one past year 9999 -> its int µs,
         # which no event-time unit takes (invalid_event_time), where pyarrow would raise.
-        moments = columns.column(i).to_numpy(zero_copy_only=False).tolist()
-        for record, moment in zip(records, moments, strict=True):
-            record[name] = moment
-    return records
+        return column.to_numpy(zero_copy_only=False).tolist()
+    return column.to_pylist()
+
+
+@functools.lru_cache(maxsize=64)
+def _row_maker(names: tuple[str, ...]) -> Callable[..., dict[str, Any]]:
+    """`lambda c0, c1, ...: {names[0]: c0, ...}`: a dict display, faster than dict(zip(...)). The
+    names enter the source only as repr()s, string literals whatever a file names its columns."""
+    params = ", ".join(f"c{i}" for i in range(len(names)))
+    items = ", ".join(f"{name!r}: c{i}" for i, name in enumerate(names))
+    return eval(f"lambda {params}: {{{items}}}", {})
 
 
 def _as_python(columns: pa.RecordBatch) -> pa.RecordBatch:

@@ -11,6 +11,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
+import apache_beam as beam
 import pytest
 from _file_formats import (
     NO_TIME_ROW,
@@ -22,8 +23,10 @@ from _file_formats import (
     write_parquet,
 )
 
+from kldrift import SlidingKLDivergence
 from kldrift.local.runners import local_runner_args
 from kldrift.pipeline.baseline import build_baseline
+from kldrift.pipeline.options import pipeline_options
 from kldrift.pipeline.replay import ReplaySummary, run_replay
 from kldrift.schemas.baseline import Baseline
 from kldrift.schemas.config import PipelineConfig, parse_config
@@ -139,3 +142,43 @@ def test_the_bad_rows_are_dead_lettered_as_in_json(replays: dict) -> None:
     assert [d["detail"] for d in dead] == [d["detail"] for d in json_dead]
     assert "1990-01-01T00:00:00Z" in dead[1]["detail"]
     assert json.loads(dead[0]["value"])["model"] == ROWS[NO_TIME_ROW]["model"]
+
+
+def test_beams_own_readers_into_the_library_report_what_replay_does(
+    folder: Path, job_config: PipelineConfig, baselines: dict[str, Baseline], replays: dict
+) -> None:
+    """A user's pipeline: Beam's ReadFromParquet and ReadFromAvro (their dicts: aware datetimes,
+    nested dicts, None) straight into SlidingKLDivergence, both in one job."""
+    _, json_reports, _ = replays["jsonl"]
+    readers = {
+        "parquet": beam.io.ReadFromParquet(str(folder / "events.parquet")),
+        "avro": beam.io.ReadFromAvro(str(folder / "events.avro")),
+    }
+    options = pipeline_options(local_runner_args([]), streaming=False)
+    with beam.Pipeline(options=options) as pipeline:
+        for name, reader in readers.items():
+            outputs = (
+                pipeline
+                | f"Read[{name}]" >> reader
+                | f"Drift[{name}]" >> SlidingKLDivergence(job_config, baselines["jsonl"])
+            )
+            _ = (
+                outputs["reports"]
+                | f"Json[{name}]" >> beam.Map(lambda r: r.to_json_bytes().decode())
+                | f"Write[{name}]"
+                >> beam.io.WriteToText(str(folder / f"library-{name}"), shard_name_template="")
+            )
+            _ = (
+                outputs["dead_letters"]
+                | f"Reasons[{name}]" >> beam.Map(lambda d: d.reason)
+                | f"WriteDead[{name}]"
+                >> beam.io.WriteToText(str(folder / f"library-dead-{name}"), shard_name_template="")
+            )
+    for name in readers:
+        reports = sorted(
+            _lines(folder / f"library-{name}"),
+            key=lambda r: (r["window_start"], r["key"], r["feature"], r["revision"]),
+        )
+        assert reports == json_reports, name
+        reasons = sorted((folder / f"library-dead-{name}").read_text().split())
+        assert reasons == ["missing_event_time", "past_event_time"], name
