@@ -15,6 +15,8 @@ from apache_beam.io.filesystems import FileSystems
 
 from kldrift.exceptions import UnreadableInput
 
+_END = object()
+
 RecordChunk = tuple[list[dict[str, Any]], list[int]]
 """Records read together and their row numbers in the file (the first row is 1, as a line is)."""
 
@@ -22,15 +24,20 @@ RecordChunk = tuple[list[dict[str, Any]], list[int]]
 def parquet_chunks(path: str, batch_rows: int) -> Iterator[RecordChunk]:
     """A Parquet file's rows, `batch_rows` at a time, read column batch by column batch."""
     with FileSystems.open(path) as handle:
-        parquet = _parquet_file(path, handle)
+        batches = _parquet_file(path, handle).iter_batches(batch_size=batch_rows)
         first_row = 1
-        try:
-            for columns in parquet.iter_batches(batch_size=batch_rows):
-                records = _rows(columns)
-                yield records, list(range(first_row, first_row + len(records)))
-                first_row += len(records)
-        except (pa.ArrowException, OSError) as err:
-            raise UnreadableInput(f"{path}: unreadable Parquet at row {first_row}: {err}") from None
+        while True:
+            try:
+                columns = next(batches, None)
+            except (pa.ArrowException, OSError) as err:
+                raise UnreadableInput(
+                    f"{path}: unreadable Parquet at row {first_row}: {_one_line(err)}"
+                ) from None
+            if columns is None:
+                return
+            records = _rows(columns)
+            yield records, list(range(first_row, first_row + len(records)))
+            first_row += len(records)
 
 
 def avro_chunks(path: str, batch_rows: int) -> Iterator[RecordChunk]:
@@ -38,18 +45,31 @@ def avro_chunks(path: str, batch_rows: int) -> Iterator[RecordChunk]:
     their symbols), `batch_rows` at a time."""
     with FileSystems.open(path) as handle:
         reader = _avro_reader(path, handle)
-        records: list[dict[str, Any]] = []
-        row = 0
-        try:
-            for row, record in enumerate(reader, start=1):
+        records: list[Any] = []  # dicts, but for a file whose schema is not a record
+        first_row = 1
+        while True:
+            try:
+                record = next(reader, _END)
+            # A corrupt block fails in fastavro as whatever its bytes lead to (IndexError,
+            # UnicodeDecodeError, EOFError, zlib.error...): all of them say the file is unreadable.
+            except Exception as err:
+                row = first_row + len(records)
+                raise UnreadableInput(
+                    f"{path}: unreadable Avro at record {row}: {type(err).__name__}: "
+                    f"{_one_line(err)}"
+                ) from None
+            if record is not _END:
                 records.append(record)
-                if len(records) >= batch_rows:
-                    yield records, list(range(row - len(records) + 1, row + 1))
-                    records = []
-        except (ValueError, EOFError, OSError) as err:
-            raise UnreadableInput(f"{path}: unreadable Avro after record {row}: {err}") from None
-        if records:
-            yield records, list(range(row - len(records) + 1, row + 1))
+            if len(records) >= batch_rows or (record is _END and records):
+                yield records, list(range(first_row, first_row + len(records)))
+                first_row += len(records)
+                records = []
+            if record is _END:
+                return
+
+
+def _one_line(err: Exception) -> str:
+    return " ".join(str(err).split())
 
 
 def check_header(path: str, file_format: str) -> None:
@@ -68,14 +88,14 @@ def _parquet_file(path: str, handle: BinaryIO) -> pq.ParquetFile:
     try:
         return pq.ParquetFile(handle)
     except (pa.ArrowException, OSError) as err:
-        raise UnreadableInput(f"{path}: not a Parquet file ({err})") from None
+        raise UnreadableInput(f"{path}: not a Parquet file ({_one_line(err)})") from None
 
 
 def _avro_reader(path: str, handle: BinaryIO) -> Iterator[Any]:
     try:
         return fastavro.reader(handle)
     except (ValueError, EOFError, OSError, fastavro.read.SchemaResolutionError) as err:
-        raise UnreadableInput(f"{path}: not an Avro container file ({err})") from None
+        raise UnreadableInput(f"{path}: not an Avro container file ({_one_line(err)})") from None
 
 
 def _rows(columns: pa.RecordBatch) -> list[dict[str, Any]]:

@@ -182,3 +182,25 @@ def test_a_timestamp_past_year_9999_is_an_invalid_event_time(tmp_path: Path) -> 
         ("invalid_event_time", 2),
         ("missing_event_time", 3),
     ]
+
+
+def test_a_corrupt_block_fails_in_one_line_naming_the_file_and_row(tmp_path: Path) -> None:
+    # Headers and footers intact (the start-up check passes); the data behind them garbled.
+    rows = events()  # 600 rows: 12 kB of Parquet
+    parquet = write_parquet(tmp_path / "events.parquet", rows)
+    data = bytearray(parquet.read_bytes())
+    data[4:3000] = b"\xab" * 2996  # the first row group's page headers
+    parquet.write_bytes(bytes(data))
+    avro = write_avro(tmp_path / "events.avro", rows)
+    data = bytearray(avro.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 300] = b"\xab" * 300
+    avro.write_bytes(bytes(data))
+    assert require_paths(str(tmp_path / "events.*")) == [str(avro), str(parquet)]
+    for path, chunks, what in (
+        (parquet, parquet_chunks, "Parquet at row 1"),
+        (avro, avro_chunks, "Avro at record"),
+    ):
+        with pytest.raises(UnreadableInput) as raised:
+            list(chunks(str(path), 16))
+        message = str(raised.value)
+        assert message.startswith(f"{path}: unreadable {what}") and "\n" not in message
