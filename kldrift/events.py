@@ -21,7 +21,6 @@ from kldrift.schemas.config import PipelineConfig, datetime_us
 NO_WATERMARK = -(2**63)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NAIVE_EPOCH = datetime(1970, 1, 1)
-_MICROSECOND = timedelta(microseconds=1)
 
 # Numeric event times are accepted over the range RFC 3339 text can express (years 1-9999); beyond
 # it (e.g. microseconds sent as seconds) the record is a dead letter, not an int64 overflow.
@@ -245,8 +244,9 @@ class EventDecoder:
                 if time_type is float or time_type is int:
                     time_us = math.floor(raw_time * scale) if fast_low < raw_time < fast_high else 0
                 elif time_type is datetime:  # a Parquet or Avro timestamp (naive: UTC)
-                    epoch = _NAIVE_EPOCH if raw_time.tzinfo is None else EPOCH
-                    time_us = (raw_time - epoch) // _MICROSECOND
+                    since = raw_time - (_NAIVE_EPOCH if raw_time.tzinfo is None else EPOCH)
+                    # Its fields, not `since // timedelta(microseconds=1)`: twice as fast.
+                    time_us = (since.days * 86_400 + since.seconds) * 1_000_000 + since.microseconds
                     time_us = time_us if fast_min_us < time_us < fast_max_us else 0
                 else:
                     time_us = 0
