@@ -112,6 +112,7 @@ def main() -> None:
             f"{name:8} {sizes[name]:6.1f} MiB  kldrift baseline {args.events / job_s:9,.0f} events/s"
             f" ({job_s:.1f} s)   read+decode {args.events / cpu_s:9,.0f} events/s (CPU)"
         )
+        print(f"{'':8} trials (s): {', '.join(f'{s:.1f}' for s in job[name])}")
 
 
 if __name__ == "__main__":
