@@ -36,6 +36,20 @@ def _add_local(sub: argparse._SubParsersAction) -> None:
 
     kafka.set_defaults(func=run)
 
+    registry = local_sub.add_parser(
+        "registry",
+        help="a real Schema Registry (Apicurio, in-memory, Confluent-compatible API) on 127.0.0.1",
+    )
+    registry.add_argument("action", choices=["start", "stop", "status"])
+    registry.add_argument("--port", type=int, help="HTTP port (default: a free one)")
+
+    def run_registry(args: argparse.Namespace) -> int:
+        from kldrift.local import registry as local_registry
+
+        return local_registry.cli(args.action, args.port)
+
+    registry.set_defaults(func=run_registry)
+
 
 def _add_config(sub: argparse._SubParsersAction) -> None:
     config = sub.add_parser("config", help="the config file: JSON Schema, validation")
