@@ -1,0 +1,309 @@
+"""End to end with a real Schema Registry (Apicurio, kldrift's local one) and a real broker:
+Avro and Protobuf events written by confluent-kafka's registry-aware serializers are read by
+`kldrift run` (Prism), whose reports equal `kldrift replay` over the same events written as JSON;
+a writer schema change mid-stream is read without a restart and each bad record kind is
+dead-lettered with its reason."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import uuid
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _jobs import (
+    STOPPED_BY_CTRL_C,
+    ReportTail,
+    job_kafka,
+    run_cli,
+    streaming_job,
+    trained_job,
+    wait_for,
+    window_starts,
+)
+from kafka import KafkaConsumer, KafkaProducer
+
+from kldrift.consumer import LatestRevisions
+from kldrift.schemas.report import DriftReport
+from kldrift.synthetic import SyntheticStream
+
+pytestmark = pytest.mark.services
+
+SIZE_S, PERIOD_S, LATENESS_S = 20, 10, 10
+PARTITIONS = 2
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _avro_schema(*, session: bool = False, amount: bool = True) -> str:
+    """The synthetic events as an Avro record; `session` adds an optional field (the evolved
+    writer schema), `amount=False` drops a configured feature."""
+    fields: list[dict[str, Any]] = [
+        {"name": "ts", "type": {"type": "long", "logicalType": "timestamp-micros"}},
+        {"name": "model", "type": "string"},
+        {"name": "latency_ms", "type": ["null", "double"], "default": None},
+        {
+            "name": "payload",
+            "type": {
+                "type": "record",
+                "name": "Payload",
+                "fields": [{"name": "country", "type": ["null", "string"], "default": None}],
+            },
+        },
+        {
+            "name": "device",
+            "type": {"type": "enum", "name": "Device", "symbols": ["ios", "android", "web"]},
+        },
+    ]
+    if amount:
+        fields.insert(3, {"name": "amount", "type": ["null", "double"], "default": None})
+    if session:
+        fields.append({"name": "session", "type": ["null", "string"], "default": None})
+    return json.dumps({"type": "record", "name": "Event", "namespace": "shop", "fields": fields})
+
+
+def _micros(event: dict) -> int:
+    return round(event["ts"] * 1_000_000)
+
+
+def _as_json(event: dict, micros: int) -> bytes:
+    """The event as a JSON line with the same event time, exactly (RFC 3339 to the microsecond)."""
+    moment = EPOCH + timedelta(microseconds=micros)
+    return json.dumps({**event, "ts": moment.isoformat().replace("+00:00", "Z")}).encode()
+
+
+def _past_stream(duration_s: int, rate: float, seed: int) -> tuple[SyntheticStream, list[dict]]:
+    """Events that ended a few seconds ago, drifting half way: the job reads them as a backlog,
+    and its idle rule closes every window once it has read them."""
+    t0 = math.floor((time.time() - duration_s - 15) / PERIOD_S) * PERIOD_S
+    stream = SyntheticStream(
+        start=t0, duration=duration_s, rate=rate, drift_at=t0 + duration_s / 2, seed=seed
+    )
+    return stream, list(stream.events())
+
+
+def _job(tmp_path: Path, bootstrap: str, registry: str, fmt: str) -> tuple[Path, dict]:
+    kafka = job_kafka(
+        bootstrap,
+        f"sr-{fmt}",
+        uuid.uuid4().hex[:8],
+        start_from="earliest",
+        idle_timeout="3s",
+        max_delay="1s",
+        format=fmt,
+    )
+    kafka["schema_registry"] = {"url": registry}  # type: ignore[assignment]
+    config = trained_job(
+        tmp_path,
+        f"sr-{fmt}",
+        kafka,
+        SIZE_S,
+        PERIOD_S,
+        LATENESS_S,
+        training_events=5000,
+        partitions=PARTITIONS,
+    )
+    return config, kafka
+
+
+def _run_and_collect(
+    config: Path, kafka: dict, bootstrap: str, last_event_s: float
+) -> tuple[list[DriftReport], Counter]:
+    """`kldrift run` until the window of the last event is reported; its reports and its dead
+    letters' reasons."""
+    tail = ReportTail(bootstrap, kafka["output_topic"])
+    last_window = window_starts(last_event_s, SIZE_S, PERIOD_S)[0]
+    with streaming_job("--config", str(config)) as job:
+        try:
+            wait_for(lambda: tail.has(last_window), 120, "the last window's report")
+            time.sleep(2)
+            tail.drain()
+        finally:
+            tail.close()
+    assert job.returncode == STOPPED_BY_CTRL_C, job.output[-4000:]
+    dead = KafkaConsumer(
+        kafka["dead_letter_topic"],
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=3000,
+    )
+    reasons = Counter(dict(m.headers)["reason"].decode() for m in dead)
+    dead.close()
+    return tail.reports, reasons
+
+
+def _assert_equals_replay(
+    config: Path, tmp_path: Path, reports: list[DriftReport], json_lines: list[bytes]
+) -> None:
+    """The job's final revisions equal `kldrift replay` over the same events as JSON: every field
+    of every report but the revision."""
+    events_file = tmp_path / "as-json.jsonl"
+    events_file.write_bytes(b"\n".join(json_lines) + b"\n")
+    replay_out = tmp_path / "replay.jsonl"
+    replayed = run_cli(
+        "replay", "--config", str(config), "--input", str(events_file), "--output", str(replay_out)
+    )
+    assert replayed.returncode == 0, replayed.stderr[-3000:]
+    expected = [
+        DriftReport.from_json_bytes(line) for line in replay_out.read_bytes().splitlines() if line
+    ]
+    latest = LatestRevisions()
+    for report in reports:
+        latest.offer(report)
+    assert len(expected) == len(latest.by_key) > 0
+    for want in expected:
+        got = latest.by_key[want.message_key]
+        assert got.model_dump(exclude={"revision"}) == want.model_dump(exclude={"revision"})
+
+
+def test_avro_with_schema_evolution_and_bad_records_matches_replay_of_the_json(
+    tmp_path: Path, kafka_bootstrap: str, schema_registry: str
+) -> None:
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+    from confluent_kafka.schema_registry.avro import AvroSerializer
+    from confluent_kafka.serialization import MessageField, SerializationContext
+
+    config, kafka = _job(tmp_path, kafka_bootstrap, schema_registry, "avro")
+    topic = kafka["input_topic"]
+    stream, events = _past_stream(duration_s=40, rate=15, seed=3)
+    client = SchemaRegistryClient({"url": schema_registry})
+    context = SerializationContext(topic, MessageField.VALUE)
+    v1 = AvroSerializer(client, _avro_schema())
+    v2 = AvroSerializer(client, _avro_schema(session=True))
+    no_amount = AvroSerializer(client, _avro_schema(amount=False))
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    json_lines: list[bytes] = []
+    framed: list[bytes] = []
+    ids: list[int] = []
+    # The first half with schema v1; the second with v2 (a new optional field: a new schema id),
+    # its last 20 events with a schema that lacks the feature `amount` (missing, as in JSON).
+    for i, event in enumerate(events):
+        micros = _micros(event)
+        record = {**event, "ts": micros}
+        if i < len(events) // 2:
+            value = v1(record, context)
+            copy = event
+        elif i < len(events) - 20:
+            value = v2({**record, "session": f"s{i % 7}"}, context)
+            copy = {**event, "session": f"s{i % 7}"}
+        else:
+            del record["amount"]
+            value = no_amount(record, context)
+            copy = {k: v for k, v in event.items() if k != "amount"}
+        assert value is not None
+        framed.append(value)
+        ids.append(int.from_bytes(value[1:5], "big"))
+        json_lines.append(_as_json(copy, micros))
+        producer.send(topic, value=value, partition=i % PARTITIONS)
+    assert len(set(ids)) == 3, "each writer schema has an id of its own"
+    bad = [
+        json.dumps(events[0]).encode(),  # JSON on an Avro topic: not_wire_format
+        b"\x00\x00\x0f\x42\x40" + framed[0][5:],  # id 1000000: unknown_schema
+        framed[1][:-4],  # truncated: undecodable
+        framed[2] + b"\x02",  # a byte left over: undecodable
+        None,  # a tombstone: null_value
+    ]
+    for value in bad:
+        producer.send(topic, key=b"k", value=value, partition=0)
+    producer.flush()
+    producer.close()
+
+    reports, reasons = _run_and_collect(
+        config, kafka, kafka_bootstrap, float(stream.event_times()[-1])
+    )
+    print(f"dead letters by reason (avro): {dict(reasons)}")
+    assert reasons == Counter(
+        {"not_wire_format": 1, "unknown_schema": 1, "undecodable": 2, "null_value": 1}
+    )
+    missing_amount = [
+        r for r in reports if r.feature == "amount" and r.missing and r.revision == 0
+    ]
+    assert missing_amount, "the events of the schema without `amount` count as missing"
+    _assert_equals_replay(config, tmp_path, reports, json_lines)
+
+
+def _event_message_class(name: str) -> Any:
+    """A Protobuf message class for the synthetic events, built at run time (as a producer with
+    compiled classes would have it): ts a google.protobuf.Timestamp, device an enum."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+    from google.protobuf import timestamp_pb2 as _timestamp  # noqa: F401
+
+    field = descriptor_pb2.FieldDescriptorProto
+    proto = descriptor_pb2.FileDescriptorProto(name=f"{name}.proto", package=name, syntax="proto3")
+    proto.dependency.append("google/protobuf/timestamp.proto")
+    event = proto.message_type.add(name="Event")
+    for number, (fname, kind, type_name) in enumerate(
+        [
+            ("ts", field.TYPE_MESSAGE, ".google.protobuf.Timestamp"),
+            ("model", field.TYPE_STRING, ""),
+            ("latency_ms", field.TYPE_DOUBLE, ""),
+            ("amount", field.TYPE_DOUBLE, ""),
+            ("payload", field.TYPE_MESSAGE, f".{name}.Event.Payload"),
+            ("device", field.TYPE_ENUM, f".{name}.Event.Device"),
+        ],
+        start=1,
+    ):
+        added = event.field.add(name=fname, number=number, type=kind, label=field.LABEL_OPTIONAL)
+        if type_name:
+            added.type_name = type_name
+    payload = event.nested_type.add(name="Payload")
+    payload.field.add(name="country", number=1, type=field.TYPE_STRING, label=1)
+    device = event.enum_type.add(name="Device")
+    for number, symbol in enumerate(["ios", "android", "web"]):
+        device.value.add(name=symbol, number=number)
+    descriptor_pool.Default().Add(proto)
+    found = descriptor_pool.Default().FindMessageTypeByName(f"{name}.Event")
+    return message_factory.GetMessageClass(found)
+
+
+def test_protobuf_events_match_replay_of_the_json(
+    tmp_path: Path, kafka_bootstrap: str, schema_registry: str
+) -> None:
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+    from confluent_kafka.schema_registry.protobuf import ProtobufSerializer
+    from confluent_kafka.serialization import MessageField, SerializationContext
+
+    config, kafka = _job(tmp_path, kafka_bootstrap, schema_registry, "protobuf")
+    topic = kafka["input_topic"]
+    stream, events = _past_stream(duration_s=20, rate=10, seed=4)
+    event_class = _event_message_class(f"sr{uuid.uuid4().hex[:8]}")
+    serialize = ProtobufSerializer(
+        event_class,
+        SchemaRegistryClient({"url": schema_registry}),
+        {"use.deprecated.format": False},
+    )
+    context = SerializationContext(topic, MessageField.VALUE)
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    json_lines: list[bytes] = []
+    framed: list[bytes] = []
+    for i, event in enumerate(events):
+        micros = _micros(event)
+        message = event_class(
+            model=event["model"],
+            latency_ms=event["latency_ms"],
+            amount=event["amount"],
+            device=event["device"],
+        )
+        message.ts.seconds, message.ts.nanos = divmod(micros, 1_000_000)
+        message.ts.nanos *= 1000
+        message.payload.country = event["payload"]["country"]
+        value = serialize(message, context)
+        assert value is not None
+        framed.append(value)
+        json_lines.append(_as_json(event, micros))
+        producer.send(topic, value=value, partition=i % PARTITIONS)
+    for value in (b"plain text", framed[0][:-3]):  # not_wire_format, undecodable (truncated)
+        producer.send(topic, value=value, partition=1)
+    producer.flush()
+    producer.close()
+
+    reports, reasons = _run_and_collect(
+        config, kafka, kafka_bootstrap, float(stream.event_times()[-1])
+    )
+    print(f"dead letters by reason (protobuf): {dict(reasons)}")
+    assert reasons == Counter({"not_wire_format": 1, "undecodable": 1})
+    _assert_equals_replay(config, tmp_path, reports, json_lines)
