@@ -219,9 +219,7 @@ def test_avro_with_schema_evolution_and_bad_records_matches_replay_of_the_json(
     assert reasons == Counter(
         {"not_wire_format": 1, "unknown_schema": 1, "undecodable": 2, "null_value": 1}
     )
-    missing_amount = [
-        r for r in reports if r.feature == "amount" and r.missing and r.revision == 0
-    ]
+    missing_amount = [r for r in reports if r.feature == "amount" and r.missing and r.revision == 0]
     assert missing_amount, "the events of the schema without `amount` count as missing"
     _assert_equals_replay(config, tmp_path, reports, json_lines)
 

@@ -79,9 +79,7 @@ def java_executable(needed_by: str = f"Apache Kafka {KAFKA_VERSION}") -> str:
     )
     major = _java_major(proc.stderr + proc.stdout)
     if major is not None and major < 17:
-        raise LocalKafkaError(
-            f"{java} is Java {major}; {needed_by} needs Java 17 or newer"
-        )
+        raise LocalKafkaError(f"{java} is Java {major}; {needed_by} needs Java 17 or newer")
     return java
 
 
