@@ -66,7 +66,7 @@ class WriterSchemas:
         the id (or `build` rejects it), RegistryUnreachable if it does not answer."""
         found = self._built.get(schema_id)
         if found is not None:
-            return found  # type: ignore[no-any-return]
+            return found
         retry_at = self._unknown_until.get(schema_id)
         if retry_at is not None and time.monotonic() < retry_at:
             raise UnknownSchema(f"schema id {schema_id} is not in the registry at {self.url}")

@@ -476,8 +476,8 @@ class _ReadPartitions(beam.DoFn):
                 try:
                     batch = self._decode(element.topic, tp.partition, records, watermark, now)
                 except RegistryUnreachable as err:  # unclaimed records are read again later
-                    backoff_s = self._registry_failed(element.topic, err)
-                    tracker.defer_remainder(Duration(seconds=backoff_s))
+                    wait_s = self._registry_failed(element.topic, err)
+                    tracker.defer_remainder(Duration(seconds=wait_s))
                     return
                 newest_us = int(batch.event_time_us.max()) if len(batch.event_time_us) else None
                 claim = Claim(
