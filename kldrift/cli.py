@@ -127,6 +127,12 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     demo.add_argument("--drift-at", type=float, default=0.5, help="fraction of the run (0-1)")
     demo.add_argument("--drift-size", type=float, default=1.0, help="0 = no drift")
     demo.add_argument("--bootstrap", help="use this Kafka instead of starting a local broker")
+    demo.add_argument(
+        "--format",
+        choices=["json", "avro"],
+        default="json",
+        help="events as JSON, or as Avro through a local Schema Registry",
+    )
     demo.add_argument("--no-live", action="store_true", help="no live table (for logs)")
     demo.add_argument("--no-plots", action="store_true")
     demo.set_defaults(func=commands.demo)
