@@ -42,6 +42,7 @@ _EXCEPTIONS = (
     "ResumeMismatch",
     "KafkaOutageError",
     "TopicMissingError",
+    "SchemaRegistryError",
     "FlinkSetupError",
     "PrismNotInstalled",
     "UserError",
@@ -87,6 +88,7 @@ __all__ = [
     "PipelineConfig",
     "PrismNotInstalled",
     "ResumeMismatch",
+    "SchemaRegistryError",
     "SlidingKLDivergence",
     "TopicMissingError",
     "UserError",
@@ -129,6 +131,7 @@ if TYPE_CHECKING:
         KldriftError,
         PrismNotInstalled,
         ResumeMismatch,
+        SchemaRegistryError,
         TopicMissingError,
         UserError,
     )
