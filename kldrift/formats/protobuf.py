@@ -1,8 +1,10 @@
 """Protobuf messages in the Confluent wire format -> dicts, with message classes built at run time
-(protobuf's descriptor pool and message factory) from the registry's serialized file descriptor:
-no compiled classes. Every field of the writer's message is in the dict (proto3 defaults included,
+(protobuf's descriptor pool and message factory) from the registry's serialized file descriptor or
+from the `.proto` text it serves (compiled by protoc, kldrift.formats.proto_text): no compiled
+classes. Every field of the writer's message is in the dict (proto3 defaults included,
 as a reader of that message sees them; unset optional and message fields as None), enums as their
-names (categories), google.protobuf.Timestamp as a UTC datetime."""
+names (categories), google.protobuf.Timestamp as a UTC datetime, wrapper types (DoubleValue...) as
+their value."""
 
 from __future__ import annotations
 
@@ -18,6 +20,11 @@ from kldrift.formats.registry import UnknownSchema, WriterSchemas
 Problem = tuple[str, str]
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _TIMESTAMP = "google.protobuf.Timestamp"
+_WRAPPERS = frozenset(
+    f"google.protobuf.{name}Value"
+    for name in ("Double", "Float", "Int64", "UInt64", "Int32", "UInt32", "Bool", "String", "Bytes")
+)
+"""Wrapper messages: read as their value (null when unset), as protobuf's JSON mapping has them."""
 
 
 class _WriterFile:
@@ -45,23 +52,48 @@ class _WriterFile:
 
 
 def build_writer_file(schema: Any, schema_id: int) -> _WriterFile:
-    """The file a registry schema (asked for in the `serialized` format: a base64
-    FileDescriptorProto) describes, in a pool of its own with the well-known types it imports."""
-    from google.protobuf import descriptor_pb2, descriptor_pool
-    from google.protobuf import timestamp_pb2 as _timestamp  # noqa: F401  (in the default pool)
+    """The file a registry schema describes, in a pool of its own with the files it imports. The
+    registry is asked for the `serialized` format (a base64 FileDescriptorProto), which Confluent's
+    serves; registries that serve the `.proto` text a producer registered (Apicurio, Redpanda,
+    Karapace) give text, which protoc compiles (kldrift.formats.proto_text)."""
+    from google.protobuf import descriptor_pool
 
     kind = (getattr(schema, "schema_type", None) or "").upper()
     if kind != "PROTOBUF":
         raise UnknownSchema(f"schema id {schema_id} is {kind}, not PROTOBUF (kafka.format)")
+    files = _serialized_files(schema.schema_str, schema_id)
+    if files is None:
+        from kldrift.formats.proto_text import compile_proto_text
+
+        files = compile_proto_text(schema.schema_str, schema_id)
+    pool = descriptor_pool.DescriptorPool()
+    try:
+        for file in files[:-1]:
+            pool.Add(file)
+        return _WriterFile(pool.Add(files[-1]))
+    except Exception as err:  # TypeError/KeyError from the pool: an inconsistent descriptor
+        raise UnknownSchema(f"schema id {schema_id} is not a usable descriptor: {err}") from None
+
+
+def _serialized_files(schema_str: str, schema_id: int) -> list[Any] | None:
+    """A serialized FileDescriptorProto (base64) and the well-known types it imports, imports
+    first; None when `schema_str` is not base64 (.proto text)."""
+    from google.protobuf import descriptor_pb2, descriptor_pool
+
+    _load_well_known_types()
+
+    try:
+        raw = base64.b64decode(schema_str, validate=True)
+    except (binascii.Error, ValueError):
+        return None
     proto = descriptor_pb2.FileDescriptorProto()
     try:
-        proto.ParseFromString(base64.b64decode(schema.schema_str, validate=True))
-    except (binascii.Error, ValueError, Exception):
+        proto.ParseFromString(raw)
+    except Exception:  # DecodeError: base64, but not a descriptor
         raise UnknownSchema(
-            f"schema id {schema_id}: the registry gave no serialized file descriptor (a registry "
-            "that stores .proto text must serve ?format=serialized, as Confluent's does)"
+            f"schema id {schema_id} is neither a serialized file descriptor nor .proto text"
         ) from None
-    pool = descriptor_pool.DescriptorPool()
+    files = []
     default = descriptor_pool.Default()
     for dependency in proto.dependency:
         try:
@@ -73,11 +105,21 @@ def build_writer_file(schema: Any, schema_id: int) -> _WriterFile:
             ) from None
         imported = descriptor_pb2.FileDescriptorProto()
         found.CopyToProto(imported)
-        pool.Add(imported)
-    try:
-        return _WriterFile(pool.Add(proto))
-    except Exception as err:  # TypeError/KeyError from the pool: an inconsistent descriptor
-        raise UnknownSchema(f"schema id {schema_id} is not a usable descriptor: {err}") from None
+        files.append(imported)
+    return [*files, proto]
+
+
+def _load_well_known_types() -> None:
+    """Puts the well-known types a serialized descriptor may import in the default pool."""
+    from google.protobuf import (  # noqa: F401
+        any_pb2,
+        duration_pb2,
+        empty_pb2,
+        field_mask_pb2,
+        struct_pb2,
+        timestamp_pb2,
+        wrappers_pb2,
+    )
 
 
 def message_dict(message: Any) -> dict[str, Any]:
@@ -102,6 +144,8 @@ def _value(field: Any, value: Any) -> Any:
     if field.message_type is not None:
         if field.message_type.full_name == _TIMESTAMP:
             return EPOCH + timedelta(seconds=value.seconds, microseconds=value.nanos // 1000)
+        if field.message_type.full_name in _WRAPPERS:
+            return value.value
         return message_dict(value)
     if field.enum_type is not None:
         known = field.enum_type.values_by_number.get(value)

@@ -305,3 +305,146 @@ def test_protobuf_events_match_replay_of_the_json(
     print(f"dead letters by reason (protobuf): {dict(reasons)}")
     assert reasons == Counter({"not_wire_format": 1, "undecodable": 1})
     _assert_equals_replay(config, tmp_path, reports, json_lines)
+
+
+# --- Protobuf schemas registered as .proto text (decoder + real registry, no job) -------------
+
+_PROTO_TEXT = """
+syntax = "proto3";
+package {package};
+
+import "google/protobuf/timestamp.proto";
+import "google/protobuf/wrappers.proto";
+
+message Ignored {{ int32 x = 1; }}
+
+message Event {{
+  enum Device {{ DEVICE_UNSPECIFIED = 0; IOS = 1; WEB = 2; }}
+  message Payload {{
+    string country = 1;
+    map<string, int64> counts = 2;
+  }}
+  google.protobuf.Timestamp ts = 1;
+  string model = 2;
+  optional double latency_ms = 3;
+  Payload payload = 4;
+  Device device = 5;
+  oneof amount_kind {{
+    double amount = 6;
+    string amount_text = 7;
+  }}
+  google.protobuf.DoubleValue score = 8;
+  repeated string tags = 9;
+}}
+"""
+
+
+def _register(registry: str, subject: str, schema: str, schema_type: str) -> int:
+    """Registers `schema` under `subject` through the Confluent-compatible REST API, as a Java
+    producer's serializer does; its global id."""
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"{registry}/subjects/{subject}/versions",
+        data=json.dumps({"schema": schema, "schemaType": schema_type}).encode(),
+        headers={"Content-Type": "application/vnd.schemaregistry.v1+json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        return int(json.load(answer)["id"])
+
+
+def _compiled_module(tmp_path: Path, text: str) -> Any:
+    """The `_pb2` module `protoc --python_out` generates from `text` (a Java or Python shop's
+    build step), imported."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    (tmp_path / "event.proto").write_text(text)
+    protoc = [
+        sys.executable,
+        "-m",
+        "grpc_tools.protoc",
+        f"-I{tmp_path}",
+        f"--python_out={tmp_path}",
+    ]
+    done = subprocess.run(
+        [*protoc, str(tmp_path / "event.proto")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    spec = importlib.util.spec_from_file_location("event_pb2", tmp_path / "event_pb2.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_protobuf_schemas_registered_as_proto_text_decode_to_the_messages_dicts(
+    tmp_path: Path, schema_registry: str
+) -> None:
+    """Apicurio serves the .proto text a producer registered (not the serialized descriptor
+    Confluent's registry serves): kldrift compiles it and reads every field of the message."""
+    from kldrift.formats import WriterSchemas
+    from kldrift.formats.protobuf import ProtobufFormat
+    from kldrift.schemas.config import SchemaRegistrySpec
+
+    package = f"shop{uuid.uuid4().hex[:8]}"
+    text = _PROTO_TEXT.format(package=package)
+    schema_id = _register(schema_registry, f"{package}-value", text, "PROTOBUF")
+    event_pb2 = _compiled_module(tmp_path, text)
+    full = event_pb2.Event(
+        model="m-1",
+        latency_ms=0.0,  # set, though a default: present
+        device=event_pb2.Event.WEB,
+        amount_text="12.5",
+        tags=["a", "b"],
+    )
+    full.ts.FromMicroseconds(1_700_000_000_123_456)
+    full.payload.country = "DE"
+    full.payload.counts["x"] = 3
+    full.score.value = 0.25
+    empty = event_pb2.Event()
+    framed = [
+        # Message index [1] (Event, the file's second message): count 1, then 1, zigzag varints.
+        _framed(schema_id, bytes([2, 2]) + full.SerializeToString()),
+        _framed(schema_id, bytes([2, 2]) + empty.SerializeToString()),
+        _framed(schema_id, b"\x00" + event_pb2.Ignored(x=7).SerializeToString()),  # index [0]
+        _framed(
+            schema_id, bytes([2, 2]) + full.SerializeToString()[:-1]
+        ),  # truncated inside a field
+    ]
+    decoder = ProtobufFormat(WriterSchemas(SchemaRegistrySpec(url=schema_registry)))
+    parsed, problems = decoder.decode(framed)
+    assert parsed[0] == {
+        "ts": datetime(2023, 11, 14, 22, 13, 20, 123456, tzinfo=UTC),
+        "model": "m-1",
+        "latency_ms": 0.0,
+        "payload": {"country": "DE", "counts": {"x": 3}},
+        "device": "WEB",
+        "amount": None,
+        "amount_text": "12.5",
+        "score": 0.25,
+        "tags": ["a", "b"],
+    }
+    assert parsed[1] == {  # proto3 defaults as a reader sees them; unset presence fields None
+        "ts": None,
+        "model": "",
+        "latency_ms": None,
+        "payload": None,
+        "device": "DEVICE_UNSPECIFIED",
+        "amount": None,
+        "amount_text": None,
+        "score": None,
+        "tags": [],
+    }
+    assert parsed[2] == {"x": 7}
+    assert [(row, reason) for row, (reason, _) in problems.items()] == [(3, "undecodable")]
+
+
+def _framed(schema_id: int, payload: bytes) -> bytes:
+    """The Confluent wire format: magic byte 0, the schema id in 4 bytes big-endian, payload."""
+    return b"\x00" + schema_id.to_bytes(4, "big") + payload

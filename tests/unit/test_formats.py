@@ -208,3 +208,18 @@ def test_the_registry_url_is_shown_without_its_user_info() -> None:
     assert shown_url("https://u:secret@reg.example:8081/apis/ccompat/v7") == (
         "https://reg.example:8081/apis/ccompat/v7"
     )
+
+
+def test_proto_text_that_does_not_compile_is_an_unknown_schema_naming_protocs_error() -> None:
+    formats = ProtobufFormat(  # type: ignore[arg-type]
+        _Schemas(
+            {
+                4: Schema('syntax = "proto3";\nmessage E {\n  Missing m = 1;\n}\n', "PROTOBUF"),
+                5: Schema('syntax = "proto3";\nimport "other.proto";\nmessage E {}\n', "PROTOBUF"),
+            }
+        )
+    )
+    _, problems = formats.decode([_framed(4, b"\x00"), _framed(5, b"\x00")])
+    assert problems[0][0] == problems[1][0] == "unknown_schema"
+    assert 'line 3: "Missing" is not defined' in problems[0][1]
+    assert "other.proto: File not found" in problems[1][1]
