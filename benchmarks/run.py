@@ -520,7 +520,7 @@ def avro_case(bench: Bench, bootstrap: str, expected: set[tuple[str, float]]) ->
             }
         )
         decoder = EventDecoder(config)
-        avro = record_format(config.kafka)  # type: ignore[arg-type]
+        avro = record_format(config.kafka.format, config.kafka.schema_registry)  # type: ignore[union-attr]
         assert avro is not None
         ceilings: dict[str, float] = {}
         for name, decode in (

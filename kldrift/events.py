@@ -211,11 +211,16 @@ class EventDecoder:
         return self._accept(parsed, problems, batch, times_us)
 
     def decode_parsed(
-        self, batch: RecordBatch, parsed: list[Any], problems: dict[int, tuple[str, str]]
+        self,
+        batch: RecordBatch,
+        parsed: list[Any],
+        problems: dict[int, tuple[str, str]],
+        times_us: Sequence[int] | None = None,
     ) -> EventBatch:
         """Records another format decoded (kldrift.formats): `parsed[row]` is row's event (a
-        dict), or `problems[row]` why it has none. Dead letters keep the raw values of `batch`."""
-        return self._accept(parsed, problems, batch, None)
+        dict), or `problems[row]` why it has none. Dead letters keep the raw values of `batch`.
+        With `times_us`, those are the events' times (as in `decode`)."""
+        return self._accept(parsed, problems, batch, times_us)
 
     def _accept(
         self,

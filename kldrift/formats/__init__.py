@@ -12,7 +12,9 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from kldrift.formats.registry import RegistryUnreachable, WriterSchemas
-from kldrift.schemas.config import KafkaSpec
+from kldrift.schemas.config import SchemaRegistrySpec
+
+FORMATS = ("json", "avro", "protobuf")
 
 Problem = tuple[str, str]
 """(reason, detail) of a record that is not an event."""
@@ -25,13 +27,17 @@ class RecordFormat(Protocol):
         ...
 
 
-def record_format(spec: KafkaSpec) -> RecordFormat | None:
-    """The decoder for `spec.format`, None for JSON (kldrift.events parses JSON itself)."""
-    if spec.format == "json":
+def record_format(fmt: str, registry: SchemaRegistrySpec | None) -> RecordFormat | None:
+    """The decoder for `fmt` (kafka.format, or SlidingKLDivergence's `format`) with writer schemas
+    from `registry`; None for JSON (kldrift.events parses JSON itself)."""
+    if fmt == "json":
         return None
-    assert spec.schema_registry is not None  # the config requires it
-    schemas = WriterSchemas(spec.schema_registry)
-    if spec.format == "avro":
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    if registry is None:
+        raise ValueError(f"format {fmt!r} needs a schema registry (its writer schemas)")
+    schemas = WriterSchemas(registry)
+    if fmt == "avro":
         from kldrift.formats.avro import AvroFormat
 
         return AvroFormat(schemas)
@@ -40,4 +46,11 @@ def record_format(spec: KafkaSpec) -> RecordFormat | None:
     return ProtobufFormat(schemas)
 
 
-__all__ = ["Problem", "RecordFormat", "RegistryUnreachable", "WriterSchemas", "record_format"]
+__all__ = [
+    "FORMATS",
+    "Problem",
+    "RecordFormat",
+    "RegistryUnreachable",
+    "WriterSchemas",
+    "record_format",
+]

@@ -3,6 +3,8 @@ payload; a Protobuf payload starts with the indexes of its message type in the s
 
 from __future__ import annotations
 
+from typing import Any
+
 MAGIC = 0
 HEADER_BYTES = 5
 
@@ -11,10 +13,12 @@ class NotWireFormat(ValueError):
     """A value that is not framed as the Confluent wire format (the detail says why)."""
 
 
-def split(value: bytes | None) -> tuple[int, memoryview]:
+def split(value: Any) -> tuple[int, memoryview]:
     """(schema id, payload) of a framed value; NotWireFormat otherwise."""
     if value is None:
         raise NotWireFormat("the record has no value (a tombstone)")
+    if not isinstance(value, bytes | bytearray):
+        raise NotWireFormat(f"a {type(value).__name__}, not bytes")
     if len(value) < HEADER_BYTES:
         raise NotWireFormat(f"{len(value)} bytes, shorter than the 5-byte header")
     if value[0] != MAGIC:

@@ -328,7 +328,7 @@ class _ReadPartitions(beam.DoFn):
 
     def setup(self) -> None:
         self._decoder = EventDecoder(self._config)
-        self._format = record_format(self._spec)
+        self._format = record_format(self._spec.format, self._spec.schema_registry)
         self._registry_outage: Outage | None = None
         self._consumers: dict[tuple[str, tuple[int, ...]], Any] = {}
         self._committed: dict[tuple[str, tuple[int, ...]], tuple[float, Any]] = {}

@@ -455,6 +455,14 @@ def parse_kafka_spec(data: Any, source: str = "kafka") -> KafkaSpec:
         raise ConfigError(_format_validation_error(source, err)) from None
 
 
+def parse_schema_registry(data: Any, source: str = "schema_registry") -> SchemaRegistrySpec:
+    """Validate a `schema_registry` mapping alone; raise ConfigError naming every bad field."""
+    try:
+        return SchemaRegistrySpec.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(source, err)) from None
+
+
 def with_kafka_overrides(config: PipelineConfig, overrides: Mapping[str, Any]) -> PipelineConfig:
     """`config` with `kafka.<name>` replaced by `overrides` (e.g. template parameters), validated
     again."""
