@@ -20,6 +20,7 @@ from _jobs import (
     STOPPED_BY_CTRL_C,
     ReportTail,
     job_kafka,
+    latency_job,
     run_cli,
     streaming_job,
     trained_job,
@@ -448,3 +449,113 @@ def test_protobuf_schemas_registered_as_proto_text_decode_to_the_messages_dicts(
 def _framed(schema_id: int, payload: bytes) -> bytes:
     """The Confluent wire format: magic byte 0, the schema id in 4 bytes big-endian, payload."""
     return b"\x00" + schema_id.to_bytes(4, "big") + payload
+
+
+# --- the registry unreachable: an outage, never a dead letter ----------------------------------
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _avro_payload(schema: dict, record: dict) -> bytes:
+    import io
+
+    from fastavro import parse_schema, schemaless_writer
+
+    buffer = io.BytesIO()
+    schemaless_writer(buffer, parse_schema(schema), record)
+    return buffer.getvalue()
+
+
+_SMALL_AVRO = {
+    "type": "record",
+    "name": "Small",
+    "fields": [{"name": "ts", "type": "double"}, {"name": "model", "type": "string"}],
+}
+
+
+def test_a_registry_that_does_not_answer_is_an_outage_and_its_records_decode_once_it_does(
+    tmp_path: Path,
+) -> None:
+    """The decoder against a registry that is down raises RegistryUnreachable for the batch (the
+    Kafka reader then leaves the records unclaimed and reads them again, see
+    kldrift.io.kafka_source), every time it is asked, and never makes them dead letters; once the
+    registry answers, the same decoder decodes the same batch whole. The error names the registry
+    without the password in its URL."""
+    from kldrift.formats import RegistryUnreachable, WriterSchemas
+    from kldrift.formats.avro import AvroFormat
+    from kldrift.local.registry import LocalRegistry
+    from kldrift.schemas.config import SchemaRegistrySpec
+
+    registry = LocalRegistry(tmp_path / "registry", port=_free_port())
+    url_with_secret = registry.url.replace("http://", "http://kldrift:s3cret@")
+    decoder = AvroFormat(WriterSchemas(SchemaRegistrySpec(url=url_with_secret)))
+    records = [{"ts": 1_700_000_000.5 + i, "model": f"m{i}"} for i in range(3)]
+    # Id 1: the id a fresh Apicurio Registry gives the first schema registered (checked below).
+    batch = [_framed(1, _avro_payload(_SMALL_AVRO, record)) for record in records]
+    for _ in range(2):  # asked again (the reader's retry): still an outage, no dead letter
+        with pytest.raises(RegistryUnreachable) as unreachable:
+            decoder.decode(batch)
+        assert registry.url in str(unreachable.value)
+        assert "s3cret" not in str(unreachable.value)
+    with registry:
+        assert _register(registry.url, "small-value", json.dumps(_SMALL_AVRO), "AVRO") == 1
+        parsed, problems = decoder.decode(batch)
+    assert problems == {}
+    assert parsed == records
+
+
+def test_kldrift_run_with_its_registry_unreachable_stops_after_the_outage_timeout_in_one_line(
+    tmp_path: Path, kafka_bootstrap: str
+) -> None:
+    """`kldrift run` whose registry does not answer: the job fails once kafka.outage_timeout has
+    passed, with one line naming the registry (not its password), no traceback, and the record
+    is not dead-lettered."""
+    from kafka import KafkaProducer
+
+    from kldrift.local.kafka import create_topics
+
+    port = _free_port()
+    kafka = job_kafka(
+        kafka_bootstrap,
+        "sr-down",
+        uuid.uuid4().hex[:8],
+        start_from="earliest",
+        format="avro",
+        outage_timeout="3s",
+    )
+    kafka["schema_registry"] = {"url": f"http://kldrift:s3cret@127.0.0.1:{port}"}  # type: ignore[assignment]
+    config = latency_job(tmp_path, "sr-down", kafka, SIZE_S, PERIOD_S, LATENESS_S)
+    create_topics(kafka_bootstrap, {kafka["input_topic"]: 1, kafka["dead_letter_topic"]: 1})
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    producer.send(kafka["input_topic"], _framed(1, b"\x02"))
+    producer.flush()
+    producer.close()
+    began = time.monotonic()
+    with streaming_job("--config", str(config), "--", "--job_server_timeout=20") as job:
+        wait_for(lambda: job.process.poll() is not None, 90, "the job to give up")
+        job.output = job.process.stdout.read() if job.process.stdout else ""
+        job.returncode = job.process.returncode
+    took_s = time.monotonic() - began
+    assert job.returncode not in (0, None, STOPPED_BY_CTRL_C), job.output[-3000:]
+    lines = [line for line in job.output.splitlines() if "kafka.outage_timeout" in line]
+    assert len(lines) == 1, job.output[-5000:]
+    assert f"the schema registry at http://127.0.0.1:{port} unreachable" in lines[0], lines[0]
+    assert "s3cret" not in job.output
+    assert "Traceback" not in job.output, job.output[-5000:]
+    dead = KafkaConsumer(
+        kafka["dead_letter_topic"],
+        bootstrap_servers=kafka_bootstrap,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=1000,
+    )
+    assert list(dead) == []
+    dead.close()
+    print(
+        f"registry down, outage_timeout 3 s: exit {job.returncode} after {took_s:.0f} s: {lines[0]}"
+    )
