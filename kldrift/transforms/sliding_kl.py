@@ -51,8 +51,9 @@ class SlidingKLDivergence(beam.PTransform):
         format: ``"json"`` (default), or ``"avro"``/``"protobuf"``: elements are Confluent
             wire-format bytes, decoded with their writer schema from ``schema_registry`` as
             ``kldrift run`` decodes ``kafka.format`` (same dicts, same dead-letter reasons:
-            ``not_wire_format``, ``unknown_schema``, ``undecodable``). An unreachable registry
-            fails the bundle (``RegistryUnreachable``, naming it) and the runner retries it.
+            ``not_wire_format``, ``unknown_schema``, ``undecodable``). A registry that does
+            not answer fails the bundle (``RegistryUnreachable``, naming it; nothing is
+            dead-lettered for it): the runner's retry policy decides what follows.
         schema_registry: a ``SchemaRegistrySpec`` or its dict (``{"url": ..., "client": {...}}``,
             as ``kafka.schema_registry`` in a config), required with avro/protobuf.
 
