@@ -35,6 +35,7 @@ from benchmarks.flink_bench import RUNNERS as FLINK_RUNNERS
 from benchmarks.flink_bench import alternating_trials
 from benchmarks.kafka_bench import (
     PARTITIONS,
+    POLL_MAX_RECORDS,
     REPO,
     consume,
     live_run,
@@ -61,6 +62,7 @@ UNITS = {
     "raw_kafka_consume_eps": "events/s",
     "raw_kafka_produce_eps": "events/s",
     "streaming_eps": "events/s",
+    "streaming_avro_eps": "events/s",
     "flink_prism_eps": "events/s",
     "flink_p1_eps": "events/s",
     "flink_p2_readers3_eps": "events/s",
@@ -469,6 +471,87 @@ def section_kafka(bench: Bench) -> None:
     peaks = bench.out.setdefault("peak_rss_mb", {})
     peaks["streaming_worker"] = max(t["peak_rss_mb"]["worker"] or 0 for t in trials)
     peaks["streaming_prism"] = max(t["peak_rss_mb"]["runner"] or 0 for t in trials)
+    if bench.workload is not data.SMOKE:  # the smoke run keeps the suite short: no registry
+        avro_case(bench, bootstrap, expected)
+
+
+def avro_case(bench: Bench, bootstrap: str, expected: set[tuple[str, float]]) -> None:
+    """The same events as Avro (confluent-kafka's AvroSerializer, a local Schema Registry):
+    the decode-only ceiling in this process (fastavro + kldrift's event checks, vs JSON's on the
+    same events) and `kldrift run` with kafka.format avro on a pre-loaded topic (events/s, vs the
+    JSON trials above in the same run)."""
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+    from confluent_kafka.schema_registry.avro import AvroSerializer
+    from confluent_kafka.serialization import MessageField, SerializationContext
+
+    from kldrift.events import EventDecoder, RecordBatch
+    from kldrift.formats import record_format
+    from kldrift.local.kafka import create_topics
+    from kldrift.local.registry import LocalRegistry
+    from kldrift.schemas.config import parse_config
+    from kldrift.synthetic import AVRO_EVENT_SCHEMA, avro_record
+
+    base = bench.points["base"]
+    topic = "bench.events.avro"
+    with LocalRegistry(bench.workdir / "registry") as registry:
+        log(f"avro: Schema Registry up in {registry.startup_seconds:.1f} s")
+        serialize = AvroSerializer(
+            SchemaRegistryClient({"url": registry.url}), json.dumps(AVRO_EVENT_SCHEMA)
+        )
+        context = SerializationContext(topic, MessageField.VALUE)
+
+        def encode(line: bytes) -> bytes:
+            value = serialize(avro_record(json.loads(line)), context)
+            assert value is not None
+            return value
+
+        values = [encode(line) for line in bench.lines]
+        avro_kafka = {"format": "avro", "schema_registry": {"url": registry.url}}
+        config = parse_config(
+            {
+                **base.config_data,
+                "kafka": {
+                    "bootstrap_servers": bootstrap,
+                    "input_topic": topic,
+                    "output_topic": "unused",
+                    "dead_letter_topic": "unused",
+                    **avro_kafka,
+                },
+            }
+        )
+        decoder = EventDecoder(config)
+        avro = record_format(config.kafka.format, config.kafka.schema_registry)  # type: ignore[union-attr]
+        assert avro is not None
+        ceilings: dict[str, float] = {}
+        for name, decode in (
+            ("json", lambda chunk: decoder.decode(RecordBatch(chunk, list(range(len(chunk)))))),
+            (
+                "avro",
+                lambda chunk: decoder.decode_parsed(
+                    RecordBatch(chunk, list(range(len(chunk)))), *avro.decode(chunk)
+                ),
+            ),
+        ):
+            lines = bench.lines if name == "json" else values
+            started = time.perf_counter()
+            for at in range(0, len(lines), POLL_MAX_RECORDS):
+                decode(lines[at : at + POLL_MAX_RECORDS])
+            ceilings[name] = len(lines) / (time.perf_counter() - started)
+        extra = bench.out.setdefault("extra", {})
+        extra["decode_only_json_eps"] = ceilings["json"]
+        extra["decode_only_avro_eps"] = ceilings["avro"]
+        log(f"decode only: JSON {ceilings['json']:,.0f} events/s, Avro {ceilings['avro']:,.0f}")
+        create_topics(bootstrap, {topic: PARTITIONS})
+        produce(bootstrap, topic, values, tail=[encode(data.sentinel(bench.workload))])
+        log("streaming: kldrift run on Prism over the pre-loaded Avro topic")
+        result = streaming_trial(
+            bootstrap, bench.workdir, base.config_data, base.baseline, topic, expected,
+            len(values), kafka_extra=avro_kafka, runner_pids=bench.runner_pids,
+            job_name="stream-avro",
+        )  # fmt: skip
+        log(f"streaming Avro: {result['eps']:,.0f} events/s ({result['seconds']:.1f} s)")
+        bench.out["streaming_avro_eps"] = result["eps"]
+        extra["registry_startup_s"] = registry.startup_seconds
 
 
 def section_flink(bench: Bench) -> None:

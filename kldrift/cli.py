@@ -36,6 +36,20 @@ def _add_local(sub: argparse._SubParsersAction) -> None:
 
     kafka.set_defaults(func=run)
 
+    registry = local_sub.add_parser(
+        "registry",
+        help="a real Schema Registry (Apicurio, in-memory, Confluent-compatible API) on 127.0.0.1",
+    )
+    registry.add_argument("action", choices=["start", "stop", "status"])
+    registry.add_argument("--port", type=int, help="HTTP port (default: a free one)")
+
+    def run_registry(args: argparse.Namespace) -> int:
+        from kldrift.local import registry as local_registry
+
+        return local_registry.cli(args.action, args.port)
+
+    registry.set_defaults(func=run_registry)
+
 
 def _add_config(sub: argparse._SubParsersAction) -> None:
     config = sub.add_parser("config", help="the config file: JSON Schema, validation")
@@ -127,6 +141,12 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     demo.add_argument("--drift-at", type=float, default=0.5, help="fraction of the run (0-1)")
     demo.add_argument("--drift-size", type=float, default=1.0, help="0 = no drift")
     demo.add_argument("--bootstrap", help="use this Kafka instead of starting a local broker")
+    demo.add_argument(
+        "--format",
+        choices=["json", "avro"],
+        default="json",
+        help="events as JSON, or as Avro through a local Schema Registry",
+    )
     demo.add_argument("--no-live", action="store_true", help="no live table (for logs)")
     demo.add_argument("--no-plots", action="store_true")
     demo.set_defaults(func=commands.demo)

@@ -250,6 +250,7 @@ def demo(args: argparse.Namespace) -> int:
         drift_at=args.drift_at,
         drift_size=args.drift_size,
         bootstrap=args.bootstrap,
+        format=args.format,
         live=not args.no_live,
         plots=not args.no_plots,
     )

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,13 @@ import numpy as np
 import yaml
 
 from kldrift.schemas.report import DriftReport, parse_report_record
-from kldrift.synthetic import demo_config, make_event, training_lines
+from kldrift.synthetic import (
+    AVRO_EVENT_SCHEMA,
+    avro_record,
+    demo_config,
+    make_event,
+    training_lines,
+)
 
 KEYS = ["model-a", "model-b"]
 MALFORMED = [b"{not json", b'{"model": "model-a", "latency_ms": 3}']
@@ -45,6 +51,9 @@ class DemoOptions:
     """When drift starts, as a fraction of the run."""
     drift_size: float = 1.0
     bootstrap: str | None = None
+    format: str = "json"
+    """json, or avro: events written with confluent-kafka's AvroSerializer through a local
+    Schema Registry (kldrift.local.registry)."""
     window: str = "2m"
     period: str = "30s"
     live: bool = True
@@ -90,7 +99,25 @@ def _broker(bootstrap: str | None, out_dir: Path) -> Iterator[str]:
         _say("Kafka broker stopped")
 
 
-def _write_config(options: DemoOptions, bootstrap: str) -> Path:
+@contextlib.contextmanager
+def _registry(options: DemoOptions, out_dir: Path) -> Iterator[str | None]:
+    """A local Schema Registry's URL for --format avro (stopped after), None for JSON."""
+    if options.format == "json":
+        yield None
+        return
+    from kldrift.local.registry import LocalRegistry
+
+    _say("starting a local Schema Registry (Apicurio, in-memory)")
+    registry = LocalRegistry(out_dir / "registry").start()
+    _say(f"Schema Registry at {registry.url} in {registry.startup_seconds:.1f} s")
+    try:
+        yield registry.url
+    finally:
+        registry.stop()
+        _say("Schema Registry stopped")
+
+
+def _write_config(options: DemoOptions, bootstrap: str, registry: str | None = None) -> Path:
     run_id = str(int(time.time()))
     kafka = {
         "bootstrap_servers": bootstrap,
@@ -101,6 +128,9 @@ def _write_config(options: DemoOptions, bootstrap: str) -> Path:
         "idle_timeout": "5s",
         "max_delay": "2s",
     }
+    if registry is not None:
+        kafka["format"] = options.format
+        kafka["schema_registry"] = {"url": registry}  # type: ignore[assignment]
     config = demo_config(
         size=options.window,
         period=options.period,
@@ -134,12 +164,15 @@ class _Producer(threading.Thread):
     """Produces the live stream in accelerated event time: event time runs `speed` x wall-clock
     time, from now on, so the watermark follows the data and never the idle rule."""
 
-    def __init__(self, options: DemoOptions, bootstrap: str, topic: str) -> None:
+    def __init__(
+        self, options: DemoOptions, bootstrap: str, topic: str, registry: str | None = None
+    ) -> None:
         super().__init__(daemon=True)
         from kafka import KafkaProducer
 
         self.options = options
         self.topic = topic
+        self.encode = _encoder(topic, registry)
         self.producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20)
         self.start_event_s = time.time()
         self.end_event_s = self.start_event_s + options.duration_s * options.speed
@@ -173,7 +206,7 @@ class _Producer(threading.Thread):
                 drift = self.options.drift_size if t >= self.drift_at_s else 0.0
                 key = KEYS[int(rng.integers(len(KEYS)))]
                 event = make_event(rng, t, key, drift)
-                self.producer.send(self.topic, json.dumps(event).encode())
+                self.producer.send(self.topic, self.encode(event))
             self.produced += per_tick
             self.event_time_s = base
             if tick in malformed_at:
@@ -183,6 +216,28 @@ class _Producer(threading.Thread):
             time.sleep(max(0.0, (tick * tick_s) - (time.monotonic() - wall0)))
         self.producer.flush()
         self.producer.close()
+
+
+def _encoder(topic: str, registry: str | None) -> Callable[[dict], bytes]:
+    """An event's Kafka value: JSON, or Avro framed for the registry by confluent-kafka's
+    AvroSerializer (which registers the schema under TOPIC-value)."""
+    if registry is None:
+        return lambda event: json.dumps(event).encode()
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+    from confluent_kafka.schema_registry.avro import AvroSerializer
+    from confluent_kafka.serialization import MessageField, SerializationContext
+
+    serialize = AvroSerializer(
+        SchemaRegistryClient({"url": registry}), json.dumps(AVRO_EVENT_SCHEMA)
+    )
+    context = SerializationContext(topic, MessageField.VALUE)
+
+    def encode(event: dict) -> bytes:
+        value = serialize(avro_record(event), context)
+        assert value is not None
+        return value
+
+    return encode
 
 
 def _fmt_time(epoch_s: float) -> str:
@@ -286,8 +341,8 @@ def run_demo(options: DemoOptions) -> DemoResult:
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
     _library_logs_to(out_dir / "demo.log")
-    with _broker(options.bootstrap, out_dir) as bootstrap:
-        config_path = _write_config(options, bootstrap)
+    with _broker(options.bootstrap, out_dir) as bootstrap, _registry(options, out_dir) as registry:
+        config_path = _write_config(options, bootstrap, registry)
         config = yaml.safe_load(config_path.read_text())["kafka"]
         from kldrift.local.kafka import create_topics
 
@@ -297,7 +352,7 @@ def run_demo(options: DemoOptions) -> DemoResult:
         _say(f"starting the streaming job on the local runner (log {job_log})")
         job = _start_job(config_path, job_log)
         try:
-            return _stream_and_watch(options, bootstrap, config, job, out_dir)
+            return _stream_and_watch(options, bootstrap, config, job, out_dir, registry)
         finally:
             _stop_job(job)
             _say("streaming job stopped")
@@ -309,10 +364,11 @@ def _stream_and_watch(
     kafka: dict[str, Any],
     job: subprocess.Popen,
     out_dir: Path,
+    registry: str | None = None,
 ) -> DemoResult:
     from kafka import KafkaConsumer
 
-    producer = _Producer(options, bootstrap, kafka["input_topic"])
+    producer = _Producer(options, bootstrap, kafka["input_topic"], registry)
     consumer = KafkaConsumer(
         kafka["output_topic"], bootstrap_servers=bootstrap, auto_offset_reset="earliest"
     )

@@ -42,6 +42,12 @@ DEAD_LETTER_REASONS: dict[str, str] = {
     "not_json": "not JSON: empty, invalid UTF-8, bad syntax, or an integer of over 4,300 digits",
     "too_deep": f"JSON nested more than {MAX_NESTING} levels deep",
     "not_object": "JSON, but not an object",
+    "not_wire_format": "kafka.format avro/protobuf: not in the Confluent wire format (no magic "
+    "byte 0 and 4-byte schema id)",
+    "unknown_schema": "kafka.format avro/protobuf: the registry has no schema of that format "
+    "with the record's id",
+    "undecodable": "kafka.format avro/protobuf: the payload does not decode with its writer "
+    "schema (truncated, corrupt, bytes left over)",
     "missing_event_time": "no event time field (or null)",
     "invalid_event_time": "an event time that is not epoch seconds/ms or RFC 3339, or whose "
     "windows lie outside years 1-9999",
@@ -206,6 +212,18 @@ class EventDecoder:
             if len(value) > shallow_bytes and _nesting_exceeds(value, event):  # type: ignore[arg-type]
                 event, problems[row] = None, _too_deep_problem()
             parsed.append(event)
+        return self._accept(parsed, problems, batch, times_us)
+
+    def decode_parsed(
+        self,
+        batch: RecordBatch,
+        parsed: list[Any],
+        problems: dict[int, tuple[str, str]],
+        times_us: Sequence[int] | None = None,
+    ) -> EventBatch:
+        """Records another format decoded (kldrift.formats): `parsed[row]` is row's event (a
+        dict), or `problems[row]` why it has none. Dead letters keep the raw values of `batch`.
+        With `times_us`, those are the events' times (as in `decode`)."""
         return self._accept(parsed, problems, batch, times_us)
 
     def _accept(

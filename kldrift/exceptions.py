@@ -47,6 +47,10 @@ class ResumeMismatch(KafkaSetupError):
     windows."""
 
 
+class SchemaRegistryError(KldriftError, RuntimeError):
+    """The schema registry refused kldrift (authentication, a bad setting): one line, no secrets."""
+
+
 class KafkaOutageError(KldriftError, RuntimeError):
     """Kafka stayed unreachable longer than kafka.outage_timeout (one line, no secrets)."""
 

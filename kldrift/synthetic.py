@@ -110,3 +110,31 @@ def training_lines(count: int, start: float = 1_700_000_000.0, seed: int = 1) ->
     """Training data: the undrifted distribution, one JSON line per event."""
     stream = SyntheticStream(start=start, duration=count / 100.0, rate=100.0, seed=seed)
     return stream.lines()
+
+
+AVRO_EVENT_SCHEMA: dict[str, Any] = {
+    "type": "record",
+    "name": "Event",
+    "namespace": "kldrift.synthetic",
+    "fields": [
+        {"name": "ts", "type": {"type": "long", "logicalType": "timestamp-micros"}},
+        {"name": "model", "type": "string"},
+        {"name": "latency_ms", "type": ["null", "double"], "default": None},
+        {"name": "amount", "type": ["null", "double"], "default": None},
+        {
+            "name": "payload",
+            "type": {
+                "type": "record",
+                "name": "Payload",
+                "fields": [{"name": "country", "type": ["null", "string"], "default": None}],
+            },
+        },
+        {"name": "device", "type": {"type": "enum", "name": "Device", "symbols": DEVICES}},
+    ],
+}
+"""The synthetic events as an Avro record (event time in microseconds: `avro_record`)."""
+
+
+def avro_record(event: dict[str, Any]) -> dict[str, Any]:
+    """A synthetic event as AVRO_EVENT_SCHEMA's record: `ts` in whole microseconds."""
+    return {**event, "ts": round(event["ts"] * 1_000_000)}

@@ -1,5 +1,5 @@
-"""Finds service processes (Kafka broker, Prism, Flink job server, Prometheus, kldrift exporter)
-that a test run left running.
+"""Finds service processes (Kafka broker, Schema Registry, Prism, Flink job server, Prometheus,
+kldrift exporter) that a test run left running.
 
 `snapshot` prints the pids of such processes now; `check BEFORE` waits up to 15 s for any new one
 to exit, then lists the survivors and exits 1.
@@ -14,6 +14,7 @@ from kldrift.local import procs
 
 MARKERS = (
     "kafka.Kafka",
+    "-Dkldrift-registry=",
     "prism",
     "flink-job-server",
     "beam-runners-flink",
@@ -49,7 +50,7 @@ def main(argv: list[str]) -> int:
     if new:
         print(f"test: {len(new)} service process(es) left running", file=sys.stderr)
         return 1
-    print("test: no broker, Prism, Flink, Prometheus or exporter process left running")
+    print("test: no broker, registry, Prism, Flink, Prometheus or exporter process left running")
     return 0
 
 

@@ -10,7 +10,9 @@ may not start one (tests/_service_guard.py); `make test-fast` (KLDRIFT_NO_SERVIC
 `-m "unit or packaging"`) therefore starts no broker, Prism, Flink or Prometheus.
 
 `kafka_bootstrap` (session scope) runs one real single-node Apache Kafka broker
-(kldrift.local.kafka.LocalKafka) for the whole test run: one per pytest-xdist worker.
+(kldrift.local.kafka.LocalKafka) for the whole test run: one per pytest-xdist worker;
+`schema_registry` likewise one Schema Registry (kldrift.local.registry.LocalRegistry), for the
+tests that use it.
 """
 
 from __future__ import annotations
@@ -81,6 +83,7 @@ SLOWEST_MODULES = (
     "test_operator_restarts",
     "test_operator_topics",
     "test_streaming_e2e",
+    "test_schema_registry_e2e",
     "test_local_kafka",
     "test_faults_e2e",
     "test_operator_partitions",
@@ -191,6 +194,21 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield broker.bootstrap
     finally:
         broker.stop()
+
+
+@pytest.fixture(scope="session")
+def schema_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The Confluent-compatible URL of a local Schema Registry (Apicurio, in-memory), started
+    once and always stopped."""
+    from kldrift.local.registry import LocalRegistry
+
+    registry = LocalRegistry(tmp_path_factory.mktemp("registry"))
+    atexit.register(registry.stop)  # stop() is idempotent
+    try:
+        registry.start()
+        yield registry.url
+    finally:
+        registry.stop()
 
 
 def _kafka_io_threads() -> set[str]:

@@ -13,7 +13,9 @@ from kldrift.schemas.config import KafkaSpec
 
 CONNECT_TIMEOUT_S = 10
 RECONNECT_BACKOFF_MAX_MS = 2000
-_SECRET = re.compile(r"password|secret|token|sasl_oauth|ssl_context", re.IGNORECASE)
+_SECRET = re.compile(
+    r"password|secret|token|sasl_oauth|ssl_context|user\.info|credential", re.IGNORECASE
+)
 
 
 def masked(settings: Mapping[str, Any]) -> dict[str, Any]:

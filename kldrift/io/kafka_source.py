@@ -56,6 +56,8 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
 
 from kldrift import metrics
 from kldrift.events import NO_WATERMARK, EventBatch, EventDecoder, RecordBatch
+from kldrift.formats import RegistryUnreachable, record_format
+from kldrift.formats.registry import shown_url
 from kldrift.io import resume
 from kldrift.io.acked import acked_group, fetch_acked
 from kldrift.io.kafka_client import client_settings
@@ -326,6 +328,8 @@ class _ReadPartitions(beam.DoFn):
 
     def setup(self) -> None:
         self._decoder = EventDecoder(self._config)
+        self._format = record_format(self._spec.format, self._spec.schema_registry)
+        self._registry_outage: Outage | None = None
         self._consumers: dict[tuple[str, tuple[int, ...]], Any] = {}
         self._committed: dict[tuple[str, tuple[int, ...]], tuple[float, Any]] = {}
         self._published: dict[tuple[str, tuple[int, ...]], tuple[float, int | None]] = {}
@@ -469,7 +473,12 @@ class _ReadPartitions(beam.DoFn):
             for tp, records in sorted(polled.items(), key=lambda item: item[0].partition):
                 if not records:
                     continue
-                batch = self._decode(element.topic, tp.partition, records, watermark, now)
+                try:
+                    batch = self._decode(element.topic, tp.partition, records, watermark, now)
+                except RegistryUnreachable as err:  # unclaimed records are read again later
+                    wait_s = self._registry_failed(element.topic, err)
+                    tracker.defer_remainder(Duration(seconds=wait_s))
+                    return
                 newest_us = int(batch.event_time_us.max()) if len(batch.event_time_us) else None
                 claim = Claim(
                     tp.partition,
@@ -496,6 +505,20 @@ class _ReadPartitions(beam.DoFn):
             ):
                 break
         tracker.defer_remainder()
+
+    def _registry_failed(self, topic: str, err: RegistryUnreachable) -> float:
+        """The schema registry did not answer: as with a Kafka outage, the watermark waits and the
+        job fails after kafka.outage_timeout; the seconds to back off."""
+        if self._registry_outage is None:
+            registry = self._spec.schema_registry
+            assert registry is not None
+            self._registry_outage = Outage(
+                shown_url(registry.url),
+                self._spec.outage_timeout,
+                f"reading {topic}",
+                service="the schema registry",
+            )
+        return self._registry_outage.failed(err)
 
     def _outage(self, topic: str, offsets: Offsets) -> Outage:
         key = (topic, tuple(p for p, _ in offsets))
@@ -544,16 +567,20 @@ class _ReadPartitions(beam.DoFn):
     def _decode(
         self, topic: str, partition: int, records: list[Any], watermark: Any, now: float
     ) -> EventBatch:
-        return self._decoder.decode(
-            RecordBatch(
-                [r.value for r in records],
-                [r.offset for r in records],
-                source=topic,
-                partition=partition,
-                watermark_us=watermark.partition_watermark(partition),
-                max_event_time_us=round(now * 1_000_000) + self._max_future_us,
-            )
+        raw = RecordBatch(
+            [r.value for r in records],
+            [r.offset for r in records],
+            source=topic,
+            partition=partition,
+            watermark_us=watermark.partition_watermark(partition),
+            max_event_time_us=round(now * 1_000_000) + self._max_future_us,
         )
+        if self._format is None:
+            return self._decoder.decode(raw)
+        parsed, problems = self._format.decode(raw.values)
+        if self._registry_outage is not None:
+            self._registry_outage.reached()
+        return self._decoder.decode_parsed(raw, parsed, problems)
 
     def _closing_us(self, batch: EventBatch, newest_us: int | None) -> int:
         """When every window holding one of the batch's events has closed (pane start + size +

@@ -85,8 +85,9 @@ class Outage:
     `failed()` after an unreachable error: the seconds to wait before trying again, or
     KafkaOutageError once the outage is older than `timeout_s`."""
 
-    def __init__(self, bootstrap: str, timeout_s: float, what: str) -> None:
+    def __init__(self, bootstrap: str, timeout_s: float, what: str, service: str = "Kafka") -> None:
         self.bootstrap = bootstrap
+        self.service = service
         self.timeout_s = timeout_s
         self.what = what
         self.since: float | None = None  # wall-clock s of the last answer before the failures
@@ -96,8 +97,9 @@ class Outage:
     def reached(self, at: float | None = None) -> None:
         if self.since is not None:
             _LOG.info(
-                "%s: Kafka at %s answers again after %.0f s",
+                "%s: %s at %s answers again after %.0f s",
                 self.what,
+                self.service,
                 self.bootstrap,
                 time.time() - self.since,
             )
@@ -109,10 +111,16 @@ class Outage:
         now = time.time()
         if self.since is None:
             self.since = self._last_answer
-            _LOG.info("%s: Kafka at %s unreachable (%s); retrying", self.what, self.bootstrap, err)
+            _LOG.info(
+                "%s: %s at %s unreachable (%s); retrying",
+                self.what,
+                self.service,
+                self.bootstrap,
+                err,
+            )
         if now - self.since > self.timeout_s:
             gave_up = KafkaOutageError(
-                f"Kafka at {self.bootstrap} unreachable for {now - self.since:.0f} s, longer than "
+                f"{self.service} at {self.bootstrap} unreachable for {now - self.since:.0f} s, longer than "
                 f"{OUTAGE_MARK} ({self.timeout_s:g} s): {self.what} stopped "
                 f"({type(err).__name__})"
             )

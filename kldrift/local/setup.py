@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import sys
 
-from kldrift.local import flink, kafka, prism, prometheus
+from kldrift.local import flink, kafka, prism, prometheus, registry
 
 
 def main() -> None:
     kafka.ensure_installed()
     prism.ensure_installed()
     flink.ensure_installed()
+    registry.ensure_installed()
     try:
         prometheus.ensure_installed()
     except prometheus.PrometheusSetupError as err:

@@ -19,6 +19,7 @@ import apache_beam as beam
 from kldrift import metrics
 from kldrift.events import NO_WATERMARK
 from kldrift.exceptions import ResumeMismatch as ResumeMismatch
+from kldrift.formats.registry import shown_url
 from kldrift.io import kafka_log
 from kldrift.io.acked import PublishAcknowledged
 from kldrift.io.baselines import BaselineTopic, topic_of
@@ -180,6 +181,11 @@ def banner(
         )
     if settings:
         lines.append(f"  client   {settings}")
+    if spec.schema_registry is not None and spec.format != "json":
+        registry = shown_url(spec.schema_registry.url)
+        lines.append(f"  format   {spec.format}, writer schemas from {registry}")
+        if spec.schema_registry.client:
+            lines.append(f"  registry {masked(spec.schema_registry.client)}")
     return "\n".join(lines)
 
 

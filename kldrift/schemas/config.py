@@ -188,11 +188,45 @@ class DriftSpec(_Frozen):
     )
 
 
+class SchemaRegistrySpec(_Frozen):
+    """A Confluent-compatible Schema Registry that holds the writer schemas of Avro and Protobuf
+    events (Confluent, Apicurio's /apis/ccompat/v7, Redpanda, Karapace)."""
+
+    url: str = Field(
+        pattern=r"^https?://[^/\s]+",
+        description="the registry's base URL (e.g. http://127.0.0.1:8081, or an Apicurio "
+        "registry's http://HOST:PORT/apis/ccompat/v7)",
+    )
+    client: dict[str, str | int | float | bool] = Field(
+        default_factory=dict,
+        description="extra confluent-kafka SchemaRegistryClient settings (basic.auth.user.info, "
+        "basic.auth.credentials.source, bearer.auth.*, ssl.ca.location, ssl.certificate.location, "
+        "ssl.key.location, timeout, ...); secrets are masked in logs",
+    )
+
+    @field_validator("client")
+    @classmethod
+    def _not_url(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if "url" in value:
+            raise ValueError("give the registry's URL as kafka.schema_registry.url")
+        return value
+
+
 class KafkaSpec(_Frozen):
     """Where events come from and reports go, and every client setting passed through."""
 
     bootstrap_servers: str = Field(min_length=1, description="host:port[,host:port...]")
-    input_topic: str = Field(min_length=1, description="events, one JSON object per message")
+    input_topic: str = Field(
+        min_length=1, description="events, one per message (a JSON object, or see `format`)"
+    )
+    format: Literal["json", "avro", "protobuf"] = Field(
+        default="json",
+        description="how input_topic's values are written: JSON objects, or Avro or Protobuf in "
+        "the Confluent wire format (magic byte 0, 4-byte schema id) with schema_registry",
+    )
+    schema_registry: SchemaRegistrySpec | None = Field(
+        default=None, description="where the writer schemas of avro/protobuf events are"
+    )
     output_topic: str = Field(min_length=1, description="drift reports (JSON)")
     dead_letter_topic: str = Field(
         min_length=1, description="records not binned: raw value, `reason` header"
@@ -254,6 +288,12 @@ class KafkaSpec(_Frozen):
     def _timestamp_given(self) -> KafkaSpec:
         if self.start_from == "timestamp" and self.start_timestamp is None:
             raise ValueError("kafka.start_timestamp is required with start_from: timestamp")
+        return self
+
+    @model_validator(mode="after")
+    def _registry_given(self) -> KafkaSpec:
+        if self.format != "json" and self.schema_registry is None:
+            raise ValueError(f"kafka.schema_registry is required with format: {self.format}")
         return self
 
 
@@ -411,6 +451,14 @@ def parse_kafka_spec(data: Any, source: str = "kafka") -> KafkaSpec:
     """Validate a `kafka` mapping alone; raise ConfigError naming every bad field."""
     try:
         return KafkaSpec.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(source, err)) from None
+
+
+def parse_schema_registry(data: Any, source: str = "schema_registry") -> SchemaRegistrySpec:
+    """Validate a `schema_registry` mapping alone; raise ConfigError naming every bad field."""
+    try:
+        return SchemaRegistrySpec.model_validate(data)
     except ValidationError as err:
         raise ConfigError(_format_validation_error(source, err)) from None
 

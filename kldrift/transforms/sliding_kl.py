@@ -4,7 +4,7 @@ steps behind their own Kafka and file sources."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
 import apache_beam as beam
@@ -14,12 +14,14 @@ from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
 from kldrift.events import EventBatch, EventDecoder, RecordBatch
+from kldrift.formats import FORMATS, record_format
 from kldrift.schemas.baseline import Baseline
-from kldrift.schemas.config import PipelineConfig
+from kldrift.schemas.config import PipelineConfig, SchemaRegistrySpec, parse_schema_registry
 from kldrift.transforms.batches import DEAD_LETTERS, REPORTS, SUMMARIES, SlidingKLFromBatches
 from kldrift.transforms.score import BaselineUpdates
 
 EventTime = Literal["field", "timestamp"]
+Format = Literal["json", "avro", "protobuf"]
 MAX_BATCH = 4096
 """Events binned together at most (as many as a bundle holds, up to this)."""
 
@@ -28,7 +30,9 @@ class SlidingKLDivergence(beam.PTransform):
     """Drift reports, in bits, for each (key, feature, sliding event-time window) of a PCollection.
 
     Each element is one event: JSON text (``bytes`` or ``str``), a ``dict``, or a ``beam.Row``
-    (nested Rows read as nested objects). Events are binned in numpy batches (up to a bundle, at
+    (nested Rows read as nested objects); with ``format="avro"`` or ``"protobuf"``, the ``bytes``
+    of an Avro or Protobuf record in the Confluent wire format (a Kafka record's value as
+    Confluent's serializers write it). Events are binned in numpy batches (up to a bundle, at
     most ``max_batch``), counted into pane histograms, summed into sliding windows and scored
     against the baseline. A window reports when the watermark passes its end (revision 0), and
     again for each firing of late data (revision 1, 2, ...) until its end + allowed lateness.
@@ -44,6 +48,14 @@ class SlidingKLDivergence(beam.PTransform):
             the runner (kldrift's ``events_binned`` minus ``events_windowed`` counters count it).
         baseline_updates: newer baselines with the same bins for a running job (optional).
         max_batch: the most events binned in one numpy batch.
+        format: ``"json"`` (default), or ``"avro"``/``"protobuf"``: elements are Confluent
+            wire-format bytes, decoded with their writer schema from ``schema_registry`` as
+            ``kldrift run`` decodes ``kafka.format`` (same dicts, same dead-letter reasons:
+            ``not_wire_format``, ``unknown_schema``, ``undecodable``). A registry that does
+            not answer fails the bundle (``RegistryUnreachable``, naming it; nothing is
+            dead-lettered for it): the runner's retry policy decides what follows.
+        schema_registry: a ``SchemaRegistrySpec`` or its dict (``{"url": ..., "client": {...}}``,
+            as ``kafka.schema_registry`` in a config), required with avro/protobuf.
 
     Returns:
         ``{"reports": PCollection[DriftReport], "summaries": PCollection[WindowSummary],
@@ -98,6 +110,8 @@ class SlidingKLDivergence(beam.PTransform):
         event_time: EventTime = "field",
         baseline_updates: BaselineUpdates | None = None,
         max_batch: int = MAX_BATCH,
+        format: Format = "json",
+        schema_registry: SchemaRegistrySpec | Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if event_time not in ("field", "timestamp"):
@@ -107,6 +121,8 @@ class SlidingKLDivergence(beam.PTransform):
         self._event_time = event_time
         self._max_batch = max_batch
         self._config = config
+        self._format = format
+        self._registry = _registry_spec(format, schema_registry)
         # Built now: a baseline that does not fit the config fails at construction.
         self._windows = SlidingKLFromBatches(config, baseline, baseline_updates)
 
@@ -118,7 +134,13 @@ class SlidingKLDivergence(beam.PTransform):
             | "GlobalWindow" >> beam.WindowInto(GlobalWindows())
             | "Batch"
             >> beam.ParDo(
-                _ToEventBatches(self._config, self._event_time, self._max_batch, self.label)
+                _ToEventBatches(
+                    self._config,
+                    self._event_time,
+                    self._max_batch,
+                    self.label,
+                    (self._format, self._registry),
+                )
             ).with_output_types(EventBatch)
         )
         # The steps are applied here, not nested one level deeper: their labels are those of
@@ -131,15 +153,22 @@ class _ToEventBatches(beam.DoFn):
     event time (each event's own stamp is later: no window is assigned too early)."""
 
     def __init__(
-        self, config: PipelineConfig, event_time: EventTime, max_batch: int, source: str
+        self,
+        config: PipelineConfig,
+        event_time: EventTime,
+        max_batch: int,
+        source: str,
+        record_format: tuple[Format, SchemaRegistrySpec | None] = ("json", None),
     ) -> None:
         self._config = config
         self._from_timestamp = event_time == "timestamp"
         self._max_batch = max_batch
         self._source = source
+        self._record_format = record_format
 
     def setup(self) -> None:
         self._decoder = EventDecoder(self._config)
+        self._format = record_format(*self._record_format)
 
     def start_bundle(self) -> None:
         self._values: list[Any] = []
@@ -167,8 +196,27 @@ class _ToEventBatches(beam.DoFn):
         yield WindowedValue(batch, Timestamp(micros=stamp), (GlobalWindow(),))
 
     def _decode(self, values: list[Any], times_us: list[int] | None) -> EventBatch:
+        if self._format is not None:  # wire-format bytes; RegistryUnreachable fails the bundle
+            records = RecordBatch(values, [-1] * len(values), self._source)
+            parsed, problems = self._format.decode(values)
+            return self._decoder.decode_parsed(records, parsed, problems, times_us)
         events = [_as_event(v) for v in values]
         return self._decoder.decode(RecordBatch(events, [-1] * len(events), self._source), times_us)
+
+
+def _registry_spec(
+    fmt: str, registry: SchemaRegistrySpec | Mapping[str, Any] | None
+) -> SchemaRegistrySpec | None:
+    """The registry of a non-JSON format, checked now: a bad argument fails at construction."""
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    if fmt == "json":
+        return None
+    if registry is None:
+        raise ValueError(f"format {fmt!r} needs schema_registry (where its writer schemas are)")
+    if isinstance(registry, SchemaRegistrySpec):
+        return registry
+    return parse_schema_registry(dict(registry))
 
 
 def _as_event(element: Any) -> Any:

@@ -198,24 +198,6 @@ def test_cli_start_status_stop(tmp_path: Path) -> None:
     assert _kldrift(env, "stop").returncode == 0  # stopping again is fine
 
 
-def test_stop_leaves_no_java_process(tmp_path: Path) -> None:
-    data_dir = tmp_path / "broker"
-    with LocalKafka(data_dir=data_dir) as broker:
-        pid = broker.pid
-        assert pid is not None
-        running = _java_processes_mentioning(str(data_dir))
-        assert [p for p, _ in running] == [pid]
-        assert "kafka.Kafka" in running[0][1]
-        assert (data_dir / "server.log").stat().st_size > 0
-    assert not pid_alive(pid)
-    assert _java_processes_mentioning(str(data_dir)) == []
-    broker.stop()  # idempotent
-    # Its log went through SLF4J 2 -> log4j2 to the data dir.
-    log_text = (data_dir / "server.log").read_text()
-    assert "Kafka Server started" in log_text
-    assert "SLF4J" not in (data_dir / "kafka.out").read_text()
-
-
 def test_failed_start_reports_the_log_and_stops(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -255,13 +237,22 @@ def test_missing_maven_or_java_is_a_clear_error(
     assert not (tmp_path / "empty-home" / f"kafka-{KAFKA_VERSION}").exists()
 
 
-def test_restart_in_place_keeps_data_port_and_topics(tmp_path: Path) -> None:
+def test_restart_in_place_keeps_data_port_and_topics_and_stop_leaves_no_java_process(
+    tmp_path: Path,
+) -> None:
     data_dir = tmp_path / "broker"
     broker = LocalKafka(data_dir=data_dir)
+    last_pid: int | None = None
     try:
         broker.start()
         bootstrap, first_pid = broker.bootstrap, broker.pid
         assert not broker.reused
+        running = _java_processes_mentioning(str(data_dir))
+        assert [p for p, _ in running] == [first_pid]
+        assert "kafka.Kafka" in running[0][1]
+        # Its log goes through SLF4J 2 -> log4j2 to the data dir.
+        assert "Kafka Server started" in (data_dir / "server.log").read_text()
+        assert "SLF4J" not in (data_dir / "kafka.out").read_text()
         topic = _topic("inplace")
         create_topics(bootstrap, {topic: 2})
         sent = [(f"k{i}".encode(), f"before the crash {i}".encode()) for i in range(20)]
@@ -281,9 +272,12 @@ def test_restart_in_place_keeps_data_port_and_topics(tmp_path: Path) -> None:
         )
         # The previous run's log is kept beside the new one.
         assert (data_dir / "server.log.previous").is_file()
+        last_pid = broker.pid
     finally:
         broker.stop()
+    assert last_pid is not None and not pid_alive(last_pid)
     assert _java_processes_mentioning(str(data_dir)) == []
+    broker.stop()  # idempotent
 
 
 def test_restart_in_place_says_which_port_is_taken(tmp_path: Path) -> None:

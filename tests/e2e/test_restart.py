@@ -48,8 +48,9 @@ def _committed(bootstrap: str, topic: str, group: str, partitions: int) -> list:
 _FLINK = ("--runner", "FlinkRunner", "--flink_master=[local]")
 RUNNERS = {  # runner args, partitions, readers
     "prism": ((), 2, 1),
-    "flink": ((*_FLINK, "--parallelism=1"), 2, 1),
     # One reader per partition, two task slots: each reader commits by the slowest one's progress.
+    # (Flink with one reader is not run as well: this case holds all it would check, and each
+    # Flink case costs about a minute and a half of the suite's budget.)
     "flink-3-readers": ((*_FLINK, "--parallelism=2"), 3, 3),
 }
 

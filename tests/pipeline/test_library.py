@@ -419,3 +419,64 @@ def test_beams_default_runner_reports_what_replay_does_on_bounded_input(tmp_path
     assert totals["events_binned"] == len(ON_TIME)
     assert totals["records_dead_lettered"] == 1  # the event without a time
     assert totals["reports"] == len(expected) == 16
+
+
+# --- Avro in the Confluent wire format, through the session's Schema Registry ---------------
+
+_AVRO_EVENT = {
+    "type": "record",
+    "name": "LibraryEvent",
+    "fields": [
+        {"name": "ts", "type": "double"},
+        {"name": "model", "type": "string"},
+        {"name": "x", "type": "long"},
+        {"name": "color", "type": ["null", "string"], "default": None},
+    ],
+}
+
+
+def test_avro_wire_format_bytes_report_what_replay_does_on_their_json(
+    tmp_path: Path, schema_registry: str
+) -> None:
+    """format="avro": Confluent wire-format bytes (confluent-kafka's AvroSerializer, which
+    registers the schema) decode to the events their JSON holds, and the bad ones are dead
+    letters with kldrift run's reasons and their raw bytes."""
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+    from confluent_kafka.schema_registry.avro import AvroSerializer
+    from confluent_kafka.serialization import MessageField, SerializationContext
+
+    serialize = AvroSerializer(
+        SchemaRegistryClient({"url": schema_registry}), json.dumps(_AVRO_EVENT)
+    )
+    context = SerializationContext("library-avro", MessageField.VALUE)
+    framed = [serialize({"color": None, **e}, context) for e in ON_TIME]
+    assert all(isinstance(value, bytes) for value in framed)
+    bad = [
+        _json(ON_TIME[0]),  # JSON where Avro is expected
+        b"\x00\x7f\xff\xff\xf0" + framed[0][5:],  # an id the registry does not have
+        framed[1][:-2],  # truncated
+    ]
+    expected, _ = _replay(tmp_path, [_json(e) for e in ON_TIME])
+    with beam.Pipeline(
+        options=pipeline_options(local_runner_args([]), streaming=False)
+    ) as pipeline:
+        outputs = (
+            pipeline
+            | beam.Create([*framed, *bad])
+            | SlidingKLDivergence(
+                CONFIG, BASELINE, format="avro", schema_registry={"url": schema_registry}
+            )
+        )
+        assert_that(outputs["reports"], _matches_replay(expected), label="AsReplay")
+        dead = outputs["dead_letters"] | beam.Map(lambda d: (d.reason, d.value))
+        wanted = [("not_wire_format", bad[0]), ("unknown_schema", bad[1]), ("undecodable", bad[2])]
+        assert_that(dead, equal_to(wanted), label="DeadLetters")
+
+
+def test_a_non_json_format_without_a_registry_fails_at_construction() -> None:
+    with pytest.raises(ValueError, match="schema_registry"):
+        SlidingKLDivergence(CONFIG, BASELINE, format="protobuf")
+    with pytest.raises(ConfigError, match="schema_registry: url"):
+        SlidingKLDivergence(CONFIG, BASELINE, format="avro", schema_registry={"url": "registry"})
+    with pytest.raises(ValueError, match="format"):
+        SlidingKLDivergence(CONFIG, BASELINE, format="xml")  # type: ignore[arg-type]

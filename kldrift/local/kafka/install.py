@@ -60,9 +60,9 @@ def _is_installed(target: Path) -> bool:
     return (target / _MARKER).is_file() and (target / "lib").is_dir()
 
 
-@lru_cache(maxsize=1)
-def java_executable() -> str:
-    """The `java` to run the broker with ($JAVA_HOME/bin/java, else PATH); must be Java 17+."""
+@lru_cache(maxsize=4)
+def java_executable(needed_by: str = f"Apache Kafka {KAFKA_VERSION}") -> str:
+    """The `java` to run `needed_by` with ($JAVA_HOME/bin/java, else PATH); must be Java 17+."""
     java: str | None = None
     java_home = os.environ.get("JAVA_HOME")
     if java_home and os.access(os.path.join(java_home, "bin", "java"), os.X_OK):
@@ -71,7 +71,7 @@ def java_executable() -> str:
         java = shutil.which("java")
     if java is None:
         raise LocalKafkaError(
-            f"`java` is not on PATH (and $JAVA_HOME is unset): Apache Kafka {KAFKA_VERSION} "
+            f"`java` is not on PATH (and $JAVA_HOME is unset): {needed_by} "
             "needs Java 17 or newer (e.g. `apt-get install openjdk-17-jre-headless`)"
         )
     proc = subprocess.run(
@@ -79,9 +79,7 @@ def java_executable() -> str:
     )
     major = _java_major(proc.stderr + proc.stdout)
     if major is not None and major < 17:
-        raise LocalKafkaError(
-            f"{java} is Java {major}; Apache Kafka {KAFKA_VERSION} needs Java 17 or newer"
-        )
+        raise LocalKafkaError(f"{java} is Java {major}; {needed_by} needs Java 17 or newer")
     return java
 
 
