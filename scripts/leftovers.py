@@ -17,6 +17,10 @@ MARKERS = (
     "prism",
     "flink-job-server",
     "beam-runners-flink",
+    # kldrift local flink's session cluster (kldrift.local.flink_cluster.PROCESS_MARKERS)
+    "StandaloneSessionClusterEntrypoint",
+    "TaskManagerRunner",
+    "worker_pool_main",
     "prometheus --config.file",
     "kldrift exporter",
 )

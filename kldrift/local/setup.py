@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import sys
 
-from kldrift.local import flink, kafka, prism, prometheus
+from kldrift.local import flink, flink_cluster, kafka, prism, prometheus
 
 
 def main() -> None:
     kafka.ensure_installed()
     prism.ensure_installed()
     flink.ensure_installed()
+    flink_cluster.ensure_dist_installed()
     try:
         prometheus.ensure_installed()
     except prometheus.PrometheusSetupError as err:
