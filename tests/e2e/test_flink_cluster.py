@@ -72,7 +72,7 @@ def _run_args(cluster: FlinkCluster, parallelism: int, savepoint: str | None) ->
     ]
 
 
-def _running_job(cluster: FlinkCluster, timeout_s: float = 150) -> str:
+def _running_job(cluster: FlinkCluster, timeout_s: float = 300) -> str:
     """The id of the one job RUNNING with all its tasks running."""
     found: list[str] = []
 
@@ -118,7 +118,11 @@ def test_taskmanager_loss_and_rescaling_from_savepoints_keep_every_window_exact(
     args = ("--config", str(config), "--")
     events = LiveEvents(kafka_bootstrap, kafka["input_topic"], PARTITIONS, seed=24).start()
     tail = ReportTail(kafka_bootstrap, kafka["output_topic"])
-    marks: dict[str, float] = {}
+    marks: dict[str, float] = {"began": time.time()}
+
+    def mark(name: str) -> None:
+        marks[name] = time.time()
+        print(f"cluster test: {name} at {marks[name] - marks['began']:.1f} s", flush=True)
 
     def reported_after(t: float) -> bool:
         return any(r.window_start.timestamp() > t for r in tail.poll())
@@ -127,30 +131,33 @@ def test_taskmanager_loss_and_rescaling_from_savepoints_keep_every_window_exact(
         # A: parallelism 1, then stopped with a savepoint.
         with streaming_job(*args, *_run_args(cluster, 1, None)) as run_a:
             job_a = _running_job(cluster)
+            mark("a_running")
             wait_for(lambda: bool(tail.poll()), 120, "run A's first report")
             wait_for(lambda: _completed_checkpoints(cluster, job_a) >= 2, 60, "A's checkpoints")
-            marks["a_stop"] = time.time()
+            mark("a_stop")
             savepoint_a = cluster.stop_with_savepoint(job_a)
             wait_ended(run_a, 60)
         # B: restored at parallelism 2 (1 -> 2); its reader's TaskManager killed mid-stream.
         with streaming_job(*args, *_run_args(cluster, 2, savepoint_a)) as run_b:
             job_b = _running_job(cluster)
+            mark("b_running")
             wait_for(lambda: reported_after(marks["a_stop"] + SIZE_S), 120, "B's new windows")
             wait_for(lambda: _completed_checkpoints(cluster, job_b) >= 2, 60, "B's checkpoints")
             victim = _reader_taskmanager(cluster, job_b)
             before_kill = len(tail.poll())
-            marks["kill"] = time.time()
+            mark("kill")
             cluster.kill_taskmanager(victim)
             wait_for(lambda: len(tail.poll()) > before_kill, 120, "a report after the kill")
             marks["first_report_after_kill"] = tail.arrived_ms[before_kill] / 1000
             wait_for(lambda: reported_after(marks["kill"] + PERIOD_S), 120, "windows after kill")
             restored_b = cluster.get(f"/jobs/{job_b}/checkpoints")["latest"]["restored"]
-            marks["b_stop"] = time.time()
+            mark("b_stop")
             savepoint_b = cluster.stop_with_savepoint(job_b)
             wait_ended(run_b, 60)
         # C: restored at parallelism 1 (2 -> 1), on the surviving TaskManager.
         with streaming_job(*args, *_run_args(cluster, 1, savepoint_b)) as run_c:
             _running_job(cluster)
+            mark("c_running")
             wait_for(lambda: reported_after(marks["b_stop"] + SIZE_S), 120, "C's new windows")
             last_window_reported(events, tail, SIZE_S, PERIOD_S, timeout_s=90)
     finally:
