@@ -20,7 +20,7 @@ MARKERS = (
     # kldrift local flink's session cluster (kldrift.local.flink_cluster.PROCESS_MARKERS)
     "StandaloneSessionClusterEntrypoint",
     "TaskManagerRunner",
-    "worker_pool_main",
+    "flink_worker_pool",
     "prometheus --config.file",
     "kldrift exporter",
 )

@@ -52,7 +52,7 @@ _MARKER = ".installed"
 
 JOBMANAGER_MAIN = "org.apache.flink.runtime.entrypoint.StandaloneSessionClusterEntrypoint"
 TASKMANAGER_MAIN = "org.apache.flink.runtime.taskexecutor.TaskManagerRunner"
-WORKER_POOL_MODULE = "apache_beam.runners.worker.worker_pool_main"
+WORKER_POOL_MODULE = "kldrift.local.flink_worker_pool"
 PROCESS_MARKERS = (JOBMANAGER_MAIN, TASKMANAGER_MAIN, WORKER_POOL_MODULE)
 """What the command line of each of the cluster's processes contains (scripts/leftovers.py)."""
 
