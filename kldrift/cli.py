@@ -35,6 +35,26 @@ def _add_local(sub: argparse._SubParsersAction) -> None:
         return local_kafka.cli(args.action, options)
 
     kafka.set_defaults(func=run)
+    _add_local_flink(local_sub)
+
+
+def _add_local_flink(local_sub: argparse._SubParsersAction) -> None:
+    flink = local_sub.add_parser(
+        "flink",
+        help="a standalone Flink session cluster (JobManager, TaskManagers, Python worker pool) "
+        "on 127.0.0.1",
+    )
+    flink.add_argument("action", choices=["start", "stop", "status"])
+    flink.add_argument(
+        "--taskmanagers", type=int, default=1, help="TaskManager processes to start (default 1)"
+    )
+
+    def run(args: argparse.Namespace) -> int:
+        from kldrift.local import flink_cluster
+
+        return flink_cluster.cli(args.action, args.taskmanagers)
+
+    flink.set_defaults(func=run)
 
     registry = local_sub.add_parser(
         "registry",

@@ -18,6 +18,10 @@ MARKERS = (
     "prism",
     "flink-job-server",
     "beam-runners-flink",
+    # kldrift local flink's session cluster (kldrift.local.flink_cluster.PROCESS_MARKERS)
+    "StandaloneSessionClusterEntrypoint",
+    "TaskManagerRunner",
+    "flink_worker_pool",
     "prometheus --config.file",
     "kldrift exporter",
 )

@@ -201,7 +201,7 @@ def ensure_installed() -> Path:
     return target / JAR_NAME
 
 
-EMBEDDED_MASTERS = ("[local]", "[auto]")
+EMBEDDED_MASTERS = ("[local]", "[auto]")  # kldrift.pipeline.flink_rest has the same
 _SAVEPOINT_KEY = "execution.savepoint.path"
 
 

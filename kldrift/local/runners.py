@@ -27,6 +27,12 @@ def local_runner_args(beam_args: Sequence[str]) -> list[str]:
         from kldrift.local.flink import ensure_installed as ensure_flink
 
         args.append(f"--flink_job_server_jar={ensure_flink()}")
+    master = flag_value(args, "--flink_master")
+    if is_flink_runner(runner) and master and not has_flag(args, "--environment_type"):
+        # `kldrift local flink`'s cluster: its Python worker pool, as on Kubernetes.
+        from kldrift.local.flink_cluster import local_environment_args
+
+        args.extend(local_environment_args(master))
     return args
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from kldrift.local import flink, kafka, prism, prometheus, registry
+from kldrift.local import flink, flink_cluster, kafka, prism, prometheus, registry
 
 
 def main() -> None:
@@ -12,6 +12,7 @@ def main() -> None:
     prism.ensure_installed()
     flink.ensure_installed()
     registry.ensure_installed()
+    flink_cluster.ensure_dist_installed()
     try:
         prometheus.ensure_installed()
     except prometheus.PrometheusSetupError as err:

@@ -34,6 +34,19 @@ def pipeline_options(extra_args: Sequence[str] = (), *, streaming: bool) -> Pipe
         # buffer it until their next bundle starts (BEAM-10558, apache/beam#12345), and a step fed
         # once per window (Revise, Score) holds its reports for one or more periods.
         args.append("--finish_bundle_before_checkpointing")
+    master = flag_value(args, "--flink_master")
+    if (
+        is_flink_runner(runner)
+        and master not in (None, "[local]", "[auto]", "[collection]")
+        and not has_flag(args, "--operator_chaining")
+    ):
+        # Invariant: a savepoint restores at another parallelism. Flink derives an operator's id
+        # from the chained job graph, and Beam's Impulse runs at parallelism 1, so chains (and
+        # ids) change with --parallelism: restoring a p=1 savepoint at p=2 failed with "Cannot
+        # map checkpoint/savepoint state for operator ... to the new program". Beam's Python
+        # side declares the job server's boolean options that default to true as store_false:
+        # the bare flag turns chaining off.
+        args.append("--operator_chaining")
     if runner in ("PrismRunner", "prism", "FlinkRunner") and not has_flag(
         args, "--environment_type"
     ):

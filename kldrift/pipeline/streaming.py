@@ -40,6 +40,7 @@ from kldrift.io.resume import (
     read_resume_point,
     reset_for_window,
 )
+from kldrift.pipeline.flink_rest import cancel_running, flink_job_name, remote_master
 from kldrift.pipeline.options import flag_value, is_flink_runner, pipeline_options, runner_name
 from kldrift.schemas.baseline import Baseline
 from kldrift.schemas.config import KafkaSpec, PipelineConfig
@@ -234,10 +235,16 @@ def run_streaming(
     build_streaming(pipeline, config, baseline, starts, resume)
     with _runner_ignores_ctrl_c():
         result = pipeline.run()
+    flink_rest = (
+        remote_master(flag_value(beam_args, "--flink_master"))
+        if is_flink_runner(runner_name(beam_args))
+        else None
+    )
     return _wait_or_cancel(
         result,
         metrics_served=not is_flink_runner(runner_name(beam_args)),
         stop_runner=stop_runner,
+        flink_rest=flink_rest,
     )
 
 
@@ -263,6 +270,22 @@ def savepoint_of(beam_args: Sequence[str]) -> str | None:
 STATE_POLL_S = 1.0
 
 
+def _cancel_on_flink(rest: str, result: Any) -> None:
+    """Cancel the job on the remote Flink cluster at `rest`, saying what happened."""
+    name = flink_job_name(str(result._job_id))
+    try:
+        cancelled = cancel_running(rest, name)
+    except Exception as err:  # unreachable cluster: say so, the user cancels it there
+        print(
+            f"kldrift run: could not cancel Flink job {name} at {rest}: {type(err).__name__}: "
+            f"{err}; cancel it in Flink's web UI",
+            file=sys.stderr,
+        )
+        return
+    for jid in cancelled:
+        print(f"kldrift run: cancelled Flink job {jid} ({name}) at {rest}", file=sys.stderr)
+
+
 def _job_state(result: Any) -> str:
     """The job's state, asked afresh. Not wait_until_finish(): Beam's state stream times out after
     --job_server_timeout (300 s) and then returns while the job still runs."""
@@ -273,11 +296,15 @@ def _job_state(result: Any) -> str:
 
 
 def _wait_or_cancel(
-    result: Any, metrics_served: bool = True, stop_runner: Callable[[], object] | None = None
+    result: Any,
+    metrics_served: bool = True,
+    stop_runner: Callable[[], object] | None = None,
+    flink_rest: str | None = None,
 ) -> int:
     """Wait until the job ends or SIGINT/SIGTERM asks to stop; then cancel it cleanly and return
     128 + the signal's number (130 for Ctrl-C, 143 for SIGTERM), or 1 if Kafka was unreachable
-    for too long."""
+    for too long. `flink_rest`: a remote Flink cluster's REST address, where the job is cancelled
+    too (Beam's job server leaves it running there)."""
     from apache_beam.runners.runner import PipelineState
 
     stop = threading.Event()
@@ -314,6 +341,8 @@ def _wait_or_cancel(
             result.cancel()
         except Exception as err:  # a job that is already ending may refuse the cancel
             print(f"kldrift run: cancel: {type(err).__name__}: {err}", file=sys.stderr)
+        if flink_rest is not None:
+            _cancel_on_flink(flink_rest, result)
         _await_worker_stop()
         _print_totals(result, metrics_served)
         if stop_runner is not None:  # it ignores SIGINT (_runner_ignores_ctrl_c)

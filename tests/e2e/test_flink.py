@@ -301,3 +301,27 @@ def test_a_restore_refuses_a_config_yaml_it_would_drop(
     monkeypatch.setenv("FLINK_CONF_DIR", str(user_conf))
     with pytest.raises(flink.FlinkSetupError, match=r"config\.yaml"):
         flink.restore_conf_dir("file:///ck/chk-1", tmp_path / "ours")
+
+
+def test_a_remote_flink_master_runs_without_operator_chaining() -> None:
+    """Flink derives operator ids from the chained graph: with chaining, a savepoint of a p=1 job
+    did not restore at p=2 (tests/e2e/test_flink_cluster.py restores one with it off). The bare
+    flag is Beam's way to turn this default-true option off; the embedded cluster keeps chaining."""
+    remote = ["--runner=FlinkRunner", "--flink_job_server_jar=/x.jar", "--flink_master=h:8081"]
+    assert "--operator_chaining" in _flags(pipeline_options(remote, streaming=True))
+    for master in ("[local]", "[auto]"):
+        embedded = [*remote[:2], f"--flink_master={master}"]
+        assert "--operator_chaining" not in _flags(pipeline_options(embedded, streaming=True))
+    assert "--operator_chaining" not in _flags(pipeline_options(remote[:2], streaming=True))
+
+
+def test_the_flink_job_to_cancel_is_named_after_the_beam_job() -> None:
+    """Beam's job service id is NAME_UUID; the Flink job is called NAME (seen on the cluster)."""
+    from kldrift.pipeline.flink_rest import flink_job_name, remote_master
+
+    beam_id = "BeamApp-root-1206115347-29f9c48_cb49711c-874a-427e-909f-ec96a40497a8"
+    assert flink_job_name(beam_id) == "BeamApp-root-1206115347-29f9c48"
+    assert flink_job_name("my_job_" + beam_id.split("_")[1]) == "my_job"
+    assert remote_master("127.0.0.1:8081") == "http://127.0.0.1:8081"
+    assert remote_master("http://flink:8081") == "http://flink:8081"
+    assert remote_master("[local]") is None and remote_master(None) is None
