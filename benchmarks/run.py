@@ -554,6 +554,12 @@ def avro_case(bench: Bench, bootstrap: str, expected: set[tuple[str, float]]) ->
         extra["registry_startup_s"] = registry.startup_seconds
 
 
+def smoke_flink_runners() -> tuple[Any, ...]:
+    """The smoke run's Flink trials: Prism and Flink at parallelism 1. The parallelism-2 trial runs
+    the same harness code with other Beam flags, and costs the test suite about 40 s."""
+    return tuple(r for r in FLINK_RUNNERS if r.name != "flink_p2_readers3")
+
+
 def section_flink(bench: Bench) -> None:
     """Prism and Flink (embedded cluster: parallelism 1; parallelism 2 with 3 readers) on the same
     pre-loaded topic, one trial of each in turn, `trials` rounds."""
@@ -561,14 +567,15 @@ def section_flink(bench: Bench) -> None:
     bootstrap = broker(bench)
     topic = preloaded_topic(bench)
     n = len(bench.lines)
-    names = ", ".join(r.name for r in FLINK_RUNNERS)
+    flink_runners = smoke_flink_runners() if bench.workload is data.SMOKE else FLINK_RUNNERS
+    names = ", ".join(r.name for r in flink_runners)
     log(f"flink: kldrift run over the pre-loaded topic, {names} in turn")
     done = alternating_trials(
         bootstrap, bench.workdir, base.config_data, base.baseline, topic, data_windows(bench), n,
-        FLINK_RUNNERS, bench.workload.trials, bench.runner_pids,
+        flink_runners, bench.workload.trials, bench.runner_pids,
     )  # fmt: skip
     runners: dict[str, dict[str, Any]] = {}
-    for runner in FLINK_RUNNERS:
+    for runner in flink_runners:
         mine = [t for t in done if t["runner"] == runner.name]
         key = f"flink_{runner.name}_eps" if runner.name == "prism" else f"{runner.name}_eps"
         bench.out[key] = bench.median(key, [t["eps"] for t in mine])

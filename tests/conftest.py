@@ -78,25 +78,27 @@ RUN_ORDER = {"e2e": 0, "pipeline": 1, "packaging": 2, "unit": 3}
 SLOWEST_MODULES = (
     "test_restart",
     "test_benchmarks_smoke",
-    "test_flink_checkpoints",
+    "test_flink_cluster",
     "test_outage",
-    "test_operator_restarts",
-    "test_operator_topics",
     "test_streaming_e2e",
-    "test_schema_registry_e2e",
+    "test_flink_checkpoints",
     "test_local_kafka",
     "test_faults_e2e",
-    "test_operator_partitions",
+    "test_operator_restarts",
+    "test_operator_topics",
+    "test_schema_registry_e2e",
     "test_flink",
     "test_quiet_failures",
-    "test_stop",
+    "test_operator_partitions",
     "test_prometheus_e2e",
+    "test_stop",
     "test_demo",
     "test_baseline_topic",
 )
 """`make test` runs on three pytest-xdist workers (scripts/test.sh), a test file at a time (`--dist loadfile`, so a
 module fixture is built once): the kinds and modules that take longest start first (measured
-2026-12-06, tests/e2e), and the short ones fill the gaps at the end."""
+2026-12-06 13:03, a quiet machine, each module's total), and the short ones fill the gaps at the
+end."""
 
 
 def _run_rank(item: pytest.Item) -> tuple[int, int]:

@@ -33,18 +33,16 @@ EPS_FIGURES = [
     "numpy_limit_eps",
     "flink_prism_eps",
     "flink_p1_eps",
-    "flink_p2_readers3_eps",
 ]
 FLINK_RUNNERS = {
     "prism": "prism",
     "flink_p1": "flink_job_server",
-    "flink_p2_readers3": "flink_job_server",
 }
-"""The flink section's runners, in the order of its trials, and the process that runs each job."""
+"""The flink section's runners in the smoke run, in the order of its trials, and the process that
+runs each job (the full and quick runs add flink_p2_readers3: the same code, other Beam flags)."""
 FLINK_EPS = {
     "prism": "flink_prism_eps",
     "flink_p1": "flink_p1_eps",
-    "flink_p2_readers3": "flink_p2_readers3_eps",
 }
 SCALING = {
     "size_period": ["1", "6", "60"],
@@ -114,8 +112,9 @@ def test_every_figure_is_a_positive_number(quick_run: tuple[dict[str, Any], str]
     assert latency["p50"] <= latency["p99"]
     assert latency["samples"] > 0
     ratio_names = ["streaming_over_raw_consume", "replay_over_naive", "size_period_60_over_1"]
-    for name in [*ratio_names, "flink_p1_over_prism", "flink_p2_readers3_over_prism"]:
+    for name in [*ratio_names, "flink_p1_over_prism"]:
         assert _positive(results["ratios"][name]), name
+    assert results["ratios"]["flink_p2_readers3_over_prism"] is None  # not run by the smoke run
     # The flink section: each runner's trial over the whole pre-loaded topic, with the CPU seconds
     # of the worker and of the runner's own process (Prism, or the Flink job server JVM).
     flink = results["flink"]
@@ -175,8 +174,7 @@ def test_the_table_states_units(quick_run: tuple[dict[str, Any], str]) -> None:
     for runner in FLINK_RUNNERS:
         for name in ("startup_s", "seconds", "worker_cpu_s", "runner_cpu_s"):
             assert " s " in rows[f"flink.{runner}.{name}"], rows[f"flink.{runner}.{name}"]
-    for name in ("flink_p1_over_prism", "flink_p2_readers3_over_prism"):
-        assert "x" in rows[f"ratio.{name}"].split(), rows[f"ratio.{name}"]
+    assert "x" in rows["ratio.flink_p1_over_prism"].split(), rows["ratio.flink_p1_over_prism"]
     assert any("bits" in line.split() for name, line in rows.items() if name.startswith("drift"))
 
 
@@ -186,7 +184,7 @@ def test_no_prism_flink_or_broker_left_running(quick_run: tuple[dict[str, Any], 
     processes = results["processes"]
     assert processes["kafka_broker_pid"] and processes["prism_pids"]
     # One job server JVM per Flink trial (each `kldrift run` starts its own).
-    assert len(processes["flink_job_server_pids"]) == 2
+    assert len(processes["flink_job_server_pids"]) == 1
     assert processes["left_running"] == []
     pids = [*processes["prism_pids"], *processes["flink_job_server_pids"]]
     for pid in [*pids, processes["kafka_broker_pid"]]:
