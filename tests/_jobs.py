@@ -23,6 +23,7 @@ import numpy as np
 import yaml
 from kafka import KafkaConsumer, TopicPartition
 
+from kldrift.local import flink, procs
 from kldrift.schemas.baseline import Baseline, FeatureBaseline
 from kldrift.schemas.report import DriftReport, WindowSummary, parse_report_record
 from kldrift.synthetic import LATENCY_EDGES, demo_config, make_event
@@ -432,3 +433,38 @@ def committed(bootstrap: str, group: str, topic: str) -> int | None:
         return checker.committed(TopicPartition(topic, 0))
     finally:
         checker.close()
+
+
+def flink_job_server_pids(under: int | None = None) -> set[int]:
+    """Live processes whose command line names Beam's Flink job server launcher jar; with `under`,
+    only descendants of that process (another test may run its own job server meanwhile)."""
+    parents = {process.pid: process.ppid for process in procs.live_processes()}
+    found = {pid for pid in parents if flink.JAR_NAME in (procs.cmdline(pid) or "")}
+    if under is None:
+        return found
+
+    def descends(pid: int) -> bool:
+        while pid > 1:
+            if pid == under:
+                return True
+            pid = parents.get(pid, 0)
+        return False
+
+    return {pid for pid in found if descends(pid)}
+
+
+def replayed_reports(
+    tmp_path: Path, config_path: Path, events: list[dict]
+) -> dict[str, DriftReport]:
+    """`kldrift replay` of `events` (written as JSON lines) with `config_path`: its reports by
+    message key."""
+    events_file = tmp_path / "replayed-events.jsonl"
+    events_file.write_text("".join(json.dumps(e) + "\n" for e in events))
+    out = tmp_path / "replayed-reports.jsonl"
+    replayed = run_cli(
+        "replay", "--config", str(config_path), "--input", str(events_file), "--output", str(out)
+    )
+    assert replayed.returncode == 0, replayed.stderr[-3000:]
+    return {
+        r.message_key: r for r in map(DriftReport.from_json_bytes, out.read_bytes().splitlines())
+    }

@@ -1,7 +1,8 @@
 """Flink with checkpoints, as production runs it: a live job on the embedded cluster with
 `--checkpointing_interval` reports every window promptly with no task failure and no duplicate,
 and a job restored from its retained checkpoint (`--savepoint_path`) loses no window, reports none
-partial and counts no event twice. Real broker, Beam's Flink job server, a live stream that keeps
+partial and counts no event twice; every report equals `kldrift replay`'s on the same events, and
+no job server JVM outlives its job. Real broker, Beam's Flink job server, a live stream that keeps
 flowing while no job runs."""
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ from _jobs import (
     STOPPED_BY_CTRL_C,
     LiveEvents,
     ReportTail,
+    flink_job_server_pids,
     job_kafka,
     last_window_reported,
     latency_job,
+    replayed_reports,
     streaming_job,
     wait_for,
     window_counts,
@@ -93,6 +96,7 @@ def test_checkpointed_flink_job_reports_promptly_and_restores_exactly(
             "--config", str(config_path), "--", *_flink_args(checkpoints, log_a)
         ) as run_a:  # fmt: skip
             wait_for(lambda: bool(tail.poll()), 120, "the first run's first report")
+            job_servers = flink_job_server_pids(under=run_a.process.pid)
             warm_from = time.time() + PERIOD_S  # the windows the job was already live for
             time.sleep(LIVE_S)
             tail.drain()  # one poll after a quiet spell may return nothing yet
@@ -111,6 +115,7 @@ def test_checkpointed_flink_job_reports_promptly_and_restores_exactly(
                 120,
                 "the restored run to report windows after the stop",
             )
+            job_servers |= flink_job_server_pids(under=run_b.process.pid)
             last_window_reported(events, tail, SIZE_S, PERIOD_S)
     finally:
         events.stop()
@@ -118,6 +123,12 @@ def test_checkpointed_flink_job_reports_promptly_and_restores_exactly(
     assert run_a.returncode == STOPPED_BY_CTRL_C and run_b.returncode == STOPPED_BY_CTRL_C, (
         run_b.output[-3000:]
     )
+    assert "on FlinkRunner" in run_a.output and "kldrift run: stopped" in run_a.output
+    # Beam's Flink job service serves no metrics for a cancelled job: said, not printed as zeros.
+    assert "totals: not available from FlinkRunner" in run_a.output, run_a.output[-3000:]
+    # No job server JVM outlives its job (Beam stops it when `kldrift run` exits).
+    assert len(job_servers) == 2, f"job server JVMs seen under the two runs: {job_servers}"
+    wait_for(lambda: not (flink_job_server_pids() & job_servers), 15, "the job server JVMs to exit")
     assert f"restores Flink state from file://{restored_from}" in run_b.output
     # Flink itself says it restored that checkpoint (not a fresh start from committed offsets).
     restored_id = restored_from.name.split("-")[1]
@@ -170,6 +181,16 @@ def test_checkpointed_flink_job_reports_promptly_and_restores_exactly(
     reports_b = [
         r for r, ms in zip(reports, tail.arrived_ms, strict=True) if ms >= second_started_ms
     ]
+
+    # The same events replayed in batch: every report of either run has replay's counts,
+    # divergence and decision for its window (no window reported that replay does not report).
+    batch = replayed_reports(tmp_path, config_path, events.sent)
+    assert {r.message_key for r in reports} <= set(batch)
+    for report in reports:
+        want = batch[report.message_key]
+        got = (report.count, report.missing, report.invalid, report.drift)
+        assert got == (want.count, want.missing, want.invalid, want.drift), report.message_key
+        assert report.kl_bits == pytest.approx(want.kl_bits, abs=1e-12, rel=0)
     print(
         f"flink checkpoints: first run {len(reports_a)} reports, {len(sizes)} checkpoints of "
         f"{min(sizes)}-{max(sizes)} bytes, lag after the window end max "
