@@ -47,6 +47,10 @@ from benchmarks.procs import stop_group
 from kldrift.local.kafka import pid_alive
 
 SECTIONS = ("core", "replay", "naive", "scaling", "keys", "kafka", "flink", "live")
+SMOKE_SKIPS = ("flink",)
+"""Sections the smoke run (the test suite's) leaves out: the flink section's embedded-cluster job
+costs the suite about a minute of both cores, and kldrift run on Flink is tested end to end by
+tests/e2e (embedded cluster, session cluster, restarts); `make bench` runs it."""
 SIZE_PERIOD = (1, 6, 60)
 KEYS = (2, 100, 1_000, 10_000)
 KEYS_QUICK = (2, 100, 1_000)
@@ -554,12 +558,6 @@ def avro_case(bench: Bench, bootstrap: str, expected: set[tuple[str, float]]) ->
         extra["registry_startup_s"] = registry.startup_seconds
 
 
-def smoke_flink_runners() -> tuple[Any, ...]:
-    """The smoke run's Flink trials: Prism and Flink at parallelism 1. The parallelism-2 trial runs
-    the same harness code with other Beam flags, and costs the test suite about 40 s."""
-    return tuple(r for r in FLINK_RUNNERS if r.name != "flink_p2_readers3")
-
-
 def section_flink(bench: Bench) -> None:
     """Prism and Flink (embedded cluster: parallelism 1; parallelism 2 with 3 readers) on the same
     pre-loaded topic, one trial of each in turn, `trials` rounds."""
@@ -567,7 +565,7 @@ def section_flink(bench: Bench) -> None:
     bootstrap = broker(bench)
     topic = preloaded_topic(bench)
     n = len(bench.lines)
-    flink_runners = smoke_flink_runners() if bench.workload is data.SMOKE else FLINK_RUNNERS
+    flink_runners = FLINK_RUNNERS
     names = ", ".join(r.name for r in flink_runners)
     log(f"flink: kldrift run over the pre-loaded topic, {names} in turn")
     done = alternating_trials(
@@ -935,6 +933,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # SIGTERM unwinds like Ctrl-C, so the broker and every job are still stopped.
     signal.signal(signal.SIGTERM, _interrupt)
+    if args.smoke:
+        sections = tuple(s for s in sections if s not in SMOKE_SKIPS)
     workload = data.SMOKE if args.smoke else data.QUICK if args.quick else data.FULL
     workdir = Path(tempfile.mkdtemp(prefix="kldrift-bench-"))
     bench = Bench(args.quick or args.smoke, workload, workdir, sections)

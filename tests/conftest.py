@@ -76,18 +76,17 @@ def _runs_a_pipeline(item: pytest.Item) -> bool:
 
 RUN_ORDER = {"e2e": 0, "pipeline": 1, "packaging": 2, "unit": 3}
 SLOWEST_MODULES = (
-    "test_restart",
-    "test_benchmarks_smoke",
     "test_flink_cluster",
     "test_outage",
     "test_streaming_e2e",
+    "test_restart",
+    "test_faults_e2e",
     "test_flink_checkpoints",
     "test_local_kafka",
-    "test_faults_e2e",
-    "test_operator_restarts",
     "test_operator_topics",
+    "test_operator_restarts",
+    "test_benchmarks_smoke",
     "test_schema_registry_e2e",
-    "test_flink",
     "test_quiet_failures",
     "test_operator_partitions",
     "test_prometheus_e2e",
@@ -97,8 +96,8 @@ SLOWEST_MODULES = (
 )
 """`make test` runs on three pytest-xdist workers (scripts/test.sh), a test file at a time (`--dist loadfile`, so a
 module fixture is built once): the kinds and modules that take longest start first (measured
-2026-12-06 13:03, a quiet machine, each module's total), and the short ones fill the gaps at the
-end."""
+2026-12-06, a quiet machine, each module's total), the ones that keep both cores busy (Flink's
+JVMs) between ones that mostly wait on live streams, and the short ones fill the gaps at the end."""
 
 
 def _run_rank(item: pytest.Item) -> tuple[int, int]:

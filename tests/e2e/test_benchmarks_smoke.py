@@ -1,5 +1,5 @@
 """The benchmark harness works: `python -m benchmarks.run --smoke --json OUT` (quick's sections and
-figures on less data) exits 0, writes every
+figures on less data, without the flink section: benchmarks.run.SMOKE_SKIPS) exits 0, writes every
 figure as a positive number, prints each with its unit, and leaves no Prism, Flink job server or
 broker running.
 
@@ -31,19 +31,7 @@ EPS_FIGURES = [
     "replay_eps",
     "naive_beam_eps",
     "numpy_limit_eps",
-    "flink_prism_eps",
-    "flink_p1_eps",
 ]
-FLINK_RUNNERS = {
-    "prism": "prism",
-    "flink_p1": "flink_job_server",
-}
-"""The flink section's runners in the smoke run, in the order of its trials, and the process that
-runs each job (the full and quick runs add flink_p2_readers3: the same code, other Beam flags)."""
-FLINK_EPS = {
-    "prism": "flink_prism_eps",
-    "flink_p1": "flink_p1_eps",
-}
 SCALING = {
     "size_period": ["1", "6", "60"],
     "bins": ["10", "100", "1000"],
@@ -112,26 +100,13 @@ def test_every_figure_is_a_positive_number(quick_run: tuple[dict[str, Any], str]
     assert latency["p50"] <= latency["p99"]
     assert latency["samples"] > 0
     ratio_names = ["streaming_over_raw_consume", "replay_over_naive", "size_period_60_over_1"]
-    for name in [*ratio_names, "flink_p1_over_prism"]:
+    for name in ratio_names:
         assert _positive(results["ratios"][name]), name
-    assert results["ratios"]["flink_p2_readers3_over_prism"] is None  # not run by the smoke run
-    # The flink section: each runner's trial over the whole pre-loaded topic, with the CPU seconds
-    # of the worker and of the runner's own process (Prism, or the Flink job server JVM).
-    flink = results["flink"]
-    assert flink["events"] == results["workload"]["events"]
-    assert [t["runner"] for t in flink["trials"]] == list(FLINK_RUNNERS)  # 1 round, in turn
-    for trial in flink["trials"]:
-        assert trial["runner_process"] == FLINK_RUNNERS[trial["runner"]], trial
-        for name in ("eps", "seconds", "startup_s", "cpu_span_s", "worker_cpu_s", "runner_cpu_s"):
-            assert _positive(trial[name]), (trial["runner"], name, trial[name])
-    for runner, process in FLINK_RUNNERS.items():
-        assert flink["runners"][runner]["runner_process"] == process
-        trials = [t["eps"] for t in flink["trials"] if t["runner"] == runner]
-        assert results["trials"][FLINK_EPS[runner]] == trials
-        assert results[FLINK_EPS[runner]] == flink["runners"][runner]["eps"] == trials[0]
-    assert results["ratios"]["flink_p1_over_prism"] == pytest.approx(
-        results["flink_p1_eps"] / results["flink_prism_eps"]
-    )
+    # The smoke run leaves the flink section out (benchmarks.run.SMOKE_SKIPS): no Flink figure,
+    # no Flink ratio, said as missing rather than made up.
+    assert "flink" not in results and "flink_p1_eps" not in results
+    assert results["ratios"]["flink_p1_over_prism"] is None
+    assert results["targets"]["flink_vs_prism"]["met"] is None  # not measured, not "missed"
     machine = results["machine"]
     assert isinstance(machine["nproc"], int) and machine["nproc"] > 0
     for name in ("cpu_model", "python", "beam", "numpy", "date"):
@@ -145,7 +120,11 @@ def test_every_figure_is_a_positive_number(quick_run: tuple[dict[str, Any], str]
         "report_latency",
         "flink_vs_prism",
     }
-    assert all(t["met"] in (True, False) for t in results["targets"].values())
+    assert all(
+        t["met"] in (True, False)
+        for name, t in results["targets"].items()
+        if name != "flink_vs_prism"
+    )
     # The naive pipeline did the same work as kldrift replay.
     agreement = results["extra"]["naive_agrees_with_replay"]
     assert agreement["naive_windows"] == agreement["replay_windows"] > 0
@@ -171,10 +150,6 @@ def test_the_table_states_units(quick_run: tuple[dict[str, Any], str]) -> None:
         assert "MB" in rows[f"rss_growth_mb.{part}"].split()
     for p in ("p50", "p99"):
         assert " s " in rows[f"report_latency_s.{p}"]
-    for runner in FLINK_RUNNERS:
-        for name in ("startup_s", "seconds", "worker_cpu_s", "runner_cpu_s"):
-            assert " s " in rows[f"flink.{runner}.{name}"], rows[f"flink.{runner}.{name}"]
-    assert "x" in rows["ratio.flink_p1_over_prism"].split(), rows["ratio.flink_p1_over_prism"]
     assert any("bits" in line.split() for name, line in rows.items() if name.startswith("drift"))
 
 
@@ -183,8 +158,7 @@ def test_no_prism_flink_or_broker_left_running(quick_run: tuple[dict[str, Any], 
     results, _ = quick_run
     processes = results["processes"]
     assert processes["kafka_broker_pid"] and processes["prism_pids"]
-    # One job server JVM per Flink trial (each `kldrift run` starts its own).
-    assert len(processes["flink_job_server_pids"]) == 1
+    assert processes["flink_job_server_pids"] == []  # the smoke run starts no Flink job
     assert processes["left_running"] == []
     pids = [*processes["prism_pids"], *processes["flink_job_server_pids"]]
     for pid in [*pids, processes["kafka_broker_pid"]]:
