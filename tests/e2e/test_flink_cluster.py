@@ -17,10 +17,12 @@ import json
 import os
 import re
 import time
+import urllib.error
 import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from _jobs import (
@@ -75,12 +77,24 @@ def _run_args(cluster: FlinkCluster, parallelism: int, savepoint: str | None) ->
     ]
 
 
+def _polled(cluster: FlinkCluster, path: str) -> Any:
+    """`cluster.get(path)` for a polling loop: None when the JobManager does not answer in time
+    (it is slow while a submission uploads the job server's ~157 MB of jars on loaded cores)."""
+    try:
+        return cluster.get(path)
+    except (TimeoutError, urllib.error.URLError, ConnectionError):
+        return None
+
+
 def _running_job(cluster: FlinkCluster, timeout_s: float = 300) -> str:
     """The id of the one job RUNNING with all its tasks running."""
     found: list[str] = []
 
     def running() -> bool:
-        jobs = cluster.get("/jobs/overview")["jobs"]
+        overview = _polled(cluster, "/jobs/overview")
+        if overview is None:
+            return False
+        jobs = overview["jobs"]
         found[:] = [
             j["jid"]
             for j in jobs
@@ -94,13 +108,16 @@ def _running_job(cluster: FlinkCluster, timeout_s: float = 300) -> str:
 
 def _reader_taskmanager(cluster: FlinkCluster, job_id: str) -> str:
     """The TaskManager (`tm-N`) running the job's first vertex (Impulse -> the Kafka read)."""
-    source = cluster.get(f"/jobs/{job_id}")["vertices"][0]["id"]
-    hosts = cluster.get(f"/jobs/{job_id}/vertices/{source}/taskmanagers")["taskmanagers"]
+    source = cluster.get(f"/jobs/{job_id}", timeout_s=60)["vertices"][0]["id"]
+    hosts = cluster.get(f"/jobs/{job_id}/vertices/{source}/taskmanagers", timeout_s=60)[
+        "taskmanagers"
+    ]
     return str(hosts[0]["taskmanager-id"])
 
 
 def _completed_checkpoints(cluster: FlinkCluster, job_id: str) -> int:
-    return int(cluster.get(f"/jobs/{job_id}/checkpoints")["counts"]["completed"])
+    checkpoints = _polled(cluster, f"/jobs/{job_id}/checkpoints")
+    return 0 if checkpoints is None else int(checkpoints["counts"]["completed"])
 
 
 @pytest.mark.timeout(600)  # two submissions of ~60-90 s each on 2 loaded cores
@@ -154,7 +171,7 @@ def test_taskmanager_loss_and_rescaling_from_a_savepoint_keep_every_window_exact
             wait_for(lambda: len(tail.poll()) > before_kill, 120, "a report after the kill")
             marks["first_report_after_kill"] = tail.arrived_ms[before_kill] / 1000
             wait_for(lambda: reported_after(marks["kill"] + SIZE_S), 120, "windows after the kill")
-            restored = cluster.get(f"/jobs/{job_b}/checkpoints")["latest"]["restored"]
+            restored = cluster.get(f"/jobs/{job_b}/checkpoints", timeout_s=60)["latest"]["restored"]
             last_window_reported(events, tail, SIZE_S, PERIOD_S, timeout_s=90)
     finally:
         events.stop()
