@@ -415,9 +415,15 @@ def _no_tracebacks_at_exit() -> None:
 
 class _StopNoise(logging.Filter):
     """Log records of a stopped job's worker and runner: tracebacks, a cancelled bundle, Prism's
-    end."""
+    end, and Prism's warning when the cancelled bundle's worker still asks it for state (seen once
+    in a loaded test run: `WARNING:PrismRunner:state request after bundle inactive`)."""
 
-    MARKS = ("Traceback (most recent call last)", "pipeline canceled", "Really destroying service")
+    MARKS = (
+        "Traceback (most recent call last)",
+        "pipeline canceled",
+        "Really destroying service",
+        "state request after bundle inactive",
+    )
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.exc_info:
