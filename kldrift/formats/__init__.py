@@ -11,13 +11,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from kldrift.formats.framed import Problem
 from kldrift.formats.registry import RegistryUnreachable, WriterSchemas
 from kldrift.schemas.config import SchemaRegistrySpec
 
 FORMATS = ("json", "avro", "protobuf")
-
-Problem = tuple[str, str]
-"""(reason, detail) of a record that is not an event."""
 
 
 class RecordFormat(Protocol):

@@ -11,10 +11,8 @@ from typing import Any
 
 from fastavro import parse_schema, schemaless_reader
 
-from kldrift.formats import wire
+from kldrift.formats.framed import Problem, decode_framed
 from kldrift.formats.registry import UnknownSchema, WriterSchemas
-
-Problem = tuple[str, str]
 
 
 def parse_writer_schema(schema: Any, schema_id: int) -> Any:
@@ -51,25 +49,4 @@ class AvroFormat:
         self._schemas = schemas
 
     def decode(self, values: Sequence[bytes | None]) -> tuple[list[Any], dict[int, Problem]]:
-        parsed: list[Any] = []
-        problems: dict[int, Problem] = {}
-        for row, value in enumerate(values):
-            parsed.append(None)
-            if value is None:
-                problems[row] = ("null_value", "the record has no value (a tombstone)")
-                continue
-            try:
-                schema_id, payload = wire.split(value)
-            except wire.NotWireFormat as err:
-                problems[row] = ("not_wire_format", str(err))
-                continue
-            try:
-                writer_schema = self._schemas.get(schema_id, parse_writer_schema)
-            except UnknownSchema as err:
-                problems[row] = ("unknown_schema", str(err))
-                continue
-            try:
-                parsed[row] = read_record(payload, writer_schema)
-            except ValueError as err:
-                problems[row] = ("undecodable", f"schema id {schema_id}: {err}")
-        return parsed, problems
+        return decode_framed(values, self._schemas, parse_writer_schema, read_record)

@@ -15,9 +15,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from kldrift.formats import wire
+from kldrift.formats.framed import Problem, decode_framed
 from kldrift.formats.registry import UnknownSchema, WriterSchemas
 
-Problem = tuple[str, str]
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _TIMESTAMP = "google.protobuf.Timestamp"
 _WRAPPERS = frozenset(
@@ -160,28 +160,15 @@ class ProtobufFormat:
         self._schemas = schemas
 
     def decode(self, values: Sequence[bytes | None]) -> tuple[list[Any], dict[int, Problem]]:
-        parsed: list[Any] = []
-        problems: dict[int, Problem] = {}
-        for row, value in enumerate(values):
-            parsed.append(None)
-            if value is None:
-                problems[row] = ("null_value", "the record has no value (a tombstone)")
-                continue
-            try:
-                schema_id, payload = wire.split(value)
-            except wire.NotWireFormat as err:
-                problems[row] = ("not_wire_format", str(err))
-                continue
-            try:
-                writer = self._schemas.get(schema_id, build_writer_file, fmt="serialized")
-            except UnknownSchema as err:
-                problems[row] = ("unknown_schema", str(err))
-                continue
-            try:
-                indexes, start = wire.message_indexes(payload)
-                message = writer.message_class(indexes)()
-                message.ParseFromString(bytes(payload[start:]))
-                parsed[row] = message_dict(message)
-            except Exception as err:  # DecodeError, a bad index path, a malformed index list
-                problems[row] = ("undecodable", f"schema id {schema_id}: {err}"[:200])
-        return parsed, problems
+        return decode_framed(
+            values, self._schemas, build_writer_file, read_message, fmt="serialized"
+        )
+
+
+def read_message(payload: memoryview, writer: _WriterFile) -> dict[str, Any]:
+    """One Protobuf message (its message indexes first) as a dict; an exception when the bytes are
+    not a message of the writer's file (DecodeError, a bad index path, a malformed index list)."""
+    indexes, start = wire.message_indexes(payload)
+    message = writer.message_class(indexes)()
+    message.ParseFromString(bytes(payload[start:]))
+    return message_dict(message)

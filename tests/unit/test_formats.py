@@ -18,6 +18,7 @@ from fastavro import parse_schema, schemaless_writer
 from kldrift.events import EventDecoder, RecordBatch
 from kldrift.formats import wire
 from kldrift.formats.avro import AvroFormat
+from kldrift.formats.framed import DETAIL_CHARS, decode_framed
 from kldrift.formats.protobuf import ProtobufFormat
 from kldrift.formats.registry import UnknownSchema, shown_url
 from kldrift.schemas.config import PipelineConfig
@@ -223,3 +224,17 @@ def test_proto_text_that_does_not_compile_is_an_unknown_schema_naming_protocs_er
     assert problems[0][0] == problems[1][0] == "unknown_schema"
     assert 'line 3: "Missing" is not defined' in problems[0][1]
     assert "other.proto: File not found" in problems[1][1]
+
+
+def test_every_format_cuts_an_undecodable_detail_to_the_same_length() -> None:
+    schemas = _Schemas({5: Schema("{}", "AVRO")})
+
+    def decode(payload: memoryview, writer: Any) -> Any:
+        raise ValueError("x" * 500)
+
+    parsed, problems = decode_framed([_framed(5, b"\x01")], schemas, lambda s, i: s, decode)  # type: ignore[arg-type]
+    assert parsed == [None]
+    reason, detail = problems[0]
+    assert reason == "undecodable"
+    assert detail.startswith("schema id 5: xxx")
+    assert len(detail) == DETAIL_CHARS == 200
