@@ -731,9 +731,16 @@ def targets(bench: Bench) -> dict[str, dict[str, Any]]:
     limit = 2 * data.PERIOD_S + data.IDLE_TIMEOUT_S
     return {
         "streaming_vs_raw_consume": target(
-            "streaming_eps >= 0.5 x raw_kafka_consume_eps",
+            "streaming_eps >= 0.8 x raw_kafka_consume_eps (issue 27; single-threaded kafka-python "
+            "with the C CRC)",
             ratios.get("streaming_over_raw_consume"),
-            lambda v: v >= 0.5,
+            lambda v: v >= 0.8,
+        ),
+        "replay_vs_numpy_limit": target(
+            "replay_eps >= 0.7 x numpy_limit_eps (issue 27: msgspec parse + FeatureBins.count, "
+            "no Beam)",
+            ratios.get("replay_over_numpy_limit"),
+            lambda v: v >= 0.7,
         ),
         "replay_vs_naive": target(
             "replay_eps >= 20 x naive_beam_eps", ratios.get("replay_over_naive"), lambda v: v >= 20

@@ -113,6 +113,7 @@ def test_every_figure_is_a_positive_number(quick_run: tuple[dict[str, Any], str]
         assert isinstance(machine[name], str) and machine[name], name
     assert set(results["targets"]) == {
         "streaming_vs_raw_consume",
+        "replay_vs_numpy_limit",
         "replay_vs_naive",
         "size_period",
         "keys",
