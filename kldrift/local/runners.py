@@ -9,8 +9,12 @@ import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kldrift.pipeline.options import flag_value, has_flag, is_flink_runner, runner_name
+
+if TYPE_CHECKING:
+    from kldrift.local.worker_processes import WorkerPool
 
 
 def local_runner_args(beam_args: Sequence[str]) -> list[str]:
@@ -34,6 +38,25 @@ def local_runner_args(beam_args: Sequence[str]) -> list[str]:
 
         args.extend(local_environment_args(master))
     return args
+
+
+def worker_process_args(beam_args: Sequence[str]) -> tuple[list[str], WorkerPool]:
+    """`beam_args` plus an EXTERNAL environment served by a pool of worker processes started here
+    (kldrift.local.worker_processes), for `kldrift run --worker-processes` on Prism, and the pool
+    (it stops when this process exits). UserError on another runner or a given environment."""
+    from kldrift.exceptions import UserError
+    from kldrift.local.worker_processes import WorkerPool
+
+    args = list(beam_args)
+    if runner_name(args) not in ("", "PrismRunner", "prism"):
+        raise UserError(
+            "--worker-processes is for Prism (the default runner); on Flink, task slots "
+            "(--parallelism) and --sdk_worker_parallelism set the workers"
+        )
+    if has_flag(args, "--environment_type"):
+        raise UserError("--worker-processes sets the SDK environment: drop --environment_type")
+    pool = WorkerPool()
+    return [*args, "--environment_type=EXTERNAL", f"--environment_config={pool.address}"], pool
 
 
 def prepare_streaming(beam_args: Sequence[str]) -> None:
