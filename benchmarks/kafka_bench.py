@@ -291,12 +291,16 @@ def job_peaks(pid: int) -> dict[str, Any]:
     the Flink job server JVM), and the runner's pid and kind."""
     found = runner_child(pid)
     runner, kind = found if found is not None else (None, None)
-    return {
+    peaks = {
         "worker": peak_rss_mb(pid),
         "runner": peak_rss_mb(runner) if runner is not None else None,
         "runner_pid": runner,
         "runner_kind": kind,
     }
+    processes = [peak_rss_mb(p) for p in worker_processes(pid)]
+    if processes:
+        peaks["worker_processes"] = processes
+    return peaks
 
 
 # -- kldrift run ---------------------------------------------------------------------------
