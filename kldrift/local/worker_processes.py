@@ -1,10 +1,11 @@
-"""SDK workers as processes of their own, for `kldrift run --workers N` on Prism: one core each.
+"""SDK workers as processes of their own, for `kldrift run --worker-processes`: a core each.
 
 Beam's LOOPBACK environment runs every SDK worker as a thread of the submitting process, so the
 whole job shares one GIL: one core. Prism starts one worker per environment of the pipeline and
-runs stages of different environments concurrently; kldrift's reader steps each get an
-environment of their own (kldrift.io.kafka_source), and `WorkerPool` answers Prism's requests for
-those environments' workers by starting each as a child process running `python -m
+runs stages of different environments concurrently; under the option kldrift's reader steps each
+get an environment of their own (kldrift.io.kafka_source.ReadEventsPerReader), and `WorkerPool`
+answers the runner's requests for workers (Prism's per environment; Flink's per task slot, with
+`--sdk_worker_parallelism`) by starting each as a child process running `python -m
 kldrift.local.worker_processes` (an SdkHarness, as Beam's own worker pool starts in its process
 mode).
 
@@ -14,9 +15,10 @@ panics decoding a counter's payload as another metric's. Each worker process her
 short ids from its pid shifted left by 32 bits, so no two live workers share one.
 
 The workers' output goes to this process's stderr (the terminal of `kldrift run`), as the
-in-process worker's did, until `quiet()` (a stop); they ignore SIGINT (a Ctrl-C at the terminal goes to the whole process group:
-`kldrift run` cancels the job and Prism then asks the pool to stop them) and are killed when
-the pool stops or the process that started it exits.
+in-process worker's did, until `quiet()` (a stop: the cancelled bundles' tracebacks are not for
+the operator). They run in sessions of their own, so a Ctrl-C at the terminal reaches only
+`kldrift run`, which cancels the job; the runner then asks the pool to stop them, and the pool
+kills what is left when it stops or the process that started it exits.
 """
 
 from __future__ import annotations
