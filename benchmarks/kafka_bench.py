@@ -22,8 +22,16 @@ from typing import Any
 import numpy as np
 
 from benchmarks import data
-from benchmarks.procs import cpu_seconds, peak_rss_mb, rss_mb, runner_child, stop_group
+from benchmarks.procs import (
+    children,
+    cpu_seconds,
+    peak_rss_mb,
+    rss_mb,
+    runner_child,
+    stop_group,
+)
 from kldrift.events import EventDecoder, RecordBatch
+from kldrift.local import procs
 from kldrift.local.kafka import create_topics
 from kldrift.schemas.config import PipelineConfig
 from kldrift.synthetic import make_event
@@ -209,6 +217,8 @@ class MemorySampler(threading.Thread):
         """The runner's kind once seen: "prism" or "flink_job_server"."""
         self.runner_pids: list[tuple[int, str]] = []
         """(pid, kind) of every runner process seen."""
+        self.worker_cpu: dict[int, list[tuple[float, float]]] = {}
+        """(time, CPU seconds) of each SDK worker process (`kldrift run --worker-processes`)."""
         self.stop = threading.Event()
 
     def run(self) -> None:
@@ -230,6 +240,10 @@ class MemorySampler(threading.Thread):
             self.samples.append((now, worker, runner_mb))
         if worker_cpu is not None and runner_cpu is not None:
             self.cpu.append((now, worker_cpu, runner_cpu))
+        for pid in worker_processes(self.pid):
+            seconds = cpu_seconds(pid)
+            if seconds is not None:
+                self.worker_cpu.setdefault(pid, []).append((now, seconds))
 
     def cpu_between(self, start: float, end: float) -> dict[str, Any] | None:
         """CPU seconds used by the worker and by the runner process between two moments (nearest
@@ -249,7 +263,27 @@ class MemorySampler(threading.Thread):
         }
         if self.runner == "prism":
             cpu["prism_cpu_s"] = cpu["runner_cpu_s"]
+        if self.worker_cpu:
+            cpu["worker_processes_cpu_s"] = sorted(
+                (_used_between(samples, start, end) for samples in self.worker_cpu.values()),
+                reverse=True,
+            )
         return cpu
+
+
+def _used_between(samples: list[tuple[float, float]], start: float, end: float) -> float:
+    """CPU seconds a process used between two moments (its nearest samples; 0 before its first)."""
+    before = [cpu for t, cpu in samples if t <= start]
+    until = [cpu for t, cpu in samples if t <= end]
+    return round((until[-1] if until else 0.0) - (before[-1] if before else 0.0), 2)
+
+
+WORKER_MODULE = "kldrift.local.worker_processes"
+
+
+def worker_processes(pid: int) -> list[int]:
+    """The SDK worker processes `kldrift run --worker-processes` (process `pid`) started."""
+    return [child for child, _ in children(pid) if WORKER_MODULE in (procs.cmdline(child) or "")]
 
 
 def job_peaks(pid: int) -> dict[str, Any]:
@@ -257,12 +291,16 @@ def job_peaks(pid: int) -> dict[str, Any]:
     the Flink job server JVM), and the runner's pid and kind."""
     found = runner_child(pid)
     runner, kind = found if found is not None else (None, None)
-    return {
+    peaks = {
         "worker": peak_rss_mb(pid),
         "runner": peak_rss_mb(runner) if runner is not None else None,
         "runner_pid": runner,
         "runner_kind": kind,
     }
+    processes = [peak_rss_mb(p) for p in worker_processes(pid)]
+    if processes:
+        peaks["worker_processes"] = processes
+    return peaks
 
 
 # -- kldrift run ---------------------------------------------------------------------------
@@ -283,6 +321,8 @@ class Job:
     """Beam flags after `--` (another runner than Prism)."""
     kafka_extra: dict[str, Any] = field(default_factory=dict)
     """More `kafka:` settings (e.g. readers)."""
+    run_flags: tuple[str, ...] = ()
+    """Flags of `kldrift run` itself (e.g. --worker-processes)."""
 
     def start(self, baseline: Path) -> None:
         run_id = uuid.uuid4().hex[:8]
@@ -306,7 +346,7 @@ class Job:
         self.started_at = time.time()
         with self.log_path.open("w") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "kldrift.cli", "run", "--config", str(path)]
+                [sys.executable, "-m", "kldrift.cli", "run", "--config", str(path), *self.run_flags]
                 + (["--", *self.runner_args] if self.runner_args else []),
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -394,6 +434,7 @@ def streaming_trial(
     kafka_extra: dict[str, Any] | None = None,
     runner_pids: list[tuple[int, str]] | None = None,
     job_name: str = "stream",
+    run_flags: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """`kldrift run` over the pre-loaded topic; events/s from its first read (first offset commit
     seen) to the arrival of the last data window's first report. The topic ends with a sentinel
@@ -412,6 +453,7 @@ def streaming_trial(
         config,
         runner_args=runner_args,
         kafka_extra=dict(kafka_extra or {}),
+        run_flags=run_flags,
     )
     job.start(baseline)
     tail = ReportTail(bootstrap, job.kafka["output_topic"])

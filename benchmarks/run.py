@@ -61,12 +61,15 @@ KEYS_SIZE_S, KEYS_PERIOD_S = 600, 120
 BINS = (10, 100, 1000)
 FEATURES = (1, 10, 50)
 WORKER_TIMEOUT_S = 3600
+PROCESS_READERS = (1, 2)
+"""kafka.readers of the `kldrift run --worker-processes` trials (the kafka section, not smoke)."""
 
 UNITS = {
     "raw_kafka_consume_eps": "events/s",
     "raw_kafka_produce_eps": "events/s",
     "streaming_eps": "events/s",
     "streaming_avro_eps": "events/s",
+    "streaming_processes_eps": "events/s (kldrift run --worker-processes; key: readers)",
     "flink_prism_eps": "events/s",
     "flink_p1_eps": "events/s",
     "flink_p2_readers3_eps": "events/s",
@@ -448,6 +451,7 @@ def section_kafka(bench: Bench) -> None:
 
     expected = data_windows(bench)
     trials = []
+    in_processes: dict[int, list[dict[str, Any]]] = {readers: [] for readers in PROCESS_READERS}
     for trial in range(bench.workload.trials):
         log(f"streaming: kldrift run on Prism over the pre-loaded topic (trial {trial + 1})")
         result = streaming_trial(
@@ -459,6 +463,25 @@ def section_kafka(bench: Bench) -> None:
             f"({result['seconds']:.1f} s; job start-up {result['startup_s']:.1f} s)"
         )
         trials.append(result)
+        if bench.workload is data.SMOKE:  # the suite's budget: the e2e restart test runs them
+            continue
+        for readers, results in in_processes.items():  # alternating with the trial above
+            log(f"streaming: kldrift run --worker-processes, {readers} reader(s)")
+            result = streaming_trial(
+                bootstrap, bench.workdir, base.config_data, base.baseline, input_topic, expected,
+                n, kafka_extra={"readers": readers}, runner_pids=bench.runner_pids,
+                job_name=f"stream-processes-{readers}", run_flags=("--worker-processes",),
+            )  # fmt: skip
+            log(f"worker processes, {readers} reader(s): {result['eps']:,.0f} events/s")
+            results.append(result)
+    for readers, results in in_processes.items():
+        if results:
+            bench.out.setdefault("streaming_processes_eps", {})[str(readers)] = bench.median(
+                f"streaming_processes_{readers}_eps", [t["eps"] for t in results]
+            )
+            bench.out.setdefault("extra", {})[f"streaming_processes_{readers}_cpu"] = [
+                t["cpu"] for t in results
+            ]
     bench.out["streaming_eps"] = bench.median("streaming_eps", [t["eps"] for t in trials])
     extra = bench.out.setdefault("extra", {})
     extra["streaming_job_startup_s"] = statistics.median(t["startup_s"] for t in trials)
@@ -797,6 +820,16 @@ def ratios(out: dict[str, Any]) -> dict[str, float | None]:
         "flink_p2_readers3_over_prism": ratio(
             out.get("flink_p2_readers3_eps"), out.get("flink_prism_eps")
         ),
+        **{
+            f"streaming_processes_{readers}_over_raw_consume": ratio(
+                eps, out.get("raw_kafka_consume_eps")
+            )
+            for readers, eps in out.get("streaming_processes_eps", {}).items()
+        },
+        **{
+            f"streaming_processes_{readers}_over_streaming": ratio(eps, out.get("streaming_eps"))
+            for readers, eps in out.get("streaming_processes_eps", {}).items()
+        },
     }
 
 

@@ -148,6 +148,13 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
         help="after a window change (size, period, allowed lateness): resume from the group's "
         "committed offsets anyway, reporting only the new windows complete from there",
     )
+    run.add_argument(
+        "--worker-processes",
+        action="store_true",
+        help="Prism: run each of the kafka.readers readers (with its decoding and binning) and "
+        "the rest of the job in SDK worker processes of their own, one core each; Flink's "
+        "embedded cluster: one worker process per task slot (--parallelism)",
+    )
     run.add_argument("beam_args", nargs=argparse.REMAINDER, help="-- Beam pipeline options")
     run.set_defaults(func=commands.run)
 
@@ -290,8 +297,9 @@ def _show_bin_warnings() -> None:
     logger.propagate = False
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+def configure_logging() -> None:
+    """What kldrift's commands, and the worker processes of `kldrift run --worker-processes`,
+    log on stderr."""
     # Beam's GCP extras warn at import about a client library kldrift does not use.
     logging.getLogger().addFilter(lambda record: "apitools" not in record.getMessage())
     # kafka-python logs routine, self-healing events (a coordinator still loading, a slow event-loop
@@ -301,6 +309,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Connection retries: one line when a broker is lost, one when it is back.
     kafka_log.install()
     _show_bin_warnings()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    configure_logging()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -224,12 +224,20 @@ def run(args: argparse.Namespace) -> int:
 
         beam_args = _job_beam_args(args.beam_args)
         prepare_streaming(beam_args)
+        stopping = None
+        if args.worker_processes:
+            from kldrift.local.runners import worker_process_args
+
+            beam_args, pool = worker_process_args(beam_args)
+            stopping = pool.quiet
         return run_streaming(
             config,
             baseline_,
             beam_args,
             reset_resume=args.reset_resume,
             stop_runner=lambda: stop_leftover_children(quiet=True),
+            worker_processes=args.worker_processes,
+            stopping=stopping,
         )
 
 

@@ -37,6 +37,8 @@ late data for windows still open, counted within allowed lateness).
 the last checkpointed restriction as the whole read's, not the minimum over restrictions, so with
 several readers one reader's progress makes another's records late: keep 1 reader on Prism (the
 default); on Flink or Dataflow, which take the minimum, use up to one reader per partition.
+ReadEventsPerReader (`kldrift run --worker-processes`) reads each reader in a stage of its own,
+whose watermark is its reader's: several readers are safe there on Prism too.
 """
 
 from __future__ import annotations
@@ -51,7 +53,9 @@ import apache_beam as beam
 from apache_beam.io.iobase import RestrictionProgress, RestrictionTracker
 from apache_beam.io.watermark_estimators import WatermarkEstimator
 from apache_beam.transforms.core import RestrictionProvider, WatermarkEstimatorProvider
+from apache_beam.transforms.resources import ResourceHint
 from apache_beam.transforms.window import TimestampedValue
+from apache_beam.typehints.decorators import no_annotations
 from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
 
 from kldrift import metrics
@@ -768,6 +772,47 @@ def reader_starts(
         )
         for i in range(count)
     ]
+
+
+class ReaderProcessHint(ResourceHint):
+    """The resource hint `kldrift_reader_process=i` of reader i's steps under `kldrift run
+    --worker-processes`: steps with distinct hints get distinct environments, hence (on Prism)
+    distinct SDK workers; runners that do not know it ignore it."""
+
+    urn = "beam:resources:kldrift_reader_process:v1"
+
+
+ResourceHint.register_resource_hint("kldrift_reader_process", ReaderProcessHint)
+
+
+class ReadEventsPerReader(beam.PTransform):
+    """Readers -> one PCollection of EventBatch per reader, each read by a step of its own
+    (`Read0`, `Read1`, ...) in an environment of its own (ReaderProcessHint): Prism starts one SDK
+    worker per environment and runs their bundles concurrently, so with worker processes
+    (kldrift.local.worker_processes) each reader parses and decodes on a core of its own. Each
+    read is its own stage, with its own watermark: Prism's one-watermark-per-read limit (see the
+    module docstring) does not apply, and the composite's Flatten takes the minimum."""
+
+    def __init__(self, config: PipelineConfig, starts: list[ReaderStart], group_id: str) -> None:
+        super().__init__()
+        self._config = config
+        self._starts = starts
+        self._group_id = group_id
+
+    @no_annotations  # Beam takes no tuple of PCollections as an output hint (it warns)
+    def expand(self, pipeline: beam.pvalue.PBegin) -> tuple[beam.PCollection[EventBatch], ...]:
+        run = self._starts[0].run if self._starts else ""
+        return tuple(
+            pipeline
+            | f"Partitions{i}" >> beam.Create([start])
+            | (
+                f"Read{i}"
+                >> beam.ParDo(_ReadPartitions(self._config, self._group_id, run))
+                .with_output_types(EventBatch)
+                .with_resource_hints(kldrift_reader_process=str(i))
+            )
+            for i, start in enumerate(self._starts)
+        )
 
 
 class ReadEventsFromKafka(beam.PTransform):

@@ -31,7 +31,12 @@ from kldrift.io.kafka_client import (
     start_offsets,
 )
 from kldrift.io.kafka_sink import WriteDeadLetters, WriteReports
-from kldrift.io.kafka_source import ReaderStart, ReadEventsFromKafka, reader_starts
+from kldrift.io.kafka_source import (
+    ReaderStart,
+    ReadEventsFromKafka,
+    ReadEventsPerReader,
+    reader_starts,
+)
 from kldrift.io.outage import DropOutageTraces, KafkaOutageError, on_timeout, outage_line
 from kldrift.io.resume import (
     ResumePoint,
@@ -66,12 +71,21 @@ def build_streaming(
     baseline: Baseline,
     starts: list[ReaderStart],
     resume: ResumePoint | None = None,
+    worker_processes: bool = False,
 ) -> None:
+    """The job's steps. `worker_processes`: each reader reads in a step (and, on Prism, an SDK
+    worker) of its own, and bins its batches there (ReadEventsPerReader)."""
     assert config.kafka is not None
     updates = baseline_updates(config)
+    group_id = group_id_of(config)
+    read = (
+        ReadEventsPerReader(config, starts, group_id)
+        if worker_processes
+        else ReadEventsFromKafka(config, starts, group_id)
+    )
     outputs = (
         pipeline
-        | "ReadFromKafka" >> ReadEventsFromKafka(config, starts, group_id_of(config))
+        | "ReadFromKafka" >> read
         | "SlidingKLDivergence" >> SlidingKLFromBatches(config, baseline, updates, resume)
     )
     # A window's summary goes to the report topic beside its features' reports.
@@ -208,6 +222,8 @@ def run_streaming(
     beam_args: Sequence[str] = (),
     reset_resume: bool = False,
     stop_runner: Callable[[], object] | None = None,
+    worker_processes: bool = False,
+    stopping: Callable[[], object] | None = None,
 ) -> int:
     """Run until cancelled; Ctrl-C (SIGINT) or SIGTERM cancels the job cleanly and returns 130 or
     143 (128 + the signal's number, the shell's convention).
@@ -215,7 +231,10 @@ def run_streaming(
     `beam_args` must already name what the runner needs: the CLI adds a local Prism or Flink, and
     sets an embedded Flink cluster up to restore --savepoint_path, before calling this. The runner
     processes started here ignore Ctrl-C; `stop_runner` stops them after a stop (the CLI stops
-    its Prism or job server children). `reset_resume`: see resolve_starts."""
+    its Prism or job server children). `reset_resume`: see resolve_starts. `worker_processes`:
+    on Prism, the job's steps as build_streaming lays them out for worker processes (the CLI has
+    set up the environment that starts them, kldrift.local.runners.worker_process_args); `stopping` is
+    called when a stop begins, before the cancel (the CLI quiets its worker processes' output)."""
     spec: KafkaSpec | None = config.kafka
     if spec is None:
         raise KafkaSetupError("the config has no `kafka:` section")
@@ -232,7 +251,9 @@ def run_streaming(
     for handler in logging.getLogger().handlers:  # an outage's traces: said once at the end
         handler.addFilter(DropOutageTraces())
     pipeline = beam.Pipeline(options=options)
-    build_streaming(pipeline, config, baseline, starts, resume)
+    # Flink spreads the readers over its task slots itself: one environment, one read step.
+    per_reader = worker_processes and not is_flink_runner(runner_name(beam_args))
+    build_streaming(pipeline, config, baseline, starts, resume, per_reader)
     with _runner_ignores_ctrl_c():
         result = pipeline.run()
     flink_rest = (
@@ -245,6 +266,7 @@ def run_streaming(
         metrics_served=not is_flink_runner(runner_name(beam_args)),
         stop_runner=stop_runner,
         flink_rest=flink_rest,
+        stopping=stopping,
     )
 
 
@@ -300,11 +322,12 @@ def _wait_or_cancel(
     metrics_served: bool = True,
     stop_runner: Callable[[], object] | None = None,
     flink_rest: str | None = None,
+    stopping: Callable[[], object] | None = None,
 ) -> int:
     """Wait until the job ends or SIGINT/SIGTERM asks to stop; then cancel it cleanly and return
     128 + the signal's number (130 for Ctrl-C, 143 for SIGTERM), or 1 if Kafka was unreachable
     for too long. `flink_rest`: a remote Flink cluster's REST address, where the job is cancelled
-    too (Beam's job server leaves it running there)."""
+    too (Beam's job server leaves it running there). `stopping`: called before the cancel."""
     from apache_beam.runners.runner import PipelineState
 
     stop = threading.Event()
@@ -337,6 +360,8 @@ def _wait_or_cancel(
         else:
             print("kldrift run: stopping (cancelling the job)", file=sys.stderr, flush=True)
         _quiet_worker_stop()
+        if stopping is not None:
+            stopping()
         try:
             result.cancel()
         except Exception as err:  # a job that is already ending may refuse the cancel

@@ -270,7 +270,8 @@ class KafkaSpec(_Frozen):
     readers: int = Field(
         default=1,
         ge=1,
-        description="parallel readers sharing the partitions; keep 1 on Prism (see README)",
+        description="parallel readers sharing the partitions; keep 1 on Prism unless `kldrift run "
+        "--worker-processes` (see README)",
     )
     outage_timeout: Duration = Field(
         default=300.0,

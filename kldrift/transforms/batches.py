@@ -85,15 +85,15 @@ class SlidingKLFromBatches(beam.PTransform):
         self._resume = resume
 
     @no_annotations  # Beam takes no dict of PCollections as an output hint (it warns)
-    def expand(self, batches: beam.PCollection[EventBatch]) -> dict[str, beam.PCollection]:
+    def expand(
+        self, batches: beam.PCollection[EventBatch] | tuple[beam.PCollection[EventBatch], ...]
+    ) -> dict[str, beam.PCollection]:
         spec = self._config.window
         period = Duration(micros=spec.period_us)
         lateness = spec.allowed_lateness_us
-        binned = batches | "Bin" >> beam.ParDo(
-            BinPanes(self._config, self._feature_bins, self._resume)
-        ).with_output_types(PANE_COUNTS).with_outputs(DEAD_LETTERS, main="pane_counts")
+        pane_counts, dead_letters = self._bin(batches)
         windows = (
-            binned.pane_counts
+            pane_counts
             | "PaneHistograms"
             >> WindowedSum(
                 window.FixedWindows(period),
@@ -141,5 +141,33 @@ class SlidingKLFromBatches(beam.PTransform):
         return {
             REPORTS: scored[REPORTS],
             SUMMARIES: scored[SUMMARIES],
-            DEAD_LETTERS: binned[DEAD_LETTERS],
+            DEAD_LETTERS: dead_letters,
         }
+
+    def _bin(
+        self, batches: beam.PCollection[EventBatch] | tuple[beam.PCollection[EventBatch], ...]
+    ) -> tuple[beam.PCollection, beam.PCollection]:
+        """(pane counts, dead letters): one Bin step; or, given one PCollection per reader
+        (`kldrift run --worker-processes`), one per reader (`Bin0`, `Bin1`, ...) with its reader's
+        resource hints, so that it runs in its reader's environment (worker process) and only
+        pane counts leave it."""
+        if not isinstance(batches, tuple):
+            binned = batches | "Bin" >> self._bin_step()
+            return binned.pane_counts, binned[DEAD_LETTERS]
+        parts = []
+        for i, branch in enumerate(batches):
+            step = self._bin_step()
+            if branch.producer is not None:
+                step.get_resource_hints().update(branch.producer.resource_hints)
+            parts.append(branch | f"Bin{i}" >> step)
+        return (
+            tuple(p.pane_counts for p in parts) | "PaneCounts" >> beam.Flatten(),
+            tuple(p[DEAD_LETTERS] for p in parts) | "BinDeadLetters" >> beam.Flatten(),
+        )
+
+    def _bin_step(self) -> beam.PTransform:
+        return (
+            beam.ParDo(BinPanes(self._config, self._feature_bins, self._resume))
+            .with_output_types(PANE_COUNTS)
+            .with_outputs(DEAD_LETTERS, main="pane_counts")
+        )

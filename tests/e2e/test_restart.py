@@ -46,12 +46,16 @@ def _committed(bootstrap: str, topic: str, group: str, partitions: int) -> list:
 
 
 _FLINK = ("--runner", "FlinkRunner", "--flink_master=[local]")
-RUNNERS = {  # runner args, partitions, readers
-    "prism": ((), 2, 1),
+RUNNERS = {  # runner args, partitions, readers, (kldrift run flags, readers) of the second run
+    # The second run resumes with two readers in worker processes of their own (`kldrift run
+    # --worker-processes`): the restart guarantee across that change, and in that mode, at no
+    # extra job's cost.
+    "prism": ((), 2, 1, (("--worker-processes",), 2)),
     # One reader per partition, two task slots: each reader commits by the slowest one's progress.
     # (Flink with one reader is not run as well: this case holds all it would check, and each
     # Flink case costs about a minute and a half of the suite's budget.)
-    "flink-3-readers": ((*_FLINK, "--parallelism=2"), 3, 3),
+    # Its second run has a worker process per task slot (`--worker-processes`).
+    "flink-3-readers": ((*_FLINK, "--parallelism=2"), 3, 3, (("--worker-processes",), 3)),
 }
 
 
@@ -59,7 +63,7 @@ RUNNERS = {  # runner args, partitions, readers
 def test_restart_from_committed_offsets_loses_no_window_and_counts_each_event_once(
     tmp_path: Path, kafka_bootstrap: str, runner: str
 ) -> None:
-    runner_args, partitions, readers = RUNNERS[runner]
+    runner_args, partitions, readers, (flags_b, readers_b) = RUNNERS[runner]
     if runner.startswith("flink"):
         flink.ensure_installed()  # installed by the set-up; FlinkSetupError fails the test
     run_id = uuid.uuid4().hex[:8]
@@ -73,9 +77,15 @@ def test_restart_from_committed_offsets_loses_no_window_and_counts_each_event_on
         readers=readers,
     )
     config_path = latency_job(tmp_path, f"restart-{run_id}", kafka, SIZE_S, PERIOD_S, LATENESS_S)
+    (tmp_path / "b").mkdir()
+    config_b = latency_job(
+        tmp_path / "b", f"restart-{run_id}", dict(kafka, readers=readers_b), SIZE_S, PERIOD_S,
+        LATENESS_S,
+    )  # fmt: skip
     create_topics(kafka_bootstrap, {kafka["input_topic"]: partitions})
     group = f"kldrift.restart-{run_id}"
     args = ("--config", str(config_path), "--", "--job_server_timeout=20", *runner_args)
+    args_b = ("--config", str(config_b), *flags_b, "--", "--job_server_timeout=20", *runner_args)
 
     events = LiveEvents(kafka_bootstrap, kafka["input_topic"], partitions, seed=8).start()
     first = ReportTail(kafka_bootstrap, kafka["output_topic"])
@@ -89,7 +99,7 @@ def test_restart_from_committed_offsets_loses_no_window_and_counts_each_event_on
         time.sleep(3)  # the stream flows on while no job runs
         second_started_ms = time.time() * 1000
         second = ReportTail(kafka_bootstrap, kafka["output_topic"])
-        with streaming_job(*args) as run_b:
+        with streaming_job(*args_b) as run_b:
             wait_for(
                 lambda: any(r.window_start.timestamp() > stopped_at + 6 for r in second.poll()),
                 90,

@@ -58,8 +58,9 @@ def _banner_lines(lines: list[str]) -> int:
     return end - first
 
 
+@pytest.mark.parametrize("flags", [(), ("--worker-processes",)], ids=["in-process", "processes"])
 def test_ctrl_c_stops_the_job_with_exit_130_its_totals_and_no_traceback(
-    tmp_path: Path, kafka_bootstrap: str
+    tmp_path: Path, kafka_bootstrap: str, flags: tuple[str, ...]
 ) -> None:
     run_id = uuid.uuid4().hex[:8]
     kafka = job_kafka(
@@ -69,7 +70,7 @@ def test_ctrl_c_stops_the_job_with_exit_130_its_totals_and_no_traceback(
     create_topics(kafka_bootstrap, {kafka["input_topic"]: 1})
     tail = ReportTail(kafka_bootstrap, kafka["output_topic"])
     events = LiveEvents(kafka_bootstrap, kafka["input_topic"])
-    with events, streaming_job("--config", str(config)) as job:
+    with events, streaming_job("--config", str(config), *flags) as job:
         try:
             wait_for(lambda: bool(tail.poll()), 90, "the first report")
         finally:
