@@ -149,10 +149,13 @@ class ReadRecordBatches(beam.PTransform):
 
 
 class _WriteSortedLines(beam.DoFn):
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, in_lists: bool = False) -> None:
         self._path = path
+        self._in_lists = in_lists
 
-    def process(self, keyed_lines: list[tuple[Any, bytes]]) -> Iterator[int]:
+    def process(self, keyed_lines: list[Any]) -> Iterator[int]:
+        if getattr(self, "_in_lists", False):
+            keyed_lines = [pair for pairs in keyed_lines for pair in pairs]
         keyed_lines.sort(key=lambda pair: pair[0])
         with FileSystems.create(self._path) as handle:
             for _, line in keyed_lines:
@@ -161,16 +164,19 @@ class _WriteSortedLines(beam.DoFn):
 
 
 class WriteSortedLines(beam.PTransform):
-    """(sort_key, line bytes) pairs -> one file, sorted by key. For bounded, modest outputs."""
+    """(sort_key, line bytes) pairs -> one file, sorted by key. For bounded, modest outputs.
+    `in_lists`: each element is a list of such pairs (a block of reports: one element for many
+    lines)."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, in_lists: bool = False) -> None:
         super().__init__()
         self._path = path
+        self._in_lists = in_lists
 
     def expand(self, keyed_lines: beam.PCollection) -> beam.PCollection[int]:
         return (
             keyed_lines
             | "Global" >> beam.WindowInto(GlobalWindows())
             | "Gather" >> beam.combiners.ToList()
-            | "Write" >> beam.ParDo(_WriteSortedLines(self._path))
+            | "Write" >> beam.ParDo(_WriteSortedLines(self._path, self._in_lists))
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import apache_beam as beam
 
@@ -88,16 +89,18 @@ def build_replay(
         | "DecodeRecords" >> DecodeRecords(config)
         | "SlidingKLDivergence" >> SlidingKLFromBatches(config, baseline, single_firing=True)
     )
+    # Reports and summaries come in blocks (a list per shard of keys and window): one element
+    # for many lines.
     _ = (
         outputs[REPORTS]
-        | "ReportLines" >> beam.Map(lambda r: (report_sort_key(r), r.to_json_bytes()))
-        | "WriteReports" >> WriteSortedLines(output)
+        | "ReportLines" >> beam.Map(_sorted_lines)
+        | "WriteReports" >> WriteSortedLines(output, in_lists=True)
     )
     if summary_output is not None:
         _ = (
             outputs[SUMMARIES]
-            | "SummaryLines" >> beam.Map(lambda s: (report_sort_key(s), s.to_json_bytes()))
-            | "WriteSummaries" >> WriteSortedLines(summary_output)
+            | "SummaryLines" >> beam.Map(_sorted_lines)
+            | "WriteSummaries" >> WriteSortedLines(summary_output, in_lists=True)
         )
     if dead_letter_output is not None:
         _ = (
@@ -105,6 +108,11 @@ def build_replay(
             | "DeadLetterLines" >> beam.Map(_dead_letter_line)
             | "WriteDeadLetters" >> WriteSortedLines(dead_letter_output)
         )
+
+
+def _sorted_lines(records: list[Any]) -> list[tuple[tuple, bytes]]:
+    """A block of DriftReports or WindowSummaries as (sort key, JSON line) pairs."""
+    return [(report_sort_key(r), r.to_json_bytes()) for r in records]
 
 
 def _dead_letter_line(dead_letter: DeadLetter) -> tuple[tuple, bytes]:
