@@ -15,7 +15,8 @@ from kldrift.io.files import ReadRecordBatches, WriteSortedLines, require_paths
 from kldrift.pipeline.options import pipeline_options
 from kldrift.schemas.baseline import Baseline
 from kldrift.schemas.config import PipelineConfig
-from kldrift.schemas.report import DriftReport, WindowSummary
+from kldrift.schemas.report import DriftReport, ReportRecord
+from kldrift.schemas.report_wire import DriftReportWire, ReportWire
 from kldrift.transforms.batches import DEAD_LETTERS, REPORTS, SUMMARIES, SlidingKLFromBatches
 from kldrift.transforms.decode import DecodeRecords
 
@@ -65,11 +66,11 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
 
-def report_sort_key(report: DriftReport | WindowSummary) -> tuple:
+def report_sort_key(report: ReportRecord | ReportWire) -> tuple:
     # The window start as integer microseconds (the same order as the datetime): Beam's default
     # coder pickles a datetime, once per report and shuffle.
     start_us = (report.window_start - _EPOCH) // _MICROSECOND
-    feature = report.feature if isinstance(report, DriftReport) else ""
+    feature = report.feature if isinstance(report, DriftReport | DriftReportWire) else ""
     return (start_us, report.key or "", feature, report.revision)
 
 

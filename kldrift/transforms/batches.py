@@ -43,7 +43,7 @@ from kldrift.io import resume
 from kldrift.io.resume import ResumePoint
 from kldrift.schemas.baseline import Baseline
 from kldrift.schemas.config import PipelineConfig
-from kldrift.schemas.report import DriftReport
+from kldrift.schemas.report_wire import DriftReportWire
 from kldrift.transforms.bin import PANE_COUNTS, BinPanes, feature_slots
 from kldrift.transforms.outputs import DEAD_LETTERS, REPORTS, SUMMARIES
 from kldrift.transforms.panes import WindowedSum
@@ -59,15 +59,16 @@ from kldrift.transforms.sliding import WINDOW_ELEMENT, PaneToWindows
 
 __all__ = ["DEAD_LETTERS", "REPORTS", "SUMMARIES", "SlidingKLFromBatches"]
 
-REPORT_BLOCK = typehints.List[DriftReport]
+REPORT_BLOCK = typehints.List[DriftReportWire]
 """Score's main output: the reports of one block of windows (one shard of keys, one window)."""
 
 
 class SlidingKLFromBatches(beam.PTransform):
-    """EventBatch -> {"reports": list[DriftReport], "summaries": list[WindowSummary],
+    """EventBatch -> {"reports": list[DriftReportWire], "summaries": list[WindowSummaryWire],
     "dead_letters": DeadLetter}: the steps wired together. Reports and summaries leave in blocks,
-    one list per (shard of keys, window, firing); every report of a list has the list's timestamp
-    and window.
+    one list per (shard of keys, window, firing), as msgspec Structs that write the JSON of the
+    pydantic models (kldrift.schemas.report_wire); every record of a list has the list's
+    timestamp and window.
 
     Internal: what the Kafka source (`kldrift run`, with `resume` after a restart) and file replay
     use. The public composite on any PCollection is kldrift.transforms.sliding_kl.SlidingKLDivergence.

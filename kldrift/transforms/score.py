@@ -19,7 +19,7 @@ from kldrift.binning import BaselineMismatch, FeatureBins, bins_differ, resolve_
 from kldrift.key_blocks import KeyBlock
 from kldrift.schemas.baseline import Baseline, BaselineError
 from kldrift.schemas.config import PipelineConfig
-from kldrift.schemas.report import DriftReport, WindowSummary
+from kldrift.schemas.report_wire import DriftReportWire, WindowSummaryWire
 from kldrift.scoring import (
     FeatureReference,
     WindowCounts,
@@ -50,7 +50,9 @@ class BaselineUpdates(Protocol):
 class Score(beam.DoFn):
     """A block of windows' counts against the baseline -> one DriftReport per feature and window,
     q-values across a window's features, and one WindowSummary per window on the SUMMARIES output:
-    per input element, one list of reports and one list of summaries.
+    per input element, one list of reports and one list of summaries. Reports and summaries are
+    msgspec Structs (kldrift.schemas.report_wire): the models' fields, built without validating
+    each; the public composite turns them into the pydantic models at its boundary.
 
     The baseline is the one given at construction, or the newest one `updates` handed out that
     has the job's bins (panes are binned with them); one with other bins is rejected and logged.
@@ -164,12 +166,13 @@ class Score(beam.DoFn):
                 references=self._references(baseline),
                 drift_spec=self._config.drift,
                 baseline_id=baseline.id,
+                wire=True,
             )
         )
         for item in items:
             # One element per block: the reports of all its windows, and their summaries.
-            reports_of_item: list[DriftReport] = []
-            summaries: list[WindowSummary] = []
+            reports_of_item: list[DriftReportWire] = []
+            summaries: list[WindowSummaryWire] = []
             for _ in item.windows:
                 reports = next(scored)
                 reports_of_item.extend(reports)

@@ -147,8 +147,8 @@ class SlidingKLDivergence(beam.PTransform):
         # The steps are applied here, not nested one level deeper: their labels are those of
         # `kldrift run` (SlidingKLDivergence/Bin, .../Score).
         outputs = self._windows.expand(batches)
-        # Score emits a list per block of keys and window; here, one element per record (each
-        # keeps its list's timestamp, window and pane).
+        # Score emits a list per block of keys and window, of msgspec records; here, one pydantic
+        # model per element (each keeps its list's timestamp, window and pane).
         return {
             REPORTS: outputs[REPORTS]
             | "Reports" >> beam.FlatMap(_each).with_output_types(DriftReport),
@@ -215,7 +215,8 @@ class _ToEventBatches(beam.DoFn):
 
 
 def _each(records: list[Any]) -> list[Any]:
-    return records
+    """A block's records as the pydantic models (the library's contract)."""
+    return [record.to_model() for record in records]
 
 
 def _registry_spec(
