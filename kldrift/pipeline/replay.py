@@ -11,7 +11,7 @@ import apache_beam as beam
 
 from kldrift import metrics
 from kldrift.events import DeadLetter, dead_letter_json
-from kldrift.io.files import ReadRecordBatches, WriteSortedLines, require_paths
+from kldrift.io.files import ReadRecordBatches, WriteSortedBlocks, WriteSortedLines, require_paths
 from kldrift.pipeline.options import pipeline_options
 from kldrift.schemas.baseline import Baseline
 from kldrift.schemas.config import PipelineConfig
@@ -91,17 +91,17 @@ def build_replay(
         | "SlidingKLDivergence" >> SlidingKLFromBatches(config, baseline, single_firing=True)
     )
     # Reports and summaries come in blocks (a list per shard of keys and window): one element
-    # for many lines.
+    # for many lines, spilled to files rather than sent through the runner line by line.
     _ = (
         outputs[REPORTS]
         | "ReportLines" >> beam.Map(_sorted_lines)
-        | "WriteReports" >> WriteSortedLines(output, in_lists=True)
+        | "WriteReports" >> WriteSortedBlocks(output)
     )
     if summary_output is not None:
         _ = (
             outputs[SUMMARIES]
             | "SummaryLines" >> beam.Map(_sorted_lines)
-            | "WriteSummaries" >> WriteSortedLines(summary_output, in_lists=True)
+            | "WriteSummaries" >> WriteSortedBlocks(summary_output)
         )
     if dead_letter_output is not None:
         _ = (

@@ -1,7 +1,9 @@
-"""HistogramCoder: how a Histogram (or None) crosses the runner, exactly and without pickle.
+"""HistogramCoder and KeyBlockCoder: how a Histogram, or a KeyBlock of many keys' counts (or None),
+crosses the runner, exactly and without pickle.
 
-`HistogramHint` is the type hint kldrift's count-carrying steps declare; Beam's coder registry maps
-it (and only it, a kldrift-private type) to HistogramCoder.
+`KeyBlockHint` is the type hint kldrift's count-carrying steps declare (`HistogramHint` that of
+single histograms, e.g. the baseline job's); Beam's coder registry maps each (and only it, a
+kldrift-private type) to its coder.
 """
 
 from __future__ import annotations
