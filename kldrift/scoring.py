@@ -27,7 +27,7 @@ from kldrift.schemas.report_wire import (
 )
 
 AnyReport = DriftReport | DriftReportWire
-"""A feature's report as the library gives it (pydantic) or as the job's sinks write it (msgspec)."""
+"""A feature's report as the library hands it out (pydantic) or as the job writes it (msgspec)."""
 
 
 class _Kinds(NamedTuple):
