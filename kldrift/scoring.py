@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 from scipy.stats import false_discovery_control
@@ -19,6 +19,26 @@ from kldrift.binning import FeatureBins
 from kldrift.schemas.baseline import Baseline
 from kldrift.schemas.config import DriftSpec
 from kldrift.schemas.report import DriftReport, OtherValue, TopBinReport, WindowSummary
+from kldrift.schemas.report_wire import (
+    DriftReportWire,
+    OtherValueWire,
+    TopBinWire,
+    WindowSummaryWire,
+)
+
+AnyReport = DriftReport | DriftReportWire
+"""A feature's report as the library hands it out (pydantic) or as the job writes it (msgspec)."""
+
+
+class _Kinds(NamedTuple):
+    report: type
+    top_bin: type
+    other_value: type
+    summary: type
+
+
+_MODELS = _Kinds(DriftReport, TopBinReport, OtherValue, WindowSummary)
+_WIRE = _Kinds(DriftReportWire, TopBinWire, OtherValueWire, WindowSummaryWire)
 
 OTHER_VALUES_SHOWN = 5
 """How many raw `__other__` values a report names (the most frequent)."""
@@ -79,7 +99,7 @@ def feature_references(
     return references
 
 
-def decision_p_value(report: DriftReport) -> float | None:
+def decision_p_value(report: AnyReport) -> float | None:
     """The p-value the report's decision rule compares with `significance`."""
     return _decision_p_value(report.decision, report.p_value, report.p_value_above_threshold)
 
@@ -180,10 +200,13 @@ def windows_reports(
     references: Sequence[FeatureReference],
     drift_spec: DriftSpec,
     baseline_id: str,
-) -> list[list[DriftReport]]:
+    wire: bool = False,
+) -> list[list[Any]]:
     """Per window, one report per feature, with q-values across the window's features. Each
     feature is scored for all the windows at once (`divergence.score_windows` over a windows x
-    bins array); the reports are then built window by window."""
+    bins array); the reports are then built window by window: DriftReports, or with `wire`
+    DriftReportWires (the same fields, built without validation: what the job's sinks write)."""
+    kinds = _WIRE if wire else _MODELS
     if not windows:
         return []
     stacked = np.stack([window.counts for window in windows])
@@ -192,7 +215,7 @@ def windows_reports(
         for (_, start, end), reference in zip(slots, references, strict=True)
     ]
     return [
-        _reports(pipeline, window, slots, references, drift_spec, baseline_id, scores)
+        _reports(pipeline, window, slots, references, drift_spec, baseline_id, scores, kinds)
         for window, scores in zip(windows, zip(*per_feature, strict=True), strict=True)
     ]
 
@@ -238,8 +261,9 @@ def _reports(
     drift_spec: DriftSpec,
     baseline_id: str,
     scores: Sequence[_FeatureScore],
-) -> list[DriftReport]:
-    """One window's reports, from its features' scores."""
+    kinds: _Kinds = _MODELS,
+) -> list[Any]:
+    """One window's reports, from its features' scores, built as `kinds` says."""
     q_values = bh_q_values(
         [
             _decision_p_value(
@@ -255,7 +279,7 @@ def _reports(
         events = result.count + missing + invalid
         others = (window.other_values or {}).get(feature, {}) if reference.categorical else None
         reports.append(
-            DriftReport(
+            kinds.report(
                 pipeline=pipeline,
                 key=window.key,
                 feature=feature,
@@ -276,7 +300,7 @@ def _reports(
                 significance=drift_spec.significance,
                 drift=result.drift,
                 top_bins=[
-                    TopBinReport(
+                    kinds.top_bin(
                         bin=top.label,
                         window_p=top.window_p,
                         baseline_q=top.baseline_q,
@@ -291,7 +315,9 @@ def _reports(
                 bins=list(reference.label_list),
                 counts=window.counts[start : start + len(reference.counts)].tolist(),
                 baseline_q=list(reference.q_list),
-                other_values=_top_other_values(others) if others is not None else None,
+                other_values=(
+                    _top_other_values(others, kinds.other_value) if others is not None else None
+                ),
                 missing_share=(missing + invalid) / events if events else None,
                 baseline_missing_share=reference.missing_share,
                 missing_p_value=result.missing_p_value,
@@ -305,9 +331,9 @@ def _share(unusable: int | None, binned: float) -> float | None:
     return None if unusable is None else unusable / (binned + unusable)
 
 
-def _top_other_values(counts: Mapping[str, int]) -> list[OtherValue]:
+def _top_other_values(counts: Mapping[str, int], kind: type = OtherValue) -> list[Any]:
     ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
-    return [OtherValue(value=v, count=c) for v, c in ranked[:OTHER_VALUES_SHOWN] if c > 0]
+    return [kind(value=v, count=c) for v, c in ranked[:OTHER_VALUES_SHOWN] if c > 0]
 
 
 P_CAP = 0.99
@@ -350,15 +376,17 @@ def cauchy_combined_p_value(p_values: Sequence[float]) -> float | None:
     return 0.5 - math.atan(statistic) / math.pi
 
 
-def window_summary(reports: Sequence[DriftReport], drift_spec: DriftSpec) -> WindowSummary:
-    """One verdict over the reports of one (key, window, revision) (every feature's)."""
+def window_summary(reports: Sequence[AnyReport], drift_spec: DriftSpec) -> Any:
+    """One verdict over the reports of one (key, window, revision) (every feature's): a
+    WindowSummary, or a WindowSummaryWire for DriftReportWires."""
     first = reports[0]
     decision_ps = [p for p in map(decision_p_value, reports) if p is not None]
     combined = cauchy_combined_p_value(decision_ps)
     drifted = [r.feature for r in reports if r.drift]
     q_values = [r.q_value for r in reports if r.q_value is not None]
     debiased = [r.kl_bits_debiased for r in reports if r.kl_bits_debiased is not None]
-    return WindowSummary(
+    kind = WindowSummaryWire if isinstance(first, DriftReportWire) else WindowSummary
+    return kind(
         record="window_summary",
         pipeline=first.pipeline,
         key=first.key,

@@ -6,14 +6,17 @@ from __future__ import annotations
 import csv
 import io
 import json
+import pickle
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.transforms.window import GlobalWindows
+from apache_beam.transforms.window import GlobalWindow, GlobalWindows
+from apache_beam.utils.windowed_value import WindowedValue
 
 from kldrift.events import RecordBatch
 from kldrift.exceptions import InputNotFound, UserError
@@ -173,4 +176,70 @@ class WriteSortedLines(beam.PTransform):
             | "Global" >> beam.WindowInto(GlobalWindows())
             | "Gather" >> beam.combiners.ToList()
             | "Write" >> beam.ParDo(_WriteSortedLines(self._path))
+        )
+
+
+class _SpillBlocks(beam.DoFn):
+    """Lists of (sort_key, line bytes) pairs -> one file per bundle beside the output (pickled
+    pairs, read back by this job only); its path leaves when the bundle ends. A bundle that fails
+    leaves a file no path names: _WriteSortedSpills deletes it with the others."""
+
+    def __init__(self, prefix: str) -> None:
+        self._prefix = prefix
+
+    def start_bundle(self) -> None:
+        self._pairs: list[tuple[Any, bytes]] = []
+
+    def process(self, pairs: list[tuple[Any, bytes]]) -> Iterator[str]:
+        self._pairs.extend(pairs)
+        return iter(())
+
+    def finish_bundle(self) -> Iterator[WindowedValue]:
+        pairs, self._pairs = self._pairs, []
+        if not pairs:
+            return
+        path = f"{self._prefix}{uuid.uuid4().hex}"
+        with FileSystems.create(path) as handle:
+            handle.write(pickle.dumps(pairs, protocol=pickle.HIGHEST_PROTOCOL))
+        yield WindowedValue(path, GlobalWindow().max_timestamp(), (GlobalWindow(),))
+
+
+class _WriteSortedSpills(beam.DoFn):
+    def __init__(self, path: str, prefix: str) -> None:
+        self._path = path
+        self._prefix = prefix
+
+    def process(self, spills: list[str]) -> Iterator[int]:
+        keyed_lines: list[tuple[Any, bytes]] = []
+        for spill in spills:
+            with FileSystems.open(spill) as handle:
+                keyed_lines.extend(pickle.loads(handle.read()))
+        keyed_lines.sort(key=lambda pair: pair[0])
+        with FileSystems.create(self._path) as handle:
+            for _, line in keyed_lines:
+                handle.write(line + b"\n")
+        # Every spill of the job, those of failed bundles too.
+        (matched,) = FileSystems.match([f"{self._prefix}*"])
+        FileSystems.delete([found.path for found in matched.metadata_list] or [])
+        yield len(keyed_lines)
+
+
+class WriteSortedBlocks(beam.PTransform):
+    """Lists of (sort_key, line bytes) pairs -> one file, sorted by key: WriteSortedLines for
+    blocks of lines (a block of reports), whose lines do not cross the runner one by one: each
+    bundle spills its pairs to a file beside the output, and one step sorts them all into the
+    output and deletes the spills. For bounded outputs that fit in one worker's memory."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self._path = path
+
+    def expand(self, blocks: beam.PCollection) -> beam.PCollection[int]:
+        prefix = f"{self._path}.spill-{uuid.uuid4().hex[:12]}-"
+        return (
+            blocks
+            | "Global" >> beam.WindowInto(GlobalWindows())
+            | "Spill" >> beam.ParDo(_SpillBlocks(prefix)).with_output_types(str)
+            | "Gather" >> beam.combiners.ToList()
+            | "Write" >> beam.ParDo(_WriteSortedSpills(self._path, prefix))
         )

@@ -157,19 +157,23 @@ class _KafkaWriter(beam.DoFn):
 
 
 class _WriteReport(_KafkaWriter):
-    """A report or a window summary; its `record` header says which (as its JSON does)."""
+    """A report or a window summary, or a list of them (a block: kldrift.transforms.batches); its
+    `record` header says which (as its JSON does). The element is passed on as it came."""
 
-    def process(self, report: ReportRecord) -> Iterator[ReportRecord]:
-        self._send(
-            report.message_key.encode(),
-            report.to_json_bytes(),
-            [
-                ("schema_version", str(SCHEMA_VERSION).encode()),
-                ("content-type", b"application/json"),
-                ("record", report.record.encode()),
-            ],
-        )
-        yield report
+    def process(
+        self, element: ReportRecord | list[ReportRecord]
+    ) -> Iterator[ReportRecord | list[ReportRecord]]:
+        for report in element if isinstance(element, list) else (element,):
+            self._send(
+                report.message_key.encode(),
+                report.to_json_bytes(),
+                [
+                    ("schema_version", _SCHEMA_VERSION),
+                    ("content-type", b"application/json"),
+                    ("record", report.record.encode()),
+                ],
+            )
+        yield element
 
 
 DEAD_LETTER_HEADROOM = 64 * 1024
@@ -207,14 +211,19 @@ class _WriteDeadLetter(_KafkaWriter):
         yield dead_letter
 
 
+_SCHEMA_VERSION = str(SCHEMA_VERSION).encode()
+
+
 class WriteReports(beam.PTransform):
-    """DriftReports (and WindowSummaries) -> the report topic; passes them on once written."""
+    """DriftReports and WindowSummaries, or lists of them -> the report topic; passes them on once
+    written."""
 
     def __init__(self, spec: KafkaSpec) -> None:
         super().__init__()
         self._spec = spec
 
-    def expand(self, reports: beam.PCollection[ReportRecord]) -> beam.PCollection[ReportRecord]:
+    def expand(self, reports: beam.PCollection) -> beam.PCollection:
+        # Untyped: the elements are records or lists of them (blocks).
         return reports | "Send" >> beam.ParDo(_WriteReport(self._spec, self._spec.output_topic))
 
 

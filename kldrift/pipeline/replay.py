@@ -5,16 +5,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import apache_beam as beam
 
 from kldrift import metrics
 from kldrift.events import DeadLetter, dead_letter_json
-from kldrift.io.files import ReadRecordBatches, WriteSortedLines, require_paths
+from kldrift.io.files import ReadRecordBatches, WriteSortedBlocks, WriteSortedLines, require_paths
 from kldrift.pipeline.options import pipeline_options
 from kldrift.schemas.baseline import Baseline
 from kldrift.schemas.config import PipelineConfig
-from kldrift.schemas.report import DriftReport, WindowSummary
+from kldrift.schemas.report import DriftReport, ReportRecord
+from kldrift.schemas.report_wire import DriftReportWire, ReportWire
 from kldrift.transforms.batches import DEAD_LETTERS, REPORTS, SUMMARIES, SlidingKLFromBatches
 from kldrift.transforms.decode import DecodeRecords
 
@@ -64,11 +66,11 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
 
-def report_sort_key(report: DriftReport | WindowSummary) -> tuple:
+def report_sort_key(report: ReportRecord | ReportWire) -> tuple:
     # The window start as integer microseconds (the same order as the datetime): Beam's default
     # coder pickles a datetime, once per report and shuffle.
     start_us = (report.window_start - _EPOCH) // _MICROSECOND
-    feature = report.feature if isinstance(report, DriftReport) else ""
+    feature = report.feature if isinstance(report, DriftReport | DriftReportWire) else ""
     return (start_us, report.key or "", feature, report.revision)
 
 
@@ -88,16 +90,18 @@ def build_replay(
         | "DecodeRecords" >> DecodeRecords(config)
         | "SlidingKLDivergence" >> SlidingKLFromBatches(config, baseline, single_firing=True)
     )
+    # Reports and summaries come in blocks (a list per shard of keys and window): one element
+    # for many lines, spilled to files rather than sent through the runner line by line.
     _ = (
         outputs[REPORTS]
-        | "ReportLines" >> beam.Map(lambda r: (report_sort_key(r), r.to_json_bytes()))
-        | "WriteReports" >> WriteSortedLines(output)
+        | "ReportLines" >> beam.Map(_sorted_lines)
+        | "WriteReports" >> WriteSortedBlocks(output)
     )
     if summary_output is not None:
         _ = (
             outputs[SUMMARIES]
-            | "SummaryLines" >> beam.Map(lambda s: (report_sort_key(s), s.to_json_bytes()))
-            | "WriteSummaries" >> WriteSortedLines(summary_output)
+            | "SummaryLines" >> beam.Map(_sorted_lines)
+            | "WriteSummaries" >> WriteSortedBlocks(summary_output)
         )
     if dead_letter_output is not None:
         _ = (
@@ -105,6 +109,11 @@ def build_replay(
             | "DeadLetterLines" >> beam.Map(_dead_letter_line)
             | "WriteDeadLetters" >> WriteSortedLines(dead_letter_output)
         )
+
+
+def _sorted_lines(records: list[Any]) -> list[tuple[tuple, bytes]]:
+    """A block of DriftReports or WindowSummaries as (sort key, JSON line) pairs."""
+    return [(report_sort_key(r), r.to_json_bytes()) for r in records]
 
 
 def _dead_letter_line(dead_letter: DeadLetter) -> tuple[tuple, bytes]:

@@ -1,20 +1,26 @@
 """SlidingKLFromBatches: event batches in, one DriftReport per (key, feature, sliding window,
-revision), and dead letters.
+revision), in lists (one per block of keys and window), and dead letters.
+
+Keys travel in blocks (kldrift.key_blocks): from Bin to Score an element is a (shard of keys, pane
+or window) and its value a KeyBlock of that shard's keys, so Beam's per-element cost is paid per
+block, not per key.
 
 Steps (stable labels, so a Dataflow `--update` keeps state), one module each:
   Bin                 transforms.bin: each batch binned with numpy into per-(key, pane) counts,
-                      every feature's slots side by side in one array; dead letters
-  PaneHistograms      transforms.panes: FixedWindows(period), sum of counts; late data fires
-                      discarding deltas
-  PaneToWindows       transforms.sliding: each pane sum keyed once per sliding window holding it
+                      every feature's slots side by side in one array, one block per (shard,
+                      pane); dead letters
+  PaneHistograms      transforms.panes: FixedWindows(period), sum of blocks per shard; late data
+                      fires discarding deltas
+  PaneToWindows       transforms.sliding: each pane block keyed once per sliding window holding it
                       (size/period), stamped at that window's last millisecond; summed per window
                       per bundle
   SlidingHistograms   transforms.panes again, over those stamps: fires at the sliding window's end;
-                      sum of pane sums (deltas)
+                      sum of pane blocks (deltas)
   ReviseStamp         transforms.revise: restamped at window end + allowed_lateness - 1 ms, and
   ReviseWindows       FixedWindows(period, offset) ending there: the revision state's lifetime
-  Revise              running total per window, numbered revisions 0, 1, 2... (in a batch job,
-                      where every window fires once: revision 0, no state)
+  Revise              running totals per key of the window's block, numbered revisions 0, 1, 2...
+                      per key (in a batch job, where every window fires once: revision 0, no
+                      state)
   Score               transforms.score: divergence against the baseline (a construction argument,
                       or a newer one with the same bins from `baseline_updates`, e.g. a kafka://
                       topic) -> a DriftReport per feature, q-values across the features of one
@@ -26,6 +32,7 @@ Only standard WindowFns are used: Flink's and Dataflow's Java side reject pickle
 from __future__ import annotations
 
 import apache_beam as beam
+from apache_beam import typehints
 from apache_beam.transforms import window
 from apache_beam.typehints.decorators import no_annotations
 from apache_beam.utils.timestamp import Duration, Timestamp
@@ -36,7 +43,7 @@ from kldrift.io import resume
 from kldrift.io.resume import ResumePoint
 from kldrift.schemas.baseline import Baseline
 from kldrift.schemas.config import PipelineConfig
-from kldrift.schemas.report import DriftReport
+from kldrift.schemas.report_wire import DriftReportWire
 from kldrift.transforms.bin import PANE_COUNTS, BinPanes, feature_slots
 from kldrift.transforms.outputs import DEAD_LETTERS, REPORTS, SUMMARIES
 from kldrift.transforms.panes import WindowedSum
@@ -52,10 +59,16 @@ from kldrift.transforms.sliding import WINDOW_ELEMENT, PaneToWindows
 
 __all__ = ["DEAD_LETTERS", "REPORTS", "SUMMARIES", "SlidingKLFromBatches"]
 
+REPORT_BLOCK = typehints.List[DriftReportWire]
+"""Score's main output: the reports of one block of windows (one shard of keys, one window)."""
+
 
 class SlidingKLFromBatches(beam.PTransform):
-    """EventBatch -> {"reports": DriftReport, "summaries": WindowSummary, "dead_letters":
-    DeadLetter}: the steps wired together.
+    """EventBatch -> {"reports": list[DriftReportWire], "summaries": list[WindowSummaryWire],
+    "dead_letters": DeadLetter}: the steps wired together. Reports and summaries leave in blocks,
+    one list per (shard of keys, window, firing), as msgspec Structs that write the JSON of the
+    pydantic models (kldrift.schemas.report_wire); every record of a list has the list's
+    timestamp and window.
 
     Internal: what the Kafka source (`kldrift run`, with `resume` after a restart) and file replay
     use. The public composite on any PCollection is kldrift.transforms.sliding_kl.SlidingKLDivergence.
@@ -135,7 +148,7 @@ class SlidingKLFromBatches(beam.PTransform):
         )
         scored = windows | "Score" >> beam.ParDo(
             Score(self._config, self._feature_bins, self._baseline, self._updates)
-        ).with_input_types(REVISION).with_output_types(DriftReport).with_outputs(
+        ).with_input_types(REVISION).with_output_types(REPORT_BLOCK).with_outputs(
             SUMMARIES, main=REPORTS
         )
         return {

@@ -1,7 +1,8 @@
-"""Bin: each event batch binned with numpy into counts per (key, pane).
+"""Bin: each event batch binned with numpy into counts per (key, pane), emitted as one key block per
+(shard of keys, pane) (kldrift.key_blocks).
 
-Every feature's slots lie side by side in one array (feature_slots), so Beam's per-element cost is
-paid once per (key, pane), not once per feature. Dead letters (undecodable records, and events
+Every feature's slots lie side by side in one array (feature_slots), and the keys of a shard in one
+block, so Beam's per-element cost is paid once per (shard, pane), not once per key and feature. Dead letters (undecodable records, and events
 whose every window has closed) leave here on the "dead_letters" output.
 
 Silent emptiness is said here: counters per dead-letter reason and per feature's values (read by
@@ -33,9 +34,10 @@ from kldrift import metrics
 from kldrift.binning import FeatureBins, value_getter
 from kldrift.events import NO_WATERMARK, DeadLetter, EventBatch
 from kldrift.io.resume import ResumePoint
-from kldrift.other_values import CountsWithOthers, Histogram, count_other_values
+from kldrift.key_blocks import KeyBlock, shard_of
+from kldrift.other_values import count_other_values
 from kldrift.schemas.config import PipelineConfig
-from kldrift.transforms.histogram_coder import HistogramHint
+from kldrift.transforms.histogram_coder import KeyBlockHint
 from kldrift.transforms.outputs import DEAD_LETTERS
 
 WARN_INTERVAL_S = 60.0
@@ -48,9 +50,9 @@ _LOG = logging.getLogger(metrics.WARNINGS_LOGGER)
 
 FeatureSlots = tuple[tuple[str, int, int], ...]
 """(feature, first slot, end slot) per feature: where its counts lie in a (key, pane) array."""
-PANE_COUNTS = typehints.Tuple[typehints.Any, HistogramHint]
-"""BinPanes' main output, (key, counts): the counts with HistogramCoder; the key left untyped keeps
-Beam's deterministic fallback coder for grouping (what jobs before HistogramCoder used)."""
+PANE_COUNTS = typehints.Tuple[int, KeyBlockHint]
+"""BinPanes' main output, (shard, block): the shard (kldrift.key_blocks.shard_of) as the grouping
+key, its keys' counts in one KeyBlock with KeyBlockCoder."""
 
 
 def feature_slots(feature_bins: list[FeatureBins]) -> FeatureSlots:
@@ -231,14 +233,20 @@ class BinPanes(beam.DoFn):
                     others.setdefault(g, {})[feature_bins.name] = named
         counts = np.hstack(blocks)
         self._count_absent(len(events), counts)
-        for g in range(n_groups):
-            stamp_us = max(int(groups[1, g]), input_us)
-            histogram: Histogram = counts[g]
-            if g in others:
-                histogram = CountsWithOthers(counts[g], others[g])
-            yield TimestampedValue(
-                (distinct_keys[groups[0, g]], histogram), Timestamp(micros=stamp_us)
+        # One block per (shard, pane): the groups are sorted by key, then pane.
+        shards = [shard_of(key) for key in distinct_keys]
+        by_block: dict[tuple[int, int], list[int]] = {}
+        for g, (code, start) in enumerate(zip(groups[0].tolist(), groups[1].tolist(), strict=True)):
+            by_block.setdefault((shards[code], start), []).append(g)
+        for (shard, start), rows in by_block.items():
+            keys_of_block = [distinct_keys[groups[0, g]] for g in rows]
+            key_block = KeyBlock(
+                keys_of_block,
+                counts[rows],
+                {keys_of_block[i]: others[g] for i, g in enumerate(rows) if g in others},
             )
+            stamp_us = max(start, input_us)
+            yield TimestampedValue((shard, key_block), Timestamp(micros=stamp_us))
 
     def _count_absent(self, binned: int, counts: np.ndarray) -> None:
         """Each feature's missing and invalid values among the `binned` events of `counts`."""

@@ -1,7 +1,9 @@
-"""HistogramCoder: how a Histogram (or None) crosses the runner, exactly and without pickle.
+"""HistogramCoder and KeyBlockCoder: how a Histogram, or a KeyBlock of many keys' counts (or None),
+crosses the runner, exactly and without pickle.
 
-`HistogramHint` is the type hint kldrift's count-carrying steps declare; Beam's coder registry maps
-it (and only it, a kldrift-private type) to HistogramCoder.
+`KeyBlockHint` is the type hint kldrift's count-carrying steps declare (`HistogramHint` that of
+single histograms, e.g. the baseline job's); Beam's coder registry maps each (and only it, a
+kldrift-private type) to its coder.
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ from apache_beam import coders
 from apache_beam.coders import coder_impl
 from apache_beam.coders.coders import FastCoder
 
+from kldrift.key_blocks import KeyBlock
 from kldrift.other_values import CountsWithOthers
 
 _NONE = b"\x00"
 _ARRAY = 1
 _WITH_OTHERS = 2
+_KEY_BLOCK = 3
 _ARRAY_TAG = bytes((_ARRAY,))
 _WITH_OTHERS_TAG = bytes((_WITH_OTHERS,))
 _COUNT = struct.Struct("<I")
@@ -213,3 +217,117 @@ def _varint_size(value: int) -> int:
 
 
 coders.registry.register_coder(HistogramHint, HistogramCoder)
+
+
+class _KeyBlockHintMeta(type):
+    def __instancecheck__(cls, value: object) -> bool:
+        return value is None or isinstance(value, KeyBlock)
+
+    def __subclasscheck__(cls, subclass: type) -> bool:
+        return subclass is cls or issubclass(subclass, KeyBlock | type(None))
+
+
+class KeyBlockHint(metaclass=_KeyBlockHintMeta):
+    """Type hint: a kldrift.key_blocks.KeyBlock or None; never instantiated."""
+
+
+class KeyBlockCoder(FastCoder):
+    """A KeyBlock or None, exactly, without pickle (as HistogramCoder, whose pieces it uses).
+
+    Encoding:
+      0x00                                                      None
+      0x03  rows  slots  keys[key]  counts  n [row  features [name  values [text  count]]]
+    where rows, slots, n and row are little-endian uint32, a key is 0xFFFFFFFF (None) or a text,
+    counts the rows x slots matrix as little-endian int64 in row order, and the n keys with raw
+    `__other__` values are named by their row.
+    """
+
+    def _create_impl(self) -> coder_impl.CoderImpl:
+        return _KeyBlockCoderImpl()
+
+    def is_deterministic(self) -> bool:
+        return False
+
+    def to_type_hint(self) -> type:
+        return KeyBlockHint
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other)
+
+    def __hash__(self) -> int:
+        return hash(type(self))
+
+
+class _KeyBlockCoderImpl(coder_impl.StreamCoderImpl):
+    def encode_to_stream(self, value: Any, out: Any, nested: bool) -> None:
+        out.write(encode_key_block(value), nested)
+
+    def decode_from_stream(self, in_stream: Any, nested: bool) -> Any:
+        return decode_key_block(in_stream.read_all(nested))
+
+
+_KEY_BLOCK_TAG = bytes((_KEY_BLOCK,))
+_NO_KEY = _COUNT.pack(0xFFFFFFFF)
+
+
+def encode_key_block(value: Any) -> bytes:
+    """The bytes of a KeyBlock or None (see KeyBlockCoder); refuses anything else."""
+    if value is None:
+        return _NONE
+    if type(value) is not KeyBlock:
+        raise TypeError(
+            f"KeyBlockCoder encodes a KeyBlock or None, not a "
+            f"{type(value).__module__}.{type(value).__qualname__}"
+        )
+    counts = value.counts
+    if type(counts) is not np.ndarray or counts.dtype != np.int64 or counts.ndim != 2:
+        raise TypeError(f"KeyBlockCoder: counts must be a 2-D int64 array, not {counts!r:.80}")
+    if counts.shape[0] != len(value.keys):
+        raise ValueError(f"KeyBlockCoder: {counts.shape[0]} rows for {len(value.keys)} keys")
+    parts = [_KEY_BLOCK_TAG, _COUNT.pack(counts.shape[0]), _COUNT.pack(counts.shape[1])]
+    for key in value.keys:
+        parts.append(_NO_KEY if key is None else _text_bytes(key, "a key"))
+    if _LITTLE_ENDIAN and counts.dtype.isnative:
+        parts.append(np.ascontiguousarray(counts).tobytes())
+    else:
+        parts.append(counts.astype(_WIRE_INT64).tobytes())
+    row_of = {key: row for row, key in enumerate(value.keys)}
+    parts.append(_COUNT.pack(len(value.others)))
+    for key, others in value.others.items():
+        parts.append(_COUNT.pack(row_of[key]))
+        _others_bytes(others, parts)
+    return b"".join(parts)
+
+
+def decode_key_block(data: bytes) -> Any:
+    """The KeyBlock or None `encode_key_block` made of `data`."""
+    if data == _NONE:
+        return None
+    if not data or data[0] != _KEY_BLOCK:
+        raise ValueError(f"KeyBlockCoder: not a key block encoding ({len(data)} bytes)")
+    n_rows, n_slots = _COUNT.unpack_from(data, 1)[0], _COUNT.unpack_from(data, 5)[0]
+    at = 9
+    keys: list[str | None] = []
+    for _ in range(n_rows):
+        if data[at : at + 4] == _NO_KEY:
+            keys.append(None)
+            at += 4
+        else:
+            key, at = _text_from(data, at)
+            keys.append(key)
+    end = at + 8 * n_rows * n_slots
+    if end > len(data):
+        raise ValueError("KeyBlockCoder: the counts run past the end of the block's bytes")
+    counts = np.frombuffer(data, _WIRE_INT64, n_rows * n_slots, at).astype(np.int64)
+    (n_others,) = _COUNT.unpack_from(data, end)
+    at = end + 4
+    others: dict[str | None, Any] = {}
+    for _ in range(n_others):
+        (row,) = _COUNT.unpack_from(data, at)
+        others[keys[row]], at = _others_from(data, at + 4)
+    if at != len(data):
+        raise ValueError(f"KeyBlockCoder: {len(data) - at} bytes left after a block")
+    return KeyBlock(keys, counts.reshape(n_rows, n_slots), others)
+
+
+coders.registry.register_coder(KeyBlockHint, KeyBlockCoder)

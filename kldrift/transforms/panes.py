@@ -1,5 +1,6 @@
-"""Panes: count arrays summed per key and window (PaneHistograms, and SlidingHistograms again over
-sliding-window stamps); each firing emits only what arrived since the last one."""
+"""Panes: count arrays summed per key and window (SumCounts), or key blocks summed per shard and
+window (SumBlocks: PaneHistograms, and SlidingHistograms again over sliding-window stamps); each
+firing emits only what arrived since the last one."""
 
 from __future__ import annotations
 
@@ -9,8 +10,14 @@ import apache_beam as beam
 from apache_beam.transforms import trigger, window
 from apache_beam.utils.timestamp import Duration
 
+from kldrift.key_blocks import KeyBlock, sum_blocks
 from kldrift.other_values import Histogram, add_into, copy_histogram
-from kldrift.transforms.histogram_coder import HistogramCoder, HistogramHint
+from kldrift.transforms.histogram_coder import (
+    HistogramCoder,
+    HistogramHint,
+    KeyBlockCoder,
+    KeyBlockHint,
+)
 
 PaneKey = str | None
 """The value of key_field (None without one): the grouping key of pane histograms."""
@@ -51,14 +58,45 @@ class SumCounts(beam.CombineFn):
         return HistogramCoder()
 
 
-class WindowedSum(beam.PTransform):
-    """Window, then sum counts per key; each firing emits only what arrived since the last one
-    (steps "Window" and "Sum")."""
+@beam.typehints.with_input_types(KeyBlockHint)
+@beam.typehints.with_output_types(KeyBlockHint)
+class SumBlocks(beam.CombineFn):
+    """Sums key blocks per key (kldrift.key_blocks.sum_blocks): the accumulator is a KeyBlock or
+    None; sums and accumulators cross the runner with KeyBlockCoder."""
 
-    def __init__(self, windowfn: window.WindowFn, allowed_lateness_us: int) -> None:
+    def create_accumulator(self) -> KeyBlock | None:
+        return None
+
+    def add_input(self, accumulator: KeyBlock | None, block: KeyBlock | None) -> KeyBlock | None:
+        if block is None:
+            return accumulator
+        return block if accumulator is None else sum_blocks([accumulator, block])
+
+    def merge_accumulators(self, accumulators: Iterable[KeyBlock | None]) -> KeyBlock | None:
+        blocks = [a for a in accumulators if a is not None]
+        return sum_blocks(blocks) if blocks else None
+
+    def extract_output(self, accumulator: KeyBlock | None) -> KeyBlock | None:
+        return accumulator
+
+    def get_accumulator_coder(self) -> KeyBlockCoder:
+        return KeyBlockCoder()
+
+
+class WindowedSum(beam.PTransform):
+    """Window, then sum per key (key blocks per shard with SumBlocks, the default); each firing
+    emits only what arrived since the last one (steps "Window" and "Sum")."""
+
+    def __init__(
+        self,
+        windowfn: window.WindowFn,
+        allowed_lateness_us: int,
+        combine: beam.CombineFn | None = None,
+    ) -> None:
         super().__init__()
         self._windowfn = windowfn
         self._allowed_lateness = Duration(micros=allowed_lateness_us)
+        self._combine = combine or SumBlocks()
 
     def expand(self, counts: beam.PCollection) -> beam.PCollection:
         return (
@@ -70,5 +108,5 @@ class WindowedSum(beam.PTransform):
                 accumulation_mode=trigger.AccumulationMode.DISCARDING,
                 allowed_lateness=self._allowed_lateness,
             )
-            | "Sum" >> beam.CombinePerKey(SumCounts())
+            | "Sum" >> beam.CombinePerKey(self._combine)
         )

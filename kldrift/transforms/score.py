@@ -1,5 +1,6 @@
-"""Score: a window's counts against the baseline -> one DriftReport per feature, q-values across
-the features of one (key, window, revision), and the window's summary (on the SUMMARIES output)."""
+"""Score: a block of windows' counts against the baseline -> one DriftReport per feature and window,
+q-values across the features of one (key, window, revision), and each window's summary (on the
+SUMMARIES output); a block's reports leave as one list, its summaries as another."""
 
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ from apache_beam.utils.windowed_value import PaneInfo, WindowedValue
 
 from kldrift import metrics
 from kldrift.binning import BaselineMismatch, FeatureBins, bins_differ, resolve_bins
-from kldrift.other_values import Histogram, counts_of, others_of
+from kldrift.key_blocks import KeyBlock
 from kldrift.schemas.baseline import Baseline, BaselineError
 from kldrift.schemas.config import PipelineConfig
+from kldrift.schemas.report_wire import DriftReportWire, WindowSummaryWire
 from kldrift.scoring import (
     FeatureReference,
     WindowCounts,
@@ -46,18 +48,22 @@ class BaselineUpdates(Protocol):
 
 
 class Score(beam.DoFn):
-    """A window's counts against the baseline -> one DriftReport per feature, q-values across them,
-    and one WindowSummary on the SUMMARIES output.
+    """A block of windows' counts against the baseline -> one DriftReport per feature and window,
+    q-values across a window's features, and one WindowSummary per window on the SUMMARIES output:
+    per input element, one list of reports and one list of summaries. Reports and summaries are
+    msgspec Structs (kldrift.schemas.report_wire): the models' fields, built without validating
+    each; the public composite turns them into the pydantic models at its boundary.
 
     The baseline is the one given at construction, or the newest one `updates` handed out that
     has the job's bins (panes are binned with them); one with other bins is rejected and logged.
     Invariant: the baseline is not a side input, so the job holds no side-input operator state:
     Beam's portable Flink runner failed every checkpoint of it with a ClassCastException (no Beam
     issue found, checked 2026-12-01; README "Runner notes").
-    Windows are held until the bundle ends (at most _MAX_PENDING at a time) and scored together,
+    An element is a block of keys' windows (transforms.revise.REVISION), each with its revision.
+    Windows are held until the bundle ends (about _MAX_PENDING at most) and scored together,
     feature by feature, over a windows x bins array (scoring.windows_reports): one numpy or scipy
-    call per measure for the block, not per window. Each report keeps
-    its window's timestamp, window and pane, and the baseline that was current when it arrived.
+    call per measure for the block, not per window. Each report keeps its block's timestamp,
+    window and pane, and the baseline that was current when it arrived.
     """
 
     def __init__(
@@ -119,18 +125,22 @@ class Score(beam.DoFn):
 
     def start_bundle(self) -> None:
         self._pending: list[_Pending] = []
+        self._pending_windows = 0
 
     def process(
         self,
-        element: tuple[SlideKey, Histogram, int],
+        element: tuple[SlideKey, KeyBlock, list[int]],
         timestamp: Any = beam.DoFn.TimestampParam,
         window: Any = beam.DoFn.WindowParam,
         pane: Any = beam.DoFn.PaneInfoParam,
     ) -> Iterator[Any]:
         # Windows are scored together at the end of the bundle (or every _MAX_PENDING): each
         # measure is then one array call per block of windows, not one per window.
-        self._pending.append(_Pending(element, self._baseline(), timestamp, window, pane))
-        if len(self._pending) >= _MAX_PENDING:
+        self._pending.append(
+            _Pending(self._window_counts(element), self._baseline(), timestamp, window, pane)
+        )
+        self._pending_windows += len(element[1])
+        if self._pending_windows >= _MAX_PENDING:
             yield from self._score_pending()
 
     def finish_bundle(self) -> Iterator[Any]:
@@ -138,6 +148,7 @@ class Score(beam.DoFn):
 
     def _score_pending(self) -> Iterator[Any]:
         pending, self._pending = self._pending, []
+        self._pending_windows = 0
         by_baseline: dict[str, list[_Pending]] = {}
         for item in pending:
             by_baseline.setdefault(item.baseline.id, []).append(item)
@@ -146,36 +157,49 @@ class Score(beam.DoFn):
 
     def _score(self, items: list[_Pending]) -> Iterator[Any]:
         baseline = items[0].baseline
-        windows = [self._window_counts(item.element) for item in items]
-        scored = windows_reports(
-            pipeline=self._config.name,
-            windows=windows,
-            slots=self._slots,
-            references=self._references(baseline),
-            drift_spec=self._config.drift,
-            baseline_id=baseline.id,
+        windows = [window for item in items for window in item.windows]
+        scored = iter(
+            windows_reports(
+                pipeline=self._config.name,
+                windows=windows,
+                slots=self._slots,
+                references=self._references(baseline),
+                drift_spec=self._config.drift,
+                baseline_id=baseline.id,
+                wire=True,
+            )
         )
-        for item, reports in zip(items, scored, strict=True):
-            for report in reports:
-                self._reports.inc()
-                if report.drift:
-                    self._drift.inc()
-                yield WindowedValue(report, item.timestamp, (item.window,), item.pane)
-            summary = window_summary(reports, self._config.drift)
+        for item in items:
+            # One element per block: the reports of all its windows, and their summaries.
+            reports_of_item: list[DriftReportWire] = []
+            summaries: list[WindowSummaryWire] = []
+            for _ in item.windows:
+                reports = next(scored)
+                reports_of_item.extend(reports)
+                summaries.append(window_summary(reports, self._config.drift))
+            self._reports.inc(len(reports_of_item))
+            self._drift.inc(sum(1 for report in reports_of_item if report.drift))
+            yield WindowedValue(reports_of_item, item.timestamp, (item.window,), item.pane)
             yield beam.pvalue.TaggedOutput(
-                SUMMARIES, WindowedValue(summary, item.timestamp, (item.window,), item.pane)
+                SUMMARIES, WindowedValue(summaries, item.timestamp, (item.window,), item.pane)
             )
 
-    def _window_counts(self, element: tuple[SlideKey, Histogram, int]) -> WindowCounts:
-        (key, window_start_us), histogram, revision = element
-        return WindowCounts(
-            key=key,
-            window_start=_datetime(Timestamp(micros=window_start_us)),
-            window_end=_datetime(Timestamp(micros=window_start_us + self._size_us)),
-            revision=revision,
-            counts=counts_of(histogram),
-            other_values=others_of(histogram),
-        )
+    def _window_counts(self, element: tuple[SlideKey, KeyBlock, list[int]]) -> list[WindowCounts]:
+        """Each key's window of a block, with its revision."""
+        (_, window_start_us), block, revisions = element
+        window_start = _datetime(Timestamp(micros=window_start_us))
+        window_end = _datetime(Timestamp(micros=window_start_us + self._size_us))
+        return [
+            WindowCounts(
+                key=key,
+                window_start=window_start,
+                window_end=window_end,
+                revision=revision,
+                counts=block.counts[row],
+                other_values=block.others.get(key, {}),
+            )
+            for row, (key, revision) in enumerate(zip(block.keys, revisions, strict=True))
+        ]
 
 
 _MAX_PENDING = 2048
@@ -183,10 +207,11 @@ _MAX_PENDING = 2048
 
 
 class _Pending(NamedTuple):
-    """A window waiting in Score: the element, the baseline it is scored with (the newest when it
-    arrived), and where its reports go (the element's timestamp, window and pane)."""
+    """An element's windows (one per key of its block) waiting in Score, the baseline they are
+    scored with (the newest when they arrived), and where their reports go (the element's
+    timestamp, window and pane)."""
 
-    element: tuple[SlideKey, Histogram, int]
+    windows: list[WindowCounts]
     baseline: Baseline
     timestamp: Timestamp
     window: BoundedWindow

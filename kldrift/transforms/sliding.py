@@ -1,5 +1,5 @@
-"""PaneToWindows: each pane's counts keyed once per sliding window holding it (size/period of them),
-stamped at that window's last millisecond and summed per window within a bundle. SlidingHistograms
+"""PaneToWindows: each pane's key block keyed once per sliding window holding it (size/period of
+them), stamped at that window's last millisecond and summed per window within a bundle. SlidingHistograms
 (panes.WindowedSum over FixedWindows(period)) then fires each at its sliding window's end."""
 
 from __future__ import annotations
@@ -8,7 +8,6 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import apache_beam as beam
-import numpy as np
 from apache_beam import typehints
 from apache_beam.transforms import window
 from apache_beam.utils.timestamp import Timestamp
@@ -16,22 +15,21 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from kldrift import metrics
 from kldrift.io import resume
-from kldrift.other_values import CountsWithOthers, Histogram, add_into, copy_histogram, counts_of
-from kldrift.transforms.histogram_coder import HistogramHint
-from kldrift.transforms.panes import PaneKey
+from kldrift.key_blocks import KeyBlock, sum_blocks
+from kldrift.transforms.histogram_coder import KeyBlockHint
 
-SlideKey = tuple[str | None, int]
-"""(key, window start in microseconds): the grouping key of sliding-window histograms."""
+SlideKey = tuple[int, int]
+"""(shard, window start in microseconds): the grouping key of sliding-window key blocks."""
 
-SLIDE_KEY = typehints.Tuple[typehints.Optional[str], int]
-WINDOW_ELEMENT = typehints.Tuple[SLIDE_KEY, HistogramHint]
-"""((key, window_start_us), counts): typed so the stateful Revise step gets a deterministic key
-coder, and the counts HistogramCoder."""
+SLIDE_KEY = typehints.Tuple[int, int]
+WINDOW_ELEMENT = typehints.Tuple[SLIDE_KEY, KeyBlockHint]
+"""((shard, window_start_us), block): typed so the stateful Revise step gets a deterministic key
+coder, and the block KeyBlockCoder."""
 
 
 class PaneToWindows(beam.DoFn):
-    """A pane's counts -> one element per sliding window holding the pane (size/period of them),
-    the window's start in the key, timestamped at the end of its own window.
+    """A pane's key block -> one element per sliding window holding the pane (size/period of
+    them), the window's start in the key, timestamped at the end of its own window.
 
     Invariant: an element waiting in SlidingHistograms holds that stage's watermark only at the
     end of its own sliding window, so a closed window's late firing is never held back by the
@@ -39,7 +37,7 @@ class PaneToWindows(beam.DoFn):
     buffered elements' timestamps (no Beam issue found, checked 2026-12-01; README "Runner
     notes"), which Beam's SlidingWindows would break.
 
-    Invariant: one element per (key, window) per bundle reaches SlidingHistograms, whatever
+    Invariant: one element per (shard, window) per bundle reaches SlidingHistograms, whatever
     size/period is: the panes of a bundle are summed here and emitted when it ends, as a lifted
     combiner would; Prism does not lift combiners for count-triggered windows (apache/beam#33881).
     """
@@ -62,19 +60,19 @@ class PaneToWindows(beam.DoFn):
         self._windowed = metrics.counter(metrics.EVENTS_WINDOWED)
 
     def start_bundle(self) -> None:
-        self._parts: dict[SlideKey, list[Histogram]] = {}
+        self._parts: dict[SlideKey, list[KeyBlock]] = {}
 
     def process(
-        self, element: tuple[PaneKey, Histogram | None], pane: Any = beam.DoFn.WindowParam
+        self, element: tuple[int, KeyBlock | None], pane: Any = beam.DoFn.WindowParam
     ) -> Iterable[WindowedValue]:
         # Emits nothing here: a bundle's parts are summed and emitted in finish_bundle. The
         # iterable return type is what Beam (2.78+) checks a DoFn's process annotation against.
-        key, counts = element
-        if counts is None:
+        shard, block = element
+        if block is None:
             return ()
         event_slots = getattr(self, "_event_slots", None)  # None in a job pickled before it
         if event_slots:
-            self._windowed.inc(int(counts_of(counts)[:event_slots].sum()))
+            self._windowed.inc(int(block.counts[:, :event_slots].sum()))
         pane_start = pane.start.micros
         first = pane_start - self._size_us + self._period_us
         if self._reported_until_us is not None:
@@ -86,22 +84,22 @@ class PaneToWindows(beam.DoFn):
             )
         parts = self._parts
         for window_start in range(first, pane_start + 1, self._period_us):
-            slot = (key, window_start)
+            slot = (shard, window_start)
             window_parts = parts.get(slot)
             if window_parts is None:
-                parts[slot] = [counts]
+                parts[slot] = [block]
             else:
-                window_parts.append(counts)
+                window_parts.append(block)
         return ()
 
     def finish_bundle(self) -> Iterator[WindowedValue]:
         parts, self._parts = self._parts, {}
-        for (key, window_start), window_parts in parts.items():
-            total = window_parts[0] if len(window_parts) == 1 else _sum_parts(window_parts)
+        for (shard, window_start), window_parts in parts.items():
+            total = sum_blocks(window_parts)
             end_us = window_start + self._size_us
             # In the window SlidingHistograms will assign it to (by this timestamp) anyway.
             yield WindowedValue(
-                ((key, window_start), total),
+                ((shard, window_start), total),
                 Timestamp(micros=end_us - 1000),
                 (
                     window.IntervalWindow(
@@ -109,12 +107,3 @@ class PaneToWindows(beam.DoFn):
                     ),
                 ),
             )
-
-
-def _sum_parts(parts: list[Histogram]) -> Histogram:
-    if not any(isinstance(part, CountsWithOthers) for part in parts):
-        return np.sum([counts_of(part) for part in parts], axis=0)
-    total = copy_histogram(parts[0])
-    for part in parts[1:]:
-        total = add_into(total, part)
-    return total

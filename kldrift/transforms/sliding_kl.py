@@ -17,6 +17,7 @@ from kldrift.events import EventBatch, EventDecoder, RecordBatch
 from kldrift.formats import FORMATS, record_format
 from kldrift.schemas.baseline import Baseline
 from kldrift.schemas.config import PipelineConfig, SchemaRegistrySpec, parse_schema_registry
+from kldrift.schemas.report import DriftReport, WindowSummary
 from kldrift.transforms.batches import DEAD_LETTERS, REPORTS, SUMMARIES, SlidingKLFromBatches
 from kldrift.transforms.score import BaselineUpdates
 
@@ -145,7 +146,16 @@ class SlidingKLDivergence(beam.PTransform):
         )
         # The steps are applied here, not nested one level deeper: their labels are those of
         # `kldrift run` (SlidingKLDivergence/Bin, .../Score).
-        return self._windows.expand(batches)
+        outputs = self._windows.expand(batches)
+        # Score emits a list per block of keys and window, of msgspec records; here, one pydantic
+        # model per element (each keeps its list's timestamp, window and pane).
+        return {
+            REPORTS: outputs[REPORTS]
+            | "Reports" >> beam.FlatMap(_each).with_output_types(DriftReport),
+            SUMMARIES: outputs[SUMMARIES]
+            | "Summaries" >> beam.FlatMap(_each).with_output_types(WindowSummary),
+            DEAD_LETTERS: outputs[DEAD_LETTERS],
+        }
 
 
 class _ToEventBatches(beam.DoFn):
@@ -202,6 +212,11 @@ class _ToEventBatches(beam.DoFn):
             return self._decoder.decode_parsed(records, parsed, problems, times_us)
         events = [_as_event(v) for v in values]
         return self._decoder.decode(RecordBatch(events, [-1] * len(events), self._source), times_us)
+
+
+def _each(records: list[Any]) -> list[Any]:
+    """A block's records as the pydantic models (the library's contract)."""
+    return [record.to_model() for record in records]
 
 
 def _registry_spec(

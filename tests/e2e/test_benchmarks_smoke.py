@@ -116,15 +116,18 @@ def test_every_figure_is_a_positive_number(quick_run: tuple[dict[str, Any], str]
         "replay_vs_numpy_limit",
         "replay_vs_naive",
         "size_period",
-        "keys",
+        "keys_1000",
+        "keys_10000",
         "memory_bounded",
         "report_latency",
         "flink_vs_prism",
     }
+    # Not measured in the smoke run: Flink (left out) and 10,000 keys (quick's keys stop at 1,000).
+    assert results["targets"]["keys_10000"]["met"] is None
     assert all(
         t["met"] in (True, False)
         for name, t in results["targets"].items()
-        if name != "flink_vs_prism"
+        if name not in ("flink_vs_prism", "keys_10000")
     )
     # The naive pipeline did the same work as kldrift replay.
     agreement = results["extra"]["naive_agrees_with_replay"]

@@ -1,6 +1,6 @@
-"""HistogramCoder: count arrays, CountsWithOthers and None cross the runner exactly (checked against
-bytes built here with struct), anything else is refused; and the pipeline's count-carrying steps
-use it while their keys keep deterministic coders."""
+"""HistogramCoder and KeyBlockCoder: count arrays, CountsWithOthers, key blocks and None cross the
+runner exactly (checked against bytes built here with struct), anything else is refused; and the
+pipeline's count-carrying steps use KeyBlockCoder while their keys keep deterministic coders."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 from apache_beam import coders
 
+from kldrift.key_blocks import KeyBlock
 from kldrift.other_values import CountsWithOthers
-from kldrift.transforms.histogram_coder import HistogramCoder, HistogramHint
+from kldrift.transforms.histogram_coder import HistogramCoder, HistogramHint, KeyBlockCoder
 from kldrift.transforms.panes import SumCounts
 
 INT64_MAX = 2**63 - 1
@@ -229,15 +230,15 @@ def test_the_count_steps_use_it_and_keys_stay_deterministic() -> None:
         return found[name]
 
     pane_counts = coder("Bin/ParDo(BinPanes)[None]")
-    assert pane_counts.value_coder() == HistogramCoder()
+    assert pane_counts.value_coder() == KeyBlockCoder()
     for step in ("PaneToWindows", "SlidingHistograms/Window", "PaneHistograms/Window"):
-        assert coder(step).value_coder() == HistogramCoder(), step
+        assert coder(step).value_coder() == KeyBlockCoder(), step
         assert coder(step).key_coder().is_deterministic(), step
     stamped = coder("ReviseWindows")
     assert stamped.key_coder().is_deterministic()
-    assert stamped.value_coder() == coders.TupleCoder([HistogramCoder(), coders.BooleanCoder()])
+    assert stamped.value_coder() == coders.TupleCoder([KeyBlockCoder(), coders.BooleanCoder()])
     assert coder("Revise[") == coders.TupleCoder(
-        [stamped.key_coder(), HistogramCoder(), coders.VarIntCoder()]
+        [stamped.key_coder(), KeyBlockCoder(), coders.ListCoder(coders.VarIntCoder())]
     )
 
 
@@ -247,11 +248,51 @@ def test_runtime_type_checks_accept_the_steps_values() -> None:
     from kldrift.transforms.bin import PANE_COUNTS
     from kldrift.transforms.revise import REVISION, STAMPED_DELTA
 
-    counts = np.array([1, 0, 2], dtype=np.int64)
+    block = KeyBlock(["de", None], np.array([[1, 0, 2], [0, 0, 1]], dtype=np.int64), {})
     # As a pipeline run with --runtime_type_check checks each element: no error means accepted.
-    typehints.check_constraint(PANE_COUNTS, ("de", counts))
-    typehints.check_constraint(PANE_COUNTS, (None, CountsWithOthers(counts, {})))
-    typehints.check_constraint(STAMPED_DELTA, (("de", 60_000_000), (None, True)))
-    typehints.check_constraint(REVISION, ((None, 60_000_000), counts, 2))
+    typehints.check_constraint(PANE_COUNTS, (3, block))
+    typehints.check_constraint(STAMPED_DELTA, ((3, 60_000_000), (None, True)))
+    typehints.check_constraint(REVISION, ((0, 60_000_000), block, [0, 2]))
     with pytest.raises(TypeError):
-        typehints.check_constraint(PANE_COUNTS, ("de", [1, 0, 2]))
+        typehints.check_constraint(PANE_COUNTS, (3, np.array([1, 0, 2])))
+
+
+def test_key_blocks_cross_exactly_as_their_documented_bytes() -> None:
+    counts = np.array([[1, INT64_MAX, 0], [INT64_MIN, 5, -1]], dtype=np.int64)
+    block = KeyBlock(["de", None], counts, {None: {"country": Counter({"x\ud800": 2, "y": 1})}})
+    text = "x\ud800".encode("utf-8", "surrogatepass")
+    want = b"".join(
+        [
+            b"\x03",
+            struct.pack("<II", 2, 3),
+            struct.pack("<I", 2) + b"de",
+            struct.pack("<I", 0xFFFFFFFF),
+            struct.pack("<6q", 1, INT64_MAX, 0, INT64_MIN, 5, -1),
+            struct.pack("<II", 1, 1),  # one key with other values: row 1
+            struct.pack("<II", 1, 7) + b"country",
+            struct.pack("<I", 2),
+            struct.pack("<I", len(text)) + text + struct.pack("<q", 2),
+            struct.pack("<I", 1) + b"y" + struct.pack("<q", 1),
+        ]
+    )
+    coder = KeyBlockCoder()
+    assert coder.encode(block) == want
+    got = coder.decode(want)
+    assert got == block and type(got.others[None]["country"]) is Counter
+    assert got.counts.dtype == np.int64 and got.counts.flags.writeable
+    assert coder.decode(coder.encode(None)) is None
+    pair = coders.TupleCoder([coders.VarIntCoder(), coder])
+    assert pair.decode(pair.encode((7, block))) == (7, block)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        np.array([1, 2], dtype=np.int64),
+        KeyBlock(["a"], np.array([[1.0, 2.0]]), {}),
+        KeyBlock(["a", "b"], np.array([[1, 2]], dtype=np.int64), {}),
+    ],
+)
+def test_the_key_block_coder_refuses_what_is_not_a_block(value: object) -> None:
+    with pytest.raises((TypeError, ValueError)):
+        KeyBlockCoder().encode(value)

@@ -1,0 +1,147 @@
+"""The report topic's records as msgspec Structs: what `kldrift run` and `kldrift replay` build and
+write per (key, feature, window, revision), without pydantic's validation per report.
+
+Each Struct has the fields of its pydantic model (kldrift.schemas.report) in the same order with
+the same defaults, and `to_json_bytes()` writes the JSON the model writes: the same keys in the
+same order and the same values (tests/unit/test_report_wire.py parses both, field by field, and
+compares the JSON Schemas). One difference in the text, none in the values: msgspec writes a float
+of 1e16 or more as `1e16` where pydantic writes `1e+16`. The pydantic models stay the contract of
+the topic and of the library (`to_model()` gives one, validated).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+import msgspec
+
+from kldrift.schemas.report import SCHEMA_VERSION, DriftReport, WindowSummary, _rfc3339
+
+UtcDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
+"""An aware datetime (pydantic's AwareDatetime), a date-time string in the JSON Schema."""
+
+
+class TopBinWire(msgspec.Struct, frozen=True):
+    """kldrift.schemas.report.TopBinReport."""
+
+    bin: str
+    window_p: float
+    baseline_q: float
+    contribution_bits: float
+
+
+class OtherValueWire(msgspec.Struct, frozen=True):
+    """kldrift.schemas.report.OtherValue."""
+
+    value: str
+    count: int
+
+
+class DriftReportWire(msgspec.Struct, frozen=True, kw_only=True):
+    """kldrift.schemas.report.DriftReport, field for field."""
+
+    schema_version: int = SCHEMA_VERSION
+    record: Literal["feature"] = "feature"
+    pipeline: str
+    key: str | None
+    feature: str
+    window_start: UtcDatetime
+    window_end: UtcDatetime
+    revision: int
+    count: int
+    missing: int
+    invalid: int
+    kl_bits: float | None
+    kl_bits_debiased: float | None
+    entropy_bits: float | None
+    cross_entropy_bits: float | None
+    js_bits: float | None
+    psi: float | None
+    p_value: float | None
+    threshold_bits: float
+    significance: float
+    drift: bool
+    top_bins: list[TopBinWire]
+    baseline_id: str
+    decision: Literal["estimate", "confident"] | None = None
+    p_value_above_threshold: float | None = None
+    q_value: float | None = None
+    bins: list[str] | None = None
+    counts: list[int] | None = None
+    baseline_q: list[float] | None = None
+    other_values: list[OtherValueWire] | None = None
+    missing_share: float | None = None
+    baseline_missing_share: float | None = None
+    missing_p_value: float | None = None
+    missing_drift: bool | None = None
+
+    @property
+    def message_key(self) -> str:
+        """As DriftReport.message_key."""
+        return "|".join(
+            [
+                self.pipeline,
+                self.key or "",
+                self.feature,
+                _rfc3339(self.window_start),
+                _rfc3339(self.window_end),
+            ]
+        )
+
+    def to_json_bytes(self) -> bytes:
+        return _ENCODER.encode(self)
+
+    def to_model(self) -> DriftReport:
+        """The pydantic DriftReport of the same JSON (validated)."""
+        return DriftReport.model_validate_json(self.to_json_bytes())
+
+
+class WindowSummaryWire(msgspec.Struct, frozen=True, kw_only=True):
+    """kldrift.schemas.report.WindowSummary, field for field."""
+
+    schema_version: int = SCHEMA_VERSION
+    record: Literal["window_summary"]
+    pipeline: str
+    key: str | None
+    window_start: UtcDatetime
+    window_end: UtcDatetime
+    revision: int
+    events: int
+    features: int
+    features_checked: int
+    features_drifted: list[str]
+    min_q_value: float | None
+    combined_p_value: float | None
+    combination: Literal["cauchy"] = "cauchy"
+    max_kl_bits_debiased: float | None
+    decision: Literal["estimate", "confident"]
+    significance: float
+    drift: bool
+    baseline_id: str
+
+    @property
+    def message_key(self) -> str:
+        """As WindowSummary.message_key."""
+        return "|".join(
+            [
+                self.pipeline,
+                self.key or "",
+                "",
+                _rfc3339(self.window_start),
+                _rfc3339(self.window_end),
+            ]
+        )
+
+    def to_json_bytes(self) -> bytes:
+        return _ENCODER.encode(self)
+
+    def to_model(self) -> WindowSummary:
+        """The pydantic WindowSummary of the same JSON (validated)."""
+        return WindowSummary.model_validate_json(self.to_json_bytes())
+
+
+ReportWire = DriftReportWire | WindowSummaryWire
+"""A record of the report topic, as `kldrift run` and `kldrift replay` build it."""
+
+_ENCODER = msgspec.json.Encoder()
