@@ -254,7 +254,7 @@ class FlinkCluster:
             rest_port=_free_port(), rpc_port=_free_port(), pool_port=_free_port(), slots=self.slots
         )
         self._write_conf()
-        self.state.jobmanager = self._spawn("jobmanager", self._jobmanager_command(dist))
+        self.start_jobmanager()
         self.state.pool = self._spawn("worker-pool", self._pool_command(), env=self._pool_env())
         self._write_state()
         tm_jvm, tm_dynamic = self._taskmanager_params(dist)
@@ -389,6 +389,14 @@ class FlinkCluster:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
         self._write_state()
+
+    def start_jobmanager(self) -> int:
+        """Start the JobManager (log ``log/jobmanager.log``); again after `kill_jobmanager`, on the
+        same ports, where the TaskManagers register again (without HA it knows no job); its pid."""
+        pid = self._spawn("jobmanager", self._jobmanager_command(ensure_dist_installed()))
+        self._state().jobmanager = pid
+        self._write_state()
+        return pid
 
     def kill_jobmanager(self) -> None:
         """SIGKILL the JobManager."""

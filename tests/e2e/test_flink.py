@@ -68,6 +68,17 @@ def test_launcher_jar_manifest(tmp_path: Path) -> None:
     assert detector.startswith(b"\xca\xfe\xba\xbe") and str(jar).encode() in detector
 
 
+def test_the_staging_option_is_among_the_options_beam_sends() -> None:
+    """The job server does not describe `pipelineResourcesDetectorFactoryClass` to Python: without
+    kldrift's declaration Beam would drop the flag, and a job would stage the whole class path."""
+    from kldrift.local.flink_cluster import STAGING_ARGS
+    from kldrift.local.flink_staging import DETECTOR_CLASS
+
+    options = pipeline_options(["--runner=FlinkRunner", *STAGING_ARGS], streaming=True)
+    sent = options.get_all_options(retain_unknown_options=False)
+    assert sent["pipeline_resources_detector_factory_class"] == DETECTOR_CLASS
+
+
 def _windows_of(t: float) -> list[int]:
     last = math.floor(t / PERIOD_S) * PERIOD_S
     return [last - i * PERIOD_S for i in range(SIZE_S // PERIOD_S)]
