@@ -140,20 +140,48 @@ def _seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
-def throughput(bootstrap: str, work: Path, events: int) -> dict[str, Any]:
-    """One streaming trial per runner over one pre-loaded topic."""
+@dataclass(frozen=True)
+class Preloaded:
+    """A topic pre-loaded with a QUICK workload of `events` events (and its sentinel), with the
+    config, baseline and data windows (`expected`) of a trial over it."""
+
+    topic: str
+    config: dict[str, Any]
+    baseline: Path
+    expected: set[tuple[str, float]]
+    events: int
+
+
+def preload(bootstrap: str, work: Path, events: int, name: str) -> Preloaded:
+    """Load topic ``bench.NAME.events`` (dashes dropped) for trials of job ``bench-NAME``."""
     workload = replace(data.QUICK, events=events)
     lines = list(data.stream(workload).lines())
     times, keys = data.event_keys_and_times(lines)
     features = data.base_features()
     baseline = data.write_baseline(work / "baseline.json", features, data.training_events())
-    config = data.config(name="bench-flink", features=features)
-    topic = "bench.flink.events"
+    config = data.config(name=f"bench-{name}", features=features)
+    topic = f"bench.{name.replace('-', '')}.events"
     create_topics(bootstrap, {topic: PARTITIONS})
     produce(bootstrap, topic, lines, tail=[data.sentinel(workload)])
     expected = data.data_windows(times, keys, data.SIZE_S, data.PERIOD_S)
+    return Preloaded(topic, config, baseline, expected, events)
+
+
+def trials_over(
+    bootstrap: str, work: Path, loaded: Preloaded, runners: Sequence[Runner]
+) -> list[dict[str, Any]]:
+    """`alternating_trials` of `runners`, one round, over the `loaded` topic."""
+    return alternating_trials(
+        bootstrap, work, loaded.config, loaded.baseline, loaded.topic, loaded.expected,
+        loaded.events, runners,
+    )  # fmt: skip
+
+
+def throughput(bootstrap: str, work: Path, events: int) -> dict[str, Any]:
+    """One streaming trial per runner over one pre-loaded topic."""
+    loaded = preload(bootstrap, work, events, "flink")
     out: dict[str, Any] = {"events": events}
-    for trial in alternating_trials(bootstrap, work, config, baseline, topic, expected, events):
+    for trial in trials_over(bootstrap, work, loaded, RUNNERS):
         out[trial["runner"]] = {
             "eps": trial["eps"],
             "seconds": trial["seconds"],

@@ -8,8 +8,8 @@ checkpoint sizes over time with its report latency.
 Throughput: the measurement of the `kafka` section of benchmarks.run (events/s from the job's
 first read to the last data window's first report), one trial each, back to back in one run:
 Prism; the cluster with 1 TaskManager at parallelism 1; the same cluster grown to 2
-TaskManagers at parallelism 2 with 3 readers. Each Flink trial includes staging Beam's runner
-jars to the cluster. Checkpoints: a live job at 100 events/s on a 1-TaskManager cluster,
+TaskManagers at parallelism 2 with 3 readers. Each Flink trial stages the job server's launcher
+jar only, as `kldrift run` does for `kldrift local flink`'s cluster. Checkpoints: a live job at 100 events/s on a 1-TaskManager cluster,
 checkpointing every 10 s to RocksDB; every 30 s the newest completed checkpoint's full state size
 and incremental size (Flink REST), and each report's lag behind its window's end (p50/p99).
 """
@@ -23,14 +23,13 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from benchmarks import data
-from benchmarks.flink_bench import PRISM, Runner, alternating_trials
-from benchmarks.kafka_bench import PARTITIONS, Job, LiveProducer, ReportTail, log, produce
-from kldrift.local.flink_cluster import FlinkCluster
+from benchmarks.flink_bench import PRISM, Runner, preload, trials_over
+from benchmarks.kafka_bench import PARTITIONS, Job, LiveProducer, ReportTail, log
+from kldrift.local.flink_cluster import STAGING_ARGS, FlinkCluster
 from kldrift.local.kafka import LocalKafka, create_topics
 
 CHECKPOINT_S = 10
@@ -45,6 +44,7 @@ def _cluster_runner(name: str, label: str, cluster: FlinkCluster, parallelism: i
             "--runner=FlinkRunner",
             f"--flink_master={cluster.rest}",
             *cluster.environment_args(),
+            *STAGING_ARGS,
             f"--parallelism={parallelism}",
             "--job_server_timeout=120",
         ),
@@ -53,30 +53,17 @@ def _cluster_runner(name: str, label: str, cluster: FlinkCluster, parallelism: i
 
 
 def throughput(bootstrap: str, work: Path, events: int) -> dict[str, Any]:
-    workload = replace(data.QUICK, events=events)
-    lines = list(data.stream(workload).lines())
-    times, keys = data.event_keys_and_times(lines)
-    features = data.base_features()
-    baseline = data.write_baseline(work / "baseline.json", features, data.training_events())
-    config = data.config(name="bench-flink-cluster", features=features)
-    topic = "bench.flinkcluster.events"
-    create_topics(bootstrap, {topic: PARTITIONS})
-    produce(bootstrap, topic, lines, tail=[data.sentinel(workload)])
-    expected = data.data_windows(times, keys, data.SIZE_S, data.PERIOD_S)
+    loaded = preload(bootstrap, work, events, "flink-cluster")
     cluster = FlinkCluster(work / "flink", taskmanagers=1, slots=2)
     out: dict[str, Any] = {"events": events}
     try:
         cluster.start()
         one = _cluster_runner("cluster_tm1_p1", "cluster, 1 TaskManager, p1", cluster, 1)
-        runs = alternating_trials(
-            bootstrap, work, config, baseline, topic, expected, events, (PRISM, one)
-        )
+        runs = trials_over(bootstrap, work, loaded, (PRISM, one))
         cluster.start_taskmanager(1)
         cluster.wait_for_taskmanagers(2, 120)
         two = _cluster_runner("cluster_tm2_p2", "cluster, 2 TaskManagers, p2", cluster, 2)
-        runs += alternating_trials(
-            bootstrap, work, config, baseline, topic, expected, events, (two,)
-        )
+        runs += trials_over(bootstrap, work, loaded, (two,))
     finally:
         cluster.stop()
     for trial in runs:

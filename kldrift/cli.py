@@ -48,11 +48,16 @@ def _add_local_flink(local_sub: argparse._SubParsersAction) -> None:
     flink.add_argument(
         "--taskmanagers", type=int, default=1, help="TaskManager processes to start (default 1)"
     )
+    flink.add_argument(
+        "--data-dir",
+        help="where the cluster lives (default: under KLDRIFT_HOME; `kldrift run` finds only "
+        "that one by itself, else pass the flags `start` prints)",
+    )
 
     def run(args: argparse.Namespace) -> int:
         from kldrift.local import flink_cluster
 
-        return flink_cluster.cli(args.action, args.taskmanagers)
+        return flink_cluster.cli(args.action, args.taskmanagers, args.data_dir)
 
     flink.set_defaults(func=run)
 

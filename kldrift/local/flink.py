@@ -9,9 +9,10 @@ Without ``--flink_job_server_jar`` Beam would download the shaded job server jar
 * `ensure_installed()` fetches, once, the jars of the packaged ``flink-pom.xml`` (Beam's
   FlinkJobServerDriver for Flink `FLINK_VERSION`, Beam Java `BEAM_JAVA_VERSION`, and its
   dependencies; ~150 MB) with `mvn` into ``cache_dir()/flink-<FLINK_VERSION>-beam-<version>/lib``
-  and writes a launcher jar beside it: a manifest only (Main-Class, a Class-Path of ``lib/*.jar``,
-  the Add-Opens/Add-Exports Flink needs on Java 17, and an slf4j-simple config). Later calls are
-  offline. `KLDRIFT_FLINK_JOB_SERVER_JAR` overrides the jar (e.g. a shaded job server jar).
+  and writes a launcher jar beside it: a manifest (Main-Class, a Class-Path of ``lib/*.jar``,
+  the Add-Opens/Add-Exports Flink needs on Java 17), an slf4j-simple config, and the class that
+  lets a job for a cluster on this machine stage this jar only (`kldrift.local.flink_staging`).
+  Later calls are offline. `KLDRIFT_FLINK_JOB_SERVER_JAR` overrides the jar (e.g. a shaded job server jar).
 
 Why not the shaded ``beam-runners-flink-<flink>-job-server`` jar of the installed Beam (2.77)?
 The Maven Central that kldrift's machines reach serves no version of it and no Beam Java artifact
@@ -31,6 +32,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from kldrift.exceptions import FlinkSetupError as FlinkSetupError
+from kldrift.local.flink_staging import DETECTOR_ENTRY, detector_class
 from kldrift.local.maven import fetch_jars, file_lock, require_mvn
 from kldrift.local.paths import cache_dir
 
@@ -108,17 +110,20 @@ def _manifest_lines(attributes: Sequence[tuple[str, str]]) -> bytes:
     return b"".join(out) + b"\r\n"
 
 
-def write_launcher_jar(jar: Path, lib_dir_name: str, jar_names: Sequence[str]) -> Path:
-    """A jar holding only a manifest that runs `JOB_SERVER_MAIN` on ``lib_dir_name/*.jar``.
+def write_launcher_jar(jar: Path, lib: Path, jar_names: Sequence[str]) -> Path:
+    """A jar that runs `JOB_SERVER_MAIN` on ``lib/*.jar``: a manifest, a logging config and
+    `flink_staging.DETECTOR_CLASS`, which makes a job stage this jar only.
 
-    Class-Path entries are relative to the launcher jar's directory, so the install can move.
+    Class-Path entries are absolute ``file:`` URLs: the cluster's class loader reads them from the
+    one staged copy of this jar (`kldrift.local.flink_staging`); `ensure_installed` rewrites the
+    jar if the install has moved.
     """
     manifest = _manifest_lines(
         [
             ("Manifest-Version", "1.0"),
             ("Created-By", "kldrift.local.flink"),
             ("Main-Class", JOB_SERVER_MAIN),
-            ("Class-Path", " ".join(f"{lib_dir_name}/{name}" for name in jar_names)),
+            ("Class-Path", " ".join((lib / name).resolve().as_uri() for name in jar_names)),
             ("Add-Opens", " ".join(_ADD_OPENS)),
             ("Add-Exports", " ".join(_ADD_EXPORTS)),
         ]
@@ -127,8 +132,20 @@ def write_launcher_jar(jar: Path, lib_dir_name: str, jar_names: Sequence[str]) -
     with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("META-INF/MANIFEST.MF", manifest)
         archive.writestr("simplelogger.properties", _SIMPLE_LOGGER)
+        archive.writestr(DETECTOR_ENTRY, detector_class(jar.resolve()))
     os.replace(tmp, jar)
     return jar
+
+
+def _launcher_current(jar: Path, lib: Path) -> bool:
+    """Whether `jar` is this version's launcher for `lib` (absolute Class-Path, detector class)."""
+    try:
+        with zipfile.ZipFile(jar) as archive:
+            names = archive.namelist()
+            manifest = archive.read("META-INF/MANIFEST.MF").replace(b"\r\n ", b"")
+    except (OSError, KeyError, zipfile.BadZipFile):
+        return False
+    return DETECTOR_ENTRY in names and f"Class-Path: {lib.resolve().as_uri()}/".encode() in manifest
 
 
 def _required_jars_present(lib: Path) -> bool:
@@ -163,10 +180,13 @@ def ensure_installed() -> Path:
     if override:
         return Path(override)
     target = install_dir()
-    if is_installed():
+    if is_installed() and _launcher_current(target / JAR_NAME, target / "lib"):
         return target / JAR_NAME
     with file_lock(cache_dir() / f".flink-{FLINK_VERSION}-beam-{BEAM_JAVA_VERSION}.lock"):
-        if is_installed():  # another process finished while we waited
+        if is_installed():  # another process finished while we waited, or an older launcher
+            if not _launcher_current(target / JAR_NAME, target / "lib"):
+                jars = json.loads((target / _MARKER).read_text())["jars"]
+                write_launcher_jar(target / JAR_NAME, target / "lib", jars)
             return target / JAR_NAME
         require_mvn(f"Beam's Flink {FLINK_VERSION} job server", FlinkSetupError)
         _check_java()
@@ -184,7 +204,7 @@ def ensure_installed() -> Path:
             error=FlinkSetupError,
         )
         jars = sorted(p.name for p in lib.glob("*.jar"))
-        write_launcher_jar(target / JAR_NAME, lib.name, jars)
+        write_launcher_jar(target / JAR_NAME, lib, jars)
         marker_tmp = target / f"{_MARKER}.tmp"
         marker_tmp.write_text(
             json.dumps(

@@ -15,10 +15,13 @@ TaskManager asks for its SDK workers (`FlinkCluster.environment_args`). A worker
 the TaskManager task that asked for it: when a TaskManager dies, its workers lose their control
 connection and exit; the pool stays.
 
-Beam's runner classes reach the cluster with each job: Beam's job server stages every jar of its
-class path (the launcher jar's ``Class-Path``, ~157 MB) to the JobManager's blob server, and the
-TaskManagers load them child-first; Flink's own classes (``org.apache.flink.``) come from the
-cluster's ``lib/`` (1.19.3), the job server's Flink 1.19.0 jars are ignored.
+Beam's runner classes reach the cluster with each job: with `STAGING_ARGS` (what `run_args` prints
+and `kldrift run` adds for this cluster) the job server stages its launcher jar only (~20 KB,
+`kldrift.local.flink_staging`), whose ``Class-Path`` of absolute ``file:`` URLs gives the
+TaskManagers' user-code class loader (child-first) the job server's jars from this machine's disk;
+without it Beam stages all of them (~157 MB) to the JobManager's blob server with each job.
+Flink's own classes (``org.apache.flink.``) come from the cluster's ``lib/`` (1.19.3), the job
+server's Flink 1.19.0 jars are ignored.
 """
 
 from __future__ import annotations
@@ -37,13 +40,17 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from kldrift.exceptions import FlinkSetupError
+from kldrift.local import flink
 from kldrift.local.flink import _ADD_EXPORTS, _ADD_OPENS
+from kldrift.local.flink_staging import DETECTOR_CLASS
 from kldrift.local.maven import file_lock
 from kldrift.local.paths import cache_dir
+from kldrift.pipeline.options import flag_value, has_flag
 
 DIST_VERSION = "1.19.3"
 """The Flink release of the session cluster (PyPI's apache-flink-libraries of that version)."""
@@ -59,6 +66,9 @@ PROCESS_MARKERS = (JOBMANAGER_MAIN, TASKMANAGER_MAIN, WORKER_POOL_MODULE)
 CHECKPOINT_INTERVAL_MS = 5000
 """The checkpoint interval the local cluster is tested with (`kldrift run` passes it)."""
 _RESTART_DELAY = "2 s"
+STAGING_FLAG = "--pipeline_resources_detector_factory_class"
+STAGING_ARGS = (f"{STAGING_FLAG}={DETECTOR_CLASS}",)
+"""Stage only the launcher jar with a job (the cluster reads the rest from this machine's disk)."""
 
 _LOG4J = """\
 rootLogger.level = INFO
@@ -244,7 +254,7 @@ class FlinkCluster:
             rest_port=_free_port(), rpc_port=_free_port(), pool_port=_free_port(), slots=self.slots
         )
         self._write_conf()
-        self.state.jobmanager = self._spawn("jobmanager", self._jobmanager_command(dist))
+        self.start_jobmanager()
         self.state.pool = self._spawn("worker-pool", self._pool_command(), env=self._pool_env())
         self._write_state()
         tm_jvm, tm_dynamic = self._taskmanager_params(dist)
@@ -380,6 +390,14 @@ class FlinkCluster:
             os.killpg(pid, signal.SIGKILL)
         self._write_state()
 
+    def start_jobmanager(self) -> int:
+        """Start the JobManager (log ``log/jobmanager.log``); again after `kill_jobmanager`, on the
+        same ports, where the TaskManagers register again (without HA it knows no job); its pid."""
+        pid = self._spawn("jobmanager", self._jobmanager_command(ensure_dist_installed()))
+        self._state().jobmanager = pid
+        self._write_state()
+        return pid
+
     def kill_jobmanager(self) -> None:
         """SIGKILL the JobManager."""
         with contextlib.suppress(ProcessLookupError):
@@ -477,10 +495,12 @@ def run_dir() -> Path:
     return cache_dir() / "run" / "flink"
 
 
-def cli(action: str, taskmanagers: int = 1) -> int:
-    """`kldrift local flink start|stop|status`."""
-    with file_lock(cache_dir() / "run" / "flink.lock"):
-        cluster = FlinkCluster(run_dir(), taskmanagers)
+def cli(action: str, taskmanagers: int = 1, data_dir: Path | None = None) -> int:
+    """`kldrift local flink start|stop|status [--data-dir D]` (default D: `run_dir()`)."""
+    directory = Path(data_dir).resolve() if data_dir else run_dir()
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(directory.with_name(directory.name + ".lock")):
+        cluster = FlinkCluster(directory, taskmanagers)
         if action == "status":
             return _status(cluster)
         if action == "stop":
@@ -508,23 +528,30 @@ def cli(action: str, taskmanagers: int = 1) -> int:
 
 
 def run_args(cluster: FlinkCluster) -> list[str]:
-    """The Beam flags that run a kldrift job on `cluster`, checkpointed."""
+    """The Beam flags that run a kldrift job on `cluster`, checkpointed, staging only the launcher
+    jar (`kldrift.local.flink_staging`)."""
     return [
         "--runner=FlinkRunner",
         f"--flink_master={cluster.rest}",
         *cluster.environment_args(),
+        *STAGING_ARGS,
         f"--checkpointing_interval={CHECKPOINT_INTERVAL_MS}",
     ]
 
 
-def local_environment_args(master: str) -> list[str]:
-    """For a `--flink_master` that is `kldrift local flink`'s running cluster: the flags that use
-    its worker pool (EXTERNAL); else none (Beam's default environment applies)."""
+def local_cluster_args(master: str, given: Sequence[str]) -> list[str]:
+    """For a `--flink_master` that is `kldrift local flink`'s running cluster (in `run_dir()`):
+    the flags of `run_args` that `given` lacks: its worker pool (EXTERNAL) and, when the job server
+    is kldrift's own launcher jar, staging that jar only. Else none (Beam's defaults apply)."""
     cluster = FlinkCluster(run_dir())
     address = master.removeprefix("http://").rstrip("/")
     if cluster.state is None or address != cluster.rest or not cluster.running():
         return []
-    return cluster.environment_args()
+    added = [] if has_flag(given, "--environment_type") else cluster.environment_args()
+    own_jar = flag_value(given, "--flink_job_server_jar") == str(flink.job_server_jar_path())
+    if own_jar and not has_flag(given, STAGING_FLAG):
+        added += STAGING_ARGS
+    return added
 
 
 def _status(cluster: FlinkCluster) -> int:

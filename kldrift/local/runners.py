@@ -32,11 +32,12 @@ def local_runner_args(beam_args: Sequence[str]) -> list[str]:
 
         args.append(f"--flink_job_server_jar={ensure_flink()}")
     master = flag_value(args, "--flink_master")
-    if is_flink_runner(runner) and master and not has_flag(args, "--environment_type"):
-        # `kldrift local flink`'s cluster: its Python worker pool, as on Kubernetes.
-        from kldrift.local.flink_cluster import local_environment_args
+    if is_flink_runner(runner) and master:
+        # `kldrift local flink`'s cluster: its Python worker pool, as on Kubernetes, and the
+        # runner's jars read from this machine's disk rather than staged with the job.
+        from kldrift.local.flink_cluster import local_cluster_args
 
-        args.extend(local_environment_args(master))
+        args.extend(local_cluster_args(master, args))
     return args
 
 

@@ -7,8 +7,24 @@ given."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from apache_beam.options.pipeline_options import PipelineOptions
+
+
+class JobServerStagingOptions(PipelineOptions):
+    """Beam Java's ``pipelineResourcesDetectorFactoryClass`` (which files the Flink job server
+    stages with a job), which the job server does not describe to Python: declared here so that
+    Beam passes it on (`kldrift.local.flink_staging`)."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser: Any) -> None:
+        parser.add_argument(
+            "--pipeline_resources_detector_factory_class",
+            default=None,
+            help="a Java PipelineResourcesDetector.Factory class: which files the Flink job "
+            "server stages with a job (default: its whole class path)",
+        )
 
 
 def has_flag(args: Sequence[str], name: str) -> bool:

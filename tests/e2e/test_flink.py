@@ -43,11 +43,14 @@ def test_options_use_the_installed_job_server(monkeypatch: pytest.MonkeyPatch) -
 def test_launcher_jar_manifest(tmp_path: Path) -> None:
     import zipfile
 
+    from kldrift.local.flink_staging import DETECTOR_ENTRY
+
     names = [f"dependency-number-{i}-with-a-long-name-1.0.jar" for i in range(40)]
-    jar = flink.write_launcher_jar(tmp_path / flink.JAR_NAME, "lib", names)
+    jar = flink.write_launcher_jar(tmp_path / flink.JAR_NAME, tmp_path / "lib", names)
     with zipfile.ZipFile(jar) as archive:
         raw = archive.read("META-INF/MANIFEST.MF")
         assert archive.read("simplelogger.properties")
+        detector = archive.read(DETECTOR_ENTRY)
     lines = raw.split(b"\r\n")
     assert all(len(line) <= 72 for line in lines)
     # Unfold continuation lines as the JDK does.
@@ -59,8 +62,21 @@ def test_launcher_jar_manifest(tmp_path: Path) -> None:
             unfolded.append(line.decode())
     attrs = dict(line.split(": ", 1) for line in unfolded)
     assert attrs["Main-Class"] == flink.JOB_SERVER_MAIN
-    assert attrs["Class-Path"].split() == [f"lib/{n}" for n in names]
+    assert attrs["Class-Path"].split() == [f"file://{tmp_path}/lib/{n}" for n in names]
     assert "java.base/java.util" in attrs["Add-Opens"].split()
+    # The staging class names the launcher jar itself (a string constant of its class file).
+    assert detector.startswith(b"\xca\xfe\xba\xbe") and str(jar).encode() in detector
+
+
+def test_the_staging_option_is_among_the_options_beam_sends() -> None:
+    """The job server does not describe `pipelineResourcesDetectorFactoryClass` to Python: without
+    kldrift's declaration Beam would drop the flag, and a job would stage the whole class path."""
+    from kldrift.local.flink_cluster import STAGING_ARGS
+    from kldrift.local.flink_staging import DETECTOR_CLASS
+
+    options = pipeline_options(["--runner=FlinkRunner", *STAGING_ARGS], streaming=True)
+    sent = options.get_all_options(retain_unknown_options=False)
+    assert sent["pipeline_resources_detector_factory_class"] == DETECTOR_CLASS
 
 
 def _windows_of(t: float) -> list[int]:
