@@ -6,8 +6,9 @@ module. The reader's consumer keeps everything else of kafka-python (fetch reque
 seeks, commits, each batch's CRC check, its codecs, transaction markers and aborted transactions)
 and swaps only the step that turns one partition's fetched bytes into records
 (``Fetcher.PartitionRecords``): a message-format v2 batch is walked here, the records' lengths in
-a Python loop and their fields all at once with numpy (`vector_records`), small batches and
-records with headers by `walk_records`; its records come out as ``(offset, value)`` tuples. What
+a Python loop and their fields all at once with numpy (`vector_records`); small batches, and
+records with headers, a field at a time (`walk_records`). Its records come out as
+``(offset, value)`` tuples, all the reader uses (keys, timestamps and headers are not kept). What
 is not that plain layout (legacy v0/v1 message sets, a batch whose bytes do not add up, a codec
 that is not installed) is parsed by kafka-python's own code, record by record, so its records and
 its errors are kafka-python's.
@@ -16,6 +17,7 @@ its errors are kafka-python's.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -28,6 +30,7 @@ from kafka.record.util import decode_varint
 
 Record = tuple[int, bytes | None]
 """A record as the reader's consumer returns it: (offset, value); value None is a tombstone."""
+_OFFSET, _VALUE = itemgetter(0), itemgetter(1)
 
 VECTOR_MIN_RECORDS = 32
 """Batches of at least this many records are parsed with numpy (`vector_records`); smaller ones
@@ -383,6 +386,5 @@ def offsets_and_values(records: list[Any]) -> tuple[list[int], list[bytes | None
     """A poll's records of one partition as offsets and values: (offset, value) tuples of an
     installed consumer, or kafka-python's ConsumerRecords."""
     if type(records[0]) is tuple:
-        offsets, values = (list(column) for column in zip(*records, strict=True))
-        return offsets, values
+        return list(map(_OFFSET, records)), list(map(_VALUE, records))
     return [r.offset for r in records], [r.value for r in records]
