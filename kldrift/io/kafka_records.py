@@ -32,9 +32,11 @@ Record = tuple[int, bytes | None]
 """A record as the reader's consumer returns it: (offset, value); value None is a tombstone."""
 _OFFSET, _VALUE = itemgetter(0), itemgetter(1)
 
-VECTOR_MIN_RECORDS = 32
+VECTOR_MIN_RECORDS = 64
 """Batches of at least this many records are parsed with numpy (`vector_records`); smaller ones
-record by record (`walk_records`), where numpy's fixed cost per call would outweigh it."""
+record by record (`walk_records`), where numpy's fixed cost per call would outweigh it (measured
+with 125-byte JSON values: per record, walk 1.3 us at any size; numpy 4.2 us at 16 records, 2.1
+at 32, 1.3 at 64, 0.6 at 256)."""
 
 _HEADER_BYTES = DefaultRecordBatch.HEADER_STRUCT.size
 """Bytes of a v2 batch before its records (61): offset, length, epoch, magic, CRC... count."""

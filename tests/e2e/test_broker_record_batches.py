@@ -31,12 +31,16 @@ INSTALLED = [None] + [name for name, installed in CODECS.items() if installed()]
 """The producers' compression types here: None, gzip, zstd (lz4 and snappy when installed)."""
 
 
-def _records(count: int, seed: int) -> list[tuple[bytes | None, bytes | None, list[Any]]]:
-    """(key, value, headers) of every kind: tombstones, empty values, 300 KB values, JSON lines."""
+def _records(
+    count: int, seed: int, big: bool = True
+) -> list[tuple[bytes | None, bytes | None, list[Any]]]:
+    """(key, value, headers) of every kind: tombstones, empty values, 300 KB values (unless not
+    `big`: those cut a batch short), JSON lines."""
     rng = random.Random(seed)
     records = []
+    kinds = ["json", "json", "json", "tombstone", "empty", "bytes"] + (["big"] if big else [])
     for i in range(count):
-        kind = rng.choice(["json", "json", "json", "tombstone", "empty", "big", "bytes"])
+        kind = rng.choice(kinds)
         value: bytes | None = {
             "json": b'{"ts": %d, "model": "model-a", "latency_ms": %d}' % (1_765_000_000 + i, i),
             "tombstone": None,
@@ -53,7 +57,8 @@ def _records(count: int, seed: int) -> list[tuple[bytes | None, bytes | None, li
 
 
 def _produce(bootstrap: str, topic: str) -> int:
-    """Each codec's records in large batches (300 sent before a flush) and in batches of one."""
+    """Each codec's records in large batches (300 sent before a flush, with and without 300 KB
+    values) and in batches of one."""
     sent = 0
     for seed, compression in enumerate(INSTALLED):
         producer = KafkaProducer(
@@ -64,13 +69,14 @@ def _produce(bootstrap: str, topic: str) -> int:
             max_request_size=2 * 1024 * 1024,
         )
         try:
-            for key, value, headers in _records(300, seed):
-                producer.send(topic, key=key, value=value, headers=headers, partition=0)
-            producer.flush(timeout=60)
+            for big, count in ((True, 300), (False, 300)):
+                for key, value, headers in _records(count, seed, big):
+                    producer.send(topic, key=key, value=value, headers=headers, partition=0)
+                producer.flush(timeout=60)
             for key, value, headers in _records(5, seed + 100):
                 producer.send(topic, key=key, value=value, headers=headers, partition=0)
                 producer.flush(timeout=60)
-            sent += 305
+            sent += 605
         finally:
             producer.close()
     return sent
