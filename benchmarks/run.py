@@ -38,8 +38,10 @@ from benchmarks.kafka_bench import (
     POLL_MAX_RECORDS,
     REPO,
     consume,
+    fetched_responses,
     live_run,
     log,
+    parse_rates,
     produce,
     streaming_trial,
 )
@@ -448,8 +450,10 @@ def section_kafka(bench: Bench) -> None:
         consume_eps.append(records / seconds)
     bench.out["raw_kafka_consume_eps"] = bench.median("raw_kafka_consume_eps", consume_eps)
     seconds, records = consume(bootstrap, input_topic, decode=load_config(base.config))
-    bench.out.setdefault("extra", {})["raw_kafka_consume_decode_eps"] = records / seconds
+    extra = bench.out.setdefault("extra", {})
+    extra["raw_kafka_consume_decode_eps"] = records / seconds
     log(f"raw kafka-python: {produce_eps[-1]:,.0f} produced/s, {consume_eps[-1]:,.0f} read/s")
+    parse_section(bench, bootstrap, input_topic)
 
     expected = data_windows(bench)
     trials = []
@@ -502,6 +506,22 @@ def section_kafka(bench: Bench) -> None:
     peaks["streaming_prism"] = max(t["peak_rss_mb"]["runner"] or 0 for t in trials)
     if bench.workload is not data.SMOKE:  # the smoke run keeps the suite short: no registry
         avro_case(bench, bootstrap, expected)
+
+
+def parse_section(bench: Bench, bootstrap: str, input_topic: str) -> None:
+    """The record parse alone: kafka-python's and kldrift's bulk parse (kldrift.io.kafka_records)
+    over the same raw fetch responses of the input topic, records/s; and a raw consume with the
+    bulk parse (the source's ceiling as kldrift's reader parses)."""
+    extra = bench.out.setdefault("extra", {})
+    rates = parse_rates(fetched_responses(bootstrap, input_topic))
+    extra["parse_kafka_python_rps"] = rates["kafka_python"]
+    extra["parse_bulk_rps"] = rates["bulk"]
+    seconds, records = consume(bootstrap, input_topic, bulk=True)
+    extra["raw_kafka_consume_bulk_eps"] = records / seconds
+    log(
+        f"record parse: kafka-python {rates['kafka_python']:,.0f} records/s, kldrift's bulk "
+        f"parse {rates['bulk']:,.0f} records/s; raw consume with it {records / seconds:,.0f}/s"
+    )
 
 
 def avro_case(bench: Bench, bootstrap: str, expected: set[tuple[str, float]]) -> None:

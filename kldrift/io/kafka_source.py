@@ -352,6 +352,8 @@ class _ReadPartitions(beam.DoFn):
     def _consumer(self, topic: str, offsets: Offsets) -> Any:
         from kafka import TopicPartition
 
+        from kldrift.io import kafka_records
+
         partitions = tuple(p for p, _ in offsets)
         consumer = self._consumers.get((topic, partitions))
         if consumer is None:
@@ -362,6 +364,8 @@ class _ReadPartitions(beam.DoFn):
                 {"metadata_max_age_ms": max(500, round(self._spec.partition_discovery * 500))},
                 max_poll_records=self._spec.poll_max_records,
             )
+            # Its records come as (offset, value) pairs parsed a batch at a time.
+            kafka_records.install(consumer)
             consumer.assign([TopicPartition(topic, p) for p in partitions])
             self._consumers[(topic, partitions)] = consumer
         for partition, offset in offsets:
@@ -440,6 +444,8 @@ class _ReadPartitions(beam.DoFn):
         tracker: Any = beam.DoFn.RestrictionParam(_ReaderRestrictions()),
         watermark: Any = beam.DoFn.WatermarkEstimatorParam(_ReaderWatermarks()),
     ) -> Iterator[Any]:
+        from kldrift.io.kafka_records import offsets_and_values
+
         restriction = tracker.current_restriction()
         start = restriction.start
         outage = self._outage(element.topic, start)
@@ -477,8 +483,11 @@ class _ReadPartitions(beam.DoFn):
             for tp, records in sorted(polled.items(), key=lambda item: item[0].partition):
                 if not records:
                     continue
+                offsets, values = offsets_and_values(records)
                 try:
-                    batch = self._decode(element.topic, tp.partition, records, watermark, now)
+                    batch = self._decode(
+                        element.topic, tp.partition, offsets, values, watermark, now
+                    )
                 except RegistryUnreachable as err:  # unclaimed records are read again later
                     wait_s = self._registry_failed(element.topic, err)
                     tracker.defer_remainder(Duration(seconds=wait_s))
@@ -486,8 +495,8 @@ class _ReadPartitions(beam.DoFn):
                 newest_us = int(batch.event_time_us.max()) if len(batch.event_time_us) else None
                 claim = Claim(
                     tp.partition,
-                    records[-1].offset + 1,
-                    records[0].offset,
+                    offsets[-1] + 1,
+                    offsets[0],
                     self._closing_us(batch, newest_us),
                     done_us,
                 )
@@ -569,11 +578,17 @@ class _ReadPartitions(beam.DoFn):
         return None
 
     def _decode(
-        self, topic: str, partition: int, records: list[Any], watermark: Any, now: float
+        self,
+        topic: str,
+        partition: int,
+        offsets: list[int],
+        values: list[bytes | None],
+        watermark: Any,
+        now: float,
     ) -> EventBatch:
         raw = RecordBatch(
-            [r.value for r in records],
-            [r.offset for r in records],
+            values,
+            offsets,
             source=topic,
             partition=partition,
             watermark_us=watermark.partition_watermark(partition),
