@@ -247,6 +247,29 @@ def streaming_job(*args: str) -> Iterator[Job]:
         raise AssertionError(f"{failure}\njob output:\n{job.output[-6000:]}") from failure
 
 
+STOP_LINES = [
+    "kldrift run: stopping (cancelling the job)",
+    "kldrift run: totals: ",
+    "kldrift run: stopped",
+]
+"""What a stop prints (line beginnings), after which nothing."""
+
+
+def assert_clean_stop(job: Job) -> int:
+    """A job stopped like Ctrl-C exited 130 with no traceback, one totals line, and after
+    `stopping` nothing but the totals and `stopped`; returns the index of its `stopping` line."""
+    lines = job.output.splitlines()
+    assert job.returncode == STOPPED_BY_CTRL_C, job.output[-4000:]
+    assert "Traceback" not in job.output, job.output[-6000:]
+    assert sum("kldrift run: totals:" in line for line in lines) == 1, job.output[-4000:]
+    stopping = lines.index(STOP_LINES[0])
+    after = lines[stopping:]
+    assert len(after) == len(STOP_LINES), after
+    assert all(line.startswith(b) for line, b in zip(after, STOP_LINES, strict=True)), after
+    assert job.totals["records_consumed"] > 0
+    return stopping
+
+
 def stop(job: Job, signum: int = signal.SIGINT) -> None:
     """Stop the job with `signum` (like Ctrl-C by default) and keep its output, exit code and
     totals; kill it if it does not stop within 60 s. Nothing happens to a job already stopped."""
