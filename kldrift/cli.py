@@ -156,9 +156,8 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     run.add_argument(
         "--worker-processes",
         action="store_true",
-        help="Prism: run each of the kafka.readers readers (with its decoding and binning) and "
-        "the rest of the job in SDK worker processes of their own, one core each; Flink's "
-        "embedded cluster: one worker process per task slot (--parallelism)",
+        help="Prism only: run each of the kafka.readers readers (with its decoding and binning) "
+        "and the rest of the job in SDK worker processes of their own, one core each",
     )
     run.add_argument("beam_args", nargs=argparse.REMAINDER, help="-- Beam pipeline options")
     run.set_defaults(func=commands.run)

@@ -43,31 +43,22 @@ def local_runner_args(beam_args: Sequence[str]) -> list[str]:
 
 def worker_process_args(beam_args: Sequence[str]) -> tuple[list[str], WorkerPool]:
     """`beam_args` plus an EXTERNAL environment served by a pool of worker processes started here
-    (kldrift.local.worker_processes), for `kldrift run --worker-processes`, and the pool (it stops
-    when this process exits). On Prism, one process per environment (the job's layout gives each
-    reader one); on Flink's embedded cluster, `--sdk_worker_parallelism` (default: the job's
-    `--parallelism`) processes. UserError on another runner or a given environment."""
+    (kldrift.local.worker_processes), for `kldrift run --worker-processes` on Prism (one process
+    per environment: the job's layout gives each reader one), and the pool (it stops when this
+    process exits). UserError on another runner or a given environment."""
     from kldrift.exceptions import UserError
-    from kldrift.local.flink import EMBEDDED_MASTERS
     from kldrift.local.worker_processes import WorkerPool
 
     args = list(beam_args)
-    runner = runner_name(args)
-    flink = is_flink_runner(runner)
-    if runner not in ("", "PrismRunner", "prism") and not flink:
-        raise UserError("--worker-processes is for Prism and Flink's embedded cluster")
-    if flink and (flag_value(args, "--flink_master") or "[auto]") not in EMBEDDED_MASTERS:
+    if runner_name(args) not in ("", "PrismRunner", "prism"):
         raise UserError(
-            "--worker-processes is for Flink's embedded cluster; a Flink cluster runs its own "
-            "worker pool (kldrift local flink, or the Kubernetes deployment)"
+            "--worker-processes is for Prism (the default runner); on Flink, task slots "
+            "(--parallelism) and --sdk_worker_parallelism set the workers"
         )
     if has_flag(args, "--environment_type"):
         raise UserError("--worker-processes sets the SDK environment: drop --environment_type")
     pool = WorkerPool()
-    args += ["--environment_type=EXTERNAL", f"--environment_config={pool.address}"]
-    if flink and not has_flag(args, "--sdk_worker_parallelism"):
-        args.append(f"--sdk_worker_parallelism={flag_value(args, '--parallelism') or 1}")
-    return args, pool
+    return [*args, "--environment_type=EXTERNAL", f"--environment_config={pool.address}"], pool
 
 
 def prepare_streaming(beam_args: Sequence[str]) -> None:

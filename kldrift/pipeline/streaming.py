@@ -232,7 +232,7 @@ def run_streaming(
     sets an embedded Flink cluster up to restore --savepoint_path, before calling this. The runner
     processes started here ignore Ctrl-C; `stop_runner` stops them after a stop (the CLI stops
     its Prism or job server children). `reset_resume`: see resolve_starts. `worker_processes`:
-    on Prism, the job's steps as build_streaming lays them out for worker processes (the CLI has
+    (Prism) the job's steps as build_streaming lays them out for worker processes (the CLI has
     set up the environment that starts them, kldrift.local.runners.worker_process_args); `stopping` is
     called when a stop begins, before the cancel (the CLI quiets its worker processes' output)."""
     spec: KafkaSpec | None = config.kafka
@@ -251,9 +251,7 @@ def run_streaming(
     for handler in logging.getLogger().handlers:  # an outage's traces: said once at the end
         handler.addFilter(DropOutageTraces())
     pipeline = beam.Pipeline(options=options)
-    # Flink spreads the readers over its task slots itself: one environment, one read step.
-    per_reader = worker_processes and not is_flink_runner(runner_name(beam_args))
-    build_streaming(pipeline, config, baseline, starts, resume, per_reader)
+    build_streaming(pipeline, config, baseline, starts, resume, worker_processes)
     with _runner_ignores_ctrl_c():
         result = pipeline.run()
     flink_rest = (

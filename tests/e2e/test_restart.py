@@ -55,8 +55,7 @@ RUNNERS = {  # runner args, partitions, readers, (kldrift run flags, readers) of
     # One reader per partition, two task slots: each reader commits by the slowest one's progress.
     # (Flink with one reader is not run as well: this case holds all it would check, and each
     # Flink case costs about a minute and a half of the suite's budget.)
-    # Its second run has a worker process per task slot (`--worker-processes`).
-    "flink-3-readers": ((*_FLINK, "--parallelism=2"), 3, 3, (("--worker-processes",), 3)),
+    "flink-3-readers": ((*_FLINK, "--parallelism=2"), 3, 3, ((), 3)),
 }
 
 
