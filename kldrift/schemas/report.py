@@ -103,14 +103,8 @@ class DriftReport(BaseModel):
     @property
     def message_key(self) -> str:
         """`pipeline|key|feature|window_start|window_end`: the same for every revision of a window."""
-        return "|".join(
-            [
-                self.pipeline,
-                self.key or "",
-                self.feature,
-                _rfc3339(self.window_start),
-                _rfc3339(self.window_end),
-            ]
+        return window_message_key(
+            self.pipeline, self.key, self.feature, self.window_start, self.window_end
         )
 
     def to_json_bytes(self) -> bytes:
@@ -189,15 +183,7 @@ class WindowSummary(BaseModel):
     @property
     def message_key(self) -> str:
         """`pipeline|key||window_start|window_end`: its features' keys with the feature empty."""
-        return "|".join(
-            [
-                self.pipeline,
-                self.key or "",
-                "",
-                _rfc3339(self.window_start),
-                _rfc3339(self.window_end),
-            ]
-        )
+        return window_message_key(self.pipeline, self.key, "", self.window_start, self.window_end)
 
     def to_json_bytes(self) -> bytes:
         """`model_dump_json()` as bytes: its serializer's bytes, without the str round trip."""
@@ -255,3 +241,12 @@ def report_json_schema() -> dict[str, Any]:
 
 def _rfc3339(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
+
+
+def window_message_key(
+    pipeline: str, key: str | None, feature: str, window_start: datetime, window_end: datetime
+) -> str:
+    """`pipeline|key|feature|window_start|window_end`, the Kafka message key of a window's record
+    (the feature empty for its summary): the same for every revision, so compaction keeps the
+    newest. One format for the pydantic models and the job's msgspec records."""
+    return "|".join([pipeline, key or "", feature, _rfc3339(window_start), _rfc3339(window_end)])

@@ -16,7 +16,12 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from kldrift.schemas.report import SCHEMA_VERSION, DriftReport, WindowSummary, _rfc3339
+from kldrift.schemas.report import (
+    SCHEMA_VERSION,
+    DriftReport,
+    WindowSummary,
+    window_message_key,
+)
 
 UtcDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
 """An aware datetime (pydantic's AwareDatetime), a date-time string in the JSON Schema."""
@@ -79,14 +84,8 @@ class DriftReportWire(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def message_key(self) -> str:
         """As DriftReport.message_key."""
-        return "|".join(
-            [
-                self.pipeline,
-                self.key or "",
-                self.feature,
-                _rfc3339(self.window_start),
-                _rfc3339(self.window_end),
-            ]
+        return window_message_key(
+            self.pipeline, self.key, self.feature, self.window_start, self.window_end
         )
 
     def to_json_bytes(self) -> bytes:
@@ -123,15 +122,7 @@ class WindowSummaryWire(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def message_key(self) -> str:
         """As WindowSummary.message_key."""
-        return "|".join(
-            [
-                self.pipeline,
-                self.key or "",
-                "",
-                _rfc3339(self.window_start),
-                _rfc3339(self.window_end),
-            ]
-        )
+        return window_message_key(self.pipeline, self.key, "", self.window_start, self.window_end)
 
     def to_json_bytes(self) -> bytes:
         return _ENCODER.encode(self)
