@@ -106,6 +106,27 @@ def _read_all(consumer: KafkaConsumer, topic: str) -> tuple[list[Any], int]:
     return read, consumer.position(tp)
 
 
+def _read_both_ways(
+    bootstrap: str, topic: str, capture: bool = False, **settings: Any
+) -> tuple[list[Any], int, list[Any], int]:
+    """The topic read by kafka-python's parse and by the bulk parse (`kafka_records.install`):
+    (its records, its end position) each way. `capture`: the plain read keeps each fetch
+    response's raw bytes in `_Captured.fetched`."""
+    plain = _consumer(bootstrap, topic, **settings)
+    if capture:
+        _Captured.fetched = []
+        plain._fetcher.PartitionRecords = _Captured
+    bulk = _consumer(bootstrap, topic, **settings)
+    try:
+        assert kafka_records.install(bulk)
+        expected, plain_end = _read_all(plain, topic)
+        read, bulk_end = _read_all(bulk, topic)
+    finally:
+        plain.close()
+        bulk.close()
+    return expected, plain_end, read, bulk_end
+
+
 class _Captured(Fetcher.PartitionRecords):
     """kafka-python's PartitionRecords, keeping each fetch response's raw bytes."""
 
@@ -150,17 +171,9 @@ def test_broker_batches_parse_as_kafka_python_parses_them(
     topic = f"records-{uuid.uuid4().hex[:8]}"
     create_topics(kafka_bootstrap, {topic: 1})
     sent = _produce(kafka_bootstrap, topic)
-    plain = _consumer(kafka_bootstrap, topic, max_poll_records=37)
-    _Captured.fetched = []
-    plain._fetcher.PartitionRecords = _Captured
-    bulk = _consumer(kafka_bootstrap, topic, max_poll_records=37)
-    try:
-        assert kafka_records.install(bulk)
-        expected, plain_end = _read_all(plain, topic)
-        read, bulk_end = _read_all(bulk, topic)
-    finally:
-        plain.close()
-        bulk.close()
+    expected, plain_end, read, bulk_end = _read_both_ways(
+        kafka_bootstrap, topic, capture=True, max_poll_records=37
+    )
     assert len(expected) == sent and plain_end == sent
     assert read == expected and bulk_end == plain_end
     assert any(value is None for _, value in read) and any(len(v or b"") > 250_000 for _, v in read)
@@ -196,15 +209,9 @@ def test_transactions_read_as_kafka_python_reads_them(kafka_bootstrap: str) -> N
     finally:
         producer.close()
     for isolation in ("read_committed", "read_uncommitted"):
-        plain = _consumer(kafka_bootstrap, topic, isolation_level=isolation, max_poll_records=20)
-        bulk = _consumer(kafka_bootstrap, topic, isolation_level=isolation, max_poll_records=20)
-        try:
-            assert kafka_records.install(bulk)
-            expected, plain_end = _read_all(plain, topic)
-            read, bulk_end = _read_all(bulk, topic)
-        finally:
-            plain.close()
-            bulk.close()
+        expected, plain_end, read, bulk_end = _read_both_ways(
+            kafka_bootstrap, topic, isolation_level=isolation, max_poll_records=20
+        )
         assert read == expected and bulk_end == plain_end
         values = [value for _, value in read]
         assert values.count(b"abort-0") == (0 if isolation == "read_committed" else 1)
