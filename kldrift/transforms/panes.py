@@ -84,19 +84,13 @@ class SumBlocks(beam.CombineFn):
 
 
 class WindowedSum(beam.PTransform):
-    """Window, then sum per key (key blocks per shard with SumBlocks, the default); each firing
-    emits only what arrived since the last one (steps "Window" and "Sum")."""
+    """Window, then sum the key blocks per shard (SumBlocks); each firing emits only what arrived
+    since the last one (steps "Window" and "Sum")."""
 
-    def __init__(
-        self,
-        windowfn: window.WindowFn,
-        allowed_lateness_us: int,
-        combine: beam.CombineFn | None = None,
-    ) -> None:
+    def __init__(self, windowfn: window.WindowFn, allowed_lateness_us: int) -> None:
         super().__init__()
         self._windowfn = windowfn
         self._allowed_lateness = Duration(micros=allowed_lateness_us)
-        self._combine = combine or SumBlocks()
 
     def expand(self, counts: beam.PCollection) -> beam.PCollection:
         return (
@@ -108,5 +102,5 @@ class WindowedSum(beam.PTransform):
                 accumulation_mode=trigger.AccumulationMode.DISCARDING,
                 allowed_lateness=self._allowed_lateness,
             )
-            | "Sum" >> beam.CombinePerKey(self._combine)
+            | "Sum" >> beam.CombinePerKey(SumBlocks())
         )
