@@ -72,8 +72,18 @@ class DemoResult:
 
     @property
     def first_drift(self) -> DriftReport | None:
-        flagged = [r for r in self.reports if r.drift]
+        """The earliest flagged report of a window that ends after the injected moment."""
+        flagged = [r for r in self.reports if r.drift and not self._before_drift(r)]
         return min(flagged, key=lambda r: r.window_end) if flagged else None
+
+    @property
+    def before_drift(self) -> list[DriftReport]:
+        """Reports of windows that ended at or before the injected moment: a flag there is a false
+        alarm, which each report's test raises in at most about `significance` of such windows."""
+        return [r for r in self.reports if self._before_drift(r)]
+
+    def _before_drift(self, report: DriftReport) -> bool:
+        return report.window_end.timestamp() <= self.drift_at_s
 
 
 def _say(message: str) -> None:
@@ -434,6 +444,13 @@ def summary(result: DemoResult) -> list[str]:
         f"events produced: {result.events_produced:,}; dead-lettered: {result.dead_letters}",
         f"drift injected at {_iso(result.drift_at_s)} (event time)",
     ]
+    calm = result.before_drift
+    if calm:
+        false_alarms = sum(r.drift for r in calm)
+        lines.append(
+            f"false alarms: {false_alarms} of {len(calm)} reports of windows that ended before the "
+            f"drift were flagged (each tested at significance {calm[0].significance:g})"
+        )
     if first is None:
         lines.append("drift first flagged: never")
     else:

@@ -1,5 +1,6 @@
-"""README's run command in a short mode: the demo starts its own broker and job, flags drift only
-after the injected moment, writes plots, and stops everything."""
+"""README's run command in a short mode: the demo starts its own broker and job, flags drift after
+the injected moment (and before it no more often than its stated error rate), writes plots, and
+stops everything."""
 
 from __future__ import annotations
 
@@ -40,19 +41,42 @@ def test_demo_flags_drift_after_the_injected_moment_and_writes_plots(tmp_path: P
 
     reports = [json.loads(line) for line in (out / "reports.jsonl").read_text().splitlines()]
     assert reports
-    flagged = sorted((r for r in reports if r["drift"]), key=lambda r: r["window_end"])
-    assert flagged, "no window was flagged"
     config = (out / "config.yaml").read_text()
     assert "demo.events." in config
     drift_at = _utc(injected.rsplit("at ", 1)[1].split(" ")[0])  # RFC 3339, event time
-    first_end = _utc(flagged[0]["window_end"])
-    first_start = _utc(flagged[0]["window_start"])
-    # The first flagged window holds drifted events: it ends after the injected moment...
-    assert first_end > drift_at
-    # ...and no window that ended before the drift was flagged.
     calm = [r for r in reports if _utc(r["window_end"]) <= drift_at]
-    assert calm and not any(r["drift"] for r in calm)
-    assert first_start < first_end
+    after = [r for r in reports if _utc(r["window_end"]) > drift_at]
+    assert calm and after
+
+    # Windows that ended before the drift: a flag there is a false alarm, and the summary counts them.
+    false_alarms = [r for r in calm if r["drift"]]
+    assert (
+        f"false alarms: {len(false_alarms)} of {len(calm)} reports of windows that ended before "
+        "the drift were flagged (each tested at significance 0.01)"
+    ) in result.stdout
+    # Each report's test flags a calm window in at most about 1% of them; the demo's full windows
+    # (about 400 events per key) almost never, its partial first windows in 0.3-1.4% (simulated
+    # from the demo's baseline). So of the ~130 calm reports, 4 or more flags has a probability
+    # below 1e-3, and a false alarm with p < 1e-6 below 1e-4: either means drifted events reached
+    # windows that ended before the injected moment (an event-time error), where p is ~1e-12.
+    assert len(false_alarms) <= 3, false_alarms
+    assert all(r["p_value"] >= 1e-6 for r in false_alarms), false_alarms
+
+    # The drift is flagged in a window that holds drifted events (one that ended after the injected
+    # moment), and the summary names the earliest.
+    flagged = sorted((r for r in after if r["drift"]), key=lambda r: r["window_end"])
+    assert flagged, "no window was flagged after the drift"
+    first = flagged[0]
+    first_start, first_end = _utc(first["window_start"]), _utc(first["window_end"])
+    assert (
+        f"drift first flagged: window {first_start:%H:%M:%S}-{first_end:%H:%M:%S} "
+        f"({first['key']}, {first['feature']}, "
+    ) in result.stdout
+    # Every window wholly after the drift with most of its events is flagged for latency_ms.
+    late = [
+        r for r in after if _utc(r["window_start"]) >= drift_at and r["feature"] == "latency_ms"
+    ]
+    assert late and all(r["drift"] for r in late if r["count"] >= 300), late
 
     plots = out / "plots"
     for name in ("kl_latency_ms.png", "kl_payload_country.png", "top_bins.png", "index.html"):
