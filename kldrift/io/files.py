@@ -257,8 +257,10 @@ class WriteSortedBlocks(beam.PTransform):
 
     def __init__(self, path: str) -> None:
         super().__init__()
-        self._path = path
-        self.spill_prefix = f"{path}.spill-{uuid.uuid4().hex[:12]}-"
+        # Beam's local filesystem matches absolute patterns only: a relative output's spills
+        # would not be found, so not deleted.
+        self._path = path if "://" in path else os.path.abspath(path)
+        self.spill_prefix = f"{self._path}.spill-{uuid.uuid4().hex[:12]}-"
         """Where this write's spill files go: a job that fails before its last step leaves them,
         and its runner deletes them with `delete_spills`."""
 

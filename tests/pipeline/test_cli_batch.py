@@ -280,3 +280,16 @@ def test_a_replay_that_fails_at_its_last_step_leaves_no_spill_file(
             beam_args=local_runner_args([]),
         )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl"]
+
+
+def test_a_replay_to_a_relative_path_leaves_only_its_output(
+    job: dict[str, Path], replayed, tmp_path: Path
+) -> None:
+    result = subprocess.run(
+        [KLDRIFT, "replay", "--config", str(job["config"]), "--input",
+         str(job["dir"] / "events.jsonl"), "--output", "reports.jsonl"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert [p.name for p in tmp_path.iterdir()] == ["reports.jsonl"]
+    assert (tmp_path / "reports.jsonl").read_bytes() == (job["dir"] / "reports.jsonl").read_bytes()
