@@ -11,6 +11,7 @@ the topic and of the library (`to_model()` gives one, validated).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -136,3 +137,11 @@ ReportWire = DriftReportWire | WindowSummaryWire
 """A record of the report topic, as `kldrift run` and `kldrift replay` build it."""
 
 _ENCODER = msgspec.json.Encoder()
+
+
+def json_lines(records: Sequence[ReportWire | DriftReport | WindowSummary]) -> list[bytes]:
+    """Each record's `to_json_bytes()`; msgspec records in one encoder call (its JSON has no
+    newline inside a record: strings escape it)."""
+    if all(type(r) is DriftReportWire or type(r) is WindowSummaryWire for r in records):
+        return _ENCODER.encode_lines(records).split(b"\n")[:-1]
+    return [r.to_json_bytes() for r in records]
