@@ -55,9 +55,10 @@ class Score(beam.DoFn):
     issue found, checked 2026-12-01; README "Runner notes").
     An element is a block of keys' windows (transforms.revise.REVISION), each with its revision.
     Windows are held until the bundle ends (about _MAX_PENDING at most) and scored together,
-    feature by feature, over a windows x bins array (scoring.windows_reports): one numpy or scipy
-    call per measure for the block, not per window. Each report keeps its block's timestamp,
-    window and pane, and the baseline that was current when it arrived.
+    feature by feature, over a windows x bins array (scoring.rows_reports): one numpy or scipy
+    call per measure for the held windows, not per window; q-values and summaries over windows x
+    features arrays, the records built from those columns. Each report keeps its block's
+    timestamp, window and pane, and the baseline that was current when it arrived.
     """
 
     def __init__(
