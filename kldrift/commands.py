@@ -113,10 +113,12 @@ def _not_built_yet(baseline: str) -> bool:
 
 
 def baseline(args: argparse.Namespace) -> int:
+    from kldrift.io.files import require_writable
     from kldrift.pipeline.baseline import build_baseline
 
     with user_errors(batch_job=True):
         config = load_config(args.config)
+        require_writable(args.output, "--output")
         start_us = parse_time_us(args.start, "--start")
         end_us = parse_time_us(args.end, "--end")
         print(f"kldrift: building baseline from {args.input}", file=sys.stderr)
@@ -163,9 +165,14 @@ def publish_baseline(args: argparse.Namespace) -> int:
 
 
 def replay(args: argparse.Namespace) -> int:
+    from kldrift.io.files import require_writable
     from kldrift.pipeline.replay import run_replay
 
     config, baseline_ = load_job(args.config, args.baseline)
+    with user_errors():
+        for flag in ("output", "dead_letter", "summaries"):
+            if getattr(args, flag) is not None:
+                require_writable(getattr(args, flag), "--" + flag.replace("_", "-"))
     print(f"kldrift: replaying {args.input} against baseline {baseline_.id[:12]}", file=sys.stderr)
     started = time.monotonic()
     with user_errors(batch_job=True):

@@ -399,8 +399,9 @@ class EventDecoder:
             return None
         if isinstance(raw, int):  # exact, whatever its size (no float conversion)
             time_us: int | None = raw * self._time_scale_us
-        elif isinstance(raw, float):
-            time_us = math.floor(raw * self._time_scale_us) if math.isfinite(raw) else None
+        elif isinstance(raw, float):  # finite, yet its microseconds may overflow to inf
+            scaled = raw * self._time_scale_us
+            time_us = math.floor(scaled) if math.isfinite(scaled) else None
         elif isinstance(raw, str):
             time_us = parse_rfc3339_us(raw)
         elif isinstance(raw, datetime):  # events given as Python objects (dicts, Beam Rows)

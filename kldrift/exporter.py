@@ -80,6 +80,13 @@ class _Pair:
     """When the job wrote the report (its Kafka timestamp), Unix seconds."""
 
 
+@dataclass
+class _KeySummary:
+    summary: WindowSummary
+    produced_at_s: float
+    """When the job wrote the summary (its Kafka timestamp), Unix seconds."""
+
+
 class DriftMetrics(Collector):
     """The exporter's state and its Prometheus view, fed one record at a time (thread-safe: a
     Kafka thread feeds it while the HTTP server's thread collects)."""
@@ -104,7 +111,7 @@ class DriftMetrics(Collector):
         self.clock = clock
         self._lock = threading.Lock()
         self._pairs: dict[tuple[str, str], _Pair] = {}
-        self._summaries: dict[str, WindowSummary] = {}
+        self._summaries: dict[str, _KeySummary] = {}
         self._reports = 0
         self._other_pipelines = 0
         self._dropped = 0
@@ -137,19 +144,24 @@ class DriftMetrics(Collector):
                 return  # a revision of an older window: the gauges show the newest window
             self._pairs[pair] = _Pair(report, produced_at_s)
 
-    def offer_summary(self, summary: WindowSummary) -> None:
-        """One window summary from the topic: the newest window's is exported per key."""
+    def offer_summary(self, summary: WindowSummary, produced_at_s: float) -> None:
+        """One window summary from the topic: the newest window's is exported per key, under the
+        same cap and forgetting as the (key, feature) pairs. `produced_at_s`: its Kafka
+        timestamp, Unix seconds."""
         with self._lock:
             if summary.pipeline != self.pipeline:
                 self._other_pipelines += 1
                 return
             key = summary.key or ""
             current = self._summaries.get(key)
-            if current is None and len(self._summaries) >= self.max_pairs:
-                self._dropped += 1
-                return
-            if current is None or _order(summary) >= _order(current):
-                self._summaries[key] = summary
+            if current is None:
+                self._forget_stale()
+                if len(self._summaries) >= self.max_pairs:
+                    self._dropped += 1
+                    return
+            elif _order(summary) < _order(current.summary):
+                return  # a revision of an older window: the gauges show the newest window
+            self._summaries[key] = _KeySummary(summary, produced_at_s)
 
     def offer_dead_letter(self, reason: str) -> None:
         with self._lock:
@@ -173,11 +185,14 @@ class DriftMetrics(Collector):
             self._input_lag = lag_records
 
     def _forget_stale(self) -> None:
-        """Drop pairs whose latest report was written more than forget_after_s ago: their key or
-        feature stopped reporting, and their room under the cap goes to new ones."""
+        """Drop pairs and keys' summaries whose latest record was written more than
+        forget_after_s ago: their key or feature stopped reporting, and their room under the cap
+        goes to new ones."""
         horizon = self.clock() - self.forget_after_s
         for pair in [p for p, v in self._pairs.items() if v.produced_at_s < horizon]:
             del self._pairs[pair]
+        for key in [k for k, v in self._summaries.items() if v.produced_at_s < horizon]:
+            del self._summaries[key]
 
     def collect(self) -> Iterator[Metric]:
         with self._lock:
@@ -211,9 +226,9 @@ class DriftMetrics(Collector):
             name: GaugeMetricFamily(name, help_text, labels=["pipeline", "key"])
             for name, (help_text, _) in _SUMMARY_GAUGES.items()
         }
-        for key, summary in sorted(self._summaries.items()):
+        for key, entry in sorted(self._summaries.items()):
             for name, (_, value_of) in _SUMMARY_GAUGES.items():
-                value = value_of(summary)
+                value = value_of(entry.summary)
                 if value is not None:
                     families[name].add_metric([self.pipeline, key], float(value))
         yield from families.values()
@@ -407,7 +422,7 @@ class TopicFeed:
             )
             return
         if isinstance(report, WindowSummary):
-            self.metrics.offer_summary(report)
+            self.metrics.offer_summary(report, record.timestamp / 1000.0)
             return
         self.metrics.offer_report(report, record.timestamp / 1000.0)
 

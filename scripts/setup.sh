@@ -16,9 +16,14 @@ fi
 stamp="$VENV/.kldrift-installed"
 want=$(cat "$LOCK" pyproject.toml | sha256sum | cut -c1-16)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  echo "setup: installing the locked Python packages into $VENV ($LOCK; first run: about a minute)"
-  "$VENV/bin/python" -m pip install -q --require-hashes --no-deps -r "$LOCK"
-  "$VENV/bin/python" -m pip install -q --no-deps --no-build-isolation -e . 2>"$VENV/.kldrift-build.log" || {
+  echo "setup: installing the locked Python packages into $VENV ($LOCK)"
+  # The lock's uv first (pip checks its hash), then every locked package with it: hash-checked like
+  # pip, in parallel and from uv's cache, in seconds where pip takes about a minute of CPU.
+  sed -n '/^uv==/,/^[^ ]/p' "$LOCK" | sed '$d' > "$VENV/.uv-pin.txt"
+  "$VENV/bin/python" -m pip install -q --require-hashes --no-deps -r "$VENV/.uv-pin.txt"
+  export VIRTUAL_ENV="$PWD/$VENV" UV_LINK_MODE=copy UV_NO_PROGRESS=1
+  "$VENV/bin/uv" pip install -q --require-hashes --no-deps -r "$LOCK"
+  "$VENV/bin/uv" pip install -q --no-deps --no-build-isolation -e . 2>"$VENV/.kldrift-build.log" || {
     cat "$VENV/.kldrift-build.log" >&2
     exit 1
   }

@@ -6,11 +6,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import pickle
 import sys
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
@@ -46,6 +48,22 @@ def require_paths(pattern: str, file_format: str | None = None) -> list[str]:
     for path in paths:
         check_header(path, format_of(path, file_format))
     return paths
+
+
+def require_writable(path: str, flag: str) -> None:
+    """UserError, before any job starts, when a local output path cannot be written: a directory,
+    a folder that does not exist, or one this user cannot write to. URLs are left to their
+    filesystem."""
+    if "://" in path:
+        return
+    target = Path(path)
+    folder = target.parent
+    if target.is_dir():
+        raise UserError(f"{flag} {path}: is a directory, not a file")
+    if not folder.is_dir():
+        raise UserError(f"{flag} {path}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        raise UserError(f"{flag} {path}: not writable")
 
 
 def format_of(path: str, file_format: str | None = None) -> str:
@@ -218,10 +236,17 @@ class _WriteSortedSpills(beam.DoFn):
         with FileSystems.create(self._path) as handle:
             for _, line in keyed_lines:
                 handle.write(line + b"\n")
-        # Every spill of the job, those of failed bundles too.
-        (matched,) = FileSystems.match([f"{self._prefix}*"])
-        FileSystems.delete([found.path for found in matched.metadata_list] or [])
+        delete_spills(self._prefix)  # every spill of the job, those of failed bundles too
         yield len(keyed_lines)
+
+
+def delete_spills(prefix: str) -> int:
+    """Delete the spill files under `prefix` (a WriteSortedBlocks' `spill_prefix`); how many."""
+    (matched,) = FileSystems.match([f"{prefix}*"])
+    paths = [found.path for found in matched.metadata_list]
+    if paths:
+        FileSystems.delete(paths)
+    return len(paths)
 
 
 class WriteSortedBlocks(beam.PTransform):
@@ -232,10 +257,15 @@ class WriteSortedBlocks(beam.PTransform):
 
     def __init__(self, path: str) -> None:
         super().__init__()
-        self._path = path
+        # Beam's local filesystem matches absolute patterns only: a relative output's spills
+        # would not be found, so not deleted.
+        self._path = path if "://" in path else os.path.abspath(path)
+        self.spill_prefix = f"{self._path}.spill-{uuid.uuid4().hex[:12]}-"
+        """Where this write's spill files go: a job that fails before its last step leaves them,
+        and its runner deletes them with `delete_spills`."""
 
     def expand(self, blocks: beam.PCollection) -> beam.PCollection[int]:
-        prefix = f"{self._path}.spill-{uuid.uuid4().hex[:12]}-"
+        prefix = self.spill_prefix
         return (
             blocks
             | "Global" >> beam.WindowInto(GlobalWindows())

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import sys
-
-from kldrift.local import flink, flink_cluster, kafka, prism, prometheus, registry
 
 
 def main() -> None:
+    # Beam's GCP extras warn at import about a client library kldrift does not use (as in the CLI).
+    logging.getLogger().addFilter(lambda record: "apitools" not in record.getMessage())
+    from kldrift.local import flink, flink_cluster, kafka, prism, prometheus, registry
+
     kafka.ensure_installed()
     prism.ensure_installed()
     flink.ensure_installed()

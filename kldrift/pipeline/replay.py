@@ -11,7 +11,13 @@ import apache_beam as beam
 
 from kldrift import metrics
 from kldrift.events import DeadLetter, dead_letter_json
-from kldrift.io.files import ReadRecordBatches, WriteSortedBlocks, WriteSortedLines, require_paths
+from kldrift.io.files import (
+    ReadRecordBatches,
+    WriteSortedBlocks,
+    WriteSortedLines,
+    delete_spills,
+    require_paths,
+)
 from kldrift.pipeline.options import pipeline_options
 from kldrift.schemas.baseline import Baseline
 from kldrift.schemas.config import PipelineConfig
@@ -99,7 +105,9 @@ def build_replay(
     dead_letter_output: str | None,
     summary_output: str | None = None,
     input_format: str | None = None,
-) -> None:
+) -> list[str]:
+    """The replay job's steps on `pipeline`; returns the spill prefixes of its sorted writes (for
+    `delete_spills` when the job fails before its last step)."""
     outputs = (
         pipeline
         | "Read" >> ReadRecordBatches(paths, file_format=input_format)
@@ -108,16 +116,14 @@ def build_replay(
     )
     # Reports and summaries come in blocks (a list per shard of keys and window): one element
     # for many lines, spilled to files rather than sent through the runner line by line.
-    _ = (
-        outputs[REPORTS]
-        | "ReportLines" >> beam.Map(_sorted_lines)
-        | "WriteReports" >> WriteSortedBlocks(output)
-    )
+    writes = [WriteSortedBlocks(output)]
+    _ = outputs[REPORTS] | "ReportLines" >> beam.Map(_sorted_lines) | "WriteReports" >> writes[0]
     if summary_output is not None:
+        writes.append(WriteSortedBlocks(summary_output))
         _ = (
             outputs[SUMMARIES]
             | "SummaryLines" >> beam.Map(_sorted_lines)
-            | "WriteSummaries" >> WriteSortedBlocks(summary_output)
+            | "WriteSummaries" >> writes[1]
         )
     if dead_letter_output is not None:
         _ = (
@@ -125,6 +131,7 @@ def build_replay(
             | "DeadLetterLines" >> beam.Map(_dead_letter_line)
             | "WriteDeadLetters" >> WriteSortedLines(dead_letter_output)
         )
+    return [write.spill_prefix for write in writes]
 
 
 def _sorted_lines(records: list[Any]) -> list[tuple[tuple, bytes]]:
@@ -151,7 +158,7 @@ def run_replay(
     `input_format`: one of kldrift.io.files.FILE_FORMATS, else each file's extension decides."""
     paths = require_paths(input_pattern, input_format)
     pipeline = beam.Pipeline(options=pipeline_options(beam_args, streaming=False))
-    build_replay(
+    spill_prefixes = build_replay(
         pipeline,
         config,
         baseline,
@@ -161,8 +168,12 @@ def run_replay(
         summary_output,
         input_format,
     )
-    result = pipeline.run()
-    result.wait_until_finish()
+    try:
+        result = pipeline.run()
+        result.wait_until_finish()
+    finally:  # a failed or interrupted job leaves no spill file beside its outputs
+        for prefix in spill_prefixes:
+            delete_spills(prefix)
     counters = _counters(result)
     features = [f.name for f in config.features]
     return ReplaySummary(

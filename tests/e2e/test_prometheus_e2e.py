@@ -156,27 +156,31 @@ def test_prometheus_scrapes_the_exporter_and_promql_returns_the_reports_values(
         prom.targets = [exporter.address()]
         prom.start()
         with streaming_job("--config", str(config_path)) as job:
-            # About 14 s of events at ~100/s stamped with the wall clock; latency and country
-            # drift from the 7th second on. The last event falls just before a period boundary,
-            # so the newest window holds a whole period of events (~100 per key), enough to be
-            # flagged (5 values per occupied bin).
+            # About 14 s of events, 100 per second of event time, each stamped with its own slot
+            # of a fixed grid and sent once the wall clock reaches it (in catch-up bursts when the
+            # machine is loaded, so every window gets its events whatever the load); latency and
+            # country drift from the 7th second on. The last event falls just before a period
+            # boundary, so the newest window holds a whole period of events (~100 per key), enough
+            # to be flagged (5 values per occupied bin).
             rng = np.random.default_rng(4)
             started = time.time()
             end = math.ceil((started + 14) / PERIOD_S) * PERIOD_S - 0.1
-            while (now := time.time()) < end:
-                drift = 1.5 if now >= started + 7 else 0.0
-                event = make_event(rng, now, ("model-a", "model-b")[sent % 2], drift)
+            stamps = np.arange(started, end, 0.01).tolist()
+            for stamp in stamps:
+                time.sleep(max(0.0, stamp - time.time()))
+                drift = 1.5 if stamp >= started + 7 else 0.0
+                event = make_event(rng, stamp, ("model-a", "model-b")[sent % 2], drift)
                 producer.send(
                     kafka["input_topic"], json.dumps(event).encode(), partition=sent % PARTITIONS
                 )
                 sent += 1
-                time.sleep(0.01)
-            malformed = [b"not json", b"{still not json", json.dumps({"ts": now}).encode()]
+            last = stamps[-1]
+            malformed = [b"not json", b"{still not json", json.dumps({"ts": last}).encode()]
             for i, value in enumerate(malformed):
                 producer.send(kafka["input_topic"], value, partition=i % PARTITIONS)
             sent += len(malformed)
             producer.flush()
-            last_start = math.floor(now / PERIOD_S) * PERIOD_S
+            last_start = math.floor(last / PERIOD_S) * PERIOD_S
             # The idle partitions' watermark follows the wall clock: every window closes.
             wait_for(lambda: tail.has(last_start), 120, "the last window's reports")
             time.sleep(2)

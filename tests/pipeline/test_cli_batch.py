@@ -15,6 +15,9 @@ import pytest
 import yaml
 from scipy.stats import entropy
 
+from kldrift.jobs import load_job
+from kldrift.local.runners import local_runner_args
+from kldrift.pipeline.replay import run_replay
 from kldrift.synthetic import LATENCY_EDGES, SyntheticStream, demo_config, training_lines
 
 KLDRIFT = str(Path(sys.executable).with_name("kldrift"))
@@ -240,3 +243,53 @@ def test_baseline_that_cannot_learn_its_bins_fails_in_one_line_not_tracebacks(
     assert "kldrift: error: feature 'never_there': no numeric values" in result.stderr
     assert "Traceback" not in result.stderr
     assert len(result.stderr.splitlines()) < 15, result.stderr
+
+
+def test_an_output_that_cannot_be_written_is_one_line_before_any_job(
+    job: dict[str, Path], replayed, tmp_path: Path
+) -> None:
+    (tmp_path / "out.jsonl").mkdir()
+    for flags, said in (
+        (["--output", str(tmp_path / "out.jsonl")], "is a directory, not a file"),
+        (["--output", str(tmp_path / "no" / "out.jsonl")], f"the folder {tmp_path / 'no'} does"),
+        (["--output", str(tmp_path / "r.jsonl"), "--dead-letter", str(tmp_path)], "--dead-letter"),
+    ):
+        result = _kldrift(
+            "replay", "--config", str(job["config"]), "--input", str(job["dir"] / "events.jsonl"),
+            *flags,
+        )  # fmt: skip
+        assert result.returncode == 2, result.stderr[-2000:]
+        assert said in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl"]
+
+
+def test_a_replay_that_fails_at_its_last_step_leaves_no_spill_file(
+    job: dict[str, Path], replayed, tmp_path: Path
+) -> None:
+    # The library call with an output that is a directory: every report block is spilled beside
+    # it, then writing the sorted file fails. The spills (pickled report lines) must not outlive
+    # the failed job.
+    (tmp_path / "out.jsonl").mkdir()
+    config, baseline = load_job(str(job["config"]), None)
+    with pytest.raises(Exception, match="Is a directory"):
+        run_replay(
+            config,
+            baseline,
+            str(job["dir"] / "events.jsonl"),
+            str(tmp_path / "out.jsonl"),
+            beam_args=local_runner_args([]),
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl"]
+
+
+def test_a_replay_to_a_relative_path_leaves_only_its_output(
+    job: dict[str, Path], replayed, tmp_path: Path
+) -> None:
+    result = subprocess.run(
+        [KLDRIFT, "replay", "--config", str(job["config"]), "--input",
+         str(job["dir"] / "events.jsonl"), "--output", "reports.jsonl"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert [p.name for p in tmp_path.iterdir()] == ["reports.jsonl"]
+    assert (tmp_path / "reports.jsonl").read_bytes() == (job["dir"] / "reports.jsonl").read_bytes()

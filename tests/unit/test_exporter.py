@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from _reports import START, make_report
+from _reports import START, make_report, make_summary
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -127,6 +127,38 @@ def test_the_cap_bounds_pairs_and_counts_what_it_dropped() -> None:
     assert {labels for name, labels in scraped if name == "kldrift_drift"} == {
         _pair("x", feature="c")[1]
     }
+
+
+def test_window_summaries_share_the_cap_and_are_forgotten_like_pairs() -> None:
+    clock = [NOW]
+    metrics = DriftMetrics(
+        "p",
+        window_size_s=600,
+        window_period_s=60,
+        max_pairs=2,
+        forget_after_s=600,
+        clock=lambda: clock[0],
+    )
+    for key in ("a", "b", "c"):
+        metrics.offer_summary(make_summary(1, drift=False, key=key), NOW)
+    scraped = _scrape(metrics)
+    assert {dict(labels)["key"] for name, labels in scraped if name == "kldrift_window_drift"} == {
+        "a",
+        "b",
+    }
+    assert scraped[_one("kldrift_exporter_dropped_reports_total")] == 1.0
+    # Key b keeps reporting; a falls silent. 15 minutes on, a (silent for longer than
+    # forget_after) is forgotten and its room goes to the new key c.
+    clock[0] = NOW + 900
+    metrics.offer_summary(make_summary(15, drift=True, key="b"), NOW + 600)
+    metrics.offer_summary(make_summary(16, drift=True, key="c"), NOW + 900)
+    scraped = _scrape(metrics)
+    drift = {
+        dict(labels)["key"]: value
+        for (name, labels), value in scraped.items()
+        if name == "kldrift_window_drift"
+    }
+    assert drift == {"b": 1.0, "c": 1.0}
 
 
 def test_dead_letters_by_reason_and_reports_of_other_pipelines() -> None:

@@ -195,6 +195,7 @@ def _nested(depth: int) -> bytes:
         (b'{"ts": 1' + b"0" * 400 + b"}", "invalid_event_time"),  # an int past every float
         (b'{"ts": 1' + b"0" * 5000 + b"}", "not_json"),  # past Python's 4,300-digit int limit
         (b'{"ts": 1e400}', "invalid_event_time"),
+        (b'{"ts": 1.797693134862316e302}', "invalid_event_time"),  # finite; its us overflow
         (b'{"ts": NaN}', "invalid_event_time"),
         (b'{"ts": "1700000000"}', "invalid_event_time"),
         (b'{"ts": true}', "invalid_event_time"),

@@ -5,6 +5,7 @@ policy's `window` scope, the exporter's gauges)."""
 from __future__ import annotations
 
 import math
+import time
 from datetime import timedelta
 
 import numpy as np
@@ -175,9 +176,10 @@ def test_a_summary_round_trips_through_the_topic_format_and_the_schema() -> None
 
 def test_the_exporter_shows_the_newest_summary_per_key() -> None:
     metrics = DriftMetrics("p", window_size_s=600, window_period_s=60)
-    metrics.offer_summary(_summary(5, True, key="a"))
-    metrics.offer_summary(_summary(4, False, key="a"))  # an older window: ignored
-    metrics.offer_summary(_summary(5, False, key="b"))
+    now = time.time()
+    metrics.offer_summary(_summary(5, True, key="a"), now)
+    metrics.offer_summary(_summary(4, False, key="a"), now)  # an older window: ignored
+    metrics.offer_summary(_summary(5, False, key="b"), now)
     values = {
         (family.name, sample.labels["key"]): sample.value
         for family in metrics.collect()
