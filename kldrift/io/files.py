@@ -20,7 +20,10 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from kldrift.events import RecordBatch
 from kldrift.exceptions import InputNotFound, UserError
-from kldrift.io import FILE_FORMATS
+from kldrift.io import (
+    FILE_FORMATS,
+    batch_coder,  # noqa: F401  # registers the batch coders
+)
 from kldrift.io.parquet_avro import avro_chunks, check_header, parquet_chunks
 
 BATCH_LINES = 4096
