@@ -94,14 +94,14 @@ class _ReadBatches(beam.DoFn):
                 yield RecordBatch(records, rows, source=path)  # type: ignore[arg-type]
             return
         if file_format != "csv":
-            for offsets, values in _json_line_batches(path, self._batch_lines):
-                yield RecordBatch(values, offsets, source=path)
+            for line_numbers, lines in _json_line_batches(path, self._batch_lines):
+                yield RecordBatch(lines, line_numbers, source=path)
             return
-        lines = self._csv_lines(path)
+        csv_rows = self._csv_lines(path)
         values: list[bytes] = []
         offsets: list[int] = []
         last_report = time.monotonic()
-        for line_number, value in lines:
+        for line_number, value in csv_rows:
             values.append(value)
             offsets.append(line_number)
             if len(values) >= self._batch_lines:
