@@ -264,9 +264,11 @@ class EventDecoder:
         if len(batch.offsets) != len(batch.values):
             raise ValueError(f"{len(batch.values)} record values but {len(batch.offsets)} offsets")
         structs = self._columns.structs(batch.values)
-        fast_rows = np.flatnonzero([s is not None for s in structs])
-        if len(fast_rows) < len(structs):
+        if None in structs:
+            fast_rows = np.flatnonzero([s is not None for s in structs])
             structs = [structs[i] for i in fast_rows.tolist()]
+        else:
+            fast_rows = np.arange(len(structs))
         times_us, accepted = self._plain_times(
             self._columns.column(self._time_field, structs), batch.max_event_time_us
         )
@@ -298,8 +300,6 @@ class EventDecoder:
         accepted: np.ndarray,
     ) -> EventBatch:
         """decode_columns where some records need `decode`: theirs merged with the others'."""
-        if len(batch.offsets) != len(batch.values):
-            raise ValueError(f"{len(batch.values)} record values but {len(batch.offsets)} offsets")
         kept = np.flatnonzero(accepted)
         fast = fast_rows[kept].tolist()
         general_rows = sorted(set(range(len(batch.values))) - set(fast))
