@@ -48,22 +48,22 @@ def numpy_limit_s(lines: Sequence[bytes], config: PipelineConfig) -> float:
 
 
 def decode_bin_s(lines: Sequence[bytes], config: PipelineConfig) -> float:
-    """Seconds for kldrift's own per-batch core without Beam: EventDecoder.decode (JSON, event
-    time, key) then count_groups per (key, pane) for every feature, as its Bin step does."""
+    """Seconds for kldrift's own per-batch core without Beam: EventDecoder.decode_columns (JSON,
+    event time, key, the features' fields) then count_groups per (key, pane) for every feature,
+    as its Bin step does."""
     bins = feature_bins(config)
-    getters = [field_getter(b.name) for b in bins]
     decoder = EventDecoder(config)
     period_us = config.window.period_us
     started = time.perf_counter()
     for first in range(0, len(lines), BATCH):
         values = list(lines[first : first + BATCH])
-        batch = decoder.decode(RecordBatch(values, list(range(len(values)))))
+        batch = decoder.decode_columns(RecordBatch(values, list(range(len(values)))))
         pane = (batch.event_time_us // period_us) * period_us
         key_index = {k: i for i, k in enumerate(sorted(set(batch.keys), key=str))}
         key_codes = np.fromiter((key_index[k] for k in batch.keys), np.int64, len(batch.keys))
         groups, group_of = np.unique(np.stack([key_codes, pane]), axis=1, return_inverse=True)
-        for b, get in zip(bins, getters, strict=True):
-            b.count_groups([get(e) for e in batch.events], group_of.reshape(-1), groups.shape[1])
+        for b in bins:
+            b.count_groups(batch.column(b.name), group_of.reshape(-1), groups.shape[1])
     return time.perf_counter() - started
 
 

@@ -81,7 +81,7 @@ def read_decode_cpu_s(config: PipelineConfig, path: Path) -> float:
     decoder = EventDecoder(config)
     started = time.process_time()
     for batch in _ReadBatches().process(str(path)):
-        decoder.decode(batch)
+        decoder.decode_columns(batch)
     return time.process_time() - started
 
 

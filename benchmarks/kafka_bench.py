@@ -80,8 +80,9 @@ def consume(
     bootstrap: str, topic: str, decode: PipelineConfig | None = None, bulk: bool = False
 ) -> tuple[float, int]:
     """Drain the topic from its start with one kafka-python consumer (max_poll_records as
-    kldrift's); with `decode`, also decode every poll's records with kldrift's EventDecoder; with
-    `bulk`, the consumer parses record batches as kldrift's reader does (kldrift.io.kafka_records).
+    kldrift's); with `decode`, also decode every poll's records as kldrift's reader does
+    (EventDecoder.decode_columns); with `bulk`, the consumer parses record batches as kldrift's
+    reader does (kldrift.io.kafka_records).
     Returns (seconds from the first poll to the last record, records)."""
     from kafka import KafkaConsumer, TopicPartition
 
@@ -108,7 +109,7 @@ def consume(
                 count += len(records)
                 if decoder is not None:
                     offsets, values = kafka_records.offsets_and_values(records)
-                    decoder.decode(RecordBatch(values, offsets, topic, tp[1]))
+                    decoder.decode_columns(RecordBatch(values, offsets, topic, tp[1]))
         return time.perf_counter() - started, count
     finally:
         consumer.close()

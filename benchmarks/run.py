@@ -573,7 +573,10 @@ def avro_case(bench: Bench, bootstrap: str, expected: set[tuple[str, float]]) ->
         assert avro is not None
         ceilings: dict[str, float] = {}
         for name, decode in (
-            ("json", lambda chunk: decoder.decode(RecordBatch(chunk, list(range(len(chunk)))))),
+            (
+                "json",
+                lambda chunk: decoder.decode_columns(RecordBatch(chunk, list(range(len(chunk))))),
+            ),
             (
                 "avro",
                 lambda chunk: decoder.decode_parsed(

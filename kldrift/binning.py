@@ -233,6 +233,15 @@ class FeatureBins:
         return np.bincount(flat, minlength=n_groups * width).reshape(n_groups, width)
 
 
+def feature_values(bins: FeatureBins, column: Callable[[str], list[Any]]) -> list[Any]:
+    """A feature's values in a batch whose (dotted) fields `column(path)` reads: its field's, or a
+    joint's pairs (as `value_getter` reads them from each event)."""
+    if bins.parts is None:
+        return column(bins.name)
+    first, second = (column(part.name) for part in bins.parts)
+    return list(zip(first, second, strict=True))
+
+
 def value_getter(bins: FeatureBins) -> Callable[[dict[str, Any]], Any]:
     """What a feature reads from an event: its (dotted) field, or a joint's pair of fields."""
     if bins.parts is None:

@@ -24,6 +24,8 @@ __all__ = [
     "Divergence",
     "DriftStatistics",
     "TopBin",
+    "TopBinColumns",
+    "WindowScores",
     "WindowsOptions",
     "above_threshold_null",
     "baseline_probabilities",
@@ -41,6 +43,7 @@ __all__ = [
     "score",
     "score_window",
     "score_windows",
+    "window_scores",
 ]
 
 _LN2 = math.log(2.0)
@@ -526,13 +529,7 @@ def above_threshold_null(
         if len(n) == 1:
             high = np.array([_boundary_share(q[0], p_hat[0], tau)])
         else:
-            low, high = np.zeros(len(n)), np.ones(len(n))
-            for _ in range(50):
-                mid = 0.5 * (low + high)
-                mixed = (1.0 - mid[:, None]) * q + mid[:, None] * p_hat
-                above = np.sum(rel_entr(mixed, q), axis=1) > tau
-                high = np.where(above, mid, high)
-                low = np.where(above, low, mid)
+            high = _boundary_shares(q, p_hat, tau)
         mixed = (1.0 - high[:, None]) * q + high[:, None] * p_hat
         log_ratio = np.where(mixed > 0, np.log(mixed / q), 0.0)
     first = np.sum(mixed * log_ratio, axis=1)
@@ -545,6 +542,32 @@ def above_threshold_null(
     scale = np.where(beyond & (tau > 0), np.maximum(scale, 1.0), 1.0)
     noncentrality = np.maximum(mean / scale - dof, 0.0)
     return scale, noncentrality
+
+
+def _boundary_shares(
+    q: NDArray[np.float64], p_hat: NDArray[np.float64], tau: float
+) -> NDArray[np.float64]:
+    """above_threshold_null's bisection for many rows: per row the operations of
+    `_boundary_share` (so the same bits), each step one numpy call per operation over all the
+    rows, into arrays allocated once."""
+    rows = len(q)
+    low, high, mid, weight, sums = (np.empty(rows) for _ in range(5))
+    low.fill(0.0)
+    high.fill(1.0)
+    mixed, scratch = np.empty_like(q), np.empty_like(q)
+    for _ in range(50):
+        np.add(low, high, out=mid)
+        np.multiply(mid, 0.5, out=mid)
+        np.subtract(1.0, mid, out=weight)
+        np.multiply(weight[:, None], q, out=mixed)
+        np.multiply(mid[:, None], p_hat, out=scratch)
+        np.add(mixed, scratch, out=mixed)
+        rel_entr(mixed, q, out=mixed)
+        np.sum(mixed, axis=1, out=sums)
+        above = sums > tau
+        np.copyto(high, mid, where=above)
+        np.copyto(low, mid, where=~above)
+    return high
 
 
 def _boundary_share(q: NDArray[np.float64], p_hat: NDArray[np.float64], tau: float) -> float:
@@ -1144,7 +1167,144 @@ def score_windows(
     numpy or scipy call per measure for all the windows, not per window. `windows_unusable`:
     each window's missing plus invalid values (None: 0). The same values as `score_window`
     within rounding (tests/unit/test_divergence.py: 1e-12 relative for the divergences, 1e-9 for
-    the p-values; decisions and top bins the same)."""
+    the p-values; decisions and top bins the same). `window_scores` as one Divergence per
+    window."""
+    return window_scores(windows, baseline, options, windows_unusable).divergences()
+
+
+@dataclass(frozen=True, slots=True)
+class TopBinColumns:
+    """The top bins (`Divergence.top_bins`) of many windows as arrays, windows x ``k`` (``k`` =
+    min(top_n, bins)): row r's top bins are its first ``count[r]`` entries, largest first."""
+
+    index: NDArray[np.intp]
+    """the bins' indices"""
+    window_p: Counts
+    baseline_q: Counts
+    contribution_bits: Counts
+    count: NDArray[np.intp]
+    """top bins per window (those with a positive contribution; 0 for an empty window)"""
+
+    def kept(self) -> NDArray[np.bool_]:
+        """Windows x k: the entries that are top bins."""
+        return np.arange(self.index.shape[1])[None, :] < self.count[:, None]
+
+
+@dataclass(frozen=True, slots=True)
+class WindowScores:
+    """`score_window` of many windows of one feature, as columns (one entry per window): what
+    `score_windows` returns, before it is cut into one `Divergence` per window. An empty
+    window (``count == 0``, `scored` False) has NaN divergences and p-values (None in its
+    Divergence), drift False and no top bins.
+
+    Attributes
+    ----------
+    labels : sequence of str
+        The bins' labels.
+    scored : numpy.ndarray of bool
+        The window has values (``count > 0``).
+    missing_p_value, missing_drift : list
+        As in `Divergence`, one per window.
+    The others: as in `Divergence`, one entry per window.
+    """
+
+    labels: Sequence[str]
+    count: NDArray[np.int64]
+    scored: NDArray[np.bool_]
+    kl_bits: Counts
+    kl_bits_debiased: Counts
+    entropy_bits: Counts
+    cross_entropy_bits: Counts
+    js_bits: Counts
+    psi: Counts
+    p_value: Counts
+    p_value_above_threshold: Counts
+    drift: NDArray[np.bool_]
+    top_bins: TopBinColumns
+    missing_p_value: list[float | None]
+    missing_drift: list[bool]
+
+    def divergences(self) -> list[Divergence]:
+        """One Divergence per window (the same floats)."""
+        results = [
+            _empty_window(p, flag)
+            for p, flag in zip(self.missing_p_value, self.missing_drift, strict=True)
+        ]
+        top = self.top_bins
+        columns = zip(
+            np.flatnonzero(self.scored).tolist(),
+            *(
+                values[self.scored].tolist()
+                for values in (
+                    self.count,
+                    self.kl_bits,
+                    self.kl_bits_debiased,
+                    self.entropy_bits,
+                    self.cross_entropy_bits,
+                    self.js_bits,
+                    self.psi,
+                    self.p_value,
+                    self.drift,
+                    self.p_value_above_threshold,
+                    top.index,
+                    top.window_p,
+                    top.baseline_q,
+                    top.contribution_bits,
+                    top.count,
+                )
+            ),
+            strict=True,
+        )
+        for (
+            i,
+            count,
+            kl,
+            debiased,
+            entropy,
+            cross,
+            js,
+            psi_,
+            p_value,
+            drift,
+            p_above,
+            indices,
+            shares,
+            qs,
+            bits,
+            kept,
+        ) in columns:
+            results[i] = Divergence(
+                count=count,
+                kl_bits=kl,
+                kl_bits_debiased=debiased,
+                entropy_bits=entropy,
+                cross_entropy_bits=cross,
+                js_bits=js,
+                psi=psi_,
+                p_value=p_value,
+                drift=drift,
+                top_bins=tuple(
+                    TopBin(label=self.labels[b], window_p=p, baseline_q=q, contribution_bits=c)
+                    for b, p, q, c in zip(
+                        indices[:kept], shares[:kept], qs[:kept], bits[:kept], strict=True
+                    )
+                ),
+                p_value_above_threshold=p_above,
+                missing_p_value=self.missing_p_value[i],
+                missing_drift=self.missing_drift[i],
+            )
+        return results
+
+
+def window_scores(
+    windows: Counts,
+    baseline: Counts,
+    options: WindowsOptions,
+    windows_unusable: NDArray[np.int64] | None = None,
+) -> WindowScores:
+    """`score_windows` as columns: every measure of every window (rows of `windows`) from one
+    numpy or scipy call over the windows x bins array (`drift_statistics` and the rest), the
+    top bins from one stable sort of the windows x bins contributions."""
     smoothing, threshold_bits, significance = (
         options.smoothing,
         options.threshold_bits,
@@ -1158,52 +1318,84 @@ def score_windows(
     missing_ps, missing_drifts = _missing_tests(
         unusable, totals, options.baseline_unusable, float(baseline.sum()), significance
     )
-    scored = np.flatnonzero(totals > 0)
-    results = [_empty_window(p, flag) for p, flag in zip(missing_ps, missing_drifts, strict=True)]
-    if len(scored) == 0:
-        return results
-    q = _smoothed_probabilities(baseline, smoothing)
-    rows = windows[scored]
-    statistics = drift_statistics(rows, baseline, q, threshold_bits)
-    p = statistics.p
-    mixture = 0.5 * (p + q[None, :])
-    columns = zip(
-        scored.tolist(),
-        np.rint(statistics.totals).astype(np.int64).tolist(),
-        statistics.kl_bits.tolist(),
-        statistics.kl_bits_debiased.tolist(),
-        (np.sum(entr(p), axis=1) / _LN2).tolist(),
-        (-np.sum(xlogy(p, q[None, :]), axis=1) / _LN2).tolist(),
-        np.maximum(
-            0.0,
-            0.5
-            * (np.sum(rel_entr(p, mixture), axis=1) + np.sum(rel_entr(q, mixture), axis=1))
-            / _LN2,
-        ).tolist(),
-        _psi_rows(rows, statistics.totals, q, smoothing).tolist(),
-        statistics.p_value.tolist(),
-        statistics.drift(decision, threshold_bits, significance).tolist(),
-        _top_bins_rows(statistics, q, labels, top_n),
-        statistics.p_value_above_threshold.tolist(),
-        strict=True,
+    scored = totals > 0
+    rows_scored = np.flatnonzero(scored)
+    n, k = len(windows), min(top_n, baseline.size)
+    columns = {name: np.full(n, np.nan) for name in _SCORE_COLUMNS}
+    count = np.zeros(n, np.int64)
+    drift = np.zeros(n, np.bool_)
+    top = TopBinColumns(
+        index=np.zeros((n, k), np.intp),
+        window_p=np.zeros((n, k)),
+        baseline_q=np.zeros((n, k)),
+        contribution_bits=np.zeros((n, k)),
+        count=np.zeros(n, np.intp),
     )
-    for i, count, kl, debiased, entropy, cross, js, psi_, p_value, drift, top, p_above in columns:
-        results[i] = Divergence(
-            count=count,
-            kl_bits=kl,
-            kl_bits_debiased=debiased,
-            entropy_bits=entropy,
-            cross_entropy_bits=cross,
-            js_bits=js,
-            psi=psi_,
-            p_value=p_value,
-            drift=drift,
-            top_bins=top,
-            p_value_above_threshold=p_above,
-            missing_p_value=missing_ps[i],
-            missing_drift=missing_drifts[i],
-        )
-    return results
+    if len(rows_scored):
+        q = _smoothed_probabilities(baseline, smoothing)
+        rows = windows[rows_scored]
+        statistics = drift_statistics(rows, baseline, q, threshold_bits)
+        p = statistics.p
+        mixture = 0.5 * (p + q[None, :])
+        measured = {
+            "kl_bits": statistics.kl_bits,
+            "kl_bits_debiased": statistics.kl_bits_debiased,
+            "entropy_bits": np.sum(entr(p), axis=1) / _LN2,
+            "cross_entropy_bits": -np.sum(xlogy(p, q[None, :]), axis=1) / _LN2,
+            "js_bits": np.maximum(
+                0.0,
+                0.5
+                * (np.sum(rel_entr(p, mixture), axis=1) + np.sum(rel_entr(q, mixture), axis=1))
+                / _LN2,
+            ),
+            "psi": _psi_rows(rows, statistics.totals, q, smoothing),
+            "p_value": statistics.p_value,
+            "p_value_above_threshold": statistics.p_value_above_threshold,
+        }
+        for name, values in measured.items():
+            columns[name][rows_scored] = values
+        count[rows_scored] = np.rint(statistics.totals)
+        drift[rows_scored] = statistics.drift(decision, threshold_bits, significance)
+        _fill_top_bins(top, rows_scored, statistics, q, k)
+    return WindowScores(
+        labels=labels,
+        count=count,
+        scored=scored,
+        drift=drift,
+        top_bins=top,
+        missing_p_value=missing_ps,
+        missing_drift=missing_drifts,
+        **columns,
+    )
+
+
+_SCORE_COLUMNS = (
+    "kl_bits",
+    "kl_bits_debiased",
+    "entropy_bits",
+    "cross_entropy_bits",
+    "js_bits",
+    "psi",
+    "p_value",
+    "p_value_above_threshold",
+)
+
+
+def _fill_top_bins(
+    top: TopBinColumns, rows: NDArray[np.intp], statistics: DriftStatistics, q: Counts, k: int
+) -> None:
+    """`_top_bins` of each of `rows` into `top`: one stable sort of the windows x bins
+    contributions (ties to the lower bin), then the positive ones among each row's first k
+    (a prefix: the sort puts every positive contribution before the others)."""
+    if k == 0:
+        return
+    order = np.argsort(-statistics.contributions_bits, axis=1, kind="stable")[:, :k]
+    contributions = np.take_along_axis(statistics.contributions_bits, order, axis=1)
+    top.index[rows] = order
+    top.window_p[rows] = np.take_along_axis(statistics.p, order, axis=1)
+    top.baseline_q[rows] = q[order]
+    top.contribution_bits[rows] = contributions
+    top.count[rows] = np.count_nonzero(contributions > 0, axis=1)
 
 
 def _psi_rows(windows: Counts, totals: Counts, q: Counts, smoothing: float) -> Counts:
@@ -1213,29 +1405,6 @@ def _psi_rows(windows: Counts, totals: Counts, q: Counts, smoothing: float) -> C
     with np.errstate(divide="ignore", invalid="ignore"):
         terms = (p - q[None, :]) * np.log(p / q[None, :])
     return np.asarray(np.where(seen, terms, 0.0).sum(axis=1), dtype=np.float64)
-
-
-def _top_bins_rows(
-    statistics: DriftStatistics, q: Counts, labels: Sequence[str], top_n: int
-) -> list[tuple[TopBin, ...]]:
-    """`_top_bins` of each row: one stable sort of the windows x bins contributions (ties to
-    the lower bin), then the positive ones among each row's first `top_n`."""
-    rows = len(statistics.totals)
-    if top_n <= 0:
-        return [()] * rows
-    order = np.argsort(-statistics.contributions_bits, axis=1, kind="stable")[:, :top_n]
-    contributions = np.take_along_axis(statistics.contributions_bits, order, axis=1)
-    shares = np.take_along_axis(statistics.p, order, axis=1)
-    return [
-        tuple(
-            TopBin(label=labels[i], window_p=share, baseline_q=baseline_q, contribution_bits=bits)
-            for i, share, baseline_q, bits in zip(indices, share_row, q_row, bits_row, strict=True)
-            if bits > 0
-        )
-        for indices, share_row, q_row, bits_row in zip(
-            order.tolist(), shares.tolist(), q[order].tolist(), contributions.tolist(), strict=True
-        )
-    ]
 
 
 def _missing_tests(

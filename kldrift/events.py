@@ -9,13 +9,14 @@ import base64
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import numpy as np
 from msgspec.json import Decoder as _JSONDecoder
 
+from kldrift.event_columns import ColumnReader
 from kldrift.schemas.config import PipelineConfig, datetime_us
 
 NO_WATERMARK = -(2**63)
@@ -107,7 +108,11 @@ class RecordBatch:
 
 @dataclass(slots=True)
 class EventBatch:
-    """Decoded events of one RecordBatch, plus the records that could not be decoded."""
+    """Decoded events of one RecordBatch, plus the records that could not be decoded.
+
+    The events are dicts (`events`), or, decoded by `EventDecoder.decode_columns`, only the
+    fields the job reads, one list per field path (`columns`; `events` is then empty): either
+    way `column(path)` gives a field's values, event by event."""
 
     events: list[dict[str, Any]]
     event_time_us: np.ndarray
@@ -118,14 +123,44 @@ class EventBatch:
     partition: int = -1
     watermark_us: int = NO_WATERMARK
     dead_letters: list[DeadLetter] = field(default_factory=list)
+    columns: dict[str, list[Any]] = field(default_factory=dict)
 
     def __len__(self) -> int:
-        return len(self.events)
+        return len(self.event_time_us)
 
     @property
     def records(self) -> int:
         """Records this batch accounts for: decoded events plus dead letters."""
-        return len(self.events) + len(self.dead_letters)
+        return len(self) + len(self.dead_letters)
+
+    def column(self, path: str) -> list[Any]:
+        """The (dotted) field `path` of every event, in order; absent or null: None."""
+        values = self.columns.get(path)
+        if values is None:
+            if len(self.events) != len(self):
+                raise KeyError(f"field {path!r} was not decoded (EventDecoder.decode_columns)")
+            get = field_getter(path)
+            values = self.columns[path] = [get(e) for e in self.events]
+        return values
+
+    def take(self, rows: np.ndarray, **changes: Any) -> EventBatch:
+        """The events of `rows` (indices, in order), no dead letters; `changes` as in
+        dataclasses.replace."""
+        picked = rows.tolist()
+        fields: dict[str, Any] = {
+            "events": [self.events[i] for i in picked] if self.events else [],
+            "event_time_us": self.event_time_us[rows],
+            "keys": [self.keys[i] for i in picked],
+            "values": [self.values[i] for i in picked],
+            "offsets": [self.offsets[i] for i in picked],
+            "source": self.source,
+            "partition": self.partition,
+            "watermark_us": self.watermark_us,
+            "dead_letters": [],
+            "columns": {p: [c[i] for i in picked] for p, c in self.columns.items()},
+        }
+        fields.update(changes)
+        return EventBatch(**fields)
 
 
 def field_getter(path: str):
@@ -168,6 +203,13 @@ class EventDecoder:
             -_FAST_EVENT_TIME_LIMIT_US, self._min_time_us, self._floor_us + self._time_scale_us
         )
         self._fast_max_us = min(_FAST_EVENT_TIME_LIMIT_US, self._max_time_us)
+        features = [f.name for f in config.features if f.kind != "joint"]
+        # decode_columns reads these fields, and no other, of a JSON record.
+        self._columns = ColumnReader(
+            [config.event_time_field, *([config.key_field] if config.key_field else []), *features],
+            MAX_NESTING,
+        )
+        self._features = tuple(features)
 
     def decode(self, batch: RecordBatch, times_us: Sequence[int] | None = None) -> EventBatch:
         """Records -> events and dead letters (with the batch's source and offsets).
@@ -213,6 +255,120 @@ class EventDecoder:
                 event, problems[row] = None, _too_deep_problem()
             parsed.append(event)
         return self._accept(parsed, problems, batch, times_us)
+
+    def decode_columns(self, batch: RecordBatch) -> EventBatch:
+        """As `decode`, with the events as the config's feature fields (EventBatch.columns; no
+        dicts): the same events, times, keys and dead letters in the same order. JSON records
+        read as kldrift.event_columns reads them take a path without a Python step per record
+        where their event times and keys are plain; every other record goes through `decode`."""
+        if len(batch.offsets) != len(batch.values):
+            raise ValueError(f"{len(batch.values)} record values but {len(batch.offsets)} offsets")
+        structs = self._columns.structs(batch.values)
+        if None in structs:
+            fast_rows = np.flatnonzero([s is not None for s in structs])
+            structs = [structs[i] for i in fast_rows.tolist()]
+        else:
+            fast_rows = np.arange(len(structs))
+        times_us, accepted = self._plain_times(
+            self._columns.column(self._time_field, structs), batch.max_event_time_us
+        )
+        keys: list[Any] = [None] * len(structs)
+        if self._key_field is not None:
+            keys = self._columns.column(self._key_field, structs)
+            accepted &= _plain_keys(keys)
+        if accepted.all() and len(fast_rows) == len(batch.values):
+            return EventBatch(
+                events=[],
+                event_time_us=times_us,
+                keys=keys,
+                values=list(batch.values),  # type: ignore[arg-type]  # all bytes here
+                offsets=list(batch.offsets),
+                source=batch.source,
+                partition=batch.partition,
+                watermark_us=batch.watermark_us,
+                columns={f: self._columns.column(f, structs) for f in self._features},
+            )
+        return self._merge_general(batch, fast_rows, structs, times_us, keys, accepted)
+
+    def _merge_general(
+        self,
+        batch: RecordBatch,
+        fast_rows: np.ndarray,
+        structs: list[Any],
+        times_us: np.ndarray,
+        keys: list[Any],
+        accepted: np.ndarray,
+    ) -> EventBatch:
+        """decode_columns where some records need `decode`: theirs merged with the others'."""
+        kept = np.flatnonzero(accepted)
+        fast = fast_rows[kept].tolist()
+        general_rows = sorted(set(range(len(batch.values))) - set(fast))
+        # Decoded with row numbers for offsets: its events and dead letters say their rows.
+        general = self.decode(
+            RecordBatch(
+                [batch.values[r] for r in general_rows],
+                general_rows,
+                batch.source,
+                batch.partition,
+                batch.watermark_us,
+                batch.max_event_time_us,
+            )
+        )
+        rows = fast + general.offsets
+        order = np.argsort(rows, kind="stable")
+        kept_structs = [structs[i] for i in kept.tolist()]
+        columns = {}
+        for feature in self._features:
+            values = self._columns.column(feature, kept_structs) + general.column(feature)
+            columns[feature] = [values[i] for i in order.tolist()]
+        all_keys = [keys[i] for i in kept.tolist()] + general.keys
+        offsets = batch.offsets
+        return EventBatch(
+            events=[],
+            event_time_us=np.concatenate([times_us[kept], general.event_time_us])[order],
+            keys=[all_keys[i] for i in order.tolist()],
+            values=[batch.values[rows[i]] for i in order.tolist()],
+            offsets=[offsets[rows[i]] for i in order.tolist()],
+            source=batch.source,
+            partition=batch.partition,
+            watermark_us=batch.watermark_us,
+            dead_letters=[replace(d, offset=offsets[d.offset]) for d in general.dead_letters],
+            columns=columns,
+        )
+
+    def _plain_times(
+        self, raw: list[Any], max_time_us: int | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Event times (us) of the raw values `decode` takes without a check (all numbers of
+        one type, well inside the valid range), and which those are; the others' times are 0."""
+        scale = self._time_scale_us
+        fast_max_us = self._fast_max_us
+        if max_time_us is not None:
+            fast_max_us = min(fast_max_us, max_time_us - 1_000_000)  # a second's margin: rounding
+        low, high = self._fast_min_us / scale, fast_max_us / scale
+        types = set(map(type, raw))
+        if types == {float}:
+            numbers = np.array(raw, dtype=np.float64)
+            accepted = (numbers > low) & (numbers < high)
+            # As decode's math.floor(raw * scale): the same float product, floored.
+            times_us = np.floor(np.where(accepted, numbers, 0.0) * scale).astype(np.int64)
+        elif types == {int} and all(abs(t) < 2**62 for t in (min(raw), max(raw))):
+            integers = np.array(raw, dtype=np.int64)
+            # Exact: an int64 beyond 2**53 converts inexactly, but lies far outside (low, high).
+            accepted = (integers > low) & (integers < high)
+            times_us = np.where(accepted, integers, 0) * scale
+        else:  # mixed: decode's own inline check, value by value
+            times_us = np.fromiter(
+                (
+                    math.floor(t * scale) if type(t) in _NUMBER_TYPES and low < t < high else 0
+                    for t in raw
+                ),
+                np.int64,
+                len(raw),
+            )
+            accepted = np.ones(len(raw), bool)
+        accepted &= times_us != 0
+        return times_us, accepted
 
     def decode_parsed(
         self,
@@ -415,6 +571,24 @@ class EventDecoder:
         if time_us is None or not self._min_time_us <= time_us <= self._max_time_us:
             return None
         return time_us
+
+
+_NUMBER_TYPES = frozenset({int, float})
+
+
+def _plain_keys(keys: list[Any]) -> np.ndarray:
+    """Which keys `decode` takes without a check: ASCII text of at most MAX_KEY_CHARS."""
+    try:
+        distinct = set(keys)
+    except TypeError:  # a list or an object
+        distinct = None
+    if distinct is not None and all(_plain_key(k) for k in distinct):
+        return np.ones(len(keys), bool)
+    return np.fromiter(map(_plain_key, keys), bool, len(keys))
+
+
+def _plain_key(key: Any) -> bool:
+    return type(key) is str and len(key) <= MAX_KEY_CHARS and key.isascii()
 
 
 _fast_loads = _JSONDecoder().decode

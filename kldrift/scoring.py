@@ -4,8 +4,11 @@ them (WindowSummary, Cauchy combination). Pure numpy/scipy, no Beam."""
 
 from __future__ import annotations
 
+import gc
+import itertools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
@@ -32,12 +35,21 @@ AnyReport = DriftReport | DriftReportWire
 
 class _Kinds(NamedTuple):
     report: type
-    top_bin: type
+    top_bin_of: Callable[[str, float, float, float], Any]
+    """(bin, window_p, baseline_q, contribution_bits) -> a top bin record"""
     other_value: type
     summary: type
 
 
-_MODELS = _Kinds(DriftReport, TopBinReport, OtherValue, WindowSummary)
+def _top_bin_model(
+    label: str, window_p: float, baseline_q: float, contribution_bits: float
+) -> TopBinReport:
+    return TopBinReport(
+        bin=label, window_p=window_p, baseline_q=baseline_q, contribution_bits=contribution_bits
+    )
+
+
+_MODELS = _Kinds(DriftReport, _top_bin_model, OtherValue, WindowSummary)
 _WIRE = _Kinds(DriftReportWire, TopBinWire, OtherValueWire, WindowSummaryWire)
 
 OTHER_VALUES_SHOWN = 5
@@ -122,33 +134,40 @@ def with_q_values(reports: list[DriftReport]) -> list[DriftReport]:
 
 def bh_q_values(p_values: Sequence[float | None]) -> list[float | None]:
     """Benjamini-Hochberg q-values of the p-values that are not None (None stays None): the same
-    floats as `scipy.stats.false_discovery_control(ps, method="bh")`, computed on Python floats
-    (the same operations: p x (m / rank), a running minimum from the largest p, clipped to
-    [0, 1]). scipy's array machinery, and its argsort (which releases the GIL, so a busy worker
-    thread waits to get it back), cost more than the rest of a window's scoring."""
-    scored = [(i, p) for i, p in enumerate(p_values) if p is not None]
-    result: list[float | None] = [None] * len(p_values)
-    if not scored:
-        return result
-    ps = [p for _, p in scored]
-    if not all(0.0 <= p <= 1.0 for p in ps):  # NaN too: scipy raises, naming the range
-        q_array = false_discovery_control(ps, method="bh")
-        qs = [float(q) for q in q_array]
-    elif len(ps) == 1:
-        qs = ps  # scipy returns a single p-value as it is
-    else:
-        m = len(ps)
-        # Ties get the same q whatever their order, so any sort by p gives scipy's floats.
-        order = sorted(range(m), key=ps.__getitem__)
-        qs = [0.0] * m
-        running = math.inf
-        for rank in range(m, 0, -1):
-            position = order[rank - 1]
-            running = min(running, ps[position] * (m / rank))
-            qs[position] = 0.0 if not running > 0.0 else min(running, 1.0)
-    for (i, _), q in zip(scored, qs, strict=True):
-        result[i] = float(q)
-    return result
+    floats as `scipy.stats.false_discovery_control(ps, method="bh")`. `bh_q_value_rows` of one
+    row."""
+    present = np.array([p is not None for p in p_values], dtype=np.bool_)
+    ps = np.array([np.nan if p is None else p for p in p_values], dtype=np.float64)
+    q_values = bh_q_value_rows(ps.reshape(1, -1), present.reshape(1, -1))[0]
+    return [q if ok else None for q, ok in zip(q_values.tolist(), present.tolist(), strict=True)]
+
+
+def bh_q_value_rows(p_values: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """Benjamini-Hochberg q-values within each row of `p_values` (rows x tests, float64) over
+    the entries `present` says (NaN elsewhere): per row the same floats as
+    `scipy.stats.false_discovery_control(row[present], method="bh")`, by the same operations
+    (p x (m / rank), a running minimum from the largest p, clipped to [0, 1]), for all the
+    rows at once. scipy's per-call machinery, once per window, cost more than the rest of a
+    window's scoring. A p-value outside [0, 1] (or NaN) raises scipy's ValueError."""
+    ps = np.where(present, p_values, np.inf)
+    if not np.all((ps >= 0.0) & (ps <= 1.0) | ~present):
+        for row, kept in zip(p_values, present, strict=True):
+            false_discovery_control(row[kept], method="bh")  # raises, naming the range
+        raise ValueError(f"p-values must lie in [0, 1]: {p_values[present]}")
+    tests = ps.shape[1]
+    m = np.count_nonzero(present, axis=1)[:, None]
+    ranks = np.arange(1, tests + 1)[None, :]
+    # Ties get the same q whatever their order, so any sort by p gives scipy's floats.
+    order = np.argsort(ps, axis=1, kind="stable")
+    ascending = np.take_along_axis(ps, order, axis=1)
+    with np.errstate(invalid="ignore"):
+        scaled = np.where(ranks <= m, ascending * (m / ranks), np.inf)
+    running = np.minimum.accumulate(scaled[:, ::-1], axis=1)[:, ::-1]
+    q_sorted = np.where(running > 0.0, np.minimum(running, 1.0), 0.0)
+    q_sorted = np.where(m == 1, ascending, q_sorted)  # scipy returns a single p-value as it is
+    q_values = np.empty_like(q_sorted)
+    np.put_along_axis(q_values, order, q_sorted, axis=1)
+    return np.where(present, q_values, np.nan)
 
 
 @dataclass(frozen=True)
@@ -202,129 +221,338 @@ def windows_reports(
     baseline_id: str,
     wire: bool = False,
 ) -> list[list[Any]]:
-    """Per window, one report per feature, with q-values across the window's features. Each
-    feature is scored for all the windows at once (`divergence.score_windows` over a windows x
-    bins array); the reports are then built window by window: DriftReports, or with `wire`
-    DriftReportWires (the same fields, built without validation: what the job's sinks write)."""
-    kinds = _WIRE if wire else _MODELS
+    """Per window, one report per feature, with q-values across the window's features
+    (`rows_reports` of the windows): DriftReports, or with `wire` DriftReportWires (the same
+    fields, built without validation: what the job's sinks write)."""
     if not windows:
         return []
-    stacked = np.stack([window.counts for window in windows])
-    per_feature = [
-        _feature_scores(stacked[:, start:end], reference, drift_spec)
-        for (_, start, end), reference in zip(slots, references, strict=True)
-    ]
-    return [
-        _reports(pipeline, window, slots, references, drift_spec, baseline_id, scores, kinds)
-        for window, scores in zip(windows, zip(*per_feature, strict=True), strict=True)
-    ]
+    scored = _ScoredRows.of(WindowRows.of(windows), slots, references, drift_spec)
+    with _gc_paused():
+        reports = scored.reports(pipeline, baseline_id, _WIRE if wire else _MODELS)
+    features = len(slots)
+    return [reports[i : i + features] for i in range(0, len(reports), features)]
 
 
-class _FeatureScore(NamedTuple):
-    missing: int
-    invalid: int
-    result: divergence.Divergence
+@dataclass(frozen=True)
+class WindowRows:
+    """Many (key, window, revision)s to score, as columns: window i is `keys[i]`,
+    `window_starts[i]`, ..., its every feature's slots (bins, missing, invalid) side by side in
+    `counts[i]`, as the job's `slots` say."""
+
+    keys: Sequence[str | None]
+    window_starts: Sequence[datetime]
+    window_ends: Sequence[datetime]
+    revisions: Sequence[int]
+    counts: np.ndarray
+    """windows x slots"""
+    other_values: Sequence[Mapping[str, Mapping[str, int]] | None]
+
+    @classmethod
+    def of(cls, windows: Sequence[WindowCounts]) -> WindowRows:
+        return cls(
+            keys=[w.key for w in windows],
+            window_starts=[w.window_start for w in windows],
+            window_ends=[w.window_end for w in windows],
+            revisions=[w.revision for w in windows],
+            counts=np.stack([w.counts for w in windows]),
+            other_values=[w.other_values for w in windows],
+        )
+
+    def __len__(self) -> int:
+        return len(self.keys)
 
 
-def _feature_scores(
-    feature_counts: np.ndarray, reference: FeatureReference, drift_spec: DriftSpec
-) -> list[_FeatureScore]:
-    """One feature's slots of many windows (windows x (bins + 2)) scored together."""
-    n_bins = len(reference.counts)
-    missing = feature_counts[:, n_bins].astype(np.int64)
-    invalid = feature_counts[:, n_bins + 1].astype(np.int64)
-    # Counts from binning against a baseline checked when loaded: nothing to check again.
-    results = divergence.score_windows(
-        np.ascontiguousarray(feature_counts[:, :n_bins], dtype=np.float64),
-        reference.counts,
-        divergence.WindowsOptions(
-            smoothing=drift_spec.smoothing,
-            threshold_bits=drift_spec.threshold_bits,
-            significance=drift_spec.significance,
-            labels=reference.labels,
-            decision=drift_spec.decision,
-            baseline_unusable=reference.unusable,
-        ),
-        windows_unusable=missing + invalid,
-    )
-    return [
-        _FeatureScore(m, i, result)
-        for m, i, result in zip(missing.tolist(), invalid.tolist(), results, strict=True)
-    ]
-
-
-def _reports(
+def rows_reports(
+    *,
     pipeline: str,
-    window: WindowCounts,
+    rows: WindowRows,
     slots: Sequence[tuple[str, int, int]],
     references: Sequence[FeatureReference],
     drift_spec: DriftSpec,
     baseline_id: str,
-    scores: Sequence[_FeatureScore],
-    kinds: _Kinds = _MODELS,
-) -> list[Any]:
-    """One window's reports, from its features' scores, built as `kinds` says."""
-    q_values = bh_q_values(
-        [
-            _decision_p_value(
-                drift_spec.decision, score.result.p_value, score.result.p_value_above_threshold
-            )
-            for score in scores
-        ]
-    )
-    reports = []
-    for (feature, start, _), reference, (missing, invalid, result), q_value in zip(
-        slots, references, scores, q_values, strict=True
-    ):
-        events = result.count + missing + invalid
-        others = (window.other_values or {}).get(feature, {}) if reference.categorical else None
-        reports.append(
-            kinds.report(
-                pipeline=pipeline,
-                key=window.key,
-                feature=feature,
-                window_start=window.window_start,
-                window_end=window.window_end,
-                revision=window.revision,
-                count=result.count,
-                missing=missing,
-                invalid=invalid,
-                kl_bits=result.kl_bits,
-                kl_bits_debiased=result.kl_bits_debiased,
-                entropy_bits=result.entropy_bits,
-                cross_entropy_bits=result.cross_entropy_bits,
-                js_bits=result.js_bits,
-                psi=result.psi,
-                p_value=result.p_value,
+) -> tuple[list[DriftReportWire], list[WindowSummaryWire]]:
+    """What the job writes for many windows: one DriftReportWire per window and feature (window
+    by window, the features in `slots` order), q-values across a window's features, and one
+    WindowSummaryWire per window (`window_summary`'s). Each feature is scored for all the
+    windows at once (`divergence.window_scores` over a windows x bins array), the q-values and
+    summaries over windows x features arrays; the records are built from those columns."""
+    if not len(rows):
+        return [], []
+    scored = _ScoredRows.of(rows, slots, references, drift_spec)
+    with _gc_paused():
+        return scored.reports(pipeline, baseline_id, _WIRE), scored.summaries(pipeline, baseline_id)
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off while many records are built (none refers to
+    itself): otherwise every 700 new lists or records start a collection, and the older
+    generations' collections walk every record built so far (measured: two thirds of the
+    records' building time at 2,048 windows). Left off if it was off."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+@dataclass(frozen=True)
+class _FeatureColumns:
+    """One feature's scores of many windows, with their missing and invalid values."""
+
+    name: str
+    start: int
+    reference: FeatureReference
+    missing: np.ndarray
+    invalid: np.ndarray
+    scores: divergence.WindowScores
+
+    @classmethod
+    def of(
+        cls,
+        counts: np.ndarray,
+        slot: tuple[str, int, int],
+        reference: FeatureReference,
+        drift_spec: DriftSpec,
+    ) -> _FeatureColumns:
+        """Scored from this feature's slots of many windows (windows x (bins + 2))."""
+        name, start, end = slot
+        feature_counts = counts[:, start:end]
+        n_bins = len(reference.counts)
+        missing = feature_counts[:, n_bins].astype(np.int64)
+        invalid = feature_counts[:, n_bins + 1].astype(np.int64)
+        # Counts from binning against a baseline checked when loaded: nothing to check again.
+        scores = divergence.window_scores(
+            np.ascontiguousarray(feature_counts[:, :n_bins], dtype=np.float64),
+            reference.counts,
+            divergence.WindowsOptions(
+                smoothing=drift_spec.smoothing,
                 threshold_bits=drift_spec.threshold_bits,
                 significance=drift_spec.significance,
-                drift=result.drift,
-                top_bins=[
-                    kinds.top_bin(
-                        bin=top.label,
-                        window_p=top.window_p,
-                        baseline_q=top.baseline_q,
-                        contribution_bits=top.contribution_bits,
-                    )
-                    for top in result.top_bins
-                ],
-                baseline_id=baseline_id,
+                labels=reference.labels,
                 decision=drift_spec.decision,
-                p_value_above_threshold=result.p_value_above_threshold,
-                q_value=q_value,
-                bins=list(reference.label_list),
-                counts=window.counts[start : start + len(reference.counts)].tolist(),
-                baseline_q=list(reference.q_list),
-                other_values=(
-                    _top_other_values(others, kinds.other_value) if others is not None else None
-                ),
-                missing_share=(missing + invalid) / events if events else None,
-                baseline_missing_share=reference.missing_share,
-                missing_p_value=result.missing_p_value,
-                missing_drift=result.missing_drift,
-            )
+                baseline_unusable=reference.unusable,
+            ),
+            windows_unusable=missing + invalid,
         )
-    return reports
+        return cls(name, start, reference, missing, invalid, scores)
+
+    def decision_p_values(self, decision: str | None) -> np.ndarray:
+        """The p-value each window's decision compares with `significance` (NaN: none)."""
+        scores = self.scores
+        return scores.p_value_above_threshold if decision == "confident" else scores.p_value
+
+
+@dataclass(frozen=True)
+class _ScoredRows:
+    """Many windows' features scored (one `_FeatureColumns` per feature), with the windows x
+    features q-values."""
+
+    rows: WindowRows
+    features: list[_FeatureColumns]
+    drift_spec: DriftSpec
+    decision_ps: np.ndarray
+    """windows x features; NaN where a window's feature has no p-value (no values)"""
+    q_values: np.ndarray
+    """windows x features, NaN where the p-value is"""
+
+    @classmethod
+    def of(
+        cls,
+        rows: WindowRows,
+        slots: Sequence[tuple[str, int, int]],
+        references: Sequence[FeatureReference],
+        drift_spec: DriftSpec,
+    ) -> _ScoredRows:
+        features = [
+            _FeatureColumns.of(rows.counts, slot, reference, drift_spec)
+            for slot, reference in zip(slots, references, strict=True)
+        ]
+        decision_ps = np.stack([f.decision_p_values(drift_spec.decision) for f in features], axis=1)
+        present = np.stack([f.scores.scored for f in features], axis=1)
+        q_values = bh_q_value_rows(decision_ps, present)
+        return cls(rows, features, drift_spec, decision_ps, q_values)
+
+    def reports(self, pipeline: str, baseline_id: str, kinds: _Kinds) -> list[Any]:
+        """Every window's reports, window by window (the features in order within one)."""
+        count = len(self.features)
+        reports: list[Any] = [None] * (len(self.rows) * count)
+        for i, feature in enumerate(self.features):
+            reports[i::count] = self._feature_reports(
+                pipeline, baseline_id, kinds, feature, self.q_values[:, i]
+            )
+        return reports
+
+    def _feature_reports(
+        self,
+        pipeline: str,
+        baseline_id: str,
+        kinds: _Kinds,
+        feature: _FeatureColumns,
+        q_values: np.ndarray,
+    ) -> list[Any]:
+        rows, spec, scores, reference = (
+            self.rows,
+            self.drift_spec,
+            feature.scores,
+            feature.reference,
+        )
+        scored = scores.scored
+        n_bins = len(reference.counts)
+        events = scores.count + feature.missing + feature.invalid
+        with np.errstate(invalid="ignore", divide="ignore"):
+            missing_share = (feature.missing + feature.invalid) / events
+        baseline_missing_share = reference.missing_share
+        labels, baseline_q = reference.label_list, reference.q_list
+        name = feature.name
+        make = kinds.report
+        threshold_bits, significance, decision = (
+            spec.threshold_bits,
+            spec.significance,
+            spec.decision,
+        )
+        return [
+            make(
+                pipeline=pipeline,
+                key=key,
+                feature=name,
+                window_start=window_start,
+                window_end=window_end,
+                revision=revision,
+                count=count,
+                missing=missing,
+                invalid=invalid,
+                kl_bits=kl,
+                kl_bits_debiased=debiased,
+                entropy_bits=entropy,
+                cross_entropy_bits=cross_entropy,
+                js_bits=js,
+                psi=psi,
+                p_value=p_value,
+                threshold_bits=threshold_bits,
+                significance=significance,
+                drift=drift,
+                top_bins=top_bins,
+                baseline_id=baseline_id,
+                decision=decision,
+                p_value_above_threshold=p_above,
+                q_value=q_value,
+                bins=list(labels),
+                counts=counts,
+                baseline_q=list(baseline_q),
+                other_values=others,
+                missing_share=share,
+                baseline_missing_share=baseline_missing_share,
+                missing_p_value=missing_p,
+                missing_drift=missing_drift,
+            )
+            for (
+                key,
+                window_start,
+                window_end,
+                revision,
+                count,
+                missing,
+                invalid,
+                kl,
+                debiased,
+                entropy,
+                cross_entropy,
+                js,
+                psi,
+                p_value,
+                drift,
+                top_bins,
+                p_above,
+                q_value,
+                counts,
+                others,
+                share,
+                missing_p,
+                missing_drift,
+            ) in zip(
+                rows.keys,
+                rows.window_starts,
+                rows.window_ends,
+                rows.revisions,
+                scores.count.tolist(),
+                feature.missing.tolist(),
+                feature.invalid.tolist(),
+                _nullable(scores.kl_bits, scored),
+                _nullable(scores.kl_bits_debiased, scored),
+                _nullable(scores.entropy_bits, scored),
+                _nullable(scores.cross_entropy_bits, scored),
+                _nullable(scores.js_bits, scored),
+                _nullable(scores.psi, scored),
+                _nullable(scores.p_value, scored),
+                scores.drift.tolist(),
+                _top_bin_lists(scores, kinds),
+                _nullable(scores.p_value_above_threshold, scored),
+                _nullable(q_values, scored),
+                rows.counts[:, feature.start : feature.start + n_bins].tolist(),
+                self._other_values(feature, kinds),
+                _nullable(missing_share, events > 0),
+                scores.missing_p_value,
+                scores.missing_drift,
+                strict=True,
+            )
+        ]
+
+    def _other_values(self, feature: _FeatureColumns, kinds: _Kinds) -> Iterable[Any]:
+        """Each window's most frequent `__other__` values of a categorical feature; None for
+        another feature."""
+        if not feature.reference.categorical:
+            return itertools.repeat(None, len(self.rows))
+        return [
+            _top_other_values((others or {}).get(feature.name, {}), kinds.other_value)
+            for others in self.rows.other_values
+        ]
+
+    def summaries(self, pipeline: str, baseline_id: str) -> list[WindowSummaryWire]:
+        """Each window's WindowSummaryWire (`window_summary` of its reports)."""
+        first = self.features[0]
+        return _summaries(
+            WindowSummaryWire,
+            pipeline=pipeline,
+            rows=self.rows,
+            baseline_id=baseline_id,
+            events=(first.scores.count + first.missing + first.invalid).tolist(),
+            features=[f.name for f in self.features],
+            decision_ps=self.decision_ps,
+            present=np.stack([f.scores.scored for f in self.features], axis=1),
+            drift=np.stack([f.scores.drift for f in self.features], axis=1),
+            q_values=self.q_values,
+            debiased=np.stack([f.scores.kl_bits_debiased for f in self.features], axis=1),
+            drift_spec=self.drift_spec,
+        )
+
+
+def _nullable(values: np.ndarray, present: np.ndarray) -> list[Any]:
+    """`values` as Python numbers, None where `present` is False."""
+    if present.all():
+        return values.tolist()
+    return [v if ok else None for v, ok in zip(values.tolist(), present.tolist(), strict=True)]
+
+
+def _top_bin_lists(scores: divergence.WindowScores, kinds: _Kinds) -> list[list[Any]]:
+    """Each window's top bins as `kinds.top_bin` records, all built in one pass."""
+    top = scores.top_bins
+    kept = top.kept()
+    labels = np.asarray(scores.labels, dtype=object)
+    records = list(
+        map(
+            kinds.top_bin_of,
+            labels[top.index[kept]].tolist(),
+            top.window_p[kept].tolist(),
+            top.baseline_q[kept].tolist(),
+            top.contribution_bits[kept].tolist(),
+        )
+    )
+    ends = np.cumsum(top.count).tolist()
+    return [records[start:end] for start, end in zip([0, *ends[:-1]], ends, strict=True)]
 
 
 def _share(unusable: int | None, binned: float) -> float | None:
@@ -348,6 +576,7 @@ def cauchy_combined_p_value(p_values: Sequence[float]) -> float | None:
     Computed without cancellation: tan((1/2 - p) pi) = 1/tan(p pi), and P(Cauchy > T) =
     arctan(1/T)/pi for T > 0. A p-value above P_CAP counts as P_CAP: at exactly 1 (a window
     identical in shape to the baseline) tan(-pi/2) would outweigh any evidence of the others.
+    `cauchy_combined_p_values` of one row.
 
     Examples
     --------
@@ -363,14 +592,39 @@ def cauchy_combined_p_value(p_values: Sequence[float]) -> float | None:
     >>> round(cauchy_combined_p_value([1e-6, 1.0]), 8)  # 1.0 counts as 0.99
     2e-06
     """
-    if not p_values:
-        return None
-    ps = np.asarray(p_values, dtype=np.float64)
-    if not np.all((ps >= 0.0) & (ps <= 1.0)):
-        raise ValueError(f"p-values must lie in [0, 1]: {p_values}")
-    if np.any(ps == 0.0):
-        return 0.0
-    statistic = float(np.mean(1.0 / np.tan(np.minimum(ps, P_CAP) * math.pi)))
+    ps = np.asarray(p_values, dtype=np.float64).reshape(1, -1)
+    (combined,) = cauchy_combined_p_values(ps, np.ones(ps.shape, dtype=np.bool_))
+    return combined
+
+
+def cauchy_combined_p_values(p_values: np.ndarray, present: np.ndarray) -> list[float | None]:
+    """`cauchy_combined_p_value` of each row of `p_values` (rows x tests, float64) over the
+    entries `present` says: rows with the same entries present are computed together, each
+    row's mean over exactly its p-values (the same floats as one row alone)."""
+    combined: list[float | None] = [None] * len(p_values)
+    if p_values.size == 0:
+        return combined
+    checked = p_values[present]
+    if not np.all((checked >= 0.0) & (checked <= 1.0)):
+        raise ValueError(f"p-values must lie in [0, 1]: {checked.tolist()}")
+    patterns, pattern_of_row = np.unique(present, axis=0, return_inverse=True)
+    for index, pattern in enumerate(patterns):
+        if not pattern.any():
+            continue
+        rows = np.flatnonzero(pattern_of_row.reshape(-1) == index)
+        ps = np.ascontiguousarray(p_values[np.ix_(rows, np.flatnonzero(pattern))])
+        with np.errstate(divide="ignore"):
+            statistics = np.mean(1.0 / np.tan(np.minimum(ps, P_CAP) * math.pi), axis=1)
+        zero = np.any(ps == 0.0, axis=1)
+        for row, statistic, has_zero in zip(
+            rows.tolist(), statistics.tolist(), zero.tolist(), strict=True
+        ):
+            combined[row] = 0.0 if has_zero else _cauchy_survival(statistic)
+    return combined
+
+
+def _cauchy_survival(statistic: float) -> float:
+    """P(Cauchy > statistic), without cancellation for a large statistic."""
     if statistic > 0:
         return math.atan(1.0 / statistic) / math.pi
     return 0.5 - math.atan(statistic) / math.pi
@@ -380,28 +634,103 @@ def window_summary(reports: Sequence[AnyReport], drift_spec: DriftSpec) -> Any:
     """One verdict over the reports of one (key, window, revision) (every feature's): a
     WindowSummary, or a WindowSummaryWire for DriftReportWires."""
     first = reports[0]
-    decision_ps = [p for p in map(decision_p_value, reports) if p is not None]
-    combined = cauchy_combined_p_value(decision_ps)
-    drifted = [r.feature for r in reports if r.drift]
-    q_values = [r.q_value for r in reports if r.q_value is not None]
-    debiased = [r.kl_bits_debiased for r in reports if r.kl_bits_debiased is not None]
-    kind = WindowSummaryWire if isinstance(first, DriftReportWire) else WindowSummary
-    return kind(
-        record="window_summary",
+    decision_ps = [decision_p_value(r) for r in reports]
+    (summary,) = _summaries(
+        WindowSummaryWire if isinstance(first, DriftReportWire) else WindowSummary,
         pipeline=first.pipeline,
-        key=first.key,
-        window_start=first.window_start,
-        window_end=first.window_end,
-        revision=first.revision,
-        events=first.count + first.missing + first.invalid,
-        features=len(reports),
-        features_checked=len(decision_ps),
-        features_drifted=drifted,
-        min_q_value=min(q_values) if q_values else None,
-        combined_p_value=combined,
-        max_kl_bits_debiased=max(debiased) if debiased else None,
-        decision=drift_spec.decision,
-        significance=drift_spec.significance,
-        drift=bool(drifted) and combined is not None and combined < drift_spec.significance,
+        rows=WindowRows(
+            keys=[first.key],
+            window_starts=[first.window_start],
+            window_ends=[first.window_end],
+            revisions=[first.revision],
+            counts=np.zeros((1, 0)),
+            other_values=[None],
+        ),
         baseline_id=first.baseline_id,
+        events=[first.count + first.missing + first.invalid],
+        features=[r.feature for r in reports],
+        decision_ps=_row(decision_ps),
+        present=np.array([[p is not None for p in decision_ps]], dtype=np.bool_),
+        drift=np.array([[r.drift for r in reports]], dtype=np.bool_),
+        q_values=_row([r.q_value for r in reports]),
+        debiased=_row([r.kl_bits_debiased for r in reports]),
+        drift_spec=drift_spec,
     )
+    return summary
+
+
+def _row(values: Sequence[float | None]) -> np.ndarray:
+    """One row of floats, NaN for None."""
+    return np.array([[np.nan if v is None else v for v in values]], dtype=np.float64)
+
+
+def _summaries(
+    kind: type,
+    *,
+    pipeline: str,
+    rows: WindowRows,
+    baseline_id: str,
+    events: list[int],
+    features: list[str],
+    decision_ps: np.ndarray,
+    present: np.ndarray,
+    drift: np.ndarray,
+    q_values: np.ndarray,
+    debiased: np.ndarray,
+    drift_spec: DriftSpec,
+) -> list[Any]:
+    """Each window's summary (`kind`) from its windows x features columns: the decision
+    p-values (`present` says which exist), the drift flags, q-values and debiased KLs (NaN:
+    none)."""
+    combined = cauchy_combined_p_values(decision_ps, present)
+    has_q, has_debiased = ~np.isnan(q_values), ~np.isnan(debiased)
+    min_q = _nullable(np.where(has_q, q_values, np.inf).min(axis=1), has_q.any(axis=1))
+    max_debiased = _nullable(
+        np.where(has_debiased, debiased, -np.inf).max(axis=1), has_debiased.any(axis=1)
+    )
+    significance, decision = drift_spec.significance, drift_spec.decision
+    return [
+        kind(
+            record="window_summary",
+            pipeline=pipeline,
+            key=key,
+            window_start=window_start,
+            window_end=window_end,
+            revision=revision,
+            events=window_events,
+            features=len(features),
+            features_checked=checked,
+            features_drifted=drifted,
+            min_q_value=q_value,
+            combined_p_value=combined_p,
+            max_kl_bits_debiased=kl,
+            decision=decision,
+            significance=significance,
+            drift=bool(drifted) and combined_p is not None and combined_p < significance,
+            baseline_id=baseline_id,
+        )
+        for (
+            key,
+            window_start,
+            window_end,
+            revision,
+            window_events,
+            checked,
+            drifted,
+            q_value,
+            combined_p,
+            kl,
+        ) in zip(
+            rows.keys,
+            rows.window_starts,
+            rows.window_ends,
+            rows.revisions,
+            events,
+            np.count_nonzero(present, axis=1).tolist(),
+            [list(itertools.compress(features, flags)) for flags in drift.tolist()],
+            min_q,
+            combined,
+            max_debiased,
+            strict=True,
+        )
+    ]

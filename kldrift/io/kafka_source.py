@@ -62,7 +62,10 @@ from kldrift import metrics
 from kldrift.events import NO_WATERMARK, EventBatch, EventDecoder, RecordBatch
 from kldrift.formats import RegistryUnreachable, record_format
 from kldrift.formats.registry import shown_url
-from kldrift.io import resume
+from kldrift.io import (
+    batch_coder,  # noqa: F401  # registers the batch coders
+    resume,
+)
 from kldrift.io.acked import acked_group, fetch_acked
 from kldrift.io.kafka_client import client_settings
 from kldrift.io.outage import Outage, is_unreachable
@@ -595,7 +598,7 @@ class _ReadPartitions(beam.DoFn):
             max_event_time_us=round(now * 1_000_000) + self._max_future_us,
         )
         if self._format is None:
-            return self._decoder.decode(raw)
+            return self._decoder.decode_columns(raw)
         parsed, problems = self._format.decode(raw.values)
         if self._registry_outage is not None:
             self._registry_outage.reached()

@@ -19,10 +19,10 @@ from kldrift.binning import (
     as_float,
     bins_from_spec,
     category_of,
-    value_getter,
+    feature_values,
     with_joints,
 )
-from kldrift.events import EventBatch, encodable, field_getter
+from kldrift.events import EventBatch, encodable
 from kldrift.io.baselines import read_baseline
 from kldrift.io.files import ReadRecordBatches, require_paths
 from kldrift.pipeline.options import pipeline_options
@@ -64,20 +64,13 @@ def _in_range(batch: EventBatch, start_us: int | None, end_us: int | None) -> Ev
         keep &= times >= start_us
     if end_us is not None:
         keep &= times < end_us
-    rows = np.flatnonzero(keep)
-    batch.events = [batch.events[i] for i in rows]
-    batch.keys = [batch.keys[i] for i in rows]
-    batch.values = [batch.values[i] for i in rows]
-    batch.offsets = [batch.offsets[i] for i in rows]
-    batch.event_time_us = times[rows]
-    return batch
+    return batch.take(np.flatnonzero(keep))
 
 
 def _numeric_samples(batch: EventBatch, names: list[str]) -> Iterator[tuple[str, float]]:
     for name in names:
-        get = field_getter(name)
         codes_source = FeatureBins.numeric(name, [0.0])
-        values = [get(e) for e in batch.events]
+        values = batch.column(name)
         codes = codes_source.codes(values)
         usable = codes < codes_source.missing_slot
         for value, ok in zip(values, usable, strict=True):
@@ -88,10 +81,9 @@ def _numeric_samples(batch: EventBatch, names: list[str]) -> Iterator[tuple[str,
 
 def _category_counts(batch: EventBatch, names: list[str]) -> Iterator[tuple[str, Counter]]:
     for name in names:
-        get = field_getter(name)
         counts: Counter = Counter()
-        for event in batch.events:
-            category = category_of(get(event))
+        for value in batch.column(name):
+            category = category_of(value)
             # A lone surrogate cannot be a category (it is counted in __other__ when binned).
             if category is not None and (category.isascii() or encodable(category)):
                 counts[category] += 1
@@ -110,8 +102,7 @@ class _CountFeatures(beam.DoFn):
         self, batch: EventBatch, learned: dict[str, FeatureBins]
     ) -> Iterator[tuple[str, np.ndarray]]:
         for name, bins in learned.items():
-            get = value_getter(bins)
-            yield name, bins.count([get(e) for e in batch.events])
+            yield name, bins.count(feature_values(bins, batch.column))
 
 
 def _resolve(

@@ -22,7 +22,7 @@ from kldrift.pipeline.options import pipeline_options
 from kldrift.schemas.baseline import Baseline
 from kldrift.schemas.config import PipelineConfig
 from kldrift.schemas.report import DriftReport, ReportRecord
-from kldrift.schemas.report_wire import DriftReportWire, ReportWire
+from kldrift.schemas.report_wire import DriftReportWire, ReportWire, json_lines
 from kldrift.transforms.batches import DEAD_LETTERS, REPORTS, SUMMARIES, SlidingKLFromBatches
 from kldrift.transforms.decode import DecodeRecords
 
@@ -75,9 +75,25 @@ _MICROSECOND = timedelta(microseconds=1)
 def report_sort_key(report: ReportRecord | ReportWire) -> tuple:
     # The window start as integer microseconds (the same order as the datetime): Beam's default
     # coder pickles a datetime, once per report and shuffle.
-    start_us = (report.window_start - _EPOCH) // _MICROSECOND
-    feature = report.feature if isinstance(report, DriftReport | DriftReportWire) else ""
-    return (start_us, report.key or "", feature, report.revision)
+    (key,) = report_sort_keys([report])
+    return key
+
+
+def report_sort_keys(records: Sequence[ReportRecord | ReportWire]) -> list[tuple]:
+    """`report_sort_key` of each record; the window start's microseconds computed once for the
+    records in a row that share its datetime (a block's: one window)."""
+    keys = []
+    last_start, start_us = None, 0
+    for record in records:
+        start = record.window_start
+        if start is not last_start:
+            last_start, start_us = start, (start - _EPOCH) // _MICROSECOND
+        feature = record.feature if isinstance(record, _FEATURE_RECORDS) else ""
+        keys.append((start_us, record.key or "", feature, record.revision))
+    return keys
+
+
+_FEATURE_RECORDS = (DriftReport, DriftReportWire)
 
 
 def build_replay(
@@ -120,7 +136,7 @@ def build_replay(
 
 def _sorted_lines(records: list[Any]) -> list[tuple[tuple, bytes]]:
     """A block of DriftReports or WindowSummaries as (sort key, JSON line) pairs."""
-    return [(report_sort_key(r), r.to_json_bytes()) for r in records]
+    return list(zip(report_sort_keys(records), json_lines(records), strict=True))
 
 
 def _dead_letter_line(dead_letter: DeadLetter) -> tuple[tuple, bytes]:

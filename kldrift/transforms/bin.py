@@ -13,7 +13,6 @@ value in any event binned since the last one (what `kldrift run` shows while it 
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import threading
@@ -31,8 +30,9 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
 from kldrift import metrics
-from kldrift.binning import FeatureBins, value_getter
+from kldrift.binning import FeatureBins, feature_values
 from kldrift.events import NO_WATERMARK, DeadLetter, EventBatch
+from kldrift.io import batch_coder  # noqa: F401  # registers the batch coders
 from kldrift.io.resume import ResumePoint
 from kldrift.key_blocks import KeyBlock, shard_of
 from kldrift.other_values import count_other_values
@@ -86,7 +86,6 @@ class BinPanes(beam.DoFn):
         self._watch_id = uuid.uuid4().hex
 
     def setup(self) -> None:
-        self._getters = [value_getter(b) for b in self._feature_bins]
         self._binned = metrics.counter(metrics.EVENTS_BINNED)
         self._dead = metrics.counter(metrics.RECORDS_DEAD_LETTERED)
         self._too_late = metrics.counter(metrics.EVENTS_TOO_LATE)
@@ -121,7 +120,7 @@ class BinPanes(beam.DoFn):
             yield _dead(dead_letter, dead_stamp)
         if batch.dead_letters:
             self._count_dead(Counter(d.reason for d in batch.dead_letters))
-        if not batch.events:
+        if not len(batch):
             return
         pane_start = (batch.event_time_us // self._period_us) * self._period_us
         if self._resume is not None:
@@ -129,11 +128,11 @@ class BinPanes(beam.DoFn):
         on_time = self._split_too_late(batch, pane_start)
         for dead_letter in on_time[1]:
             yield _dead(dead_letter, dead_stamp)
-        events, keys, pane_start = on_time[0]
-        if not events:
+        events, pane_start = on_time[0]
+        if not len(events):
             return
         self._binned.inc(len(events))
-        yield from self._pane_counts(events, keys, pane_start, timestamp)
+        yield from self._pane_counts(events, pane_start, timestamp)
 
     def _count_dead(self, by_reason: Mapping[str, int]) -> None:
         for reason, count in by_reason.items():
@@ -162,26 +161,16 @@ class BinPanes(beam.DoFn):
         self._reread.inc(int(skip.sum()))
         keep = np.flatnonzero(~skip)
         watermark_us = max(batch.watermark_us, resume.floor_us)
-        kept = dataclasses.replace(
-            batch,
-            events=[batch.events[i] for i in keep],
-            event_time_us=batch.event_time_us[keep],
-            keys=[batch.keys[i] for i in keep],
-            values=[batch.values[i] for i in keep],
-            offsets=[batch.offsets[i] for i in keep],
-            watermark_us=watermark_us,
-            dead_letters=[],
-        )
-        return kept, pane_start[keep]
+        return batch.take(keep, watermark_us=watermark_us), pane_start[keep]
 
     def _split_too_late(
         self, batch: EventBatch, pane_start: np.ndarray
-    ) -> tuple[tuple[list[dict], list[str | None], np.ndarray], list[DeadLetter]]:
+    ) -> tuple[tuple[EventBatch, np.ndarray], list[DeadLetter]]:
         if batch.watermark_us == NO_WATERMARK:
-            return (batch.events, batch.keys, pane_start), []
+            return (batch, pane_start), []
         too_late = pane_start + self._horizon_us <= batch.watermark_us
         if not too_late.any():
-            return (batch.events, batch.keys, pane_start), []
+            return (batch, pane_start), []
         late_rows = np.flatnonzero(too_late)
         self._too_late.inc(len(late_rows))
         self._count_dead({"too_late": len(late_rows)})
@@ -199,30 +188,20 @@ class BinPanes(beam.DoFn):
             for i in late_rows
         ]
         keep = np.flatnonzero(~too_late)
-        events = [batch.events[i] for i in keep]
-        keys = [batch.keys[i] for i in keep]
-        return (events, keys, pane_start[keep]), dead
+        return (batch.take(keep), pane_start[keep]), dead
 
     def _pane_counts(
-        self,
-        events: list[dict],
-        keys: list[str | None],
-        pane_start: np.ndarray,
-        timestamp: Timestamp,
+        self, events: EventBatch, pane_start: np.ndarray, timestamp: Timestamp
     ) -> Iterator[TimestampedValue]:
+        keys = events.keys
         distinct_keys = sorted(set(keys), key=lambda k: (k is not None, k or ""))
-        key_code = {k: i for i, k in enumerate(distinct_keys)}
-        key_codes = np.fromiter((key_code[k] for k in keys), np.int64, len(keys))
-        groups, group_of_event = np.unique(
-            np.stack([key_codes, pane_start]), axis=1, return_inverse=True
-        )
-        group_of_event = group_of_event.reshape(-1)
+        groups, group_of_event = _key_pane_groups(distinct_keys, keys, pane_start, self._period_us)
         n_groups = groups.shape[1]
         input_us = timestamp.micros
         blocks = []
         others: dict[int, dict[str, Counter[str]]] = {}
-        for feature_bins, get in zip(self._feature_bins, self._getters, strict=True):
-            values = [get(e) for e in events]
+        for feature_bins in self._feature_bins:
+            values = feature_values(feature_bins, events.column)
             block = feature_bins.count_groups(values, group_of_event, n_groups)
             blocks.append(block)
             other = feature_bins.n_bins - 1
@@ -256,6 +235,27 @@ class BinPanes(beam.DoFn):
                 if count:
                     counter.inc(count)
         self._watch.binned(binned, absent.reshape(-1, 2))
+
+
+def _key_pane_groups(
+    distinct_keys: list[str | None], keys: list[str | None], pane_start: np.ndarray, period_us: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The (key code, pane start) pairs present, sorted (shape 2 x groups; a key's code is its
+    place in `distinct_keys`), and each event's group."""
+    key_code = dict(zip(distinct_keys, range(len(distinct_keys)), strict=True))
+    key_codes = np.fromiter(map(key_code.__getitem__, keys), np.int64, len(keys))
+    first = int(pane_start.min())
+    pane_index = (pane_start - first) // period_us
+    panes = int(pane_index.max()) + 1
+    if panes * len(distinct_keys) >= 2**62:  # no one integer per pair: pairs as columns
+        pairs, group_of_event = np.unique(
+            np.stack([key_codes, pane_start]), axis=1, return_inverse=True
+        )
+        return pairs, group_of_event.reshape(-1)
+    # One integer per (key, pane), in the same order as the pairs: key first, then pane.
+    group_ids, group_of_event = np.unique(key_codes * panes + pane_index, return_inverse=True)
+    groups = np.stack([group_ids // panes, (group_ids % panes) * period_us + first])
+    return groups, group_of_event.reshape(-1)
 
 
 class EmptinessWatch:

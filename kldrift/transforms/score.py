@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple, Protocol
 
 import apache_beam as beam
+import numpy as np
 from apache_beam.transforms.window import BoundedWindow
 from apache_beam.utils.timestamp import Timestamp
 from apache_beam.utils.windowed_value import PaneInfo, WindowedValue
@@ -19,14 +20,7 @@ from kldrift.binning import BaselineMismatch, FeatureBins, bins_differ, resolve_
 from kldrift.key_blocks import KeyBlock
 from kldrift.schemas.baseline import Baseline, BaselineError
 from kldrift.schemas.config import PipelineConfig
-from kldrift.schemas.report_wire import DriftReportWire, WindowSummaryWire
-from kldrift.scoring import (
-    FeatureReference,
-    WindowCounts,
-    feature_references,
-    window_summary,
-    windows_reports,
-)
+from kldrift.scoring import FeatureReference, WindowRows, feature_references, rows_reports
 from kldrift.transforms.bin import feature_slots
 from kldrift.transforms.outputs import SUMMARIES
 from kldrift.transforms.sliding import SlideKey
@@ -61,9 +55,10 @@ class Score(beam.DoFn):
     issue found, checked 2026-12-01; README "Runner notes").
     An element is a block of keys' windows (transforms.revise.REVISION), each with its revision.
     Windows are held until the bundle ends (about _MAX_PENDING at most) and scored together,
-    feature by feature, over a windows x bins array (scoring.windows_reports): one numpy or scipy
-    call per measure for the block, not per window. Each report keeps its block's timestamp,
-    window and pane, and the baseline that was current when it arrived.
+    feature by feature, over a windows x bins array (scoring.rows_reports): one numpy or scipy
+    call per measure for the held windows, not per window; q-values and summaries over windows x
+    features arrays, the records built from those columns. Each report keeps its block's
+    timestamp, window and pane, and the baseline that was current when it arrived.
     """
 
     def __init__(
@@ -136,10 +131,20 @@ class Score(beam.DoFn):
     ) -> Iterator[Any]:
         # Windows are scored together at the end of the bundle (or every _MAX_PENDING): each
         # measure is then one array call per block of windows, not one per window.
+        (_, window_start_us), block, revisions = element
         self._pending.append(
-            _Pending(self._window_counts(element), self._baseline(), timestamp, window, pane)
+            _Pending(
+                block,
+                revisions,
+                _datetime(Timestamp(micros=window_start_us)),
+                _datetime(Timestamp(micros=window_start_us + self._size_us)),
+                self._baseline(),
+                timestamp,
+                window,
+                pane,
+            )
         )
-        self._pending_windows += len(element[1])
+        self._pending_windows += len(block)
         if self._pending_windows >= _MAX_PENDING:
             yield from self._score_pending()
 
@@ -157,49 +162,42 @@ class Score(beam.DoFn):
 
     def _score(self, items: list[_Pending]) -> Iterator[Any]:
         baseline = items[0].baseline
-        windows = [window for item in items for window in item.windows]
-        scored = iter(
-            windows_reports(
-                pipeline=self._config.name,
-                windows=windows,
-                slots=self._slots,
-                references=self._references(baseline),
-                drift_spec=self._config.drift,
-                baseline_id=baseline.id,
-                wire=True,
-            )
+        reports, summaries = rows_reports(
+            pipeline=self._config.name,
+            rows=_window_rows(items),
+            slots=self._slots,
+            references=self._references(baseline),
+            drift_spec=self._config.drift,
+            baseline_id=baseline.id,
         )
+        features = len(self._slots)
+        first = 0
         for item in items:
             # One element per block: the reports of all its windows, and their summaries.
-            reports_of_item: list[DriftReportWire] = []
-            summaries: list[WindowSummaryWire] = []
-            for _ in item.windows:
-                reports = next(scored)
-                reports_of_item.extend(reports)
-                summaries.append(window_summary(reports, self._config.drift))
+            end = first + len(item.block)
+            reports_of_item = reports[first * features : end * features]
             self._reports.inc(len(reports_of_item))
             self._drift.inc(sum(1 for report in reports_of_item if report.drift))
             yield WindowedValue(reports_of_item, item.timestamp, (item.window,), item.pane)
             yield beam.pvalue.TaggedOutput(
-                SUMMARIES, WindowedValue(summaries, item.timestamp, (item.window,), item.pane)
+                SUMMARIES,
+                WindowedValue(summaries[first:end], item.timestamp, (item.window,), item.pane),
             )
+            first = end
 
-    def _window_counts(self, element: tuple[SlideKey, KeyBlock, list[int]]) -> list[WindowCounts]:
-        """Each key's window of a block, with its revision."""
-        (_, window_start_us), block, revisions = element
-        window_start = _datetime(Timestamp(micros=window_start_us))
-        window_end = _datetime(Timestamp(micros=window_start_us + self._size_us))
-        return [
-            WindowCounts(
-                key=key,
-                window_start=window_start,
-                window_end=window_end,
-                revision=revision,
-                counts=block.counts[row],
-                other_values=block.others.get(key, {}),
-            )
-            for row, (key, revision) in enumerate(zip(block.keys, revisions, strict=True))
-        ]
+
+def _window_rows(items: list[_Pending]) -> WindowRows:
+    """The blocks' windows (each key's window of each block, with its revision) as columns."""
+    keys = [key for item in items for key in item.block.keys]
+    return WindowRows(
+        keys=keys,
+        window_starts=[item.window_start for item in items for _ in item.block.keys],
+        window_ends=[item.window_end for item in items for _ in item.block.keys],
+        revisions=[revision for item in items for revision in item.revisions],
+        counts=np.concatenate([item.block.counts for item in items]),
+        # None, not a new empty dict per window, for a key with no `__other__` values.
+        other_values=[item.block.others.get(key) for item in items for key in item.block.keys],
+    )
 
 
 _MAX_PENDING = 2048
@@ -207,11 +205,14 @@ _MAX_PENDING = 2048
 
 
 class _Pending(NamedTuple):
-    """An element's windows (one per key of its block) waiting in Score, the baseline they are
-    scored with (the newest when they arrived), and where their reports go (the element's
-    timestamp, window and pane)."""
+    """An element's windows (one per key of its block, with its revision) waiting in Score, the
+    baseline they are scored with (the newest when they arrived), and where their reports go
+    (the element's timestamp, window and pane)."""
 
-    windows: list[WindowCounts]
+    block: KeyBlock
+    revisions: list[int]
+    window_start: datetime
+    window_end: datetime
     baseline: Baseline
     timestamp: Timestamp
     window: BoundedWindow

@@ -15,6 +15,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from kldrift.events import EventBatch, EventDecoder, RecordBatch
 from kldrift.formats import FORMATS, record_format
+from kldrift.io import batch_coder  # noqa: F401  # registers the batch coders
 from kldrift.schemas.baseline import Baseline
 from kldrift.schemas.config import PipelineConfig, SchemaRegistrySpec, parse_schema_registry
 from kldrift.schemas.report import DriftReport, WindowSummary
@@ -210,8 +211,10 @@ class _ToEventBatches(beam.DoFn):
             records = RecordBatch(values, [-1] * len(values), self._source)
             parsed, problems = self._format.decode(values)
             return self._decoder.decode_parsed(records, parsed, problems, times_us)
-        events = [_as_event(v) for v in values]
-        return self._decoder.decode(RecordBatch(events, [-1] * len(events), self._source), times_us)
+        events = RecordBatch([_as_event(v) for v in values], [-1] * len(values), self._source)
+        if times_us is None:
+            return self._decoder.decode_columns(events)
+        return self._decoder.decode(events, times_us)
 
 
 def _each(records: list[Any]) -> list[Any]:

@@ -8,16 +8,20 @@ import json
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from unittest.mock import patch
 
 import fastavro
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from _file_formats import config, events, write_avro, write_jsonl, write_parquet
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kldrift.binning import FeatureBins
 from kldrift.events import EventDecoder, RecordBatch
 from kldrift.exceptions import UnreadableInput, UserError
+from kldrift.io import files
 from kldrift.io.files import _ReadBatches, format_of, require_paths
 from kldrift.io.parquet_avro import avro_chunks, parquet_chunks
 from kldrift.schemas.config import parse_config
@@ -204,3 +208,34 @@ def test_a_corrupt_block_fails_in_one_line_naming_the_file_and_row(tmp_path: Pat
             list(chunks(str(path), 16))
         message = str(raised.value)
         assert message.startswith(f"{path}: unreadable {what}") and "\n" not in message
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.sampled_from([b'{"a": 1}', b"", b" ", b"\r", b"\t\x0b", b"x" * 40, b"ab\r\r"])),
+    st.sampled_from([b"", b"\n", b"\r\n", b"\n\n"]),
+    st.sampled_from([1, 3, 64, 1 << 20]),
+    st.sampled_from([1, 2, 5, 4096]),
+)
+def test_json_lines_are_the_files_lines_whatever_the_block_size(
+    tmp_path_factory: pytest.TempPathFactory,
+    lines: list[bytes],
+    end: bytes,
+    read_bytes: int,
+    batch_lines: int,
+) -> None:
+    """Each non-blank line, without its line end, numbered as iterating over the file numbers
+    it, in batches of `batch_lines`, whatever the blocks the file is read in."""
+    path = tmp_path_factory.mktemp("lines") / "events.jsonl"
+    path.write_bytes(b"\n".join(lines) + end)
+    with path.open("rb") as handle:
+        expected = [
+            (number, line.rstrip(b"\r\n"))
+            for number, line in enumerate(handle, start=1)
+            if line.strip()
+        ]
+    with patch.object(files, "READ_BYTES", read_bytes):
+        batches = list(files._json_line_batches(str(path), batch_lines))
+    pairs = [pair for offsets, values in batches for pair in zip(offsets, values, strict=True)]
+    assert pairs == expected
+    assert [len(offsets) for offsets, _ in batches[:-1]] == [batch_lines] * (len(batches) - 1)

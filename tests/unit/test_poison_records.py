@@ -171,11 +171,20 @@ def test_binning_takes_any_json_value(values: list[Any]) -> None:
 
 
 def _reasons(values: list[Any], decoder: EventDecoder, **kwargs: Any) -> list[str | None]:
-    """Per record: its dead letter's reason, or None when it decoded as an event."""
+    """Per record: its dead letter's reason, or None when it decoded as an event; the same
+    through `decode_columns`, the decode the jobs use."""
     decoded = _decode(values, decoder, **kwargs)
     _assert_accounted(values, decoded)
     by_offset = {d.offset: d.reason for d in decoded.dead_letters}
-    return [by_offset.get(i) for i in range(len(values))]
+    reasons = [by_offset.get(i) for i in range(len(values))]
+    columns = decoder.decode_columns(
+        RecordBatch(values, list(range(len(values))), source="t", **kwargs)
+    )
+    by_offset = {d.offset: d.reason for d in columns.dead_letters}
+    assert [by_offset.get(i) for i in range(len(values))] == reasons
+    assert columns.offsets == decoded.offsets
+    assert columns.event_time_us.tolist() == list(decoded.event_time_us)
+    return reasons
 
 
 def _nested(depth: int) -> bytes:

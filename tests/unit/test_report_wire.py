@@ -18,7 +18,14 @@ from kldrift import baseline_from_events, parse_config
 from kldrift.binning import resolve_bins
 from kldrift.schemas.report import DriftReport, WindowSummary
 from kldrift.schemas.report_wire import DriftReportWire, WindowSummaryWire
-from kldrift.scoring import WindowCounts, feature_references, window_summary, windows_reports
+from kldrift.scoring import (
+    WindowCounts,
+    WindowRows,
+    feature_references,
+    rows_reports,
+    window_summary,
+    windows_reports,
+)
 from kldrift.transforms.bin import feature_slots
 
 pytestmark = pytest.mark.unit
@@ -63,8 +70,8 @@ def _windows(slots: int, rng: np.random.Generator) -> list[WindowCounts]:
     return windows
 
 
-@pytest.mark.parametrize("decision", ["estimate", "confident"])
-def test_the_job_s_records_write_the_models_json(decision: str) -> None:
+def _scoring_inputs(decision: str) -> tuple[Any, Any, Any, list[WindowCounts]]:
+    """(config, baseline, slots, windows) of the tests below."""
     config = _config(decision)
     rng = np.random.default_rng(27)
     events = [
@@ -72,9 +79,14 @@ def test_the_job_s_records_write_the_models_json(decision: str) -> None:
         for x, c in zip(rng.gamma(2.0, 40.0, 500), rng.choice(["de", "fr", "es"], 500), strict=True)
     ]
     baseline = baseline_from_events(config, events)
+    slots = feature_slots(resolve_bins(config, baseline))
+    return config, baseline, slots, _windows(slots[-1][2], rng)
+
+
+@pytest.mark.parametrize("decision", ["estimate", "confident"])
+def test_the_job_s_records_write_the_models_json(decision: str) -> None:
+    config, baseline, slots, windows = _scoring_inputs(decision)
     bins = resolve_bins(config, baseline)
-    slots = feature_slots(bins)
-    windows = _windows(slots[-1][2], rng)
     scored = {
         wire: windows_reports(
             pipeline="shop",
@@ -106,6 +118,34 @@ def test_the_job_s_records_write_the_models_json(decision: str) -> None:
     assert checked == 80
     nulls = [r for rs in scored[True] for r in rs if r.kl_bits is None]
     assert nulls, "the empty windows' nulls were compared too"
+
+
+@pytest.mark.parametrize("decision", ["estimate", "confident"])
+def test_the_job_s_columns_give_each_window_s_reports_and_summary(decision: str) -> None:
+    """What Score writes (rows_reports: every window's records from windows x features columns)
+    is, window by window, the JSON of the pydantic reports of that window and of the summary
+    window_summary builds from those reports."""
+    config, baseline, slots, windows = _scoring_inputs(decision)
+    scoring = {
+        "slots": slots,
+        "references": feature_references(
+            resolve_bins(config, baseline), baseline, config.drift.smoothing
+        ),
+        "drift_spec": config.drift,
+        "baseline_id": baseline.id,
+    }
+    records, summaries = rows_reports(pipeline="shop", rows=WindowRows.of(windows), **scoring)
+    models = windows_reports(pipeline="shop", windows=windows, **scoring)
+    features = len(slots)
+    assert len(records) == len(windows) * features and len(summaries) == len(windows)
+    for i, window_models in enumerate(models):
+        window_records = records[i * features : (i + 1) * features]
+        assert [r.to_json_bytes() for r in window_records] == [
+            m.to_json_bytes() for m in window_models
+        ]
+        expected = window_summary(window_models, config.drift)
+        assert summaries[i].to_json_bytes() == expected.to_json_bytes()
+    assert {s.drift for s in summaries} == {True, False}  # both verdicts were compared
 
 
 def _assert_same_json(model_json: bytes, record_json: bytes) -> None:
