@@ -22,7 +22,8 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   sed -n '/^uv==/,/^[^ ]/p' "$LOCK" | sed '$d' > "$VENV/.uv-pin.txt"
   "$VENV/bin/python" -m pip install -q --require-hashes --no-deps -r "$VENV/.uv-pin.txt"
   export VIRTUAL_ENV="$PWD/$VENV" UV_LINK_MODE=copy UV_NO_PROGRESS=1
-  "$VENV/bin/uv" pip install -q --require-hashes --no-deps -r "$LOCK"
+  # Bytecode compiled now, as pip does: else the first processes of every run compile it.
+  "$VENV/bin/uv" pip install -q --require-hashes --no-deps --compile-bytecode -r "$LOCK"
   "$VENV/bin/uv" pip install -q --no-deps --no-build-isolation -e . 2>"$VENV/.kldrift-build.log" || {
     cat "$VENV/.kldrift-build.log" >&2
     exit 1
