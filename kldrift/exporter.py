@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -73,18 +73,16 @@ def _share(part: int, report: DriftReport) -> float | None:
     return part / total if total else None
 
 
-@dataclass
-class _Pair:
-    report: DriftReport
-    produced_at_s: float
-    """When the job wrote the report (its Kafka timestamp), Unix seconds."""
+Newest = TypeVar("Newest", DriftReport, WindowSummary)
 
 
 @dataclass
-class _KeySummary:
-    summary: WindowSummary
+class _Latest(Generic[Newest]):
+    """The newest report of a (key, feature), or the newest window summary of a key."""
+
+    record: Newest
     produced_at_s: float
-    """When the job wrote the summary (its Kafka timestamp), Unix seconds."""
+    """When the job wrote it (its Kafka timestamp), Unix seconds."""
 
 
 class DriftMetrics(Collector):
@@ -110,8 +108,8 @@ class DriftMetrics(Collector):
         self.forget_after_s = forget_after_s
         self.clock = clock
         self._lock = threading.Lock()
-        self._pairs: dict[tuple[str, str], _Pair] = {}
-        self._summaries: dict[str, _KeySummary] = {}
+        self._pairs: dict[tuple[str, str], _Latest[DriftReport]] = {}
+        self._summaries: dict[str, _Latest[WindowSummary]] = {}
         self._reports = 0
         self._other_pipelines = 0
         self._dropped = 0
@@ -133,16 +131,9 @@ class DriftMetrics(Collector):
             self._last_report_s = max(self._last_report_s or produced_at_s, produced_at_s)
             if self._newest is None or _order(report) >= _order(self._newest):
                 self._newest = report
-            pair = (report.key or "", report.feature)
-            current = self._pairs.get(pair)
-            if current is None:
-                self._forget_stale()
-                if len(self._pairs) >= self.max_pairs:
-                    self._dropped += 1
-                    return
-            elif _order(report) < _order(current.report):
-                return  # a revision of an older window: the gauges show the newest window
-            self._pairs[pair] = _Pair(report, produced_at_s)
+            self._keep_newest(
+                self._pairs, (report.key or "", report.feature), report, produced_at_s
+            )
 
     def offer_summary(self, summary: WindowSummary, produced_at_s: float) -> None:
         """One window summary from the topic: the newest window's is exported per key, under the
@@ -152,16 +143,22 @@ class DriftMetrics(Collector):
             if summary.pipeline != self.pipeline:
                 self._other_pipelines += 1
                 return
-            key = summary.key or ""
-            current = self._summaries.get(key)
-            if current is None:
-                self._forget_stale()
-                if len(self._summaries) >= self.max_pairs:
-                    self._dropped += 1
-                    return
-            elif _order(summary) < _order(current.summary):
-                return  # a revision of an older window: the gauges show the newest window
-            self._summaries[key] = _KeySummary(summary, produced_at_s)
+            self._keep_newest(self._summaries, summary.key or "", summary, produced_at_s)
+
+    def _keep_newest(
+        self, table: dict[Any, _Latest[Newest]], name: Any, record: Newest, produced_at_s: float
+    ) -> None:
+        """`record` becomes `table[name]` unless that holds a newer window; a new name needs
+        room under max_pairs (stale names are forgotten first), else it is counted dropped."""
+        current = table.get(name)
+        if current is None:
+            self._forget_stale()
+            if len(table) >= self.max_pairs:
+                self._dropped += 1
+                return
+        elif _order(record) < _order(current.record):
+            return  # a revision of an older window: the gauges show the newest window
+        table[name] = _Latest(record, produced_at_s)
 
     def offer_dead_letter(self, reason: str) -> None:
         with self._lock:
@@ -214,10 +211,10 @@ class DriftMetrics(Collector):
         for (key, feature), pair in sorted(self._pairs.items()):
             labels = [self.pipeline, key, feature]
             for name, (_, value_of) in _PAIR_GAUGES.items():
-                value = value_of(pair.report)
+                value = value_of(pair.record)
                 if value is not None and not math.isnan(value):
                     families[name].add_metric(labels, float(value))
-            lag.add_metric(labels, now - pair.report.window_end.timestamp())
+            lag.add_metric(labels, now - pair.record.window_end.timestamp())
         yield from families.values()
         yield lag
 
@@ -228,7 +225,7 @@ class DriftMetrics(Collector):
         }
         for key, entry in sorted(self._summaries.items()):
             for name, (_, value_of) in _SUMMARY_GAUGES.items():
-                value = value_of(entry.summary)
+                value = value_of(entry.record)
                 if value is not None:
                     families[name].add_metric([self.pipeline, key], float(value))
         yield from families.values()

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from _json_strategies import json_values
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -22,21 +23,6 @@ NOW_US = 1_764_000_000 * 1_000_000
 HOUR_US = 3_600 * 1_000_000
 FEATURES = ["x", "c", "payload.x", "payload.c"]
 
-json_scalars = (
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.integers(min_value=-(10**40), max_value=10**40)
-    | st.floats()
-    | st.text()
-)
-json_values = st.recursive(
-    json_scalars,
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4)
-    ),
-    max_leaves=20,
-)
 times = (
     st.floats(min_value=1.5e9, max_value=1.8e9)
     | st.integers(min_value=1_500_000_000, max_value=1_800_000_000)

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from _json_strategies import json_values
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -32,21 +33,6 @@ from kldrift.schemas.config import parse_config
 NOW_US = 1_764_000_000 * 1_000_000  # 2025-11-24T16:00:00Z
 HOUR_US = 3_600 * 1_000_000
 
-json_scalars = (
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.integers(min_value=-(10**40), max_value=10**40)
-    | st.floats()  # NaN and +-inf included: Python's json writes and reads them
-    | st.text()
-)
-json_values = st.recursive(
-    json_scalars,
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4)
-    ),
-    max_leaves=20,
-)
 times = (
     st.floats(min_value=1.5e9, max_value=1.8e9)
     | st.integers(min_value=-(10**25), max_value=10**25)
