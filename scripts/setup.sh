@@ -19,7 +19,8 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "setup: installing the locked Python packages into $VENV ($LOCK)"
   # The lock's uv first (pip checks its hash), then every locked package with it: hash-checked like
   # pip, in parallel and from uv's cache, in seconds where pip takes about a minute of CPU.
-  sed -n '/^uv==/,/^[^ ]/p' "$LOCK" | sed '$d' > "$VENV/.uv-pin.txt"
+  awk '/^uv==/ { pin = 1; print; next } pin && /^[[:space:]]/ { print; next } { pin = 0 }' "$LOCK" \
+    > "$VENV/.uv-pin.txt"
   "$VENV/bin/python" -m pip install -q --require-hashes --no-deps -r "$VENV/.uv-pin.txt"
   export VIRTUAL_ENV="$PWD/$VENV" UV_LINK_MODE=copy UV_NO_PROGRESS=1
   # Bytecode compiled now, as pip does: else the first processes of every run compile it.
