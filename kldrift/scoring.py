@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 from scipy.stats import false_discovery_control
@@ -111,14 +111,18 @@ def feature_references(
     return references
 
 
+PValue = TypeVar("PValue", float | None, np.ndarray)
+
+
 def decision_p_value(report: AnyReport) -> float | None:
     """The p-value the report's decision rule compares with `significance`."""
     return _decision_p_value(report.decision, report.p_value, report.p_value_above_threshold)
 
 
 def _decision_p_value(
-    decision: str | None, p_value: float | None, p_value_above_threshold: float | None
-) -> float | None:
+    decision: str | None, p_value: PValue, p_value_above_threshold: PValue
+) -> PValue:
+    """The decision rule's p-value: one report's (a float or None), or many windows' (arrays)."""
     return p_value_above_threshold if decision == "confident" else p_value
 
 
@@ -342,8 +346,7 @@ class _FeatureColumns:
 
     def decision_p_values(self, decision: str | None) -> np.ndarray:
         """The p-value each window's decision compares with `significance` (NaN: none)."""
-        scores = self.scores
-        return scores.p_value_above_threshold if decision == "confident" else scores.p_value
+        return _decision_p_value(decision, self.scores.p_value, self.scores.p_value_above_threshold)
 
 
 @dataclass(frozen=True)

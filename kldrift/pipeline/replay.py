@@ -72,16 +72,11 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
 
-def report_sort_key(report: ReportRecord | ReportWire) -> tuple:
-    # The window start as integer microseconds (the same order as the datetime): Beam's default
-    # coder pickles a datetime, once per report and shuffle.
-    (key,) = report_sort_keys([report])
-    return key
-
-
 def report_sort_keys(records: Sequence[ReportRecord | ReportWire]) -> list[tuple]:
-    """`report_sort_key` of each record; the window start's microseconds computed once for the
-    records in a row that share its datetime (a block's: one window)."""
+    """Each record's sort key in replay's output: (window start, key, feature, revision). The
+    window start as integer microseconds (the same order as the datetime: Beam's default coder
+    pickles a datetime), computed once for the records in a row that share its datetime (a
+    block's: one window)."""
     keys = []
     last_start, start_us = None, 0
     for record in records:

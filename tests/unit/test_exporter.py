@@ -4,6 +4,7 @@ Prometheus text format a scrape returns."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
@@ -17,8 +18,8 @@ from kldrift.schemas.report import DriftReport
 NOW = (START + timedelta(minutes=30)).timestamp()
 
 
-def _metrics(**kwargs: object) -> DriftMetrics:
-    return DriftMetrics("p", window_size_s=600, window_period_s=60, clock=lambda: NOW, **kwargs)  # type: ignore[arg-type]
+def _metrics(clock: Callable[[], float] = lambda: NOW, **kwargs: object) -> DriftMetrics:
+    return DriftMetrics("p", window_size_s=600, window_period_s=60, clock=clock, **kwargs)  # type: ignore[arg-type]
 
 
 def _scrape(metrics: DriftMetrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -102,14 +103,7 @@ def test_a_window_without_values_exports_no_divergence() -> None:
 
 def test_the_cap_bounds_pairs_and_counts_what_it_dropped() -> None:
     clock = [NOW]
-    metrics = DriftMetrics(
-        "p",
-        window_size_s=600,
-        window_period_s=60,
-        max_pairs=2,
-        forget_after_s=600,
-        clock=lambda: clock[0],
-    )
+    metrics = _metrics(lambda: clock[0], max_pairs=2, forget_after_s=600)
     for minute in (1, 2):
         for feature in ("a", "b", "c"):
             metrics.offer_report(make_report(minute, drift=False, feature=feature), NOW)
@@ -131,14 +125,7 @@ def test_the_cap_bounds_pairs_and_counts_what_it_dropped() -> None:
 
 def test_window_summaries_share_the_cap_and_are_forgotten_like_pairs() -> None:
     clock = [NOW]
-    metrics = DriftMetrics(
-        "p",
-        window_size_s=600,
-        window_period_s=60,
-        max_pairs=2,
-        forget_after_s=600,
-        clock=lambda: clock[0],
-    )
+    metrics = _metrics(lambda: clock[0], max_pairs=2, forget_after_s=600)
     for key in ("a", "b", "c"):
         metrics.offer_summary(make_summary(1, drift=False, key=key), NOW)
     scraped = _scrape(metrics)
