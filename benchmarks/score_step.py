@@ -25,7 +25,7 @@ from apache_beam.utils.windowed_value import PaneInfo, PaneInfoTiming, WindowedV
 from benchmarks import data
 from kldrift.binning import resolve_bins, value_getter
 from kldrift.key_blocks import KeyBlock, shard_of
-from kldrift.pipeline.replay import _sorted_lines
+from kldrift.pipeline.replay import keyed_lines
 from kldrift.schemas.config import parse_config
 from kldrift.transforms.score import Score
 
@@ -87,7 +87,7 @@ def run_once(score: Score, items: list[Any]) -> tuple[float, float, int, list[by
         is_report = isinstance(output, WindowedValue)
         records = (output if is_report else output.value).value
         reports += len(records) if is_report else 0
-        lines.extend(line for _, line in _sorted_lines(records))
+        lines.extend(keyed_lines(records)[1])
     written = time.process_time()
     return scored - started, written - scored, reports, lines
 

@@ -111,15 +111,12 @@ def build_replay(
     )
     # Reports and summaries come in blocks (a list per shard of keys and window): one element
     # for many lines, spilled to files rather than sent through the runner line by line.
-    writes = [WriteSortedBlocks(output)]
-    _ = outputs[REPORTS] | "ReportLines" >> beam.Map(_sorted_lines) | "WriteReports" >> writes[0]
+    # The lines are written where they are spilled (no step, no element, between).
+    writes = [WriteSortedBlocks(output, keyed_lines)]
+    _ = outputs[REPORTS] | "WriteReports" >> writes[0]
     if summary_output is not None:
-        writes.append(WriteSortedBlocks(summary_output))
-        _ = (
-            outputs[SUMMARIES]
-            | "SummaryLines" >> beam.Map(_sorted_lines)
-            | "WriteSummaries" >> writes[1]
-        )
+        writes.append(WriteSortedBlocks(summary_output, keyed_lines))
+        _ = outputs[SUMMARIES] | "WriteSummaries" >> writes[1]
     if dead_letter_output is not None:
         _ = (
             outputs[DEAD_LETTERS]
@@ -129,9 +126,9 @@ def build_replay(
     return [write.spill_prefix for write in writes]
 
 
-def _sorted_lines(records: list[Any]) -> list[tuple[tuple, bytes]]:
-    """A block of DriftReports or WindowSummaries as (sort key, JSON line) pairs."""
-    return list(zip(report_sort_keys(records), json_lines(records), strict=True))
+def keyed_lines(records: list[Any]) -> tuple[list[tuple], list[bytes]]:
+    """A block of DriftReports or WindowSummaries as its JSON lines and their sort keys."""
+    return report_sort_keys(records), json_lines(records)
 
 
 def _dead_letter_line(dead_letter: DeadLetter) -> tuple[tuple, bytes]:

@@ -43,7 +43,8 @@ from kldrift.io import resume
 from kldrift.io.resume import ResumePoint
 from kldrift.schemas.baseline import Baseline
 from kldrift.schemas.config import PipelineConfig
-from kldrift.schemas.report_wire import DriftReportWire
+from kldrift.schemas.report_wire import DriftReportWire, WindowSummaryWire
+from kldrift.transforms import report_coder  # noqa: F401  # registers the report coders
 from kldrift.transforms.bin import PANE_COUNTS, BinPanes, feature_slots
 from kldrift.transforms.outputs import DEAD_LETTERS, REPORTS, SUMMARIES
 from kldrift.transforms.panes import WindowedSum
@@ -61,6 +62,8 @@ __all__ = ["DEAD_LETTERS", "REPORTS", "SUMMARIES", "SlidingKLFromBatches"]
 
 REPORT_BLOCK = typehints.List[DriftReportWire]
 """Score's main output: the reports of one block of windows (one shard of keys, one window)."""
+SUMMARY_BLOCK = typehints.List[WindowSummaryWire]
+"""Score's SUMMARIES output: the window summaries of one block of windows."""
 
 
 class SlidingKLFromBatches(beam.PTransform):
@@ -148,9 +151,9 @@ class SlidingKLFromBatches(beam.PTransform):
         )
         scored = windows | "Score" >> beam.ParDo(
             Score(self._config, self._feature_bins, self._baseline, self._updates)
-        ).with_input_types(REVISION).with_output_types(REPORT_BLOCK).with_outputs(
-            SUMMARIES, main=REPORTS
-        )
+        ).with_input_types(REVISION).with_output_types(
+            REPORT_BLOCK, **{SUMMARIES: SUMMARY_BLOCK}
+        ).with_outputs(SUMMARIES, main=REPORTS)
         return {
             REPORTS: scored[REPORTS],
             SUMMARIES: scored[SUMMARIES],
