@@ -226,3 +226,40 @@ def _types(spec: dict, definitions: dict) -> Any:
     if kind == "string" and spec.get("format") == "date-time":
         return "date-time"
     return kind
+
+
+@pytest.mark.parametrize("decision", ["estimate", "confident"])
+def test_records_cross_the_runner_unchanged(decision: str) -> None:
+    """Score's report and summary lists go through Beam's coder for their type hints (the
+    typed MessagePack of kldrift.transforms.report_coder): every record decodes equal, field by
+    field, and writes the same JSON bytes; the size estimate grows with the bins."""
+    from apache_beam import coders, typehints
+
+    from kldrift.transforms import report_coder
+
+    config, baseline, slots, windows = _scoring_inputs(decision)
+    bins = resolve_bins(config, baseline)
+    reports = [
+        record
+        for records in windows_reports(
+            pipeline="shop",
+            windows=windows,
+            slots=slots,
+            references=feature_references(bins, baseline, config.drift.smoothing),
+            drift_spec=config.drift,
+            baseline_id=baseline.id,
+            wire=True,
+        )
+        for record in records
+    ]
+    summaries = [window_summary(reports[i : i + 2], config.drift) for i in range(0, 80, 2)]
+    for records, record_type in ((reports, DriftReportWire), (summaries, WindowSummaryWire)):
+        coder = coders.registry.get_coder(typehints.List[record_type])
+        assert isinstance(coder.value_coder(), report_coder._ReportWireCoder)
+        decoded = coder.decode(coder.encode(records))
+        assert decoded == records
+        assert [r.to_json_bytes() for r in decoded] == [r.to_json_bytes() for r in records]
+        assert all(type(r) is record_type for r in decoded)
+    impl = report_coder.DriftReportWireCoder().get_impl()
+    wide = msgspec.structs.replace(reports[0], counts=[0] * 100)
+    assert impl.estimate_size(wide) > impl.estimate_size(reports[0]) > 0
