@@ -9,6 +9,7 @@ import json
 import mmap
 import os
 import pickle
+import shutil
 import sys
 import time
 import uuid
@@ -327,13 +328,32 @@ class _WriteSortedSpills(beam.DoFn):
     def process(self, spills: list[str]) -> Iterator[int]:
         if len(spills) == 1:  # one bundle: its lines are the output, sorted already
             lines = len(_spill_index(spills[0]).keys)
-            FileSystems.rename([f"{spills[0]}.lines"], [self._path])
+            _move_into(f"{spills[0]}.lines", self._path)
         elif "://" in self._path:
             lines = _merge_spills(spills, self._path)
         else:
             lines = _merge_local_spills(spills, self._path)
         delete_spills(self._prefix)  # every spill of the job, those of failed bundles too
         yield lines
+
+
+def _move_into(spill_lines: str, path: str) -> None:
+    """A spill's lines become the output: renamed, when the output is a URL, a regular file or
+    not there yet; otherwise (a link, a device such as /dev/stdout, a pipe) written through it,
+    as any other output is."""
+    local = "://" not in path
+    if (
+        not local
+        or not os.path.lexists(path)
+        or (os.path.isfile(path) and not os.path.islink(path))
+    ):
+        FileSystems.rename([spill_lines], [path])
+        return
+    with FileSystems.open(spill_lines) as source, FileSystems.create(path) as output:
+        shutil.copyfileobj(source, output, _COPY_BYTES)
+
+
+_COPY_BYTES = 1 << 20
 
 
 def _merged_order(indexes: list[_SpillIndex]) -> list[int]:

@@ -121,3 +121,20 @@ def test_spill_output_is_the_windowed_path(tmp_path: Path) -> None:
     (value,) = spill_step.finish_bundle()
     assert isinstance(value, WindowedValue)
     assert Path(f"{value.value}.lines").read_bytes() == b"line\n"
+
+
+def test_one_spill_is_written_through_an_output_that_is_a_link(tmp_path: Path) -> None:
+    """A rename would replace the link (or a device such as /dev/stdout) with a file: the lines
+    go through it instead, to the file it names."""
+    pairs = _pairs(50, seed=5)
+    target = tmp_path / "elsewhere" / "reports.jsonl"
+    target.parent.mkdir()
+    link = tmp_path / "reports.jsonl"
+    link.symlink_to(target)
+    prefix = f"{link}.spill-test-"
+    (spill,) = _spill_bundles(prefix, _bundles(pairs, 1, seed=5))
+    (written,) = files._WriteSortedSpills(str(link), prefix).process([spill])
+    assert written == len(pairs)
+    assert link.is_symlink()
+    assert target.read_bytes() == b"".join(line + b"\n" for _, line in sorted(pairs))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere", "reports.jsonl"]
