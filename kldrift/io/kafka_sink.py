@@ -23,6 +23,10 @@ from kldrift.io.kafka_client import client_settings, ensure_topics, topic_exists
 from kldrift.io.outage import Outage, TopicMissingError, is_unreachable, stop_job
 from kldrift.schemas.config import KafkaSpec
 from kldrift.schemas.report import SCHEMA_VERSION, ReportRecord
+from kldrift.schemas.report_wire import ReportWire
+
+SinkRecords = ReportRecord | ReportWire | list[ReportRecord] | list[ReportWire]
+"""What WriteReports takes: a record, or a block (Score's lists of msgspec records)."""
 
 SEND_TIMEOUT_S = 60.0
 FLUSH_SLICE_S = 5.0
@@ -160,9 +164,7 @@ class _WriteReport(_KafkaWriter):
     """A report or a window summary, or a list of them (a block: kldrift.transforms.batches); its
     `record` header says which (as its JSON does). The element is passed on as it came."""
 
-    def process(
-        self, element: ReportRecord | list[ReportRecord]
-    ) -> Iterator[ReportRecord | list[ReportRecord]]:
+    def process(self, element: SinkRecords) -> Iterator[SinkRecords]:
         for report in element if isinstance(element, list) else (element,):
             self._send(
                 report.message_key.encode(),
