@@ -670,15 +670,15 @@ BoundaryNull = tuple[float, float]
 """One window's (scale, noncentrality) from `above_threshold_null`."""
 
 _NULL_BLOCK = 1 << 18
-"""Elements (windows x bins) per `above_threshold_null` call in `boundary_nulls`: the bisection's
-temporaries stay a few MB whatever the number of windows."""
+"""Elements (windows x bins) per `above_threshold_null` call in `boundary_nulls`: the boundary
+share's temporaries stay a few MB whatever the number of windows."""
 
 
 def boundary_nulls(
     windows: ArrayLike, baseline: Counts, threshold_bits: float
 ) -> list[BoundaryNull | None]:
     """`above_threshold_null` for many windows (rows of counts over the same bins as `baseline`)
-    at once (its bisection then costs 50 numpy calls per block of windows, not per window), for
+    at once (its Newton steps then cost a few numpy calls per block of windows, not per window), for
     the windows whose minimum-effect test needs it (a positive total, two occupied bins or more,
     a finite threshold above 0); None for the others. Each row gives the same floats as a call
     for that window alone: the rows are reduced one by one along the bins
@@ -701,7 +701,7 @@ def _boundary_null_rows(
     rows: Counts, baseline: Counts, threshold_bits: float, needed: NDArray[np.bool_]
 ) -> tuple[Counts, Counts]:
     """(scale, noncentrality) of `above_threshold_null` for the `needed` rows, a block of rows
-    per call (the bisection's temporaries stay a few MB); scale 1 and noncentrality 0 for the
+    per call (the boundary share's temporaries stay a few MB); scale 1 and noncentrality 0 for the
     others."""
     scales, noncentralities = np.ones(len(rows)), np.zeros(len(rows))
     indices = np.flatnonzero(needed)
