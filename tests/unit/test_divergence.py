@@ -579,15 +579,44 @@ def test_boundary_share_is_the_root_as_closely_as_its_divergence_in_floats_can_t
     tau = threshold_bits * LN2
     root = adversarial_roots[name]
     share = divergence._boundary_shares(q[None, :], p_hat[None, :], tau)[0]
+    assert 0 < root < 1
+    assert abs(share - root) <= _root_error_bound(q, p_hat, root)
+    if tau >= 1e-6:
+        assert share == pytest.approx(root, rel=2e-15)
+
+
+def _root_error_bound(q: np.ndarray, p_hat: np.ndarray, root: float) -> float:
+    """How far from `root` a share can be found with the divergence summed in floats: 4 ulps of
+    the share, plus 4 ulps of the sum's magnitude (its terms' absolute values) over f'(root)."""
     mixed = (1 - root) * q + root * p_hat
     log_ratio = np.log(np.divide(mixed, q, where=q > 0, out=np.ones_like(q)))
     magnitude = float(np.sum(np.abs(mixed * log_ratio)))
     slope = float(np.sum((p_hat - q) * log_ratio))
     eps = float(np.finfo(np.float64).eps)
-    assert 0 < root < 1
-    assert abs(share - root) <= 4 * eps * root + 4 * eps * magnitude / slope
-    if tau >= 1e-6:
-        assert share == pytest.approx(root, rel=2e-15)
+    return 4 * eps * root + 4 * eps * magnitude / slope
+
+
+def test_boundary_share_of_random_windows_is_the_root() -> None:
+    """Windows of 2 to 50 bins, 2 to 5,000 events, baselines with empty bins, thresholds from
+    just below the plug-in KL to 1e-4 of it: each share within `_root_error_bound`."""
+    rng = np.random.default_rng(2027)
+    checked = 0
+    for _ in range(150):
+        bins = int(rng.choice([2, 3, 10, 50]))
+        baseline = rng.integers(0, 300, bins).astype(np.float64) * (rng.random(bins) < 0.8)
+        baseline[0] += 1
+        shape = np.ones(bins) * rng.choice([0.1, 1.0, 10.0])
+        events = int(rng.choice([2, 7, 100, 5000]))
+        window = rng.multinomial(events, rng.dirichlet(shape)).astype(np.float64)
+        q, p_hat = _boundary_q_p(window, baseline)
+        tau = float(entropy(p_hat, q)) * float(rng.choice([0.999, 0.5, 0.1, 1e-4]))
+        if not tau > 0:
+            continue
+        root = _reference_boundary_share(q, p_hat, tau)
+        share = divergence._boundary_shares(q[None, :], p_hat[None, :], tau)[0]
+        assert abs(share - root) <= _root_error_bound(q, p_hat, root)
+        checked += 1
+    assert checked > 100
 
 
 def test_boundary_shares_of_adversarial_rows_together_equal_each_row_alone() -> None:
