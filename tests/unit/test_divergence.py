@@ -489,6 +489,7 @@ def _adversarial_windows() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     baseline_1000[0] += 1
     return {
         "one_bin": (np.array([1e6] + [0] * 8 + [1], np.float64), baseline),
+        "one_bin_300": (np.array([300] + [0] * 8 + [1], np.float64), baseline),
         "empty_bins": (np.array([0, 0, 30, 0, 0, 0, 5, 0, 0, 0], np.float64), baseline),
         "tiny_q": (np.array([100, 100, 20, 7, 0, 90, 0, 0, 0, 0], np.float64), huge),
         "1000_bins": (
