@@ -525,11 +525,14 @@ def above_threshold_null(
         if tau <= 0 or not beyond.any():
             # Every row keeps scale 1: the boundary point's variance is not needed.
             return np.ones(len(n)), np.maximum(mean - dof, 0.0)
-        # Bisection for s in (0, 1): KL((1 - s) q + s p_hat || q) rises with s from 0.
-        if len(n) == 1:
-            high = np.array([_boundary_share(q[0], p_hat[0], tau)])
-        else:
+        # s in (0, 1) with KL((1 - s) q + s p_hat || q) = tau, for the rows beyond tau (the
+        # others keep scale 1 whatever s is).
+        if beyond.all():
             high = _boundary_shares(q, p_hat, tau)
+        else:
+            high = np.ones(len(n))
+            rows_beyond = np.flatnonzero(beyond)
+            high[rows_beyond] = _boundary_shares(q[rows_beyond], p_hat[rows_beyond], tau)
         mixed = (1.0 - high[:, None]) * q + high[:, None] * p_hat
         log_ratio = np.where(mixed > 0, np.log(mixed / q), 0.0)
     first = np.sum(mixed * log_ratio, axis=1)
@@ -544,43 +547,98 @@ def above_threshold_null(
     return scale, noncentrality
 
 
+_SHARE_TOLERANCE = 4.0 * np.finfo(np.float64).eps
+"""`_boundary_shares` stops a row when its Newton step is at most this relative to its share."""
+
+_SHARE_STEPS = 100
+"""`_boundary_shares`' most steps per row (it takes about five; bisection alone would bring a
+share above 1e-15 within a few ulps in 100)."""
+
+
 def _boundary_shares(
     q: NDArray[np.float64], p_hat: NDArray[np.float64], tau: float
 ) -> NDArray[np.float64]:
-    """above_threshold_null's bisection for many rows: per row the operations of
-    `_boundary_share` (so the same bits), each step one numpy call per operation over all the
-    rows, into arrays allocated once."""
+    """Per row, the share s in (0, 1) with ``f(s) = KL((1 - s) q + s p_hat || q) = tau``, for rows
+    with ``f(1) > tau`` (q zero only where p_hat is: the bins no one saw).
+
+    With ``d = p_hat - q`` and ``r = ln(m / q) = log1p(s d / q)``, ``m = (1 - s) q + s p_hat``:
+    ``f(s) = sum q r + s sum d r`` and ``f'(s) = sum d r + sum d``. ``f`` is convex and increasing
+    on [0, 1] with ``f(0) = f'(0) = 0``: a Newton step from any point lands at or right of the
+    root, and from the right it falls to the root quadratically, never past it. A row starts at
+    ``sqrt(2 tau / chi2)`` (``chi2 = f''(0)``) and takes Newton steps, bisecting its bracket
+    [low, high] instead when a step would leave it (``f'(1)`` is infinite when p_hat has an empty
+    bin). It stops when its step is at most `_SHARE_TOLERANCE` of its share (and takes it), or
+    when a Newton step from the right crossed the root, or would cross a point left of it: then
+    rounding in ``f`` decides the side, and the share is as close to the root as ``f`` in floats
+    can tell. A row's operations depend on that row alone (rows that stopped leave the arrays),
+    so a row gets the same bits alone or among others."""
     rows = len(q)
-    low, high, mid, weight, sums = (np.empty(rows) for _ in range(5))
-    low.fill(0.0)
-    high.fill(1.0)
-    mixed, scratch = np.empty_like(q), np.empty_like(q)
-    for _ in range(50):
-        np.add(low, high, out=mid)
-        np.multiply(mid, 0.5, out=mid)
-        np.subtract(1.0, mid, out=weight)
-        np.multiply(weight[:, None], q, out=mixed)
-        np.multiply(mid[:, None], p_hat, out=scratch)
-        np.add(mixed, scratch, out=mixed)
-        rel_entr(mixed, q, out=mixed)
-        np.sum(mixed, axis=1, out=sums)
-        above = sums > tau
-        np.copyto(high, mid, where=above)
-        np.copyto(low, mid, where=~above)
-    return high
+    base = np.where(q > 0, q, 1.0)  # in the bins no one saw q = 1 (and d = 0): terms of exactly 0
+    slope = p_hat - q
+    ratio = slope / base
+    slope_total = np.asarray(np.einsum("ij->i", slope), dtype=np.float64)
+    shares = np.ones(rows)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        share = np.minimum(np.sqrt(2.0 * tau / _row_dots(slope, ratio)), 0.5)
+        share = np.where(share > 0.0, share, 0.5)
+        low: Counts = np.zeros(rows)
+        high: Counts = np.ones(rows)
+        from_right: NDArray[np.bool_] = np.zeros(rows, np.bool_)  # a Newton step from the right
+        live: NDArray[np.bool_] = np.ones(rows, np.bool_)
+        index: NDArray[np.intp] = np.arange(rows)
+        scratch = np.empty_like(q)
+        for _ in range(_SHARE_STEPS):
+            value, derivative = _share_gap(base, slope, ratio, slope_total, share, tau, scratch)
+            newton = share - value / derivative
+            above = value > 0.0
+            tiny = np.abs(newton - share) <= _SHARE_TOLERANCE * share
+            done = live & (tiny | (from_right & ~above) | (above & (newton <= low)))
+            shares[index[done]] = np.where(tiny, newton, share)[done]
+            live &= ~done
+            remaining = np.count_nonzero(live)
+            if remaining == 0:
+                return shares
+            np.copyto(high, share, where=above)
+            np.copyto(low, share, where=~above)
+            inside = (newton > low) & (newton < high)
+            from_right = above & inside
+            share = np.where(inside, newton, 0.5 * (low + high))
+            if remaining <= len(live) // 2:  # the rows that stopped leave the arrays
+                keep = live
+                index, live, from_right = index[keep], live[keep], from_right[keep]
+                share, low, high, slope_total = (
+                    share[keep],
+                    low[keep],
+                    high[keep],
+                    slope_total[keep],
+                )
+                base, slope, ratio = base[keep], slope[keep], ratio[keep]
+    shares[index[live]] = high[live]
+    return shares
 
 
-def _boundary_share(q: NDArray[np.float64], p_hat: NDArray[np.float64], tau: float) -> float:
-    """above_threshold_null's bisection for one row, with Python floats for the interval: the
-    same operations in the same order (so the same bits), at a third of the numpy calls."""
-    low, high = 0.0, 1.0
-    for _ in range(50):
-        mid = 0.5 * (low + high)
-        if rel_entr((1.0 - mid) * q + mid * p_hat, q).sum() > tau:
-            high = mid
-        else:
-            low = mid
-    return high
+def _share_gap(
+    base: Counts,
+    slope: Counts,
+    ratio: Counts,
+    slope_total: Counts,
+    share: Counts,
+    tau: float,
+    scratch: Counts,
+) -> tuple[Counts, Counts]:
+    """`_boundary_shares`' ``f(s) - tau`` and ``f'(s)`` of each row at its `share`; `scratch`
+    (at least as many rows) holds ``r``."""
+    log_ratio = scratch[: len(share)]
+    np.multiply(ratio, share[:, None], out=log_ratio)
+    np.log1p(log_ratio, out=log_ratio)
+    slope_part = _row_dots(slope, log_ratio)
+    return _row_dots(base, log_ratio) + share * slope_part - tau, slope_part + slope_total
+
+
+def _row_dots(a: Counts, b: Counts) -> Counts:
+    """``sum(a * b, axis=1)`` of two C-contiguous arrays: einsum's loop over each row's bins, the
+    same bits for a row whatever the rows around it."""
+    return np.asarray(np.einsum("ij,ij->i", a, b), dtype=np.float64)
 
 
 def _p_above_threshold(
@@ -612,15 +670,15 @@ BoundaryNull = tuple[float, float]
 """One window's (scale, noncentrality) from `above_threshold_null`."""
 
 _NULL_BLOCK = 1 << 18
-"""Elements (windows x bins) per `above_threshold_null` call in `boundary_nulls`: the bisection's
-temporaries stay a few MB whatever the number of windows."""
+"""Elements (windows x bins) per `above_threshold_null` call in `boundary_nulls`: the boundary
+share's temporaries stay a few MB whatever the number of windows."""
 
 
 def boundary_nulls(
     windows: ArrayLike, baseline: Counts, threshold_bits: float
 ) -> list[BoundaryNull | None]:
     """`above_threshold_null` for many windows (rows of counts over the same bins as `baseline`)
-    at once (its bisection then costs 50 numpy calls per block of windows, not per window), for
+    at once (its Newton steps then cost a few numpy calls per block of windows, not per window), for
     the windows whose minimum-effect test needs it (a positive total, two occupied bins or more,
     a finite threshold above 0); None for the others. Each row gives the same floats as a call
     for that window alone: the rows are reduced one by one along the bins
@@ -643,7 +701,7 @@ def _boundary_null_rows(
     rows: Counts, baseline: Counts, threshold_bits: float, needed: NDArray[np.bool_]
 ) -> tuple[Counts, Counts]:
     """(scale, noncentrality) of `above_threshold_null` for the `needed` rows, a block of rows
-    per call (the bisection's temporaries stay a few MB); scale 1 and noncentrality 0 for the
+    per call (the boundary share's temporaries stay a few MB); scale 1 and noncentrality 0 for the
     others."""
     scales, noncentralities = np.ones(len(rows)), np.zeros(len(rows))
     indices = np.flatnonzero(needed)

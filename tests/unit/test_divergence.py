@@ -8,7 +8,8 @@ from decimal import Decimal, localcontext
 
 import numpy as np
 import pytest
-from _oracle import williams
+from _oracle import expected_fields, williams
+from scipy.optimize import brentq
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import chi2, chi2_contingency, entropy
 
@@ -475,6 +476,180 @@ def test_boundary_nulls_of_many_windows_equal_each_window_scored_alone(
             assert batched == alone
     assert divergence.boundary_nulls(windows, baseline, 0.0) == [None] * len(windows)
     assert divergence.boundary_nulls(windows, baseline, math.inf) == [None] * len(windows)
+
+
+def _adversarial_windows() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """(window counts, baseline counts) the boundary share's root finding could get wrong: nearly
+    all mass in one bin, a window with empty bins (``f'(1)`` infinite), baseline bins of tiny
+    ``q``, 1000 bins, 2 bins."""
+    rng = np.random.default_rng(27)
+    baseline = rng.integers(50, 500, 10).astype(np.float64)
+    huge = np.array([1e9, 1e9, 0, 0, 3, 1e9, 0, 0, 0, 0], np.float64)
+    baseline_1000 = rng.integers(0, 50, 1000).astype(np.float64)
+    baseline_1000[0] += 1
+    return {
+        "one_bin": (np.array([1e6] + [0] * 8 + [1], np.float64), baseline),
+        "one_bin_300": (np.array([300] + [0] * 8 + [1], np.float64), baseline),
+        "empty_bins": (np.array([0, 0, 30, 0, 0, 0, 5, 0, 0, 0], np.float64), baseline),
+        "tiny_q": (np.array([100, 100, 20, 7, 0, 90, 0, 0, 0, 0], np.float64), huge),
+        "1000_bins": (
+            rng.multinomial(3000, rng.dirichlet(np.ones(1000) * 0.1)).astype(np.float64),
+            baseline_1000,
+        ),
+        "2_bins": (np.array([90, 10], np.float64), np.array([50, 50], np.float64)),
+    }
+
+
+ADVERSARIAL_WINDOWS = _adversarial_windows()
+
+# Thresholds as fractions of the window's plug-in KL: the root near 1, in the middle, near 0, and
+# tau so small that the root is ~1e-5 or below.
+THRESHOLD_FRACTIONS = {
+    "1-1e-12": 1 - 1e-12,
+    "1-1e-6": 1 - 1e-6,
+    "0.5": 0.5,
+    "1e-3": 1e-3,
+    "1e-9": 1e-9,
+    "1e-14": 1e-14,
+}
+
+
+def _boundary_q_p(window: np.ndarray, baseline: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """README's boundary q = (b + 1/2) / (M + B_eff / 2) over the occupied bins (0 elsewhere)
+    and p_hat = c / N, written out here."""
+    occupied = (window + baseline) > 0
+    q = np.where(occupied, (baseline + 0.5) / (baseline.sum() + 0.5 * occupied.sum()), 0.0)
+    return q, window / window.sum()
+
+
+def _reference_boundary_share(q: np.ndarray, p_hat: np.ndarray, tau: float) -> float:
+    """The s with KL((1 - s) q + s p_hat || q) = tau for these float q and p_hat: brentq on the
+    gap summed in 50-digit decimals (so rounding in the sum does not move the root)."""
+    pairs = [
+        (Decimal(qi), Decimal(pi))
+        for qi, pi in zip(q.tolist(), p_hat.tolist(), strict=True)
+        if qi > 0
+    ]
+
+    def gap(s: float) -> float:
+        with localcontext() as context:
+            context.prec = 50
+            share = Decimal(s)
+            total = Decimal(0)
+            for qi, pi in pairs:
+                m = (1 - share) * qi + share * pi
+                if m > 0:
+                    total += m * (m / qi).ln()
+            return float(total - Decimal(tau))
+
+    eps = float(np.finfo(np.float64).eps)
+    return float(brentq(gap, 0.0, 1.0, xtol=1e-300, rtol=4 * eps, maxiter=500))
+
+
+def _adversarial_cases() -> list[tuple[str, np.ndarray, np.ndarray, float]]:
+    cases = []
+    for name, (window, baseline) in ADVERSARIAL_WINDOWS.items():
+        q, p_hat = _boundary_q_p(window, baseline)
+        observed_bits = float(entropy(p_hat, q, base=2))
+        for label, fraction in THRESHOLD_FRACTIONS.items():
+            cases.append((f"{name}@{label}", window, baseline, observed_bits * fraction))
+    return cases
+
+
+ADVERSARIAL_CASES = _adversarial_cases()
+
+
+@pytest.fixture(scope="module")
+def adversarial_roots() -> dict[str, float]:
+    roots = {}
+    for name, window, baseline, threshold_bits in ADVERSARIAL_CASES:
+        q, p_hat = _boundary_q_p(window, baseline)
+        roots[name] = _reference_boundary_share(q, p_hat, threshold_bits * LN2)
+    return roots
+
+
+@pytest.mark.parametrize("case", ADVERSARIAL_CASES, ids=[case[0] for case in ADVERSARIAL_CASES])
+def test_boundary_share_is_the_root_as_closely_as_its_divergence_in_floats_can_tell(
+    case: tuple[str, np.ndarray, np.ndarray, float], adversarial_roots: dict[str, float]
+) -> None:
+    """Newton's share is the root of KL((1 - s) q + s p_hat || q) = tau to a few ulps, except
+    where the float sum of the divergence cannot tell (tau ~ 1e-12 nats and below: its terms
+    of size s |p - q| cancel to ~s^2): there within 4 ulps of that sum's magnitude over f'."""
+    name, window, baseline, threshold_bits = case
+    q, p_hat = _boundary_q_p(window, baseline)
+    tau = threshold_bits * LN2
+    root = adversarial_roots[name]
+    share = divergence._boundary_shares(q[None, :], p_hat[None, :], tau)[0]
+    assert 0 < root < 1
+    assert abs(share - root) <= _root_error_bound(q, p_hat, root)
+    if tau >= 1e-6:
+        assert share == pytest.approx(root, rel=2e-15)
+
+
+def _root_error_bound(q: np.ndarray, p_hat: np.ndarray, root: float) -> float:
+    """How far from `root` a share can be found with the divergence summed in floats: 4 ulps of
+    the share, plus 4 ulps of the sum's magnitude (its terms' absolute values) over f'(root)."""
+    mixed = (1 - root) * q + root * p_hat
+    log_ratio = np.log(np.divide(mixed, q, where=q > 0, out=np.ones_like(q)))
+    magnitude = float(np.sum(np.abs(mixed * log_ratio)))
+    slope = float(np.sum((p_hat - q) * log_ratio))
+    eps = float(np.finfo(np.float64).eps)
+    return 4 * eps * root + 4 * eps * magnitude / slope
+
+
+def test_boundary_share_of_random_windows_is_the_root() -> None:
+    """Windows of 2 to 50 bins, 2 to 5,000 events, baselines with empty bins, thresholds from
+    just below the plug-in KL to 1e-4 of it: each share within `_root_error_bound`."""
+    rng = np.random.default_rng(2027)
+    checked = 0
+    for _ in range(150):
+        bins = int(rng.choice([2, 3, 10, 50]))
+        baseline = rng.integers(0, 300, bins).astype(np.float64) * (rng.random(bins) < 0.8)
+        baseline[0] += 1
+        shape = np.ones(bins) * rng.choice([0.1, 1.0, 10.0])
+        events = int(rng.choice([2, 7, 100, 5000]))
+        window = rng.multinomial(events, rng.dirichlet(shape)).astype(np.float64)
+        q, p_hat = _boundary_q_p(window, baseline)
+        tau = float(entropy(p_hat, q)) * float(rng.choice([0.999, 0.5, 0.1, 1e-4]))
+        if not tau > 0:
+            continue
+        root = _reference_boundary_share(q, p_hat, tau)
+        share = divergence._boundary_shares(q[None, :], p_hat[None, :], tau)[0]
+        assert abs(share - root) <= _root_error_bound(q, p_hat, root)
+        checked += 1
+    assert checked > 100
+
+
+def test_boundary_shares_of_adversarial_rows_together_equal_each_row_alone() -> None:
+    """Rows whose roots lie near 0, in the middle and near 1, stopping after different numbers of
+    steps, in one call: each row's share has the bits it has alone."""
+    rows = [
+        _boundary_q_p(window, baseline)
+        for window, baseline in ADVERSARIAL_WINDOWS.values()
+        if window.size == 10
+    ]
+    q, p_hat = np.array([row[0] for row in rows]), np.array([row[1] for row in rows])
+    observed = np.array([entropy(p, q_row) for q_row, p in rows])
+    for tau in (1e-14, 1e-6, 1e-2, *(observed * (1 - 1e-9))):
+        beyond = observed > tau
+        together = divergence._boundary_shares(q[beyond], p_hat[beyond], tau)
+        alone = [
+            divergence._boundary_shares(q[i : i + 1], p_hat[i : i + 1], tau)[0]
+            for i in np.flatnonzero(beyond)
+        ]
+        assert len(alone) >= 1 and together.tolist() == alone
+
+
+@pytest.mark.parametrize("case", ADVERSARIAL_CASES, ids=[case[0] for case in ADVERSARIAL_CASES])
+def test_minimum_effect_p_value_of_adversarial_windows_matches_the_oracle(
+    case: tuple[str, np.ndarray, np.ndarray, float],
+) -> None:
+    """tests/_oracle.py's minimum-effect test (brentq for the boundary share) to 1e-9."""
+    _, window, baseline, threshold_bits = case
+    expected = expected_fields(window, baseline, smoothing=0.5, threshold=threshold_bits)
+    assert divergence.p_value_above_threshold(window, baseline, threshold_bits) == pytest.approx(
+        expected["p_value_above_threshold"], rel=1e-9, abs=1e-300
+    )
 
 
 DIVERGENCE_FIELDS = (
