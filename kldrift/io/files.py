@@ -251,24 +251,22 @@ class WriteSortedLines(beam.PTransform):
         )
 
 
-KeyedLines = tuple[list[Any], list[bytes]]
-"""A block's lines and each line's sort key, in two lists of the same length."""
+KeyedLines = tuple[list[Any], bytes]
+"""A block's lines' sort keys, and its lines as one text: one line per key, in the keys' order,
+each ended by a newline (so no line holds one)."""
 
 
 def pairs_keyed_lines(pairs: list[tuple[Any, bytes]]) -> KeyedLines:
     """A block given as (sort key, line) pairs, as KeyedLines."""
-    return [key for key, _ in pairs], [line for _, line in pairs]
-
-
-_WRITE_LINES = 4096
-"""Lines joined per write: no buffer of a whole output's size is built."""
+    return [key for key, _ in pairs], b"".join(line + b"\n" for _, line in pairs)
 
 
 class _SpillBlocks(beam.DoFn):
     """Blocks -> one spill per bundle beside the output, two files: the bundle's lines sorted by
     key (`<spill>.lines`) and an index, pickled (`<spill>.index`, read back by this job only:
-    the lines' sort keys and their lengths); the spill's path leaves when the bundle ends. A bundle that fails leaves files no
-    path names: _WriteSortedSpills deletes them with the others."""
+    the lines' sort keys and their lengths); the spill's path leaves when the bundle ends. A
+    bundle that fails leaves files no path names: _WriteSortedSpills deletes them with the
+    others. The lines stay slices of their blocks' texts until written (no copy of each)."""
 
     def __init__(self, prefix: str, keyed_lines: Callable[[Any], KeyedLines]) -> None:
         self._prefix = prefix
@@ -276,10 +274,13 @@ class _SpillBlocks(beam.DoFn):
 
     def start_bundle(self) -> None:
         self._keys: list[Any] = []
-        self._lines: list[bytes] = []
+        self._lines: list[memoryview] = []
 
     def process(self, block: Any) -> Iterator[str]:
-        keys, lines = self._keyed_lines(block)
+        keys, text = self._keyed_lines(block)
+        lines = _text_lines(text)
+        if len(lines) != len(keys):
+            raise ValueError(f"a block of {len(keys)} sort keys has {len(lines)} lines")
         self._keys.extend(keys)
         self._lines.extend(lines)
         return iter(())
@@ -292,23 +293,49 @@ class _SpillBlocks(beam.DoFn):
         order = sorted(range(len(keys)), key=keys.__getitem__)  # stable, as the pairs' sort was
         lines = [lines[i] for i in order]
         spill = f"{self._prefix}{uuid.uuid4().hex}"
-        with FileSystems.create(f"{spill}.lines") as handle:
-            _write_lines(handle, lines)
+        _write_views(f"{spill}.lines", lines)
         index = _SpillIndex([keys[i] for i in order], np.fromiter(map(len, lines), np.int64))
         with FileSystems.create(f"{spill}.index") as handle:
             handle.write(pickle.dumps(index, protocol=pickle.HIGHEST_PROTOCOL))
         yield WindowedValue(spill, GlobalWindow().max_timestamp(), (GlobalWindow(),))
 
 
-def _write_lines(handle: Any, lines: list[bytes]) -> None:
-    """`lines`, each ended by a newline, a few thousand per write."""
-    for first in range(0, len(lines), _WRITE_LINES):
-        handle.write(b"\n".join(lines[first : first + _WRITE_LINES]))
-        handle.write(b"\n")
+def _text_lines(text: bytes) -> list[memoryview]:
+    """Each line of `text` (lines ended by a newline), its newline included, as a slice of it."""
+    if not text:
+        return []
+    ends = np.flatnonzero(np.frombuffer(text, np.uint8) == _NEWLINE) + 1
+    if not len(ends) or ends[-1] != len(text):
+        raise ValueError("a block's text does not end with a newline")
+    starts = np.concatenate(([0], ends[:-1]))
+    view = memoryview(text)
+    return [view[start:end] for start, end in zip(starts.tolist(), ends.tolist(), strict=True)]
+
+
+_NEWLINE = ord("\n")
+
+
+def _write_views(path: str, lines: list[memoryview]) -> None:
+    """`lines` (each with its newline) into a new file at `path`: a local one with writev, many
+    lines per system call; another filesystem's through Beam's FileSystems, joined in chunks."""
+    if "://" in path:
+        with FileSystems.create(path) as handle:
+            for first in range(0, len(lines), _JOINED_LINES):
+                handle.write(b"".join(lines[first : first + _JOINED_LINES]))
+        return
+    with open(path, "wb") as output:
+        for first in range(0, len(lines), _WRITEV_LINES):
+            _write_all(output.fileno(), lines[first : first + _WRITEV_LINES])
+
+
+_JOINED_LINES = 4096
+"""Lines joined per write to a non-local file: no buffer of a whole output's size is built."""
+_WRITEV_LINES = 512
+"""Lines per writev call (under IOV_MAX, 1024)."""
 
 
 class _SpillIndex(NamedTuple):
-    """A spill's lines' sort keys and lengths (without their newlines), in the file's order."""
+    """A spill's lines' sort keys and lengths (with their newlines), in the file's order."""
 
     keys: list[Any]
     lengths: np.ndarray
@@ -329,10 +356,8 @@ class _WriteSortedSpills(beam.DoFn):
         if len(spills) == 1:  # one bundle: its lines are the output, sorted already
             lines = len(_spill_index(spills[0]).keys)
             _move_into(f"{spills[0]}.lines", self._path)
-        elif "://" in self._path:
-            lines = _merge_spills(spills, self._path)
         else:
-            lines = _merge_local_spills(spills, self._path)
+            lines = _merge_spills(spills, self._path)
         delete_spills(self._prefix)  # every spill of the job, those of failed bundles too
         yield lines
 
@@ -364,46 +389,32 @@ def _merged_order(indexes: list[_SpillIndex]) -> list[int]:
 
 
 def _merge_spills(spills: list[str], path: str) -> int:
-    """The lines of several spills (each sorted by key), sorted by key, into `path`; how many."""
-    order = _merged_order([_spill_index(spill) for spill in spills])
-    lines: list[bytes] = []
-    for spill in spills:
-        with FileSystems.open(f"{spill}.lines") as handle:
-            lines.extend(handle.read().split(b"\n")[:-1])
-    with FileSystems.create(path) as handle:
-        _write_lines(handle, [lines[i] for i in order])
-    return len(lines)
-
-
-def _merge_local_spills(spills: list[str], path: str) -> int:
-    """_merge_spills for local files: the spills' lines are mapped, not read, and written to
-    `path` straight from the mappings, many lines per system call (no copy of the text in this
-    process: the output is the size of the job's reports, hundreds of MB at 10,000 keys). The
-    mappings close when their last line is dropped."""
+    """The lines of several spills (each sorted by key), sorted by key, into `path`; how many.
+    Local spills are mapped, not read: their lines are written to `path` straight from the
+    mappings (no copy of the text in this process: the output is the size of the job's reports,
+    hundreds of MB at 10,000 keys). A mapping closes when its last line is dropped."""
     indexes = [_spill_index(spill) for spill in spills]
     order = _merged_order(indexes)
     lines: list[memoryview] = []
     for spill, index in zip(spills, indexes, strict=True):
-        lines.extend(_mapped_lines(f"{spill}.lines", index.lengths))
-    with open(path, "wb") as output:
-        for first in range(0, len(order), _WRITEV_LINES):
-            _write_all(output.fileno(), [lines[i] for i in order[first : first + _WRITEV_LINES]])
+        lines.extend(_spill_lines(f"{spill}.lines", index.lengths))
+    _write_views(path, [lines[i] for i in order])
     return len(order)
 
 
-_WRITEV_LINES = 512
-"""Lines per writev call (under IOV_MAX, 1024)."""
-
-
-def _mapped_lines(path: str, lengths: np.ndarray) -> list[memoryview]:
-    """Each line of `path` (their lengths given, each followed by a newline), newline included,
-    as a slice of the file's mapping."""
+def _spill_lines(path: str, lengths: np.ndarray) -> list[memoryview]:
+    """Each line of the spill at `path` (their lengths given), as a slice of its mapping when it
+    is local, else of its bytes."""
     if not len(lengths):
         return []
-    with open(path, "rb") as handle:
-        view = memoryview(mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ))
-    ends = np.cumsum(lengths + 1)
-    starts = ends - lengths - 1
+    if "://" in path:
+        with FileSystems.open(path) as handle:
+            view = memoryview(handle.read())
+    else:
+        with open(path, "rb") as handle:
+            view = memoryview(mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ))
+    ends = np.cumsum(lengths)
+    starts = ends - lengths
     return [view[start:end] for start, end in zip(starts.tolist(), ends.tolist(), strict=True)]
 
 

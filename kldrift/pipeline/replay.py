@@ -22,7 +22,7 @@ from kldrift.pipeline.options import pipeline_options
 from kldrift.schemas.baseline import Baseline
 from kldrift.schemas.config import PipelineConfig
 from kldrift.schemas.report import DriftReport, ReportRecord
-from kldrift.schemas.report_wire import DriftReportWire, ReportWire, json_lines
+from kldrift.schemas.report_wire import DriftReportWire, ReportWire, json_text
 from kldrift.transforms.batches import DEAD_LETTERS, REPORTS, SUMMARIES, SlidingKLFromBatches
 from kldrift.transforms.decode import DecodeRecords
 
@@ -126,9 +126,10 @@ def build_replay(
     return [write.spill_prefix for write in writes]
 
 
-def keyed_lines(records: list[Any]) -> tuple[list[tuple], list[bytes]]:
-    """A block of DriftReports or WindowSummaries as its JSON lines and their sort keys."""
-    return report_sort_keys(records), json_lines(records)
+def keyed_lines(records: list[Any]) -> tuple[list[tuple], bytes]:
+    """A block of DriftReports or WindowSummaries as its JSON lines' sort keys and its JSON lines
+    (each ended by a newline, one text)."""
+    return report_sort_keys(records), json_text(records)
 
 
 def _dead_letter_line(dead_letter: DeadLetter) -> tuple[tuple, bytes]:

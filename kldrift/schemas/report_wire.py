@@ -143,9 +143,9 @@ ReportWire = DriftReportWire | WindowSummaryWire
 _ENCODER = msgspec.json.Encoder()
 
 
-def json_lines(records: Sequence[ReportWire | DriftReport | WindowSummary]) -> list[bytes]:
-    """Each record's `to_json_bytes()`; msgspec records in one encoder call (its JSON has no
-    newline inside a record: strings escape it)."""
+def json_text(records: Sequence[ReportWire | DriftReport | WindowSummary]) -> bytes:
+    """The records' `to_json_bytes()`, each ended by a newline, as one text; msgspec records in
+    one encoder call (their JSON has no newline inside a record: strings escape it)."""
     if all(type(r) is DriftReportWire or type(r) is WindowSummaryWire for r in records):
-        return _ENCODER.encode_lines(records).split(b"\n")[:-1]
-    return [r.to_json_bytes() for r in records]
+        return _ENCODER.encode_lines(records)
+    return b"".join(r.to_json_bytes() + b"\n" for r in records)

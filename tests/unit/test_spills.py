@@ -1,7 +1,8 @@
 """The replay writer's spills (kldrift.io.files.WriteSortedBlocks' steps run as plain objects on
 real files): whatever bundles a runner makes, the output holds every line once, in sort-key order,
-through either merge (local files mapped and written with writev, or any filesystem through Beam's
-FileSystems), or a single spill renamed into place; and no spill file is left."""
+through the merge of several spills or a single spill renamed into place, for a local output
+(mapped and written with writev) and one behind a URL (Beam's FileSystems: `kldtest://`, a
+filesystem of this module over a local folder); and no spill file is left."""
 
 from __future__ import annotations
 
@@ -9,9 +10,40 @@ import random
 from pathlib import Path
 
 import pytest
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.localfilesystem import LocalFileSystem
 from apache_beam.utils.windowed_value import WindowedValue
 
 from kldrift.io import files
+
+
+class _UrlFileSystem(LocalFileSystem):
+    """`kldtest://PATH` is the local PATH, seen through Beam's FileSystems as a URL would be."""
+
+    @classmethod
+    def scheme(cls) -> str:
+        return "kldtest"
+
+    @staticmethod
+    def _local(path: str) -> str:
+        return path.removeprefix("kldtest://")
+
+    def create(self, path, mime_type="application/octet-stream", compression_type=None):  # type: ignore[no-untyped-def]
+        return super().create(
+            self._local(path), mime_type, compression_type or CompressionTypes.AUTO
+        )
+
+    def open(self, path, mime_type="application/octet-stream", compression_type=None):  # type: ignore[no-untyped-def]
+        return super().open(self._local(path), mime_type, compression_type or CompressionTypes.AUTO)
+
+    def rename(self, sources, destinations):  # type: ignore[no-untyped-def]
+        super().rename([self._local(p) for p in sources], [self._local(p) for p in destinations])
+
+    def match(self, patterns, limits=None):  # type: ignore[no-untyped-def]
+        return super().match([self._local(p) for p in patterns], limits)
+
+    def delete(self, paths):  # type: ignore[no-untyped-def]
+        super().delete([self._local(p) for p in paths])
 
 
 def _spill_bundles(prefix: str, bundles: list[list[list[tuple]]]) -> list[str]:
@@ -53,37 +85,30 @@ def _pairs(count: int, seed: int) -> list[tuple]:
     return pairs
 
 
-@pytest.mark.parametrize("bundle_count", [2, 3, 7])
-@pytest.mark.parametrize("filesystem_path", [False, True])
-def test_spills_of_many_bundles_merge_into_every_line_in_key_order(
-    tmp_path: Path, bundle_count: int, filesystem_path: bool
+@pytest.mark.parametrize("bundle_count", [1, 2, 3, 7])
+@pytest.mark.parametrize("scheme", ["", "kldtest://"])
+def test_spills_of_any_bundles_give_every_line_in_key_order(
+    tmp_path: Path, bundle_count: int, scheme: str
 ) -> None:
     pairs = _pairs(400, seed=bundle_count)
     output = tmp_path / "reports.jsonl"
-    prefix = f"{output}.spill-test-"
+    output.write_bytes(b"an older output\n")
+    prefix = f"{scheme}{output}.spill-test-"
     spills = _spill_bundles(prefix, _bundles(pairs, bundle_count, seed=bundle_count))
-    assert len(spills) > 1
-    if filesystem_path:  # the path any non-local filesystem takes, run on local files
-        written = files._merge_spills(spills, str(output))
-        files.delete_spills(prefix)
-    else:
-        (written,) = files._WriteSortedSpills(str(output), prefix).process(spills)
+    assert len(spills) == bundle_count
+    (written,) = files._WriteSortedSpills(f"{scheme}{output}", prefix).process(spills)
     want = b"".join(line + b"\n" for _, line in sorted(pairs))
     assert output.read_bytes() == want
     assert written == len(pairs)
     assert [p.name for p in tmp_path.iterdir()] == ["reports.jsonl"]
 
 
-def test_one_bundle_spill_is_renamed_into_the_output(tmp_path: Path) -> None:
-    pairs = _pairs(200, seed=11)
-    output = tmp_path / "reports.jsonl"
-    output.write_bytes(b"an older output\n")
-    prefix = f"{output}.spill-test-"
-    (spill,) = _spill_bundles(prefix, _bundles(pairs, 1, seed=11))
-    (written,) = files._WriteSortedSpills(str(output), prefix).process([spill])
-    assert output.read_bytes() == b"".join(line + b"\n" for _, line in sorted(pairs))
-    assert written == len(pairs)
-    assert [p.name for p in tmp_path.iterdir()] == ["reports.jsonl"]
+def test_a_block_whose_lines_do_not_match_its_keys_is_refused(tmp_path: Path) -> None:
+    """A line holding a newline would be two lines: an error, not a shifted output."""
+    spill_step = files._SpillBlocks(f"{tmp_path}/out.spill-", files.pairs_keyed_lines)
+    spill_step.start_bundle()
+    with pytest.raises(ValueError, match="2 sort keys has 3 lines"):
+        spill_step.process([((0, "a", "f", 0), b"one"), ((0, "b", "f", 0), b"two\nthree")])
 
 
 def test_a_bundle_without_lines_spills_nothing(tmp_path: Path) -> None:
