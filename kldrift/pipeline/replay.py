@@ -18,6 +18,7 @@ from kldrift.io.files import (
     delete_spills,
     require_paths,
 )
+from kldrift.pipeline.heap import older_objects_frozen
 from kldrift.pipeline.options import pipeline_options
 from kldrift.schemas.baseline import Baseline
 from kldrift.schemas.config import PipelineConfig
@@ -162,8 +163,9 @@ def run_replay(
         input_format,
     )
     try:
-        result = pipeline.run()
-        result.wait_until_finish()
+        with older_objects_frozen():
+            result = pipeline.run()
+            result.wait_until_finish()
     finally:  # a failed or interrupted job leaves no spill file beside its outputs
         for prefix in spill_prefixes:
             delete_spills(prefix)

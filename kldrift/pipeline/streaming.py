@@ -46,6 +46,7 @@ from kldrift.io.resume import (
     reset_for_window,
 )
 from kldrift.pipeline.flink_rest import cancel_running, flink_job_name, remote_master
+from kldrift.pipeline.heap import older_objects_frozen
 from kldrift.pipeline.options import flag_value, is_flink_runner, pipeline_options, runner_name
 from kldrift.schemas.baseline import Baseline
 from kldrift.schemas.config import KafkaSpec, PipelineConfig
@@ -252,20 +253,21 @@ def run_streaming(
         handler.addFilter(DropOutageTraces())
     pipeline = beam.Pipeline(options=options)
     build_streaming(pipeline, config, baseline, starts, resume, worker_processes)
-    with _runner_ignores_ctrl_c():
-        result = pipeline.run()
     flink_rest = (
         remote_master(flag_value(beam_args, "--flink_master"))
         if is_flink_runner(runner_name(beam_args))
         else None
     )
-    return _wait_or_cancel(
-        result,
-        metrics_served=not is_flink_runner(runner_name(beam_args)),
-        stop_runner=stop_runner,
-        flink_rest=flink_rest,
-        stopping=stopping,
-    )
+    with older_objects_frozen():
+        with _runner_ignores_ctrl_c():
+            result = pipeline.run()
+        return _wait_or_cancel(
+            result,
+            metrics_served=not is_flink_runner(runner_name(beam_args)),
+            stop_runner=stop_runner,
+            flink_rest=flink_rest,
+            stopping=stopping,
+        )
 
 
 @contextmanager
