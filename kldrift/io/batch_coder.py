@@ -40,11 +40,11 @@ class _BatchCoderImpl(coder_impl.StreamCoderImpl):
         return (_NOT_BYTES + _PER_RECORD) * len(values)
 
 
-class _BatchCoder(FastCoder):
-    _type: type
+class TypeCoder(FastCoder):
+    """A coder of one Python type (`_type`, the hint it is registered for): not deterministic,
+    equal to any coder of its class. Subclasses give the implementation (`_create_impl`)."""
 
-    def _create_impl(self) -> coder_impl.CoderImpl:
-        return _BatchCoderImpl()
+    _type: type
 
     def is_deterministic(self) -> bool:
         return False
@@ -57,6 +57,11 @@ class _BatchCoder(FastCoder):
 
     def __hash__(self) -> int:
         return hash(type(self))
+
+
+class _BatchCoder(TypeCoder):
+    def _create_impl(self) -> coder_impl.CoderImpl:
+        return _BatchCoderImpl()
 
 
 class RecordBatchCoder(_BatchCoder):

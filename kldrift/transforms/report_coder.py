@@ -16,8 +16,8 @@ from typing import Any
 import msgspec
 from apache_beam import coders
 from apache_beam.coders import coder_impl
-from apache_beam.coders.coders import FastCoder
 
+from kldrift.io.batch_coder import TypeCoder
 from kldrift.schemas.report_wire import DriftReportWire, WindowSummaryWire
 
 _FEATURE_REPORT_BYTES = 256
@@ -47,23 +47,9 @@ class _ReportWireCoderImpl(coder_impl.StreamCoderImpl):
         return _SUMMARY_BYTES
 
 
-class _ReportWireCoder(FastCoder):
-    _type: type
-
+class _ReportWireCoder(TypeCoder):
     def _create_impl(self) -> coder_impl.CoderImpl:
         return _ReportWireCoderImpl(self._type)
-
-    def is_deterministic(self) -> bool:
-        return False
-
-    def to_type_hint(self) -> type:
-        return self._type
-
-    def __eq__(self, other: object) -> bool:
-        return type(self) is type(other)
-
-    def __hash__(self) -> int:
-        return hash(type(self))
 
 
 class DriftReportWireCoder(_ReportWireCoder):

@@ -83,22 +83,28 @@ def _scoring_inputs(decision: str) -> tuple[Any, Any, Any, list[WindowCounts]]:
     return config, baseline, slots, _windows(slots[-1][2], rng)
 
 
+def _scored(decision: str, wire: bool) -> tuple[Any, list[list[Any]]]:
+    """(config, each window's reports) of the tests below, as the job's msgspec records (`wire`)
+    or as the pydantic models."""
+    config, baseline, slots, windows = _scoring_inputs(decision)
+    reports = windows_reports(
+        pipeline="shop",
+        windows=windows,
+        slots=slots,
+        references=feature_references(
+            resolve_bins(config, baseline), baseline, config.drift.smoothing
+        ),
+        drift_spec=config.drift,
+        baseline_id=baseline.id,
+        wire=wire,
+    )
+    return config, reports
+
+
 @pytest.mark.parametrize("decision", ["estimate", "confident"])
 def test_the_job_s_records_write_the_models_json(decision: str) -> None:
-    config, baseline, slots, windows = _scoring_inputs(decision)
-    bins = resolve_bins(config, baseline)
-    scored = {
-        wire: windows_reports(
-            pipeline="shop",
-            windows=windows,
-            slots=slots,
-            references=feature_references(bins, baseline, config.drift.smoothing),
-            drift_spec=config.drift,
-            baseline_id=baseline.id,
-            wire=wire,
-        )
-        for wire in (False, True)
-    }
+    config = _scoring_inputs(decision)[0]
+    scored = {wire: _scored(decision, wire)[1] for wire in (False, True)}
     checked = 0
     for models, records in zip(scored[False], scored[True], strict=True):
         for model, record in zip(models, records, strict=True):
@@ -237,21 +243,8 @@ def test_records_cross_the_runner_unchanged(decision: str) -> None:
 
     from kldrift.transforms import report_coder
 
-    config, baseline, slots, windows = _scoring_inputs(decision)
-    bins = resolve_bins(config, baseline)
-    reports = [
-        record
-        for records in windows_reports(
-            pipeline="shop",
-            windows=windows,
-            slots=slots,
-            references=feature_references(bins, baseline, config.drift.smoothing),
-            drift_spec=config.drift,
-            baseline_id=baseline.id,
-            wire=True,
-        )
-        for record in records
-    ]
+    config, scored = _scored(decision, wire=True)
+    reports = [record for records in scored for record in records]
     summaries = [window_summary(reports[i : i + 2], config.drift) for i in range(0, 80, 2)]
     for records, record_type in ((reports, DriftReportWire), (summaries, WindowSummaryWire)):
         coder = coders.registry.get_coder(typehints.List[record_type])
