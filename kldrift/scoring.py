@@ -274,17 +274,20 @@ def rows_reports(
     references: Sequence[FeatureReference],
     drift_spec: DriftSpec,
     baseline_id: str,
+    summaries: bool = True,
 ) -> tuple[list[DriftReportWire], list[WindowSummaryWire]]:
     """What the job writes for many windows: one DriftReportWire per window and feature (window
     by window, the features in `slots` order), q-values across a window's features, and one
-    WindowSummaryWire per window (`window_summary`'s). Each feature is scored for all the
-    windows at once (`divergence.window_scores` over a windows x bins array), the q-values and
-    summaries over windows x features arrays; the records are built from those columns."""
+    WindowSummaryWire per window (`window_summary`'s; none unless `summaries`). Each feature is
+    scored for all the windows at once (`divergence.window_scores` over a windows x bins array),
+    the q-values and summaries over windows x features arrays; the records are built from those
+    columns."""
     if not len(rows):
         return [], []
     scored = _ScoredRows.of(rows, slots, references, drift_spec)
     with _gc_paused():
-        return scored.reports(pipeline, baseline_id, _WIRE), scored.summaries(pipeline, baseline_id)
+        reports = scored.reports(pipeline, baseline_id, _WIRE)
+        return reports, scored.summaries(pipeline, baseline_id) if summaries else []
 
 
 @contextmanager

@@ -108,7 +108,10 @@ def build_replay(
         pipeline
         | "Read" >> ReadRecordBatches(paths, file_format=input_format)
         | "DecodeRecords" >> DecodeRecords(config)
-        | "SlidingKLDivergence" >> SlidingKLFromBatches(config, baseline, single_firing=True)
+        | "SlidingKLDivergence"
+        >> SlidingKLFromBatches(
+            config, baseline, single_firing=True, summaries=summary_output is not None
+        )
     )
     # Reports and summaries come in blocks (a list per shard of keys and window): one element
     # for many lines, spilled to files rather than sent through the runner line by line.

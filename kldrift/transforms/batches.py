@@ -80,7 +80,8 @@ class SlidingKLFromBatches(beam.PTransform):
     naming the feature before any pipeline starts. `baseline_updates` (optional) hands the running
     job newer baselines with the same bins; each report names the `baseline_id` it was scored with.
     `single_firing`: the job is a batch job (replay), where every window fires once, so its
-    revisions need no state (transforms.revise.FirstFiring).
+    revisions need no state (transforms.revise.FirstFiring). `summaries=False`: no window
+    summaries are computed (a replay that writes none); the output is then empty.
     """
 
     def __init__(
@@ -90,6 +91,7 @@ class SlidingKLFromBatches(beam.PTransform):
         baseline_updates: BaselineUpdates | None = None,
         resume: ResumePoint | None = None,
         single_firing: bool = False,
+        summaries: bool = True,
     ) -> None:
         super().__init__()
         # A batch job fires every window once: revision 0 with no state (FirstFiring).
@@ -99,6 +101,7 @@ class SlidingKLFromBatches(beam.PTransform):
         self._feature_bins = resolve_bins(config, baseline)
         self._updates = baseline_updates
         self._resume = resume
+        self._summaries = summaries
 
     @no_annotations  # Beam takes no dict of PCollections as an output hint (it warns)
     def expand(
@@ -150,7 +153,7 @@ class SlidingKLFromBatches(beam.PTransform):
             .with_output_types(REVISION)
         )
         scored = windows | "Score" >> beam.ParDo(
-            Score(self._config, self._feature_bins, self._baseline, self._updates)
+            Score(self._config, self._feature_bins, self._baseline, self._updates, self._summaries)
         ).with_input_types(REVISION).with_output_types(
             REPORT_BLOCK, **{SUMMARIES: SUMMARY_BLOCK}
         ).with_outputs(SUMMARIES, main=REPORTS)

@@ -67,8 +67,10 @@ class Score(beam.DoFn):
         feature_bins: list[FeatureBins],
         baseline: Baseline,
         updates: BaselineUpdates | None = None,
+        summaries: bool = True,
     ) -> None:
         self._config = config
+        self._summaries = summaries
         self._feature_bins = feature_bins
         self._initial = baseline
         self._updates = updates
@@ -169,6 +171,7 @@ class Score(beam.DoFn):
             references=self._references(baseline),
             drift_spec=self._config.drift,
             baseline_id=baseline.id,
+            summaries=self._summaries,
         )
         features = len(self._slots)
         first = 0
@@ -179,10 +182,11 @@ class Score(beam.DoFn):
             self._reports.inc(len(reports_of_item))
             self._drift.inc(sum(1 for report in reports_of_item if report.drift))
             yield WindowedValue(reports_of_item, item.timestamp, (item.window,), item.pane)
-            yield beam.pvalue.TaggedOutput(
-                SUMMARIES,
-                WindowedValue(summaries[first:end], item.timestamp, (item.window,), item.pane),
-            )
+            if self._summaries:
+                yield beam.pvalue.TaggedOutput(
+                    SUMMARIES,
+                    WindowedValue(summaries[first:end], item.timestamp, (item.window,), item.pane),
+                )
             first = end
 
 

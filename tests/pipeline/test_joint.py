@@ -92,7 +92,17 @@ def replayed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         beam_args=local_runner_args([]),
         summary_output=str(folder / "summaries.jsonl"),
     )
+    # Without --summaries Score computes none: the reports must not change by a byte.
+    run_replay(
+        CONFIG,
+        baseline,
+        str(folder / "events.jsonl"),
+        str(folder / "reports-alone.jsonl"),
+        beam_args=local_runner_args([]),
+    )
     return {
+        "reports_bytes": (folder / "reports.jsonl").read_bytes(),
+        "reports_alone_bytes": (folder / "reports-alone.jsonl").read_bytes(),
         "training": training,
         "events": events,
         "baseline": baseline,
@@ -239,3 +249,8 @@ def test_config_check_and_replay_cli_accept_a_joint_of_learned_bins(tmp_path: Pa
     assert features["latency_by_country"]["missing"] == 1
     config = load_config(config_path)
     assert config.feature("latency_by_country").kind == "joint"
+
+
+def test_a_replay_without_summaries_writes_the_same_reports(replayed: dict[str, Any]) -> None:
+    assert replayed["summaries"], "the replay with --summaries wrote some"
+    assert replayed["reports_alone_bytes"] == replayed["reports_bytes"]
