@@ -44,7 +44,8 @@ class BaselineUpdates(Protocol):
 class Score(beam.DoFn):
     """A block of windows' counts against the baseline -> one DriftReport per feature and window,
     q-values across a window's features, and one WindowSummary per window on the SUMMARIES output:
-    per input element, one list of reports and one list of summaries. Reports and summaries are
+    per input element, one list of reports and one list of summaries (none with
+    `summaries=False`: a replay that writes none computes none). Reports and summaries are
     msgspec Structs (kldrift.schemas.report_wire): the models' fields, built without validating
     each; the public composite turns them into the pydantic models at its boundary.
 
