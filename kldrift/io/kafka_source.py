@@ -96,6 +96,12 @@ PROBE_TIMEOUT_MS = 2000
 unreachable: the watermark then stays where the last answer left it."""
 OUTAGE_PROBE_S = 5.0
 """A reader without records for this long asks the broker whether it is caught up."""
+FETCH_PARTITION_BYTES = 8 << 20
+"""kafka-python's max_partition_fetch_bytes for the readers (its default: 1 MiB), unless the
+config's kafka.client sets it. Reading a backlog, a reader waits for every fetch response whose
+records it has used up; with 8 MiB a partition's backlog comes in an eighth of the round trips.
+A fetch response stays within fetch_max_bytes (50 MiB) however many partitions it holds, so the
+memory bound is the same. benchmarks/README ("The reader's fetch size") has the figures."""
 
 
 @dataclass(frozen=True)
@@ -364,7 +370,10 @@ class _ReadPartitions(beam.DoFn):
             consumer = self._new_consumer(
                 self._group_id,
                 # Metadata at half the partition discovery interval (kafka-python's: 5 minutes).
-                {"metadata_max_age_ms": max(500, round(self._spec.partition_discovery * 500))},
+                {
+                    "metadata_max_age_ms": max(500, round(self._spec.partition_discovery * 500)),
+                    "max_partition_fetch_bytes": FETCH_PARTITION_BYTES,
+                },
                 max_poll_records=self._spec.poll_max_records,
             )
             # Its records come as (offset, value) pairs parsed a batch at a time.

@@ -5,7 +5,8 @@ topic exactly as a plain kafka-python consumer does, committed transactions and 
 
 Batches of every codec kafka-python has installed (none and gzip always; zstd, snappy, lz4 where
 their packages are), tombstones, null and empty keys and values, headers, 300 KB values, batches of
-one record and of hundreds. About 10 s on a running broker."""
+one record and of hundreds; the reader's own consumer (its 8 MiB fetches, and a config's override)
+reads them as plain kafka-python does. About 17 s on a running broker."""
 
 from __future__ import annotations
 
@@ -21,7 +22,9 @@ from kafka.record.memory_records import MemoryRecords
 
 from kldrift.io import kafka_records
 from kldrift.io.kafka_records import BulkPartitionRecords, offsets_and_values
+from kldrift.io.kafka_source import FETCH_PARTITION_BYTES, _ReadPartitions
 from kldrift.local.kafka import create_topics
+from kldrift.schemas.config import PipelineConfig
 
 pytestmark = pytest.mark.services
 
@@ -216,3 +219,52 @@ def test_transactions_read_as_kafka_python_reads_them(kafka_bootstrap: str) -> N
         values = [value for _, value in read]
         assert values.count(b"abort-0") == (0 if isolation == "read_committed" else 1)
         assert len(values) == (100 if isolation == "read_committed" else 150)
+
+
+def _reader(bootstrap: str, topic: str, client: dict[str, Any]) -> _ReadPartitions:
+    config = PipelineConfig.model_validate(
+        {
+            "name": "fetch",
+            "event_time_field": "ts",
+            "window": {"size": "1m", "period": "1m"},
+            "features": [{"name": "x", "kind": "numeric", "edges": [0, 1]}],
+            "kafka": {
+                "bootstrap_servers": bootstrap,
+                "input_topic": topic,
+                "output_topic": f"{topic}.reports",
+                "dead_letter_topic": f"{topic}.dead",
+                "group_id": "fetch",
+                "client": client,
+            },
+        }
+    )
+    reader = _ReadPartitions(config, f"fetch-{uuid.uuid4().hex[:8]}")
+    reader.setup()
+    return reader
+
+
+@pytest.mark.parametrize(
+    ("client", "fetch_bytes"),
+    [({}, FETCH_PARTITION_BYTES), ({"max_partition_fetch_bytes": 65536}, 65536)],
+    ids=["reader-default", "config-override"],
+)
+def test_reader_consumer_fetch_size(
+    kafka_bootstrap: str, client: dict[str, Any], fetch_bytes: int
+) -> None:
+    """The reader's consumer fetches 8 MiB per partition unless kafka.client says otherwise, and
+    reads the topic (300 KB values, batches of one and of hundreds) as plain kafka-python does."""
+    topic = f"records-fetch-{uuid.uuid4().hex[:8]}"
+    create_topics(kafka_bootstrap, {topic: 1})
+    sent = _produce(kafka_bootstrap, topic)
+    reader = _reader(kafka_bootstrap, topic, client)
+    plain = _consumer(kafka_bootstrap, topic)
+    try:
+        consumer = reader._consumer(topic, ((0, 0),))
+        assert consumer.config["max_partition_fetch_bytes"] == fetch_bytes
+        read, end = _read_all(consumer, topic)
+        expected, plain_end = _read_all(plain, topic)
+    finally:
+        reader.teardown()
+        plain.close()
+    assert len(read) == sent and end == plain_end == sent
+    assert read == expected
