@@ -23,10 +23,12 @@ from kldrift.schemas.baseline import Baseline
 from kldrift.schemas.config import DriftSpec
 from kldrift.schemas.report import DriftReport, OtherValue, TopBinReport, WindowSummary
 from kldrift.schemas.report_wire import (
+    REPORT_FIELDS,
     DriftReportWire,
     OtherValueWire,
     TopBinWire,
     WindowSummaryWire,
+    report_wire_row,
 )
 
 AnyReport = DriftReport | DriftReportWire
@@ -34,7 +36,8 @@ AnyReport = DriftReport | DriftReportWire
 
 
 class _Kinds(NamedTuple):
-    report: type
+    report_of: Callable[..., Any]
+    """REPORT_FIELDS' values, in order -> a report (positional: half the cost of keywords)"""
     top_bin_of: Callable[[str, float, float, float], Any]
     """(bin, window_p, baseline_q, contribution_bits) -> a top bin record"""
     other_value: type
@@ -49,8 +52,12 @@ def _top_bin_model(
     )
 
 
-_MODELS = _Kinds(DriftReport, _top_bin_model, OtherValue, WindowSummary)
-_WIRE = _Kinds(DriftReportWire, TopBinWire, OtherValueWire, WindowSummaryWire)
+def _report_model(*values: Any) -> DriftReport:
+    return DriftReport(**dict(zip(REPORT_FIELDS, values, strict=True)))
+
+
+_MODELS = _Kinds(_report_model, _top_bin_model, OtherValue, WindowSummary)
+_WIRE = _Kinds(report_wire_row, TopBinWire, OtherValueWire, WindowSummaryWire)
 
 OTHER_VALUES_SHOWN = 5
 """How many raw `__other__` values a report names (the most frequent)."""
@@ -412,9 +419,11 @@ class _ScoredRows:
         with np.errstate(invalid="ignore", divide="ignore"):
             missing_share = (feature.missing + feature.invalid) / events
         baseline_missing_share = reference.missing_share
-        labels, baseline_q = reference.label_list, reference.q_list
+        # One copy of the bins' labels and baseline shares for the block's reports, shared by
+        # them (the records are frozen and nothing changes their lists).
+        labels, baseline_q = list(reference.label_list), list(reference.q_list)
         name = feature.name
-        make = kinds.report
+        make = kinds.report_of
         threshold_bits, significance, decision = (
             spec.threshold_bits,
             spec.significance,
@@ -422,38 +431,38 @@ class _ScoredRows:
         )
         return [
             make(
-                pipeline=pipeline,
-                key=key,
-                feature=name,
-                window_start=window_start,
-                window_end=window_end,
-                revision=revision,
-                count=count,
-                missing=missing,
-                invalid=invalid,
-                kl_bits=kl,
-                kl_bits_debiased=debiased,
-                entropy_bits=entropy,
-                cross_entropy_bits=cross_entropy,
-                js_bits=js,
-                psi=psi,
-                p_value=p_value,
-                threshold_bits=threshold_bits,
-                significance=significance,
-                drift=drift,
-                top_bins=top_bins,
-                baseline_id=baseline_id,
-                decision=decision,
-                p_value_above_threshold=p_above,
-                q_value=q_value,
-                bins=list(labels),
-                counts=counts,
-                baseline_q=list(baseline_q),
-                other_values=others,
-                missing_share=share,
-                baseline_missing_share=baseline_missing_share,
-                missing_p_value=missing_p,
-                missing_drift=missing_drift,
+                pipeline,
+                key,
+                name,
+                window_start,
+                window_end,
+                revision,
+                count,
+                missing,
+                invalid,
+                kl,
+                debiased,
+                entropy,
+                cross_entropy,
+                js,
+                psi,
+                p_value,
+                threshold_bits,
+                significance,
+                drift,
+                top_bins,
+                baseline_id,
+                decision,
+                p_above,
+                q_value,
+                labels,
+                counts,
+                baseline_q,
+                others,
+                share,
+                baseline_missing_share,
+                missing_p,
+                missing_drift,
             )
             for (
                 key,

@@ -2,7 +2,7 @@
 write per (key, feature, window, revision), without pydantic's validation per report.
 
 Each Struct has the fields of its pydantic model (kldrift.schemas.report) in the same order with
-the same defaults, and `to_json_bytes()` writes the JSON the model writes: the same keys in the
+the same defaults (but DriftReportWire's first two: see it), and `to_json_bytes()` writes the JSON the model writes: the same keys in the
 same order and the same values (tests/unit/test_report_wire.py parses both, field by field, and
 compares the JSON Schemas). One difference in the text, none in the values: msgspec writes a float
 of 1e16 or more as `1e16` where pydantic writes `1e+16`. The pydantic models stay the contract of
@@ -15,6 +15,7 @@ a bundle's hundreds of thousands of records cost the job more than building them
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Literal
@@ -48,11 +49,15 @@ class OtherValueWire(msgspec.Struct, frozen=True, gc=False):
     count: int
 
 
-class DriftReportWire(msgspec.Struct, frozen=True, kw_only=True, gc=False):
-    """kldrift.schemas.report.DriftReport, field for field."""
+class DriftReportWire(msgspec.Struct, frozen=True, gc=False):
+    """kldrift.schemas.report.DriftReport, field for field. Built with positional arguments (see
+    `report_wire_row`), half the cost of keywords at a report per (key, feature, window):
+    so `schema_version` and `record`, which come first, have no default here (the model's are
+    SCHEMA_VERSION and "feature"); every record has them, and they are in its JSON as in the
+    model's."""
 
-    schema_version: int = SCHEMA_VERSION
-    record: Literal["feature"] = "feature"
+    schema_version: int
+    record: Literal["feature"]
     pipeline: str
     key: str | None
     feature: str
@@ -135,6 +140,15 @@ class WindowSummaryWire(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     def to_model(self) -> WindowSummary:
         """The pydantic WindowSummary of the same JSON (validated)."""
         return WindowSummary.model_validate_json(self.to_json_bytes())
+
+
+REPORT_FIELDS = DriftReportWire.__struct_fields__[2:]
+"""The fields of a report after `schema_version` and `record`: `report_wire_row`'s arguments."""
+
+
+report_wire_row = functools.partial(DriftReportWire, SCHEMA_VERSION, "feature")
+"""REPORT_FIELDS' values, in order -> a DriftReportWire of this schema version (a partial: no
+Python frame per report)."""
 
 
 ReportWire = DriftReportWire | WindowSummaryWire
