@@ -163,3 +163,30 @@ def test_one_spill_is_written_through_an_output_that_is_a_link(tmp_path: Path) -
     assert link.is_symlink()
     assert target.read_bytes() == b"".join(line + b"\n" for _, line in sorted(pairs))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere", "reports.jsonl"]
+
+
+@pytest.mark.parametrize(
+    "odd_key",
+    [(0, "key-\udcff", "a", 0), (2**70, "key", "a", 0)],
+    ids=["lone-surrogate", "big-int"],
+)
+def test_keys_messagepack_cannot_hold_are_pickled_and_merged_in_order(
+    tmp_path: Path, odd_key: tuple
+) -> None:
+    """A spill's sort keys are written as MessagePack, or pickled when it cannot hold them (a key
+    with a lone surrogate, an int past 64 bits): the merge orders both kinds of spill alike."""
+    pairs = [*_pairs(120, seed=9), (odd_key, b"the odd one")]
+    output = tmp_path / "reports.jsonl"
+    prefix = f"{output}.spill-test-"
+    spills = _spill_bundles(prefix, _bundles(pairs, 3, seed=9))
+    assert {_keys_encoding(spill) for spill in spills} == {b"m", b"p"}
+    (written,) = files._WriteSortedSpills(str(output), prefix).process(spills)
+    assert written == len(pairs)
+    assert output.read_bytes() == b"".join(line + b"\n" for _, line in sorted(pairs))
+
+
+def _keys_encoding(spill: str) -> bytes:
+    """The byte before a spill index's keys: b"m" (MessagePack) or b"p" (pickle)."""
+    data = Path(f"{spill}.index").read_bytes()
+    count = int.from_bytes(data[:8], "little")
+    return data[8 * (count + 1) : 8 * (count + 1) + 1]
