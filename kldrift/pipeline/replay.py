@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from operator import attrgetter
 from typing import Any
 
 import apache_beam as beam
@@ -76,19 +77,29 @@ _MICROSECOND = timedelta(microseconds=1)
 def report_sort_keys(records: Sequence[ReportRecord | ReportWire]) -> list[tuple]:
     """Each record's sort key in replay's output: (window start, key, feature, revision). The
     window start as integer microseconds (the same order as the datetime: Beam's default coder
-    pickles a datetime), computed once for the records in a row that share its datetime (a
-    block's: one window)."""
+    pickles a datetime), computed once per distinct datetime of the records (a block's: a few
+    windows)."""
+    fields: Iterable[tuple[datetime, str | None, str, int]]
+    if all(isinstance(record, _FEATURE_RECORDS) for record in records):
+        fields = map(_FEATURE_SORT_FIELDS, records)
+    else:
+        fields = (_sort_fields(record) for record in records)
+    starts: dict[datetime, int] = {}
     keys = []
-    last_start, start_us = None, 0
-    for record in records:
-        start = record.window_start
-        if start is not last_start:
-            last_start, start_us = start, (start - _EPOCH) // _MICROSECOND
-        feature = record.feature if isinstance(record, _FEATURE_RECORDS) else ""
-        keys.append((start_us, record.key or "", feature, record.revision))
+    for start, key, feature, revision in fields:
+        start_us = starts.get(start)
+        if start_us is None:
+            start_us = starts[start] = (start - _EPOCH) // _MICROSECOND
+        keys.append((start_us, key or "", feature, revision))
     return keys
 
 
+def _sort_fields(record: ReportRecord | ReportWire) -> tuple[datetime, str | None, str, int]:
+    feature = record.feature if isinstance(record, _FEATURE_RECORDS) else ""
+    return record.window_start, record.key, feature, record.revision
+
+
+_FEATURE_SORT_FIELDS = attrgetter("window_start", "key", "feature", "revision")
 _FEATURE_RECORDS = (DriftReport, DriftReportWire)
 
 
