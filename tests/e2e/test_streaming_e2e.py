@@ -249,7 +249,7 @@ def test_run_on_kafka_matches_replay_and_accounts_for_every_record(
             assert actual.kl_bits == pytest.approx(expected.kl_bits, abs=1e-12, rel=0)
             assert actual.p_value == pytest.approx(expected.p_value, abs=1e-300, rel=1e-9)
 
-    # One summary per (key, window, revision) the job reported, after its reports; each window's
+    # One summary per (key, window, revision) the job reported (in no set order); each window's
     # newest equals replay's summary of the same window.
     reported = {(r.key, r.window_start, r.revision) for r in reports}
     summarised = Counter((s.key, s.window_start, s.revision) for s in tail.summaries)
