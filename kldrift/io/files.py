@@ -265,9 +265,9 @@ def pairs_keyed_lines(pairs: list[tuple[Any, bytes]]) -> KeyedLines:
 class _SpillBlocks(beam.DoFn):
     """Blocks -> one spill per bundle beside the output, two files: the bundle's lines sorted by
     key (`<spill>.lines`) and its index (`<spill>.index`, read back by this job only: the lines'
-    lengths, then their sort keys, see _write_index); the spill's path leaves when the bundle ends. A
-    bundle that fails leaves files no path names: _WriteSortedSpills deletes them with the
-    others. The lines stay slices of their blocks' texts until written (no copy of each)."""
+    count, lengths and sort keys, see _write_index); the spill's path leaves when the bundle
+    ends. A bundle that fails leaves files no path names: _WriteSortedSpills deletes them with
+    the others. The lines stay slices of their blocks' texts until written (no copy of each)."""
 
     def __init__(self, prefix: str, keyed_lines: Callable[[Any], KeyedLines]) -> None:
         self._prefix = prefix

@@ -39,7 +39,7 @@ TOPIC_CHECK_S = 5.0
 class OnePartitionFirst(DefaultPartitioner):
     """kafka-python's default partitioner (murmur2 of the key, as the Java client's), but a topic
     of one partition gets it without hashing the key: the default hashes every key whatever the
-    partition count, in pure Python (about 16 us for a report's key), and a report topic that
+    partition count, in pure Python (about 10 us for a 75-byte report key), and a report topic that
     kldrift creates has one partition. Every other case is the default's, partition for
     partition."""
 

@@ -101,7 +101,7 @@ FETCH_PARTITION_BYTES = 8 << 20
 config's kafka.client sets it. Reading a backlog, a reader waits for every fetch response whose
 records it has used up; with 8 MiB a partition's backlog comes in an eighth of the round trips.
 A fetch response stays within fetch_max_bytes (50 MiB) however many partitions it holds, so the
-memory bound is the same. benchmarks/README ("The reader's fetch size") has the figures."""
+memory bound is the same. The figures: benchmarks/README, "Issue 27 in the eighth session"."""
 
 
 @dataclass(frozen=True)
