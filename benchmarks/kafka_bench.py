@@ -88,8 +88,8 @@ def consume(
     bootstrap: str, topic: str, decode: PipelineConfig | None = None, bulk: bool = False
 ) -> tuple[float, int]:
     """Drain the topic from its start with one kafka-python consumer (settings as kldrift's
-    reader's: RAW_CONSUMER); with `decode`, also decode every poll's records as kldrift's reader does
-    (EventDecoder.decode_columns); with `bulk`, the consumer parses record batches as kldrift's
+    reader's: RAW_CONSUMER); with `decode`, also decode every poll's records as kldrift's reader
+    does (EventDecoder.decode_columns); with `bulk`, the consumer parses record batches as kldrift's
     reader does (kldrift.io.kafka_records).
     Returns (seconds from the first poll to the last record, records)."""
     from kafka import KafkaConsumer, TopicPartition

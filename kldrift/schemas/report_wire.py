@@ -4,8 +4,9 @@ write per (key, feature, window, revision), without pydantic's validation per re
 Each Struct has the fields of its pydantic model (kldrift.schemas.report) in the same order with
 the same defaults (but for DriftReportWire's first two: see it), and `to_json_bytes()` writes the
 JSON the model writes: the same keys in the same order and the same values
-(tests/unit/test_report_wire.py parses both, field by field, and compares the JSON Schemas). One difference in the text, none in the values: msgspec writes a float
-of 1e16 or more as `1e16` where pydantic writes `1e+16`. The pydantic models stay the contract of
+(tests/unit/test_report_wire.py parses both, field by field, and compares the JSON Schemas).
+One difference in the text, none in the values: msgspec writes a float of 1e16 or more as `1e16`
+where pydantic writes `1e+16`. The pydantic models stay the contract of
 the topic and of the library (`to_model()` gives one, validated).
 
 The Structs are not tracked by Python's cyclic garbage collector (`gc=False`): a record holds
