@@ -89,10 +89,12 @@ def build_streaming(
         | "ReadFromKafka" >> read
         | "SlidingKLDivergence" >> SlidingKLFromBatches(config, baseline, updates, resume)
     )
-    # A window's summary goes to the report topic beside its features' reports.
-    records = (outputs[REPORTS], outputs[SUMMARIES]) | "ReportsAndSummaries" >> beam.Flatten()
+    # A window's summary goes to the report topic beside its features' reports, each through a
+    # sink of its own fused with Score: on Prism a Flatten of the two ran as two stages more
+    # between Score and the sink (about 0.09 s of a 2 s backlog), the records crossing it encoded.
     written = (
-        records | "WriteReports" >> WriteReports(config.kafka),
+        outputs[REPORTS] | "WriteReports" >> WriteReports(config.kafka),
+        outputs[SUMMARIES] | "WriteSummaries" >> WriteReports(config.kafka),
         outputs[DEAD_LETTERS] | "WriteDeadLetters" >> WriteDeadLetters(config.kafka),
     )
     if config.kafka.commit_offsets:
