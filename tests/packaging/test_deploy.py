@@ -399,6 +399,7 @@ def test_streaming_step_labels_are_stable() -> None:
         *(f"{composite}/{step}" for step in ("Bin", "PaneHistograms", "SlidingHistograms")),
         *(f"{composite}/{step}" for step in ("PaneToWindows", "ReviseWindows", "Revise", "Score")),
         "WriteReports",
+        "WriteSummaries",
         "WriteDeadLetters",
     }
     assert expected <= first
