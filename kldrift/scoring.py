@@ -418,22 +418,25 @@ class _ScoredRows:
         events = scores.count + feature.missing + feature.invalid
         with np.errstate(invalid="ignore", divide="ignore"):
             missing_share = (feature.missing + feature.invalid) / events
-        baseline_missing_share = reference.missing_share
-        # One copy of the bins' labels and baseline shares for the block's reports, shared by
-        # them (the records are frozen and nothing changes their lists).
-        labels, baseline_q = list(reference.label_list), list(reference.q_list)
-        name = feature.name
-        make = kinds.report_of
-        threshold_bits, significance, decision = (
-            spec.threshold_bits,
-            spec.significance,
-            spec.decision,
-        )
         n = len(rows)
-        columns = {
-            "pipeline": itertools.repeat(pipeline, n),
+        # What every report of the block holds alike: one copy of the bins' labels and baseline
+        # shares, shared by the reports (the records are frozen and nothing changes their lists).
+        alike: dict[str, Any] = {
+            "pipeline": pipeline,
+            "feature": feature.name,
+            "threshold_bits": spec.threshold_bits,
+            "significance": spec.significance,
+            "baseline_id": baseline_id,
+            "decision": spec.decision,
+            "bins": list(reference.label_list),
+            "baseline_q": list(reference.q_list),
+            "baseline_missing_share": reference.missing_share,
+        }
+        columns: dict[str, Iterable[Any]] = {
+            field: itertools.repeat(value, n) for field, value in alike.items()
+        }
+        columns |= {
             "key": rows.keys,
-            "feature": itertools.repeat(name, n),
             "window_start": rows.window_starts,
             "window_end": rows.window_ends,
             "revision": rows.revisions,
@@ -447,26 +450,20 @@ class _ScoredRows:
             "js_bits": _nullable(scores.js_bits, scored),
             "psi": _nullable(scores.psi, scored),
             "p_value": _nullable(scores.p_value, scored),
-            "threshold_bits": itertools.repeat(threshold_bits, n),
-            "significance": itertools.repeat(significance, n),
             "drift": scores.drift.tolist(),
             "top_bins": _top_bin_lists(scores, kinds),
-            "baseline_id": itertools.repeat(baseline_id, n),
-            "decision": itertools.repeat(decision, n),
             "p_value_above_threshold": _nullable(scores.p_value_above_threshold, scored),
             "q_value": _nullable(q_values, scored),
-            "bins": itertools.repeat(labels, n),
             "counts": rows.counts[:, feature.start : feature.start + n_bins].tolist(),
-            "baseline_q": itertools.repeat(baseline_q, n),
             "other_values": self._other_values(feature, kinds),
             "missing_share": _nullable(missing_share, events > 0),
-            "baseline_missing_share": itertools.repeat(baseline_missing_share, n),
             "missing_p_value": scores.missing_p_value,
             "missing_drift": scores.missing_drift,
         }
         # Every field of a report, each a column of the block's rows, in the report's field order.
         assert columns.keys() == set(REPORT_FIELDS)
-        return list(itertools.starmap(make, zip(*map(columns.get, REPORT_FIELDS), strict=True)))
+        rows_of_fields = zip(*map(columns.get, REPORT_FIELDS), strict=True)
+        return list(itertools.starmap(kinds.report_of, rows_of_fields))
 
     def _other_values(self, feature: _FeatureColumns, kinds: _Kinds) -> Iterable[Any]:
         """Each window's most frequent `__other__` values of a categorical feature; None for
