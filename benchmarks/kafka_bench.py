@@ -47,7 +47,7 @@ RAW_CONSUMER = {
 }
 """The raw consumer's settings: kldrift's reader's. kafka-python reads the benchmark's topic
 faster with them than with its defaults (500 records per poll, 1 MiB fetches), so the ceiling is
-not a slowed one (benchmarks/README, "The reader's fetch size")."""
+not a slowed one (benchmarks/README, "Issue 27 in the eighth session")."""
 REPO = Path(__file__).resolve().parent.parent
 
 

@@ -352,20 +352,24 @@ def _write_index(path: str, lengths: np.ndarray, keys: list[Any]) -> None:
         encoded = b"p" + pickle.dumps(keys, protocol=pickle.HIGHEST_PROTOCOL)
     with FileSystems.create(path) as handle:
         handle.write(np.int64(len(lengths)).tobytes())
-        handle.write(lengths.astype(np.int64).tobytes())
+        handle.write(np.asarray(lengths, np.int64).tobytes())
         handle.write(encoded)
 
 
 def _spill_count(spill: str) -> int:
     """How many lines a spill holds (its index's first 8 bytes: the keys are not read)."""
     with FileSystems.open(f"{spill}.index") as handle:
-        return int(np.frombuffer(handle.read(8), np.int64)[0])
+        return _index_count(handle.read(8))
+
+
+def _index_count(index: bytes) -> int:
+    return int(np.frombuffer(index[:8], np.int64)[0])
 
 
 def _spill_index(spill: str) -> _SpillIndex:
     with FileSystems.open(f"{spill}.index") as handle:
         data = handle.read()
-    count = int(np.frombuffer(data[:8], np.int64)[0])
+    count = _index_count(data)
     lengths = np.frombuffer(data[8 : 8 * (count + 1)], np.int64)
     at = 8 * (count + 1)
     kind, encoded = data[at : at + 1], memoryview(data)[at + 1 :]
